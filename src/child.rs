@@ -1,0 +1,287 @@
+//! The supervised command: spawned in its own process group with a parent-death signal,
+//! reaped by [`Reaper`], stopped by [`Child::stop`] (stop signal, timer, SIGKILL, reap).
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::time::{sleep, sleep_until, Instant};
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128+N when signal N killed it.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Code(c) => (c & 0xff) as u8,
+            ExitStatus::Signal(n) => (128 + n).min(255) as u8,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(n) => match Signal::try_from(*n) {
+                Ok(s) => write!(f, "killed by {s}"),
+                Err(_) => write!(f, "killed by signal {n}"),
+            },
+        }
+    }
+}
+
+/// The command and its environment.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+}
+
+type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>;
+
+/// Reaps every child that exits (as PID 1 or a subreaper that includes orphans) and hands the
+/// status of the ones we spawned to their [`Child`]. Create it before the first spawn, so that
+/// no SIGCHLD is missed.
+#[derive(Clone)]
+pub struct Reaper {
+    waiters: Waiters,
+}
+
+impl Reaper {
+    /// Install the SIGCHLD handler and start reaping. Needs a running tokio runtime.
+    pub fn start() -> std::io::Result<Reaper> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let waiters: Waiters = Arc::default();
+        let reaper = Reaper {
+            waiters: waiters.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                reap_all(&waiters);
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawn `cmd` in a new process group, with SIGKILL as its parent-death signal.
+    ///
+    /// Call it from the thread that lives as long as the process (the current-thread runtime's):
+    /// the parent-death signal fires when the forking *thread* exits.
+    pub fn spawn(&self, cmd: &Command) -> std::io::Result<Child> {
+        let parent = nix::unistd::getpid();
+        let mut command = std::process::Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The parent may have died before prctl took effect.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("leaderrun exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // Reaping is ours, not std's: dropping std's handle neither waits nor kills.
+        drop(child);
+        let (tx, rx) = oneshot::channel();
+        // No await since spawn: the reaper task (same thread) cannot have reaped it yet.
+        self.waiters.lock().unwrap().insert(pid.as_raw(), tx);
+        Ok(Child {
+            pid,
+            exit: rx,
+            status: None,
+        })
+    }
+}
+
+/// Collect every exited child without blocking. Statuses of children we did not spawn
+/// (orphans reparented to us) are dropped: reaping them is all they need.
+fn reap_all(waiters: &Waiters) {
+    loop {
+        let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "waitpid failed");
+                return;
+            }
+        };
+        match waiters.lock().unwrap().remove(&pid.as_raw()) {
+            Some(tx) => {
+                let _ = tx.send(status);
+            }
+            None => tracing::debug!(pid = pid.as_raw(), %status, "reaped an orphan"),
+        }
+    }
+}
+
+/// A running (or exited, not yet observed) child and its process group.
+#[derive(Debug)]
+pub struct Child {
+    pid: Pid,
+    exit: oneshot::Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+}
+
+/// While the child's group still has members after the child itself exited, check this often.
+const GROUP_POLL: Duration = Duration::from_millis(10);
+
+impl Child {
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Wait for the child (the group leader) to exit. Cancel-safe.
+    pub async fn wait(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        // The sender only goes away with the reaper task, which lives as long as the runtime.
+        let s = (&mut self.exit).await.unwrap_or(ExitStatus::Signal(9));
+        self.status = Some(s);
+        s
+    }
+
+    /// Send `sig` to the child's whole process group.
+    pub fn signal_group(&self, sig: Signal) {
+        match killpg(self.pid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => tracing::warn!(pid = self.pid.as_raw(), %sig, error = %e, "kill failed"),
+        }
+    }
+
+    fn group_is_empty(&self) -> bool {
+        matches!(killpg(self.pid, None), Err(Errno::ESRCH))
+    }
+
+    /// The stop rule: `sig` to the group, wait until the group is gone or `kill_at`, then
+    /// SIGKILL to the group; returns the child's status once reaped. Nothing of the group
+    /// survives this call (short of processes that left the group themselves).
+    pub async fn stop(&mut self, sig: Signal, kill_at: Instant) -> ExitStatus {
+        if self.status.is_none() || !self.group_is_empty() {
+            tracing::info!(pid = self.pid.as_raw(), signal = %sig, "stopping child");
+            self.signal_group(sig);
+        }
+        let graceful = tokio::select! {
+            s = self.wait() => Some(s),
+            _ = sleep_until(kill_at) => None,
+        };
+        if graceful.is_some() {
+            // The leader is gone; give the rest of its group the same grace.
+            while !self.group_is_empty() && Instant::now() < kill_at {
+                sleep(GROUP_POLL).await;
+            }
+        } else {
+            tracing::warn!(
+                pid = self.pid.as_raw(),
+                "child did not stop in time: SIGKILL"
+            );
+        }
+        self.signal_group(Signal::SIGKILL);
+        let status = self.wait().await;
+        tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
+        status
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::await_holding_lock)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    // Every reaper collects every child of the process: tests that spawn must not overlap.
+    static SPAWNING: Mutex<()> = Mutex::new(());
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SPAWNING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sh(script: &str) -> Command {
+        Command {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+        }
+    }
+
+    #[test]
+    fn exit_status_follows_the_shell_convention() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(15).code(), 143);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reap_reports_the_exit_code() {
+        let _serial = serial();
+        let reaper = Reaper::start().unwrap();
+        let mut child = reaper.spawn(&sh("exit 7")).unwrap();
+        assert_eq!(child.wait().await, ExitStatus::Code(7));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_signals_the_whole_group() {
+        let _serial = serial();
+        let reaper = Reaper::start().unwrap();
+        // A grandchild in the same group must go too.
+        let mut child = reaper.spawn(&sh("sleep 30 & wait")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let kill_at = Instant::now() + Duration::from_secs(5);
+        let status = child.stop(Signal::SIGTERM, kill_at).await;
+        assert_eq!(status, ExitStatus::Signal(15));
+        assert!(child.group_is_empty());
+        assert!(
+            Instant::now() < kill_at,
+            "graceful stop should not wait for SIGKILL"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_kills_a_child_that_ignores_the_stop_signal() {
+        let _serial = serial();
+        let reaper = Reaper::start().unwrap();
+        let mut child = reaper
+            .spawn(&sh("trap '' TERM; while :; do sleep 0.05; done"))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = Instant::now();
+        let status = child
+            .stop(Signal::SIGTERM, start + Duration::from_millis(300))
+            .await;
+        assert_eq!(status, ExitStatus::Signal(9));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        // SIGKILLed members may linger briefly as zombies until their new parent reaps them.
+        let until = Instant::now() + Duration::from_secs(2);
+        while !child.group_is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(child.group_is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+//! From argv to exit status: parse, validate, set up logging, run the supervisor.
+
+use crate::config::{Cli, Config, LogFormat};
+use crate::error::{Error, EXIT_USAGE};
+use crate::status::Status;
+use clap::error::ErrorKind;
+use clap::Parser;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+/// Everything `main` does; returns the exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) => {
+            eprintln!(
+                "leaderrun: {} (see --help)",
+                one_line(&e.render().to_string())
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let config = match Config::from_cli(cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    init_logging(config.log_format, config.log_level);
+    // One thread: the child's parent-death signal is tied to the thread that forked it, and the
+    // main thread lives as long as the process.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::io("starting the runtime", e)),
+    };
+    match runtime.block_on(crate::supervisor::run(config, Status::default())) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> u8 {
+    eprintln!("leaderrun: {e}");
+    e.exit_code()
+}
+
+/// clap's first paragraph on one line, without its "error: " prefix.
+fn one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+fn init_logging(format: LogFormat, level: tracing::Level) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: x\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The election, through etcd's election API: the keys are `NAME/<lease id in hex>` as
+//! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
+//! under `NAME/` with the lowest create revision.
+
+use crate::etcd::is_fatal;
+use crate::lease::Lease;
+use etcd_client::{
+    Client, EventType, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget, WatchOptions,
+};
+use std::time::Duration;
+use tokio::time::{sleep, timeout};
+
+/// Verified leadership: our key, first under the prefix, with this create revision.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    leader_key: LeaderKey,
+    /// `NAME/<lease hex>`.
+    pub key: String,
+    /// The key's create revision: grows strictly from one leader to the next (fencing token).
+    pub revision: i64,
+    /// The store revision at verification: events after it are watched.
+    verified_at: i64,
+}
+
+/// Why a campaign's "elected" was not believed.
+#[derive(Debug, thiserror::Error)]
+pub enum Unverified {
+    #[error("our key is gone or is not the first under the prefix")]
+    NotFirst,
+    #[error("the lease deadline is too near to start the child")]
+    DeadlineNear,
+    #[error("verification failed: {0}")]
+    Etcd(String),
+}
+
+/// Campaign until elected, retrying transient errors. Returns Err only for a fatal error (or a
+/// lease etcd no longer knows). Blocks for as long as another candidate leads: no timeout here.
+pub async fn campaign(
+    client: &Client,
+    name: &str,
+    id: &str,
+    lease: i64,
+    retry: Duration,
+) -> Result<LeaderKey, etcd_client::Error> {
+    let mut client = client.clone();
+    loop {
+        match client.campaign(name, id, lease).await {
+            Ok(mut resp) => match resp.take_leader() {
+                Some(key) => return Ok(key),
+                None => tracing::warn!("campaign answered without a leader key; retrying"),
+            },
+            Err(e) if is_fatal(&e) || crate::etcd::is_lease_not_found(&e) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "campaign failed; retrying"),
+        }
+        sleep(retry).await;
+    }
+}
+
+/// The verify-before-start rule. A campaign can answer "elected" although our lease expired
+/// while we waited (phantom leadership): believe it only if our key still exists with the
+/// returned create revision, is the first-created key under the prefix, and the lease deadline
+/// leaves time to run the child.
+pub async fn verify(
+    client: &Client,
+    elected: LeaderKey,
+    lease: &Lease,
+) -> Result<Leadership, Unverified> {
+    let mut client = client.clone();
+    let prefix = prefix_of(elected.name());
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1);
+    let resp = timeout(
+        lease.timing().request_timeout(),
+        client.get(prefix, Some(options)),
+    )
+    .await
+    .map_err(|_| Unverified::Etcd("timed out".into()))?
+    .map_err(|e| Unverified::Etcd(e.to_string()))?;
+    let first = resp.kvs().first().ok_or(Unverified::NotFirst)?;
+    if first.key() != elected.key()
+        || first.create_revision() != elected.rev()
+        || first.lease() != lease.id()
+    {
+        return Err(Unverified::NotFirst);
+    }
+    if !lease.may_start() {
+        return Err(Unverified::DeadlineNear);
+    }
+    Ok(Leadership {
+        key: String::from_utf8_lossy(elected.key()).into_owned(),
+        revision: elected.rev(),
+        verified_at: resp.header().map_or(elected.rev(), |h| h.revision()),
+        leader_key: elected,
+    })
+}
+
+/// `NAME/`: the server's election keeps its keys under the name plus a slash.
+fn prefix_of(name: &[u8]) -> Vec<u8> {
+    let mut p = name.to_vec();
+    p.push(b'/');
+    p
+}
+
+/// Resolves when our key is deleted (an operator's `etcdctl del`, a revoked lease). A broken
+/// watch is re-established from the last revision seen, after checking the key still exists.
+pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Duration) {
+    let mut client = client.clone();
+    let key = leadership.leader_key.key().to_vec();
+    let mut seen = leadership.verified_at;
+    loop {
+        let options = WatchOptions::new().with_start_revision(seen + 1);
+        match client.watch(key.clone(), Some(options)).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        if resp
+                            .events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete)
+                        {
+                            return;
+                        }
+                        if resp.canceled() {
+                            tracing::warn!(
+                                reason = resp.cancel_reason(),
+                                "watch on own key canceled"
+                            );
+                            break;
+                        }
+                        if let Some(h) = resp.header() {
+                            seen = seen.max(h.revision());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch on own key failed; re-establishing");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot watch own key; retrying"),
+        }
+        sleep(retry).await;
+        // Events may be compacted away while the watch was down: look at the key itself.
+        match client.get(key.clone(), None).await {
+            Ok(resp) => {
+                let alive = resp
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == leadership.revision);
+                if !alive {
+                    return;
+                }
+                if let Some(h) = resp.header() {
+                    seen = seen.max(h.revision());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read own key; retrying"),
+        }
+    }
+}
+
+/// Give up leadership: delete our key so the next candidate is elected at once.
+pub async fn resign(client: &Client, leadership: &Leadership, wait: Duration) {
+    let mut client = client.clone();
+    let options = ResignOptions::new().with_leader(leadership.leader_key.clone());
+    match timeout(wait, client.resign(Some(options))).await {
+        Ok(Ok(_)) => tracing::debug!(key = %leadership.key, "resigned"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "resign failed; revoking the lease instead"),
+        Err(_) => tracing::warn!("resign timed out; revoking the lease instead"),
+    }
+}

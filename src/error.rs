@@ -1,0 +1,70 @@
+//! Every way leaderrun can fail, each with the exit status it maps to.
+
+use std::path::PathBuf;
+
+/// Exit status for usage and configuration errors (as clap and most Unix tools use).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when etcd refuses us for good (authentication, permission, a broken lease API).
+pub const EXIT_ETCD: u8 = 1;
+/// The command exists but cannot be executed (the shell's convention).
+pub const EXIT_NOT_EXECUTABLE: u8 = 126;
+/// The command was not found (the shell's convention).
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags, bad values, a timing budget that does not fit.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("command not found: {}", .0.display())]
+    CommandNotFound(PathBuf),
+
+    #[error("command not executable: {}: {reason}", .path.display())]
+    CommandNotExecutable { path: PathBuf, reason: String },
+
+    /// etcd said no in a way retrying cannot fix.
+    #[error("etcd: {0}")]
+    EtcdFatal(String),
+
+    /// The local machinery failed (signal handlers, fork).
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit status this error ends leaderrun with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::CommandNotFound(_) => EXIT_NOT_FOUND,
+            Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
+            Error::EtcdFatal(_) | Error::Io { .. } => EXIT_ETCD,
+        }
+    }
+
+    pub fn io(context: &'static str, source: std::io::Error) -> Self {
+        Error::Io { context, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::CommandNotFound("x".into()).exit_code(), 127);
+        let e = Error::CommandNotExecutable {
+            path: "x".into(),
+            reason: "y".into(),
+        };
+        assert_eq!(e.exit_code(), 126);
+        assert_eq!(Error::EtcdFatal("x".into()).exit_code(), 1);
+    }
+}

@@ -1,0 +1,233 @@
+//! The lease: granted once per candidacy, kept alive from before the campaign, and watched by
+//! the local deadline D (see [`crate::timing`]). Lost when etcd says it is gone (TTL 0) or when
+//! D approaches with no acknowledged keepalive.
+
+use crate::etcd::{is_fatal, is_lease_not_found};
+use crate::timing::{Deadline, Timing};
+use etcd_client::Client;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+
+/// Why a lease no longer protects the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// etcd reported the lease gone (expired or revoked).
+    Gone,
+    /// The stop time `D - m - G` arrived with no acknowledged keepalive to move D.
+    DeadlineNear,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loss::Gone => "lease gone in etcd",
+            Loss::DeadlineNear => "no acknowledged keepalive: lease deadline near",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    deadline: Deadline,
+    gone: bool,
+}
+
+/// Why a grant failed.
+#[derive(Debug)]
+pub enum GrantError {
+    /// Retrying cannot help (authentication, permission, a TTL etcd refuses).
+    Fatal(String),
+    /// etcd unreachable or slow: try again.
+    Retry(String),
+}
+
+/// A granted lease and the task keeping it alive. Dropping it stops the keepalives.
+pub struct Lease {
+    id: i64,
+    timing: Timing,
+    state: watch::Receiver<State>,
+    keeper: JoinHandle<()>,
+    client: Client,
+}
+
+impl Lease {
+    /// Grant a lease of `ttl` and start keeping it alive. The timing is derived from the TTL
+    /// etcd granted (it raises values below its minimum), with the user's stop timeout if set.
+    pub async fn grant(
+        client: &Client,
+        ttl: Duration,
+        stop_timeout: Option<Duration>,
+    ) -> Result<Lease, GrantError> {
+        let requested =
+            Timing::new(ttl, stop_timeout).map_err(|e| GrantError::Fatal(e.to_string()))?;
+        let mut c = client.clone();
+        let sent = Instant::now();
+        let resp = match timeout(
+            requested.request_timeout(),
+            c.lease_grant(ttl.as_secs() as i64, None),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) if is_fatal(&e) => return Err(GrantError::Fatal(e.to_string())),
+            Ok(Err(e)) => return Err(GrantError::Retry(e.to_string())),
+            Err(_) => return Err(GrantError::Retry("lease grant timed out".into())),
+        };
+        let granted = Duration::from_secs(resp.ttl().max(0) as u64);
+        // The granted TTL, never the requested one: it is what the server enforces.
+        let timing =
+            Timing::new(granted, stop_timeout).map_err(|e| GrantError::Fatal(e.to_string()))?;
+        let (tx, rx) = watch::channel(State {
+            deadline: Deadline::acknowledged(sent, timing.ttl),
+            gone: false,
+        });
+        let keeper = tokio::spawn(keep_alive(client.clone(), resp.id(), timing, tx));
+        Ok(Lease {
+            id: resp.id(),
+            timing,
+            state: rx,
+            keeper,
+            client: client.clone(),
+        })
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The id as etcdctl prints and reads it.
+    pub fn hex_id(&self) -> String {
+        format!("{:x}", self.id)
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    /// D: the lease is known to live until then.
+    pub fn deadline(&self) -> Instant {
+        self.state.borrow().deadline.at()
+    }
+
+    /// The latest moment the child may still live: `D - m`.
+    pub fn kill_at(&self) -> Instant {
+        self.timing.kill_at(self.deadline())
+    }
+
+    /// Whether a child may start now: the stop time `D - m - G` is still ahead.
+    pub fn may_start(&self) -> bool {
+        let state = *self.state.borrow();
+        !state.gone && Instant::now() < self.timing.stop_at(state.deadline.at())
+    }
+
+    /// Resolves when the lease stops protecting the child. Cancel-safe.
+    pub async fn lost(&mut self) -> Loss {
+        loop {
+            let state = *self.state.borrow_and_update();
+            if state.gone {
+                return Loss::Gone;
+            }
+            tokio::select! {
+                _ = sleep_until(self.timing.stop_at(state.deadline.at())) => return Loss::DeadlineNear,
+                changed = self.state.changed() => if changed.is_err() { return Loss::Gone },
+            }
+        }
+    }
+
+    /// Stop the keepalives and revoke the lease, deleting its keys (best effort: if etcd cannot
+    /// be reached within `wait`, the lease expires by itself).
+    pub async fn revoke(mut self, wait: Duration) {
+        self.keeper.abort();
+        match timeout(wait, self.client.lease_revoke(self.id)).await {
+            Ok(Ok(_)) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
+            Ok(Err(e)) if is_lease_not_found(&e) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %self.hex_id(), error = %e, "lease revoke failed; it will expire")
+            }
+            Err(_) => {
+                tracing::warn!(lease = %self.hex_id(), "lease revoke timed out; it will expire")
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Send a keepalive every k and move D on every acknowledgement, matching each response to the
+/// send time of the request it answers (responses come in order). A stream that fails, ends, or
+/// leaves a request unanswered for a whole interval is re-established (a new stream may land on
+/// another member); its unanswered requests never move D.
+async fn keep_alive(mut client: Client, id: i64, timing: Timing, tx: watch::Sender<State>) {
+    let acknowledged = |sent: Instant| {
+        tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
+    };
+    let gone = || {
+        tracing::warn!(lease = %format!("{id:x}"), "etcd reports the lease gone");
+        tx.send_modify(|s| s.gone = true);
+    };
+    loop {
+        // Opening the stream sends one keepalive and waits for its answer.
+        let sent = Instant::now();
+        let opened = timeout(timing.request_timeout(), client.lease_keep_alive(id)).await;
+        let (mut keeper, mut stream) = match opened {
+            Ok(Ok(pair)) => {
+                acknowledged(sent);
+                pair
+            }
+            Ok(Err(e)) if is_lease_not_found(&e) => return gone(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "keepalive stream failed to open; retrying");
+                sleep(timing.keepalive / 4).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("keepalive stream did not open in time; retrying");
+                continue;
+            }
+        };
+        let mut inflight: VecDeque<Instant> = VecDeque::new();
+        let mut tick = interval_at(Instant::now() + timing.keepalive, timing.keepalive);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if inflight.front().is_some_and(|s| s.elapsed() >= timing.keepalive) {
+                        tracing::warn!("keepalive unanswered for a whole interval; reopening the stream");
+                        break;
+                    }
+                    inflight.push_back(Instant::now());
+                    if keeper.keep_alive().await.is_err() {
+                        tracing::warn!("keepalive stream closed; reopening");
+                        break;
+                    }
+                }
+                msg = stream.message() => match msg {
+                    Ok(Some(resp)) => {
+                        let sent = inflight.pop_front();
+                        if resp.ttl() <= 0 {
+                            return gone();
+                        }
+                        if let Some(sent) = sent {
+                            acknowledged(sent);
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!("keepalive stream ended; reopening");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keepalive stream failed; reopening");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(leaderrun::cli::main(std::env::args_os()))
+}

@@ -1,0 +1,189 @@
+//! The timing model (docs/SAFETY.md): pure arithmetic, no I/O.
+//!
+//! ```text
+//!   T  lease TTL as granted by etcd
+//!   k  keepalive interval            = T/5
+//!   r  allowance for one round trip  = k/2
+//!   m  safety margin                 = max(500 ms, T/10)
+//!   G  stop timeout (signal → KILL)  <= T - 2k - r - m
+//!   D  local deadline                = send time of the newest acknowledged keepalive + T
+//! ```
+//!
+//! The child gets the stop signal at `D - m - G` and SIGKILL at `D - m`, so it is dead before the
+//! server can expire the lease (no earlier than D) and before any standby can win.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// G when the user sets none: long enough for a typical server to drain.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// The floor of m: SIGKILL-to-reap time on a loaded host plus clock-rate drift over a TTL.
+pub const MIN_MARGIN: Duration = Duration::from_millis(500);
+
+/// Timing values derived from one TTL. Build it with [`Timing::new`], which checks the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// T: lease TTL.
+    pub ttl: Duration,
+    /// k: one keepalive every k.
+    pub keepalive: Duration,
+    /// r: what a keepalive round trip may take before the budget is hurt.
+    pub round_trip: Duration,
+    /// m: safety margin between SIGKILL and the deadline.
+    pub margin: Duration,
+    /// G: stop signal to SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+/// Why a TTL and stop timeout do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("--ttl {ttl}s is too small: the keepalives and safety margin alone need {needed}ms; raise --ttl")]
+    TtlTooSmall { ttl: u64, needed: u128 },
+    #[error(
+        "--stop-timeout {given}ms does not fit --ttl {ttl}s (at most {max}ms fits: 2k + r + m + G <= TTL); raise --ttl or lower --stop-timeout"
+    )]
+    StopTimeoutTooLong { given: u128, ttl: u64, max: u128 },
+}
+
+impl Timing {
+    /// Derive the timing for `ttl`. An explicit `stop_timeout` that does not fit is refused; the
+    /// default one shrinks to fit.
+    pub fn new(ttl: Duration, stop_timeout: Option<Duration>) -> Result<Timing, BudgetError> {
+        let keepalive = ttl / 5;
+        let round_trip = keepalive / 2;
+        let margin = MIN_MARGIN.max(ttl / 10);
+        // One keepalive may be lost: the one after it goes out at s + 2k and needs r to come back.
+        let needed = 2 * keepalive + round_trip + margin;
+        let budget = ttl.checked_sub(needed).ok_or(BudgetError::TtlTooSmall {
+            ttl: ttl.as_secs(),
+            needed: needed.as_millis(),
+        })?;
+        let stop_timeout = match stop_timeout {
+            Some(g) if g > budget => {
+                return Err(BudgetError::StopTimeoutTooLong {
+                    given: g.as_millis(),
+                    ttl: ttl.as_secs(),
+                    max: budget.as_millis(),
+                })
+            }
+            Some(g) => g,
+            None => DEFAULT_STOP_TIMEOUT.min(budget),
+        };
+        Ok(Timing {
+            ttl,
+            keepalive,
+            round_trip,
+            margin,
+            stop_timeout,
+        })
+    }
+
+    /// When the stop signal must go out for a lease deadline `d`: `D - m - G`.
+    pub fn stop_at(&self, d: Instant) -> Instant {
+        d - self.margin - self.stop_timeout
+    }
+
+    /// When SIGKILL must go out for a lease deadline `d`: `D - m`.
+    pub fn kill_at(&self, d: Instant) -> Instant {
+        d - self.margin
+    }
+
+    /// How long one unary request to etcd may take before we give up on it and retry.
+    pub fn request_timeout(&self) -> Duration {
+        self.keepalive.max(Duration::from_secs(1))
+    }
+}
+
+/// D: the instant until which the lease is known to live. It only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// The deadline implied by a request sent at `sent` and acknowledged with a live lease:
+    /// the server renewed the lease after it received the request, hence after `sent`.
+    pub fn acknowledged(sent: Instant, ttl: Duration) -> Deadline {
+        Deadline(sent + ttl)
+    }
+
+    /// Move forward to the deadline of a newer acknowledgement; never back.
+    /// Returns whether the deadline moved.
+    pub fn extend(&mut self, sent: Instant, ttl: Duration) -> bool {
+        let candidate = sent + ttl;
+        if candidate > self.0 {
+            self.0 = candidate;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn at(&self) -> Instant {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn default_ttl_keeps_the_default_stop_timeout() {
+        let t = Timing::new(Duration::from_secs(10), None).unwrap();
+        assert_eq!(t.keepalive, ms(2000));
+        assert_eq!(t.round_trip, ms(1000));
+        assert_eq!(t.margin, ms(1000));
+        assert_eq!(t.stop_timeout, ms(3000));
+    }
+
+    #[test]
+    fn default_stop_timeout_shrinks_to_fit_a_small_ttl() {
+        // T=3: k=600, r=300, m=500 → G <= 3000 - 1200 - 300 - 500 = 1000.
+        let t = Timing::new(Duration::from_secs(3), None).unwrap();
+        assert_eq!(t.stop_timeout, ms(1000));
+        let t = Timing::new(Duration::from_secs(2), None).unwrap();
+        assert_eq!(t.stop_timeout, ms(500));
+    }
+
+    #[test]
+    fn explicit_stop_timeout_that_does_not_fit_is_refused_naming_the_knobs() {
+        let err = Timing::new(Duration::from_secs(3), Some(ms(1500))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--ttl") && text.contains("--stop-timeout"),
+            "{text}"
+        );
+        assert!(Timing::new(Duration::from_secs(3), Some(ms(1000))).is_ok());
+    }
+
+    #[test]
+    fn one_lost_keepalive_does_not_trigger_the_stop() {
+        // For every TTL we accept, a keepalive sent at s + 2k and answered within r arrives
+        // before the stop time computed from the acknowledgement at s.
+        for secs in 1..=120 {
+            let t = Timing::new(Duration::from_secs(secs), None).unwrap();
+            let s = Instant::now();
+            let d = Deadline::acknowledged(s, t.ttl);
+            assert!(
+                s + 2 * t.keepalive + t.round_trip <= t.stop_at(d.at()),
+                "ttl {secs}"
+            );
+            assert!(t.stop_at(d.at()) + t.stop_timeout == t.kill_at(d.at()));
+            assert!(t.kill_at(d.at()) + t.margin == d.at());
+        }
+    }
+
+    #[test]
+    fn deadline_only_moves_forward() {
+        let s = Instant::now();
+        let mut d = Deadline::acknowledged(s, Duration::from_secs(10));
+        assert!(!d.extend(s - ms(1), Duration::from_secs(10)));
+        assert_eq!(d.at(), s + Duration::from_secs(10));
+        assert!(d.extend(s + ms(5), Duration::from_secs(10)));
+        assert_eq!(d.at(), s + ms(10_005));
+    }
+}
