@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# Measure (never assert) leaderrun against `etcdctl lock` on one throwaway loopback etcd:
+#
+#   child-exit handover  two candidates; the leader's child exits on its own after ~300 ms;
+#                        gap from the old child's end to the new child's start
+#                        (leaderrun --on-exit exit, and `etcdctl lock NAME -- CHILD`)
+#   SIGTERM handover     SIGTERM to the leading leaderrun; same gap. For `etcdctl lock`, shows
+#                        what SIGTERM does to it and its child.
+#   peak RSS             VmHWM of a leading leaderrun and a leading `etcdctl lock` after ~5 s of
+#                        leading (keepalives flowing)
+#
+# Usage: bash scripts/bench.sh [--runs N]     (default 7; medians of N runs)
+#
+# The children are a tiny C program (compiled with cc into the temp dir) that records
+# CLOCK_MONOTONIC timestamps, so the gaps compare clocks of one kind across processes.
+# Everything started here is stopped on exit, Ctrl-C included. Only 127.0.0.1 is used.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=7
+TTL=5            # leaderrun --ttl and etcdctl lock --ttl: the same session TTL for both
+CHILD_MS=300     # how long the leader's child lives in the child-exit figure
+RSS_LEAD_S=5     # how long each leads before its VmHWM is read
+# A standby must have been queued this long before a handover is timed. etcd (3.4) delivers the
+# first events to a watch that starts at a past revision (as every queued campaign's and
+# `etcdctl lock`'s wait-for-my-predecessor watch does) from a loop that runs every 100 ms; a
+# handover in the first ~100 ms after the standby queued is seen up to 100 ms late, whatever the
+# tool. The SIGTERM runs wait this long; child-exit runs where the child happened to end sooner
+# after the standby queued are discarded and retried.
+SETTLE_MS=300
+MIN_QUEUED_MS=150
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+while (($#)); do
+  case $1 in
+    --runs) [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; RUNS=$2; shift 2 ;;
+    --runs=*) RUNS=${1#--runs=}; [[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'bench: %s\n' "$*"; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# ---- dependencies and build -------------------------------------------------------------------
+bash "$root/scripts/deps.sh"
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cc >/dev/null 2>&1 || die "needs a C compiler (cc) for the timestamping child"
+say "building leaderrun (cargo build --release)"
+bin=$(cd "$root" && cargo build --release --message-format=json-render-diagnostics |
+  sed -n 's/.*"executable":"\([^"]*\/leaderrun\)".*/\1/p' | tail -n 1)
+[[ -n $bin && -x $bin ]] || die "cargo build did not produce the leaderrun binary"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/leaderrun-bench.XXXXXX")
+etcd_pid=""
+started=()   # every leaderrun / etcdctl pid started here
+
+# sleep that a trapped SIGTERM interrupts at once (a foreground sleep would delay the trap).
+pause_pid=""
+pause() { sleep "$1" & pause_pid=$!; wait "$pause_pid" || true; pause_pid=""; }
+alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+# Gone for good: no such process, or a zombie not reaped yet.
+gone() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null || true); [[ -z $st || $st == Z* ]]; }
+wait_gone() {   # PID HUNDREDTHS
+  local i
+  for ((i = 0; i < $2; i++)); do gone "$1" && return 0; sleep 0.01; done
+  gone "$1"
+}
+# Stop one of our processes: SIGTERM, up to 3 s, then SIGKILL; reap it.
+stop_pid() {
+  local pid=$1
+  alive "$pid" || { { wait "$pid"; } 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_gone "$pid" 300 || kill -KILL "$pid" 2>/dev/null || true
+  { wait "$pid"; } 2>/dev/null || true
+}
+# Everything started after etcd (candidates and their children) carries BENCH_DIR=$tmp in its
+# environment: send SIG to the ones still alive. Never by name.
+kill_marked() {
+  local sig=$1 p
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [[ $p == "$$" || $p == "$BASHPID" ]] && continue
+    grep -qzxF "BENCH_DIR=$tmp" "/proc/$p/environ" 2>/dev/null && kill "-$sig" "$p" 2>/dev/null
+  done
+  return 0
+}
+
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  set +e
+  exec 2>/dev/null   # no job notices ("Killed ...") while tearing down
+  [[ -n $pause_pid ]] && kill "$pause_pid"
+  # SIGTERM to the candidates and to the children: etcdctl lock lets go only when its child ends.
+  kill_marked TERM
+  for pid in "${started[@]}"; do
+    wait_gone "$pid" 300 || kill -KILL "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null
+  done
+  if alive "$etcd_pid"; then
+    kill -TERM "$etcd_pid"; wait_gone "$etcd_pid" 500 || kill -KILL "$etcd_pid"
+    { wait "$etcd_pid"; } 2>/dev/null
+  fi
+  kill_marked KILL
+  if [[ -n ${BENCH_KEEP:-} ]]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo; say "interrupted"; exit 130' INT
+trap 'say "terminated"; exit 143' TERM
+
+# ---- the timestamping child -------------------------------------------------------------------
+cat >"$tmp/stamp.c" <<'EOF'
+/* stamp FILE MS   append "start <mono ns> <pid>" to FILE, live MS ms (0: until SIGTERM/SIGINT,
+ *                 at most 120 s), append "end <mono ns> <pid> exit|term|cap", exit 0.
+ * stamp now       print CLOCK_MONOTONIC in ns.
+ * Each line is one write(2) on an O_APPEND fd; the signal handler only uses async-signal-safe
+ * calls (clock_gettime, write, _exit). */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fd = -1;
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static char *put_num(char *p, long long v) {
+  char buf[24];
+  int n = 0;
+  do { buf[n++] = (char)('0' + v % 10); v /= 10; } while (v > 0);
+  while (n > 0) *p++ = buf[--n];
+  return p;
+}
+
+static void record(const char *what, const char *how) {
+  char line[128], *p = line;
+  long long now = mono_ns();
+  size_t l = strlen(what);
+  memcpy(p, what, l); p += l; *p++ = ' ';
+  p = put_num(p, now); *p++ = ' ';
+  p = put_num(p, (long long)getpid());
+  if (how) { *p++ = ' '; l = strlen(how); memcpy(p, how, l); p += l; }
+  *p++ = '\n';
+  if (write(fd, line, (size_t)(p - line)) < 0) _exit(3);
+}
+
+static void on_term(int sig) {
+  (void)sig;
+  record("end", "term");
+  _exit(0);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "now") == 0) {
+    printf("%lld\n", mono_ns());
+    return 0;
+  }
+  if (argc != 3) {
+    fprintf(stderr, "usage: stamp FILE MS | stamp now\n");
+    return 2;
+  }
+  long ms = atol(argv[2]);
+  fd = open(argv[1], O_WRONLY | O_APPEND | O_CREAT, 0644);
+  if (fd < 0) { perror(argv[1]); return 1; }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_term;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  record("start", NULL);
+  long long end = mono_ns() + (ms > 0 ? ms : 120000) * 1000000LL;
+  for (;;) {
+    long long left = end - mono_ns();
+    if (left <= 0) break;
+    struct timespec ts = { (time_t)(left / 1000000000LL), (long)(left % 1000000000LL) };
+    nanosleep(&ts, NULL);
+  }
+  record("end", ms > 0 ? "exit" : "cap");
+  return 0;
+}
+EOF
+cc -O2 -Wall -o "$tmp/stamp" "$tmp/stamp.c" || die "cannot compile the timestamping child"
+STAMP=$tmp/stamp
+mono_now() { "$STAMP" now; }
+
+# ---- a throwaway etcd -------------------------------------------------------------------------
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p i
+  for ((i = 0; i < 50; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    port_in_use "$p" || { echo "$p"; return 0; }
+  done
+  return 1
+}
+start_etcd() {
+  local attempt cport pport i
+  for ((attempt = 1; attempt <= 4; attempt++)); do
+    cport=$(free_port) && pport=$(free_port) || die "no free loopback port"
+    [[ $cport != "$pport" ]] || continue
+    rm -rf "$tmp/etcd.data"
+    # Its own session, so a Ctrl-C does not stop it before the candidates.
+    setsid etcd --name bench --data-dir "$tmp/etcd.data" \
+      --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+      --initial-cluster "bench=http://127.0.0.1:$pport" --logger zap --log-outputs stderr \
+      >"$tmp/etcd.log" 2>&1 &
+    etcd_pid=$!
+    EP="127.0.0.1:$cport"
+    for ((i = 0; i < 100; i++)); do
+      alive "$etcd_pid" || break
+      ETCDCTL_API=3 etcdctl --endpoints "$EP" --command-timeout=1s endpoint health >/dev/null 2>&1 && return 0
+      sleep 0.1
+    done
+    kill -KILL "$etcd_pid" 2>/dev/null || true
+    { wait "$etcd_pid"; } 2>/dev/null || true
+    etcd_pid=""
+  done
+  tail -n 20 "$tmp/etcd.log" >&2 || true
+  die "could not start etcd"
+}
+start_etcd
+export ETCDCTL_API=3
+export BENCH_DIR=$tmp
+ctl() { timeout 10 etcdctl --endpoints "$EP" --command-timeout=3s "$@"; }
+say "etcd $(etcd --version | sed -n 's/^etcd Version: //p') on $EP; $(nproc) CPUs; $RUNS runs per figure"
+
+# ---- candidates ------------------------------------------------------------------------------
+# lr NAME ID FILE MS: a leaderrun candidate whose child is `stamp FILE MS`; sets $last_pid.
+lr() {
+  "$bin" --endpoints "$EP" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit \
+    -- "$STAMP" "$3" "$4" >>"$tmp/$1.$2.log" 2>&1 &
+  last_pid=$!
+  started+=("$last_pid")
+}
+# lk NAME ID FILE MS: the same as an `etcdctl lock` candidate.
+lk() {
+  etcdctl --endpoints "$EP" lock --ttl "$TTL" "$1" -- "$STAMP" "$3" "$4" >>"$tmp/$1.$2.log" 2>&1 &
+  last_pid=$!
+  started+=("$last_pid")
+}
+# field FILE WORD N: field N of the first line of FILE starting with WORD (empty if none).
+field() { awk -v w="$2" -v n="$3" '$1 == w { print $n; exit }' "$1" 2>/dev/null; }
+# wait_line FILE WORD HUNDREDTHS: wait for a line starting with WORD.
+wait_line() {
+  local i
+  for ((i = 0; i < $3; i++)); do [[ -n $(field "$1" "$2" 2) ]] && return 0; sleep 0.01; done
+  [[ -n $(field "$1" "$2" 2) ]]
+}
+# wait_keys NAME COUNT TENTHS: wait until NAME/ holds COUNT keys (both candidates queued).
+wait_keys() {
+  local i
+  for ((i = 0; i < $3; i++)); do
+    (($(ctl get --prefix "$1/" --keys-only 2>/dev/null | grep -c . || true) >= $2)) && return 0
+    sleep 0.02
+  done
+  return 1
+}
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b - a) / 1e6 }'; }
+
+# One handover. KIND: exit-lr | exit-lock | term-lr. Appends the gap (ms) to $tmp/KIND.ms,
+# or returns 1 (run discarded, reason in $why). Runs in this shell, so cleanup knows its pids.
+handover() {
+  local kind=$1 run=$2 name="$1-$2" ms_a queued t_kill
+  a="$tmp/$1-$2.a" b="$tmp/$1-$2.b" pa="" pb=""
+  local start=lr
+  [[ $kind == exit-lock ]] && start=lk
+  if [[ $kind == term-lr ]]; then ms_a=0; else ms_a=$CHILD_MS; fi
+  $start "$name" A "$a" "$ms_a"; pa=$last_pid
+  wait_line "$a" start 1000 || { why="leader's child did not start in 10 s"; teardown; return 1; }
+  # Only now the standby: no race for the first turn.
+  $start "$name" B "$b" 0; pb=$last_pid
+  wait_keys "$name" 2 250 || { why="standby not queued in 5 s"; teardown; return 1; }
+  queued=$(mono_now)
+  if [[ $kind == term-lr ]]; then
+    pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
+    t_kill=$(mono_now)
+    kill -TERM "$pa"
+  fi
+  wait_line "$a" end 1000 || { why="old child did not end in 10 s"; teardown; return 1; }
+  if [[ $kind != term-lr ]] && ((queued + MIN_QUEUED_MS * 1000000 > $(field "$a" end 2))); then
+    why="standby queued only $(ms "$queued" "$(field "$a" end 2)") ms before the child ended (want >= $MIN_QUEUED_MS)"
+    wait_line "$b" start 1000 || true
+    teardown; return 1
+  fi
+  wait_line "$b" start 1000 || { why="no handover in 10 s"; teardown; return 1; }
+  ms "$(field "$a" end 2)" "$(field "$b" start 2)" >>"$tmp/$kind.ms"
+  if [[ $kind == term-lr ]]; then
+    ms "$t_kill" "$(field "$a" end 2)" >>"$tmp/term-lr.stop.ms"
+    wait_gone "$pa" 300 || true
+    local st=0; { wait "$pa"; } 2>/dev/null || st=$?
+    echo "$st" >>"$tmp/term-lr.status"
+  fi
+  teardown
+  return 0
+}
+
+# Stop a handover's processes ($pa, $pb, children recorded in $a, $b): the children first, as
+# etcdctl lock only lets go when its child ends, then the supervisors.
+teardown() {
+  local f c
+  for f in "$b" "$a"; do
+    c=$(field "$f" start 3)
+    [[ -n $c && -z $(field "$f" end 2) ]] && kill -TERM "$c" 2>/dev/null
+  done
+  [[ -n ${pb:-} ]] && stop_pid "$pb"
+  [[ -n ${pa:-} ]] && stop_pid "$pa"
+  return 0
+}
+
+# stats FILE: "median min max" of the numbers in FILE.
+stats() {
+  sort -g "$1" | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "- - -"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.2f %.2f %.2f\n", m, v[1], v[NR] }'
+}
+
+# ---- 1 and 2: handovers, interleaved so drift hits all three alike ------------------------------
+say "child-exit handover (child lives ${CHILD_MS} ms) and SIGTERM handover, $RUNS runs each"
+: >"$tmp/exit-lr.ms"; : >"$tmp/exit-lock.ms"; : >"$tmp/term-lr.ms"; : >"$tmp/term-lr.stop.ms"; : >"$tmp/term-lr.status"
+discarded=0
+declare -A done_runs=([exit-lr]=0 [exit-lock]=0 [term-lr]=0)
+attempt=0
+max_attempts=$((RUNS * 2 + 2))   # per kind: discarded runs are retried, within a bound
+while ((done_runs[exit-lr] < RUNS || done_runs[exit-lock] < RUNS || done_runs[term-lr] < RUNS)); do
+  attempt=$((attempt + 1))
+  ((attempt <= max_attempts)) || { say "giving up after $max_attempts rounds"; break; }
+  for kind in exit-lr exit-lock term-lr; do
+    ((done_runs[$kind] < RUNS)) || continue
+    why=""
+    if handover "$kind" "$attempt"; then
+      done_runs[$kind]=$((done_runs[$kind] + 1))
+    else
+      discarded=$((discarded + 1))
+      say "  $kind run $attempt discarded: $why"
+    fi
+  done
+  printf 'bench:   round %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms\n' "$attempt" \
+    "$(tail -n 1 "$tmp/exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/term-lr.ms" 2>/dev/null)"
+done
+
+# ---- 2b: what SIGTERM does to etcdctl lock ---------------------------------------------------
+say "SIGTERM to a leading \`etcdctl lock\` (with a queued standby), then 2 s of watching:"
+a="$tmp/term-lock.a"; b="$tmp/term-lock.b"
+lk term-lock A "$a" 0; pa=$last_pid
+wait_line "$a" start 1000 || die "etcdctl lock's child did not start"
+lk term-lock B "$b" 0; pb=$last_pid
+wait_keys term-lock 2 250 || die "etcdctl lock standby not queued"
+child_a=$(field "$a" start 3)
+kill -TERM "$pa"
+pause 2
+if alive "$pa"; then lock_proc="still running"; else lock_proc="exited"; fi
+if [[ -n $(field "$a" end 2) ]]; then lock_child="ended ($(field "$a" end 4))"
+elif gone "$child_a"; then lock_child="gone without a trace"
+else lock_child="STILL RUNNING"; fi
+if [[ -n $(field "$b" start 2) ]]; then lock_standby="took over"; else lock_standby="did not take over"; fi
+lock_keys=$(ctl get --prefix term-lock/ --keys-only 2>/dev/null | grep -c . || true)
+say "  etcdctl lock: $lock_proc; its child (pid $child_a): $lock_child; standby: $lock_standby; keys under term-lock/: $lock_keys"
+term_lock_summary="n/a (child keeps running)"
+[[ $lock_child == "STILL RUNNING" ]] || term_lock_summary="n/a (child $lock_child)"
+kill -TERM "$child_a" 2>/dev/null || true
+wait_gone "$pa" 300 || true
+if wait_line "$b" start 300; then
+  say "  after the child itself was stopped, the standby took over $(ms "$(field "$a" end 2)" "$(field "$b" start 2)") ms later"
+fi
+kill -TERM "$(field "$b" start 3)" 2>/dev/null || true
+stop_pid "$pb"; stop_pid "$pa"
+
+# ---- 3: peak RSS -----------------------------------------------------------------------------
+say "peak RSS: a leading leaderrun and a leading etcdctl lock, both --ttl $TTL, after ${RSS_LEAD_S} s of leading"
+lr rss-lr A "$tmp/rss-lr.a" 0; p_lr=$last_pid
+lk rss-lock A "$tmp/rss-lock.a" 0; p_lk=$last_pid
+wait_line "$tmp/rss-lr.a" start 1000 || die "leaderrun did not lead"
+wait_line "$tmp/rss-lock.a" start 1000 || die "etcdctl lock did not lock"
+pause "$RSS_LEAD_S"
+kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
+mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
+hwm_lr=$(kb "$p_lr" VmHWM); rss_lr=$(kb "$p_lr" VmRSS); thr_lr=$(awk '$1 == "Threads:" { print $2 }' "/proc/$p_lr/status")
+hwm_lk=$(kb "$p_lk" VmHWM); rss_lk=$(kb "$p_lk" VmRSS); thr_lk=$(awk '$1 == "Threads:" { print $2 }' "/proc/$p_lk/status")
+say "  leaderrun:    VmHWM $(mib "$hwm_lr") MiB, VmRSS $(mib "$rss_lr") MiB, $thr_lr threads"
+say "  etcdctl lock: VmHWM $(mib "$hwm_lk") MiB, VmRSS $(mib "$rss_lk") MiB, $thr_lk threads"
+kill -TERM "$(field "$tmp/rss-lock.a" start 3)" 2>/dev/null || true
+stop_pid "$p_lr"; stop_pid "$p_lk"
+
+# ---- summary ---------------------------------------------------------------------------------
+read -r e_lr_med e_lr_min e_lr_max < <(stats "$tmp/exit-lr.ms")
+read -r e_lk_med e_lk_min e_lk_max < <(stats "$tmp/exit-lock.ms")
+read -r t_lr_med t_lr_min t_lr_max < <(stats "$tmp/term-lr.ms")
+read -r s_med s_min s_max < <(stats "$tmp/term-lr.stop.ms")
+ratio=$(awk -v a="$e_lr_med" -v b="$e_lk_med" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
+statuses=$(sort -u "$tmp/term-lr.status" | paste -sd, -)
+
+echo
+say "runs kept: leaderrun exit ${done_runs[exit-lr]}, etcdctl lock exit ${done_runs[exit-lock]}, leaderrun SIGTERM ${done_runs[term-lr]}; discarded $discarded"
+say "child-exit handover, ms (median / min / max): leaderrun $e_lr_med / $e_lr_min / $e_lr_max; etcdctl lock $e_lk_med / $e_lk_min / $e_lk_max"
+say "SIGTERM handover, ms (median / min / max): leaderrun $t_lr_med / $t_lr_min / $t_lr_max (SIGTERM to child end: median $s_med ms; exit status $statuses)"
+echo
+printf '%-32s %-12s %s\n' "figure" "leaderrun" "etcdctl lock"
+one() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f ms", v }'; }
+printf '%-32s %-12s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
+printf '%-32s %-12s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "$term_lock_summary"
+printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "$hwm_lr") MiB" "$(mib "$hwm_lk") MiB"
+echo
+say "gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby"
+say "queued >= $MIN_QUEUED_MS ms before (see SETTLE_MS in this script); $(nproc) CPUs, loopback, one etcd $(etcd --version | sed -n 's/^etcd Version: //p')"
+say "RSS in MiB (VmHWM is in KiB); TTL $TTL s for both tools"
