@@ -150,6 +150,53 @@ pub struct Child {
     status: Option<ExitStatus>,
 }
 
+/// Make leaderrun the reaper of its descendants: orphans of the child's tree are reparented to
+/// us, reaped by [`Reaper`], and killed by [`Child::stop`]. PID 1 (a container's entrypoint) is
+/// that already. Returns whether we are PID 1.
+pub fn adopt_orphans() -> std::io::Result<bool> {
+    if std::process::id() == 1 {
+        return Ok(true);
+    }
+    nix::sys::prctl::set_child_subreaper(true)?;
+    Ok(false)
+}
+
+/// Our children as the kernel lists them (orphans reparented to us included).
+fn children() -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Rounds of killing adopted orphans: each round may orphan the next generation.
+const ORPHAN_ROUNDS: usize = 50;
+
+/// SIGKILL every descendant that was reparented to us, generation by generation, until the
+/// reaper has collected them all (bounded: ORPHAN_ROUNDS × GROUP_POLL).
+async fn kill_orphans() {
+    for _ in 0..ORPHAN_ROUNDS {
+        let left = children();
+        if left.is_empty() {
+            return;
+        }
+        for pid in &left {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+        }
+        sleep(GROUP_POLL).await;
+    }
+    tracing::warn!("descendants of the child are still being reaped");
+}
+
 /// While the child's group still has members after the child itself exited, check this often.
 const GROUP_POLL: Duration = Duration::from_millis(10);
 
@@ -206,6 +253,8 @@ impl Child {
         }
         self.signal_group(Signal::SIGKILL);
         let status = self.wait().await;
+        // Descendants that left the group but were orphaned to us go too.
+        kill_orphans().await;
         tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
         status
     }
@@ -261,6 +310,24 @@ mod tests {
             Instant::now() < kill_at,
             "graceful stop should not wait for SIGKILL"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_kills_orphans_that_left_the_group() {
+        let _serial = serial();
+        adopt_orphans().unwrap();
+        let reaper = Reaper::start().unwrap();
+        // setsid leaves the group; the subshell exits, so the sleeper is orphaned to us.
+        let mut child = reaper.spawn(&sh("(setsid sleep 30 &) ; sleep 30")).unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while children().len() < 2 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(children().len(), 2, "the orphan should be ours");
+        child
+            .stop(Signal::SIGTERM, Instant::now() + Duration::from_secs(2))
+            .await;
+        assert!(children().is_empty(), "left: {:?}", children());
     }
 
     #[tokio::test(flavor = "current_thread")]

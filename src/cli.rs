@@ -2,6 +2,7 @@
 
 use crate::config::{Cli, Config, LogFormat};
 use crate::error::{Error, EXIT_USAGE};
+use crate::leader::LeaderCli;
 use crate::status::Status;
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -10,6 +11,11 @@ use std::io::IsTerminal;
 
 /// Everything `main` does; returns the exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `leaderrun leader ...` asks who leads; a command named `leader` runs with `-- leader`.
+    if args.get(1).is_some_and(|a| a == "leader") {
+        return leader_main(&args[1..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -42,6 +48,38 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
+}
+
+fn leader_main(args: &[OsString]) -> u8 {
+    let cli = match LeaderCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    init_logging(LogFormat::Text, tracing::Level::WARN);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::io("starting the runtime", e)),
+    };
+    match runtime.block_on(crate::leader::run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Help and version go to stdout with status 0; anything else is one line and status 2.
+fn clap_error(e: clap::Error) -> u8 {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    eprintln!(
+        "leaderrun: {} (see --help)",
+        one_line(&e.render().to_string())
+    );
+    EXIT_USAGE
 }
 
 fn fail(e: &Error) -> u8 {
