@@ -38,13 +38,15 @@ const MIN_HEALTHY_RUN: Duration = Duration::from_secs(1);
 /// ...and we wait this long before campaigning again, so a crash loop does not hammer etcd.
 const RECAMPAIGN_PAUSE: Duration = Duration::from_secs(1);
 
+// One value at a time, moved once per transition: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// No lease: grant one, retrying while etcd is unreachable. Waits `after` first.
     Connecting { after: Duration },
     /// Standby: holding a lease, campaigning.
     Campaigning(Lease),
     /// Elected and verified; the child runs, or waits to be restarted in place.
-    Leading(Box<Term>),
+    Leading(Term),
     /// Done: exit with this status.
     Exit(u8),
 }
@@ -233,7 +235,7 @@ impl Supervisor {
             }
         };
         match self.start(&lease, &elected).await {
-            Ok((leadership, child)) => Ok(State::Leading(Box::new(Term {
+            Ok((leadership, child)) => Ok(State::Leading(Term {
                 lease,
                 leadership,
                 child: Some(child),
@@ -241,7 +243,7 @@ impl Supervisor {
                 restart_at: Instant::now(),
                 last_status: None,
                 restarts: Restarts::new(self.config.restart),
-            }))),
+            })),
             Err(NotStarted::Unverified(why)) => {
                 warn!(%why, "elected but not verified; campaigning again with a new lease");
                 lease.revoke(wait).await;
@@ -337,8 +339,7 @@ impl Supervisor {
         Ok((leadership, child))
     }
 
-    async fn leading(&mut self, term: Box<Term>) -> State {
-        let mut term = *term;
+    async fn leading(&mut self, mut term: Term) -> State {
         let retry = term.lease.timing().keepalive / 4;
         let leadership = term.leadership.clone();
         let client = self.client.clone();
