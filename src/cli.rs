@@ -2,12 +2,14 @@
 
 use crate::config::{Cli, Config, LogFormat};
 use crate::error::{Error, EXIT_USAGE};
+use crate::guardian::Guardian;
 use crate::leader::LeaderCli;
 use crate::status::Status;
 use clap::error::ErrorKind;
 use clap::Parser;
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 /// Everything `main` does; returns the exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
@@ -35,6 +37,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Err(e) => return fail(&e),
     };
     init_logging(config.log_format, config.log_level);
+    // SAFETY: one thread so far; the runtime is built below.
+    let guardian = match unsafe { Guardian::start() } {
+        Ok(g) => Arc::new(g),
+        Err(e) => return fail(&Error::io("starting the guardian process", e)),
+    };
     // One thread: the child's parent-death signal is tied to the thread that forked it, and the
     // main thread lives as long as the process.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -44,7 +51,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::io("starting the runtime", e)),
     };
-    match runtime.block_on(crate::supervisor::run(config, Status::default())) {
+    match runtime.block_on(crate::supervisor::run(
+        config,
+        Status::default(),
+        Some(guardian),
+    )) {
         Ok(code) => code,
         Err(e) => fail(&e),
     }

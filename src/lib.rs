@@ -10,6 +10,7 @@ pub mod config;
 pub mod election;
 pub mod error;
 pub mod etcd;
+pub mod guardian;
 pub mod job;
 pub mod leader;
 pub mod lease;

@@ -21,6 +21,7 @@ use crate::config::{Config, OnExit, Wait};
 use crate::election::{self, Leadership};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING};
 use crate::etcd::{self, Backoff};
+use crate::guardian::Guardian;
 use crate::job::{self, Claim};
 use crate::lease::{GrantError, Lease};
 use crate::restart::Restarts;
@@ -29,6 +30,7 @@ use crate::status::{Role, Status};
 use etcd_client::{Client, LeaderKey};
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, error, info, warn};
@@ -87,10 +89,15 @@ struct Supervisor {
 }
 
 /// Run the supervisor until it exits; returns the exit status.
-pub async fn run(config: Config, status: Status) -> Result<u8, Error> {
+pub async fn run(
+    config: Config,
+    status: Status,
+    guardian: Option<Arc<Guardian>>,
+) -> Result<u8, Error> {
     // Handlers first: no signal and no child exit may be missed once a child exists.
     let signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
-    let reaper = Reaper::start().map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
+    let reaper =
+        Reaper::start(guardian).map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
     let client = etcd::connect(&config.endpoints).await?;
     info!(
