@@ -1,6 +1,7 @@
 //! The supervised command: spawned in its own process group with a parent-death signal,
 //! reaped by [`Reaper`], stopped by [`Child::stop`] (stop signal, timer, SIGKILL, reap).
 
+use crate::guardian::Guardian;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -60,15 +61,18 @@ type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>;
 #[derive(Clone)]
 pub struct Reaper {
     waiters: Waiters,
+    guardian: Option<Arc<Guardian>>,
 }
 
 impl Reaper {
-    /// Install the SIGCHLD handler and start reaping. Needs a running tokio runtime.
-    pub fn start() -> std::io::Result<Reaper> {
+    /// Install the SIGCHLD handler and start reaping. Needs a running tokio runtime. The
+    /// guardian, if any, is told each child's group.
+    pub fn start(guardian: Option<Arc<Guardian>>) -> std::io::Result<Reaper> {
         let mut sigchld = signal(SignalKind::child())?;
         let waiters: Waiters = Arc::default();
         let reaper = Reaper {
             waiters: waiters.clone(),
+            guardian,
         };
         tokio::spawn(async move {
             loop {
@@ -110,10 +114,14 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         // No await since spawn: the reaper task (same thread) cannot have reaped it yet.
         self.waiters.lock().unwrap().insert(pid.as_raw(), tx);
+        if let Some(g) = &self.guardian {
+            g.watch(pid.as_raw());
+        }
         Ok(Child {
             pid,
             exit: rx,
             status: None,
+            guardian: self.guardian.clone(),
         })
     }
 }
@@ -148,6 +156,55 @@ pub struct Child {
     pid: Pid,
     exit: oneshot::Receiver<ExitStatus>,
     status: Option<ExitStatus>,
+    guardian: Option<Arc<Guardian>>,
+}
+
+/// Make leaderrun the reaper of its descendants: orphans of the child's tree are reparented to
+/// us, reaped by [`Reaper`], and killed by [`Child::stop`]. PID 1 (a container's entrypoint) is
+/// that already. Returns whether we are PID 1.
+pub fn adopt_orphans() -> std::io::Result<bool> {
+    if std::process::id() == 1 {
+        return Ok(true);
+    }
+    nix::sys::prctl::set_child_subreaper(true)?;
+    Ok(false)
+}
+
+/// Our children as the kernel lists them (orphans reparented to us included), but for `except`.
+fn children(except: Option<Pid>) -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .filter(|p| Some(*p) != except)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Rounds of killing adopted orphans: each round may orphan the next generation.
+const ORPHAN_ROUNDS: usize = 50;
+
+/// SIGKILL every descendant that was reparented to us, generation by generation, until the
+/// reaper has collected them all (bounded: ORPHAN_ROUNDS × GROUP_POLL).
+async fn kill_orphans(guardian: Option<Pid>) {
+    for _ in 0..ORPHAN_ROUNDS {
+        let left = children(guardian);
+        if left.is_empty() {
+            return;
+        }
+        for pid in &left {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+        }
+        sleep(GROUP_POLL).await;
+    }
+    tracing::warn!("descendants of the child are still being reaped");
 }
 
 /// While the child's group still has members after the child itself exited, check this often.
@@ -206,6 +263,11 @@ impl Child {
         }
         self.signal_group(Signal::SIGKILL);
         let status = self.wait().await;
+        // Descendants that left the group but were orphaned to us go too.
+        kill_orphans(self.guardian.as_ref().map(|g| g.pid())).await;
+        if let Some(g) = &self.guardian {
+            g.watch(0);
+        }
         tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
         status
     }
@@ -241,7 +303,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn reap_reports_the_exit_code() {
         let _serial = serial();
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(None).unwrap();
         let mut child = reaper.spawn(&sh("exit 7")).unwrap();
         assert_eq!(child.wait().await, ExitStatus::Code(7));
     }
@@ -249,7 +311,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn stop_signals_the_whole_group() {
         let _serial = serial();
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(None).unwrap();
         // A grandchild in the same group must go too.
         let mut child = reaper.spawn(&sh("sleep 30 & wait")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -264,9 +326,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn stop_kills_orphans_that_left_the_group() {
+        let _serial = serial();
+        adopt_orphans().unwrap();
+        let reaper = Reaper::start(None).unwrap();
+        // setsid leaves the group; the subshell exits, so the sleeper is orphaned to us.
+        let mut child = reaper.spawn(&sh("(setsid sleep 30 &) ; sleep 30")).unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while children(None).len() < 2 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(children(None).len(), 2, "the orphan should be ours");
+        child
+            .stop(Signal::SIGTERM, Instant::now() + Duration::from_secs(2))
+            .await;
+        assert!(children(None).is_empty(), "left: {:?}", children(None));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn stop_kills_a_child_that_ignores_the_stop_signal() {
         let _serial = serial();
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(None).unwrap();
         let mut child = reaper
             .spawn(&sh("trap '' TERM; while :; do sleep 0.05; done"))
             .unwrap();

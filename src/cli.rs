@@ -2,14 +2,22 @@
 
 use crate::config::{Cli, Config, LogFormat};
 use crate::error::{Error, EXIT_USAGE};
+use crate::guardian::Guardian;
+use crate::leader::LeaderCli;
 use crate::status::Status;
 use clap::error::ErrorKind;
 use clap::Parser;
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 /// Everything `main` does; returns the exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `leaderrun leader ...` asks who leads; a command named `leader` runs with `-- leader`.
+    if args.get(1).is_some_and(|a| a == "leader") {
+        return leader_main(&args[1..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -29,6 +37,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Err(e) => return fail(&e),
     };
     init_logging(config.log_format, config.log_level);
+    // SAFETY: one thread so far; the runtime is built below.
+    let guardian = match unsafe { Guardian::start() } {
+        Ok(g) => Arc::new(g),
+        Err(e) => return fail(&Error::io("starting the guardian process", e)),
+    };
     // One thread: the child's parent-death signal is tied to the thread that forked it, and the
     // main thread lives as long as the process.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -38,10 +51,46 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::io("starting the runtime", e)),
     };
-    match runtime.block_on(crate::supervisor::run(config, Status::default())) {
+    match runtime.block_on(crate::supervisor::run(
+        config,
+        Status::default(),
+        Some(guardian),
+    )) {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
+}
+
+fn leader_main(args: &[OsString]) -> u8 {
+    let cli = match LeaderCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    init_logging(LogFormat::Text, tracing::Level::WARN);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::io("starting the runtime", e)),
+    };
+    match runtime.block_on(crate::leader::run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Help and version go to stdout with status 0; anything else is one line and status 2.
+fn clap_error(e: clap::Error) -> u8 {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    eprintln!(
+        "leaderrun: {} (see --help)",
+        one_line(&e.render().to_string())
+    );
+    EXIT_USAGE
 }
 
 fn fail(e: &Error) -> u8 {

@@ -58,6 +58,32 @@ pub struct Cli {
     #[arg(long, env = "LEADERRUN_ON_EXIT", value_enum, default_value_t = OnExit::Exit)]
     pub on_exit: OnExit,
 
+    /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
+    /// resign and campaign again, so that a standby gets its chance.
+    #[arg(long, env = "LEADERRUN_RESTART_LIMIT", default_value_t = 5)]
+    pub restart_limit: u32,
+
+    /// With --on-exit restart: the window in which --restart-limit exits count.
+    #[arg(long, env = "LEADERRUN_RESTART_WINDOW", value_parser = parse_duration, default_value = "60s")]
+    pub restart_window: Duration,
+
+    /// When another candidate leads, exit at once with status 75 instead of waiting.
+    #[arg(long, env = "LEADERRUN_NO_WAIT", conflicts_with = "wait_timeout")]
+    pub no_wait: bool,
+
+    /// Give up with status 75 when not leading after this long (counted from start-up).
+    #[arg(long, env = "LEADERRUN_WAIT_TIMEOUT", value_parser = parse_duration)]
+    pub wait_timeout: Option<Duration>,
+
+    /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
+    /// starts the command; a host that finds it recorded exits 0 without running.
+    #[arg(long, env = "LEADERRUN_RUN_ID")]
+    pub run_id: Option<String>,
+
+    /// How long a --run-id record is kept in etcd.
+    #[arg(long, env = "LEADERRUN_RUN_ID_TTL", value_parser = parse_duration, default_value = "24h")]
+    pub run_id_ttl: Duration,
+
     /// Log format on stderr.
     #[arg(long, env = "LEADERRUN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -84,12 +110,38 @@ pub enum OnExit {
     Exit,
     /// Resign, then campaign again (another candidate gets the first turn).
     Recampaign,
+    /// Restart the child in place, keeping leadership, with exponential backoff.
+    Restart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How long a candidate waits for leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// As long as it takes (the default).
+    Forever,
+    /// Not at all: exit 75 when another candidate leads.
+    No,
+    /// Until this long after start-up, then exit 75.
+    Until(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunId {
+    pub id: String,
+    pub ttl: Duration,
+}
+
+/// --on-exit restart: how many exits within which window end the restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub limit: u32,
+    pub window: Duration,
 }
 
 /// Validated settings: everything the supervisor needs, nothing it must check again.
@@ -104,6 +156,11 @@ pub struct Config {
     pub stop_timeout: Option<Duration>,
     pub stop_signal: Signal,
     pub on_exit: OnExit,
+    pub restart: RestartPolicy,
+    /// How long to wait for leadership before giving up with status 75.
+    pub wait: Wait,
+    /// Run at most once per this ID, recorded for `ttl`.
+    pub run_id: Option<RunId>,
     /// The command, resolved to a path that exists and is executable.
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -152,6 +209,30 @@ impl Config {
             return Err(Error::Usage("--id must not be empty".into()));
         }
 
+        if cli.restart_limit == 0 {
+            return Err(Error::Usage("--restart-limit must be at least 1".into()));
+        }
+        let wait = match (cli.no_wait, cli.wait_timeout) {
+            (true, _) => Wait::No,
+            (false, Some(d)) => Wait::Until(d),
+            (false, None) => Wait::Forever,
+        };
+        let run_id = match cli.run_id {
+            Some(id) if id.is_empty() => {
+                return Err(Error::Usage("--run-id must not be empty".into()))
+            }
+            Some(id) if cli.run_id_ttl < Duration::from_secs(1) => {
+                return Err(Error::Usage(format!(
+                    "--run-id-ttl must be at least 1s (for run id {id})"
+                )))
+            }
+            Some(id) => Some(RunId {
+                id,
+                ttl: cli.run_id_ttl,
+            }),
+            None => None,
+        };
+
         Ok(Config {
             endpoints,
             election,
@@ -160,6 +241,12 @@ impl Config {
             stop_timeout: cli.stop_timeout,
             stop_signal: cli.stop_signal,
             on_exit: cli.on_exit,
+            restart: RestartPolicy {
+                limit: cli.restart_limit,
+                window: cli.restart_window,
+            },
+            wait,
+            run_id,
             program,
             args,
             log_format: cli.log_format,
@@ -303,10 +390,29 @@ mod tests {
             &["--endpoints", "", "--", "sh"],
             &["--ttl", "3", "--stop-timeout", "5s", "--", "sh"],
             &["--on-exit", "sometimes", "--", "sh"],
+            &["--no-wait", "--wait-timeout", "5s", "--", "sh"],
+            &["--wait-timeout", "never", "--", "sh"],
+            &["--run-id", "", "--", "sh"],
+            &["--run-id", "x", "--run-id-ttl", "0s", "--", "sh"],
+            &["--restart-limit", "0", "--", "sh"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn waiting_and_run_ids_are_read() {
+        let c = parse(&["--no-wait", "--run-id", "2026-11-21", "--", "sh"]).unwrap();
+        assert_eq!(c.wait, Wait::No);
+        let run = c.run_id.unwrap();
+        assert_eq!(
+            (run.id.as_str(), run.ttl),
+            ("2026-11-21", Duration::from_secs(86400))
+        );
+        let c = parse(&["--wait-timeout", "90s", "--", "sh"]).unwrap();
+        assert_eq!(c.wait, Wait::Until(Duration::from_secs(90)));
+        assert_eq!(parse(&["--", "sh"]).unwrap().wait, Wait::Forever);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use crate::etcd::is_fatal;
 use crate::lease::Lease;
 use etcd_client::{
-    Client, EventType, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget, WatchOptions,
+    Client, EventType, GetOptions, KeyValue, LeaderKey, ResignOptions, SortOrder, SortTarget,
+    WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, timeout};
@@ -20,6 +21,13 @@ pub struct Leadership {
     pub revision: i64,
     /// The store revision at verification: events after it are watched.
     verified_at: i64,
+}
+
+impl Leadership {
+    /// What the campaign returned: verify it again before a restart in place.
+    pub fn leader_key(&self) -> &LeaderKey {
+        &self.leader_key
+    }
 }
 
 /// Why a campaign's "elected" was not believed.
@@ -56,29 +64,40 @@ pub async fn campaign(
     }
 }
 
-/// The verify-before-start rule. A campaign can answer "elected" although our lease expired
-/// while we waited (phantom leadership): believe it only if our key still exists with the
-/// returned create revision, is the first-created key under the prefix, and the lease deadline
-/// leaves time to run the child.
-pub async fn verify(
+/// The first-created key under `NAME/`, the leader by definition, with the store revision it
+/// was read at. None when nobody campaigns.
+pub async fn first_candidate(
     client: &Client,
-    elected: LeaderKey,
-    lease: &Lease,
-) -> Result<Leadership, Unverified> {
+    name: &str,
+    wait: Duration,
+) -> Result<(Option<KeyValue>, i64), String> {
     let mut client = client.clone();
-    let prefix = prefix_of(elected.name());
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
-    let resp = timeout(
-        lease.timing().request_timeout(),
-        client.get(prefix, Some(options)),
-    )
-    .await
-    .map_err(|_| Unverified::Etcd("timed out".into()))?
-    .map_err(|e| Unverified::Etcd(e.to_string()))?;
-    let first = resp.kvs().first().ok_or(Unverified::NotFirst)?;
+    let mut resp = timeout(wait, client.get(prefix_of(name.as_bytes()), Some(options)))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    Ok((resp.take_kvs().into_iter().next(), revision))
+}
+
+/// The verify-before-start rule. A campaign can answer "elected" although our lease expired
+/// while we waited (phantom leadership): believe it only if our key still exists with the
+/// returned create revision, is the first-created key under the prefix, and the lease deadline
+/// leaves time to run the child. Every start of the child goes through here.
+pub async fn verify(
+    client: &Client,
+    elected: &LeaderKey,
+    lease: &Lease,
+) -> Result<Leadership, Unverified> {
+    let name = String::from_utf8_lossy(elected.name());
+    let (first, revision) = first_candidate(client, &name, lease.timing().request_timeout())
+        .await
+        .map_err(Unverified::Etcd)?;
+    let first = first.ok_or(Unverified::NotFirst)?;
     if first.key() != elected.key()
         || first.create_revision() != elected.rev()
         || first.lease() != lease.id()
@@ -91,8 +110,8 @@ pub async fn verify(
     Ok(Leadership {
         key: String::from_utf8_lossy(elected.key()).into_owned(),
         revision: elected.rev(),
-        verified_at: resp.header().map_or(elected.rev(), |h| h.revision()),
-        leader_key: elected,
+        verified_at: revision.max(elected.rev()),
+        leader_key: elected.clone(),
     })
 }
 
@@ -163,11 +182,11 @@ pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Durati
 }
 
 /// Give up leadership: delete our key so the next candidate is elected at once.
-pub async fn resign(client: &Client, leadership: &Leadership, wait: Duration) {
+pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
     let mut client = client.clone();
-    let options = ResignOptions::new().with_leader(leadership.leader_key.clone());
+    let options = ResignOptions::new().with_leader(leader_key.clone());
     match timeout(wait, client.resign(Some(options))).await {
-        Ok(Ok(_)) => tracing::debug!(key = %leadership.key, "resigned"),
+        Ok(Ok(_)) => tracing::debug!("resigned"),
         Ok(Err(e)) => tracing::warn!(error = %e, "resign failed; revoking the lease instead"),
         Err(_) => tracing::warn!("resign timed out; revoking the lease instead"),
     }

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when etcd refuses us for good (authentication, permission, a broken lease API).
 pub const EXIT_ETCD: u8 = 1;
+/// Not leading and not waiting for it (--no-wait, --wait-timeout): EX_TEMPFAIL, "try again".
+pub const EXIT_NOT_LEADING: u8 = 75;
+/// `leaderrun leader`: nobody leads.
+pub const EXIT_NO_LEADER: u8 = 3;
 /// The command exists but cannot be executed (the shell's convention).
 pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 /// The command was not found (the shell's convention).

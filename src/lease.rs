@@ -4,7 +4,7 @@
 
 use crate::etcd::{is_fatal, is_lease_not_found};
 use crate::timing::{Deadline, Timing};
-use etcd_client::Client;
+use etcd_client::{Client, LeaseClient};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -50,7 +50,8 @@ pub struct Lease {
     timing: Timing,
     state: watch::Receiver<State>,
     keeper: JoinHandle<()>,
-    client: Client,
+    /// For the revoke: the lease service alone (a whole Client is kilobytes).
+    client: LeaseClient,
 }
 
 impl Lease {
@@ -90,7 +91,7 @@ impl Lease {
             timing,
             state: rx,
             keeper,
-            client: client.clone(),
+            client: client.lease_client(),
         })
     }
 
@@ -141,7 +142,7 @@ impl Lease {
     /// be reached within `wait`, the lease expires by itself).
     pub async fn revoke(mut self, wait: Duration) {
         self.keeper.abort();
-        match timeout(wait, self.client.lease_revoke(self.id)).await {
+        match timeout(wait, self.client.revoke(self.id)).await {
             Ok(Ok(_)) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
             Ok(Err(e)) if is_lease_not_found(&e) => {}
             Ok(Err(e)) => {

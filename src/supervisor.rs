@@ -1,33 +1,38 @@
-//! The supervisor's state machine (docs/DESIGN-STATES in the README):
+//! The supervisor's state machine (the diagram in the README):
 //!
 //! ```text
-//!                lease granted             elected and verified
-//!  Connecting ─────────────────▶ Campaigning ──────────────────▶ Leading
-//!      ▲  │                          │  │                          │  │
-//!      │  │ TERM/INT: exit 0         │  │ TERM/INT: withdraw,      │  │ TERM/INT: stop child,
-//!      │  ▼                          │  ▼ exit 0                   │  ▼ resign, exit with its status
-//!      │                             │                             │
-//!      ├─── lease lost, unverified ──┘                             │
-//!      └─── lease lost, key deleted: stop child; child exited ─────┘ (--on-exit recampaign)
+//!                lease granted             elected
+//!  Connecting ─────────────────▶ Campaigning ─────────▶ start: verify, claim run, spawn ──▶ Leading
+//!      ▲  │                          │  │                                                  │  │
+//!      │  │ TERM/INT: exit 0         │  │ TERM/INT: withdraw, exit 0                       │  │ TERM/INT: stop child,
+//!      │  │ wait timeout: exit 75    │  │ wait timeout / --no-wait: exit 75                │  ▼ resign, exit with its status
+//!      │  ▼                          │  ▼                                                  │
+//!      ├─── lease lost, unverified ──┘                                                     │ child exited: restart in place
+//!      └─── lease lost, key deleted: stop child; child exited (recampaign, restart limit) ──┘ (--on-exit restart)
 //! ```
 //!
 //! Each state is one method that returns the next state. Safety rules live elsewhere, once:
 //! the deadline in [`crate::timing`] and [`crate::lease`], verify-before-start in
-//! [`crate::election::verify`], stop and reap in [`crate::child`].
+//! [`crate::election::verify`] (called only from [`Supervisor::start`]), stop and reap in
+//! [`crate::child`].
 
 use crate::child::{self, Child, ExitStatus, Reaper};
-use crate::config::{Config, OnExit};
+use crate::config::{Config, OnExit, Wait};
 use crate::election::{self, Leadership};
-use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING};
 use crate::etcd::{self, Backoff};
+use crate::guardian::Guardian;
+use crate::job::{self, Claim};
 use crate::lease::{GrantError, Lease};
+use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
-use etcd_client::Client;
+use etcd_client::{Client, LeaderKey};
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{sleep, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, error, info, warn};
 
 /// With --on-exit recampaign, a child that lived less than this is treated as crashing...
@@ -35,12 +40,14 @@ const MIN_HEALTHY_RUN: Duration = Duration::from_secs(1);
 /// ...and we wait this long before campaigning again, so a crash loop does not hammer etcd.
 const RECAMPAIGN_PAUSE: Duration = Duration::from_secs(1);
 
+// One value at a time, moved once per transition: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// No lease: grant one, retrying while etcd is unreachable. Waits `after` first.
     Connecting { after: Duration },
     /// Standby: holding a lease, campaigning.
     Campaigning(Lease),
-    /// Elected and verified; the child runs.
+    /// Elected and verified; the child runs, or waits to be restarted in place.
     Leading(Term),
     /// Done: exit with this status.
     Exit(u8),
@@ -50,8 +57,23 @@ enum State {
 struct Term {
     lease: Lease,
     leadership: Leadership,
-    child: Child,
+    /// None while waiting to restart it (--on-exit restart).
+    child: Option<Child>,
     started: Instant,
+    /// When to restart the child, while it is None.
+    restart_at: Instant,
+    last_status: Option<ExitStatus>,
+    restarts: Restarts,
+}
+
+/// Why a start did not happen.
+enum NotStarted {
+    /// The election result did not hold up, or the run record could not be checked.
+    Unverified(String),
+    /// --run-id: somebody ran it already.
+    RunTaken(String),
+    /// The command could not be spawned: exit with this status.
+    Spawn(u8),
 }
 
 struct Supervisor {
@@ -60,26 +82,43 @@ struct Supervisor {
     signals: Signals,
     reaper: Reaper,
     status: Status,
+    /// The moment a waiting candidate gives up (--wait-timeout).
+    give_up_at: Option<Instant>,
+    /// --run-id: the run is claimed once; restarts in place are the same run.
+    run_claimed: bool,
 }
 
 /// Run the supervisor until it exits; returns the exit status.
-pub async fn run(config: Config, status: Status) -> Result<u8, Error> {
+pub async fn run(
+    config: Config,
+    status: Status,
+    guardian: Option<Arc<Guardian>>,
+) -> Result<u8, Error> {
     // Handlers first: no signal and no child exit may be missed once a child exists.
     let signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
-    let reaper = Reaper::start().map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
+    let reaper =
+        Reaper::start(guardian).map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
+    let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
     let client = etcd::connect(&config.endpoints).await?;
     info!(
         election = %config.election,
         id = %config.id,
         endpoints = %config.endpoints.join(","),
+        pid1,
         "starting"
     );
+    let give_up_at = match config.wait {
+        Wait::Until(d) => Some(Instant::now() + d),
+        Wait::Forever | Wait::No => None,
+    };
     let mut sup = Supervisor {
         config,
         client,
         signals,
         reaper,
         status,
+        give_up_at,
+        run_claimed: false,
     };
     let mut state = State::Connecting {
         after: Duration::ZERO,
@@ -97,20 +136,24 @@ pub async fn run(config: Config, status: Status) -> Result<u8, Error> {
 impl Supervisor {
     async fn connecting(&mut self, after: Duration) -> Result<State, Error> {
         self.status.set(Role::Connecting);
-        if until_shutdown(&mut self.signals, sleep(after))
-            .await
-            .is_none()
-        {
-            return Ok(State::Exit(0));
+        let mut give_up = pin!(give_up(self.give_up_at));
+        match until_shutdown(&mut self.signals, &mut give_up, sleep(after)).await {
+            Waited::Done(()) => {}
+            Waited::Shutdown => return Ok(State::Exit(0)),
+            Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
         }
         let mut backoff = Backoff::new(
             (self.config.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
         );
         loop {
             let grant = Lease::grant(&self.client, self.config.ttl, self.config.stop_timeout);
-            match until_shutdown(&mut self.signals, grant).await {
-                None => return Ok(State::Exit(0)),
-                Some(Ok(lease)) => {
+            let granted = match until_shutdown(&mut self.signals, &mut give_up, grant).await {
+                Waited::Done(r) => r,
+                Waited::Shutdown => return Ok(State::Exit(0)),
+                Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
+            };
+            match granted {
+                Ok(lease) => {
                     let t = lease.timing();
                     info!(
                         lease = %lease.hex_id(),
@@ -122,15 +165,14 @@ impl Supervisor {
                     );
                     return Ok(State::Campaigning(lease));
                 }
-                Some(Err(GrantError::Fatal(msg))) => return Err(Error::EtcdFatal(msg)),
-                Some(Err(GrantError::Retry(msg))) => {
+                Err(GrantError::Fatal(msg)) => return Err(Error::EtcdFatal(msg)),
+                Err(GrantError::Retry(msg)) => {
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, "cannot reach etcd");
-                    if until_shutdown(&mut self.signals, sleep(delay))
-                        .await
-                        .is_none()
-                    {
-                        return Ok(State::Exit(0));
+                    match until_shutdown(&mut self.signals, &mut give_up, sleep(delay)).await {
+                        Waited::Done(()) => {}
+                        Waited::Shutdown => return Ok(State::Exit(0)),
+                        Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
                     }
                 }
             }
@@ -139,9 +181,19 @@ impl Supervisor {
 
     async fn campaigning(&mut self, mut lease: Lease) -> Result<State, Error> {
         self.status.set(Role::Standby);
+        let wait = lease.timing().request_timeout();
+        let mut give_up_at = self.give_up_at;
+        if self.config.wait == Wait::No {
+            if let Some(leader) = self.someone_else_leads(wait).await {
+                info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
+                lease.revoke(wait).await;
+                return Ok(State::Exit(EXIT_NOT_LEADING));
+            }
+            // Nobody led a moment ago: a campaign that does not win at once lost a race.
+            give_up_at = Some(Instant::now() + wait);
+        }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
         let retry = lease.timing().keepalive / 4;
-        let wait = lease.timing().request_timeout();
         // The campaign is dropped (cancelling the RPC) as soon as this block ends.
         let elected = {
             let mut campaign = pin!(election::campaign(
@@ -151,6 +203,7 @@ impl Supervisor {
                 lease.id(),
                 retry,
             ));
+            let mut give_up = pin!(give_up(give_up_at));
             loop {
                 tokio::select! {
                     r = &mut campaign => break r,
@@ -158,6 +211,11 @@ impl Supervisor {
                         warn!(%loss, "standby lost its lease; campaigning again with a new one");
                         lease.revoke(wait).await;
                         return Ok(State::Connecting { after: Duration::ZERO });
+                    }
+                    _ = &mut give_up => {
+                        info!("not leading in time: giving up");
+                        lease.revoke(wait).await;
+                        return Ok(State::Exit(EXIT_NOT_LEADING));
                     }
                     req = self.signals.recv() => match req {
                         Request::Shutdown(sig) => {
@@ -183,20 +241,79 @@ impl Supervisor {
                 });
             }
         };
-        match election::verify(&self.client, elected, &lease).await {
-            Ok(leadership) => Ok(self.start(lease, leadership).await),
-            Err(why) => {
+        match self.start(&lease, &elected).await {
+            Ok((leadership, child)) => Ok(State::Leading(Term {
+                lease,
+                leadership,
+                child: Some(child),
+                started: Instant::now(),
+                restart_at: Instant::now(),
+                last_status: None,
+                restarts: Restarts::new(self.config.restart),
+            })),
+            Err(NotStarted::Unverified(why)) => {
                 warn!(%why, "elected but not verified; campaigning again with a new lease");
                 lease.revoke(wait).await;
                 Ok(State::Connecting {
                     after: Duration::ZERO,
                 })
             }
+            Err(NotStarted::RunTaken(by)) => {
+                let run_id = self.config.run_id.as_ref().map_or("", |r| r.id.as_str());
+                info!(run_id, ran = %by, "this run is done already: not running it");
+                self.release_key(lease, &elected).await;
+                Ok(State::Exit(0))
+            }
+            Err(NotStarted::Spawn(code)) => {
+                self.release_key(lease, &elected).await;
+                Ok(State::Exit(code))
+            }
         }
     }
 
-    /// Leadership is verified: start the child.
-    async fn start(&mut self, lease: Lease, leadership: Leadership) -> State {
+    /// --no-wait: the id of the first candidate when it is not us (the lease is ours only).
+    async fn someone_else_leads(&self, wait: Duration) -> Option<String> {
+        match election::first_candidate(&self.client, &self.config.election, wait).await {
+            Ok((Some(kv), _)) => Some(String::from_utf8_lossy(kv.value()).into_owned()),
+            Ok((None, _)) => None,
+            Err(e) => {
+                warn!(error = %e, "cannot tell who leads; campaigning");
+                None
+            }
+        }
+    }
+
+    /// Every start of the child: verify leadership, claim the run (--run-id), spawn.
+    async fn start(
+        &mut self,
+        lease: &Lease,
+        elected: &LeaderKey,
+    ) -> Result<(Leadership, Child), NotStarted> {
+        let leadership = election::verify(&self.client, elected, lease)
+            .await
+            .map_err(|e| NotStarted::Unverified(e.to_string()))?;
+        if let (Some(run), false) = (&self.config.run_id, self.run_claimed) {
+            let wait = lease.timing().request_timeout();
+            let claim = job::claim(
+                &self.client,
+                &self.config.election,
+                &self.config.id,
+                &leadership,
+                run,
+                wait,
+            );
+            match claim.await {
+                Ok(Claim::Claimed) => {
+                    info!(run_id = %run.id, "run recorded");
+                    self.run_claimed = true;
+                }
+                Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
+                Ok(Claim::NotLeader) => {
+                    return Err(NotStarted::Unverified("leader key changed".into()))
+                }
+                Err(e) => return Err(NotStarted::Unverified(e)),
+            }
+        }
         let cmd = child::Command {
             program: self.config.program.clone(),
             args: self.config.args.clone(),
@@ -208,93 +325,135 @@ impl Supervisor {
                 ("LEADERRUN_LEASE".into(), lease.hex_id()),
             ],
         };
-        match self.reaper.spawn(&cmd) {
-            Ok(child) => {
-                info!(
-                    key = %leadership.key,
-                    revision = leadership.revision,
-                    pid = child.pid(),
-                    "leading: child started"
-                );
-                self.status.set(Role::Leading {
-                    key: leadership.key.clone(),
-                    revision: leadership.revision,
-                    pid: child.pid(),
-                });
-                State::Leading(Term {
-                    lease,
-                    leadership,
-                    child,
-                    started: Instant::now(),
-                })
-            }
-            Err(e) => {
-                error!(program = %self.config.program.display(), error = %e, "cannot start the command");
-                self.release(lease, &leadership).await;
-                let code = match e.kind() {
-                    std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-                    _ => EXIT_NOT_EXECUTABLE,
-                };
-                State::Exit(code)
+        let child = self.reaper.spawn(&cmd).map_err(|e| {
+            error!(program = %self.config.program.display(), error = %e, "cannot start the command");
+            NotStarted::Spawn(match e.kind() {
+                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_NOT_EXECUTABLE,
+            })
+        })?;
+        info!(
+            key = %leadership.key,
+            revision = leadership.revision,
+            pid = child.pid(),
+            "leading: child started"
+        );
+        self.status.set(Role::Leading {
+            key: leadership.key.clone(),
+            revision: leadership.revision,
+            pid: child.pid(),
+        });
+        Ok((leadership, child))
+    }
+
+    async fn leading(&mut self, mut term: Term) -> State {
+        let retry = term.lease.timing().keepalive / 4;
+        let leadership = term.leadership.clone();
+        let client = self.client.clone();
+        let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
+        loop {
+            let running = term.child.is_some();
+            tokio::select! {
+                status = wait_child(&mut term.child), if running => {
+                    if let Some(next) = self.child_exited(&mut term, status).await {
+                        self.release(term.lease, &leadership).await;
+                        return next;
+                    }
+                }
+                _ = sleep_until(term.restart_at), if !running => {
+                    match self.start(&term.lease, leadership.leader_key()).await {
+                        Ok((_, child)) => {
+                            term.child = Some(child);
+                            term.started = Instant::now();
+                        }
+                        Err(NotStarted::Spawn(code)) => {
+                            self.release(term.lease, &leadership).await;
+                            return State::Exit(code);
+                        }
+                        Err(NotStarted::Unverified(why) | NotStarted::RunTaken(why)) => {
+                            warn!(%why, "leadership not verified for the restart; campaigning again");
+                            let wait = term.lease.timing().request_timeout();
+                            term.lease.revoke(wait).await;
+                            return State::Connecting { after: Duration::ZERO };
+                        }
+                    }
+                }
+                loss = term.lease.lost() => {
+                    warn!(%loss, key = %leadership.key, "leadership lost: stopping the child before the lease can expire");
+                    return self.lost(term).await;
+                }
+                _ = &mut deleted => {
+                    warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
+                    return self.lost(term).await;
+                }
+                req = self.signals.recv() => match req {
+                    Request::Forward(sig) => match &term.child {
+                        Some(child) => {
+                            debug!(signal = %sig, "passing the signal to the child's group");
+                            child.signal_group(sig);
+                        }
+                        None => debug!(signal = %sig, "no child to pass the signal to"),
+                    },
+                    Request::Shutdown(sig) => {
+                        info!(signal = %sig, "stopping the child, then resigning");
+                        self.status.set(Role::Stopping);
+                        let status = match term.child.as_mut() {
+                            Some(child) => Some(self.stop_child(child, &term.lease).await),
+                            None => term.last_status,
+                        };
+                        self.release(term.lease, &leadership).await;
+                        return State::Exit(status.map_or(0, ExitStatus::code));
+                    }
+                },
             }
         }
     }
 
-    async fn leading(&mut self, term: Term) -> State {
-        let Term {
-            mut lease,
-            leadership,
-            mut child,
-            started,
-        } = term;
-        let retry = lease.timing().keepalive / 4;
-        let mut deleted = pin!(election::key_deleted(&self.client, &leadership, retry));
-        loop {
-            tokio::select! {
-                status = child.wait() => {
-                    info!(%status, "child exited");
-                    self.status.set(Role::Stopping);
-                    // What is left of its process group goes too, before anyone else can lead.
-                    self.stop_child(&mut child, &lease).await;
-                    self.release(lease, &leadership).await;
-                    return match self.config.on_exit {
-                        OnExit::Exit => State::Exit(status.code()),
-                        OnExit::Recampaign => {
-                            let after = if started.elapsed() < MIN_HEALTHY_RUN { RECAMPAIGN_PAUSE } else { Duration::ZERO };
-                            State::Connecting { after }
-                        }
-                    };
+    /// The child exited on its own. None: it will be restarted in place; Some: the next state,
+    /// after the caller released leadership.
+    async fn child_exited(&mut self, term: &mut Term, status: ExitStatus) -> Option<State> {
+        info!(%status, "child exited");
+        let mut child = term.child.take()?;
+        term.last_status = Some(status);
+        let ran = term.started.elapsed();
+        // What is left of its process group goes too, before anyone else can lead.
+        self.stop_child(&mut child, &term.lease).await;
+        if self.config.on_exit == OnExit::Restart {
+            match term.restarts.on_exit(Instant::now(), ran) {
+                Some(delay) => {
+                    info!(retry_in = ?delay, "restarting the child in place");
+                    term.restart_at = Instant::now() + delay;
+                    return None;
                 }
-                loss = lease.lost() => {
-                    warn!(%loss, key = %leadership.key, "leadership lost: stopping the child before the lease can expire");
-                    self.status.set(Role::Stopping);
-                    self.stop_child(&mut child, &lease).await;
-                    let wait = lease.timing().request_timeout();
-                    lease.revoke(wait).await;
-                    return State::Connecting { after: Duration::ZERO };
-                }
-                _ = &mut deleted => {
-                    warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
-                    self.status.set(Role::Stopping);
-                    self.stop_child(&mut child, &lease).await;
-                    let wait = lease.timing().request_timeout();
-                    lease.revoke(wait).await;
-                    return State::Connecting { after: Duration::ZERO };
-                }
-                req = self.signals.recv() => match req {
-                    Request::Forward(sig) => {
-                        debug!(signal = %sig, "passing the signal to the child's group");
-                        child.signal_group(sig);
-                    }
-                    Request::Shutdown(sig) => {
-                        info!(signal = %sig, "stopping the child, then resigning");
-                        self.status.set(Role::Stopping);
-                        let status = self.stop_child(&mut child, &lease).await;
-                        self.release(lease, &leadership).await;
-                        return State::Exit(status.code());
-                    }
-                },
+                None => warn!(
+                    limit = self.config.restart.limit,
+                    window = ?self.config.restart.window,
+                    "too many exits: giving leadership up"
+                ),
             }
+        }
+        self.status.set(Role::Stopping);
+        Some(match self.config.on_exit {
+            OnExit::Exit => State::Exit(status.code()),
+            OnExit::Recampaign if ran >= MIN_HEALTHY_RUN => State::Connecting {
+                after: Duration::ZERO,
+            },
+            OnExit::Recampaign | OnExit::Restart => State::Connecting {
+                after: RECAMPAIGN_PAUSE,
+            },
+        })
+    }
+
+    /// Leadership is gone (lease or key): stop the child by the deadline, drop the lease.
+    async fn lost(&mut self, mut term: Term) -> State {
+        self.status.set(Role::Stopping);
+        if let Some(child) = term.child.as_mut() {
+            self.stop_child(child, &term.lease).await;
+        }
+        let wait = term.lease.timing().request_timeout();
+        term.lease.revoke(wait).await;
+        State::Connecting {
+            after: Duration::ZERO,
         }
     }
 
@@ -307,24 +466,57 @@ impl Supervisor {
     /// Give up leadership after the child is gone: resign (the next candidate wins at once),
     /// then revoke the lease.
     async fn release(&self, lease: Lease, leadership: &Leadership) {
-        let wait = lease.timing().request_timeout();
-        election::resign(&self.client, leadership, wait).await;
-        lease.revoke(wait).await;
+        self.release_key(lease, leadership.leader_key()).await;
         info!(key = %leadership.key, "resigned");
+    }
+
+    async fn release_key(&self, lease: Lease, key: &LeaderKey) {
+        let wait = lease.timing().request_timeout();
+        election::resign(&self.client, key, wait).await;
+        lease.revoke(wait).await;
     }
 }
 
-/// Run `fut` unless TERM or INT comes first (None then). Signals for the child are dropped:
-/// there is no child in the states that use this.
-async fn until_shutdown<T>(signals: &mut Signals, fut: impl Future<Output = T>) -> Option<T> {
+async fn wait_child(child: &mut Option<Child>) -> ExitStatus {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `at`, never when None.
+async fn give_up(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Waited<T> {
+    Done(T),
+    Shutdown,
+    GaveUp,
+}
+
+/// Run `fut` unless TERM/INT or the give-up time comes first. Signals for the child are
+/// dropped: there is no child in the states that use this.
+async fn until_shutdown<T>(
+    signals: &mut Signals,
+    give_up: &mut (impl Future<Output = ()> + Unpin),
+    fut: impl Future<Output = T>,
+) -> Waited<T> {
     let mut fut = pin!(fut);
     loop {
         tokio::select! {
-            v = &mut fut => return Some(v),
+            v = &mut fut => return Waited::Done(v),
+            _ = &mut *give_up => {
+                info!("not leading in time: giving up");
+                return Waited::GaveUp;
+            }
             req = signals.recv() => match req {
                 Request::Shutdown(sig) => {
                     info!(signal = %sig, "exiting");
-                    return None;
+                    return Waited::Shutdown;
                 }
                 Request::Forward(sig) => debug!(signal = %sig, "no child to pass the signal to"),
             },
