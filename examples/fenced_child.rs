@@ -173,7 +173,7 @@ fn main() {
         }
         // The test removed its temp dir: nobody is watching, so stop.
         ticks = ticks.wrapping_add(1);
-        if ticks % FILE_CHECK_EVERY == 0 && !args.record.exists() {
+        if ticks.is_multiple_of(FILE_CHECK_EVERY) && !args.record.exists() {
             exit(4);
         }
         record(&mut file, format!("alive {pid} {}", mono_ns()));

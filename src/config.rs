@@ -97,7 +97,6 @@ pub struct Cli {
         required = true,
         num_args = 1..,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
@@ -351,6 +350,16 @@ mod tests {
         let c = parse(&["--election", "web", "--", "sh"]).unwrap();
         assert_eq!(c.election, "web");
         assert!(c.program.ends_with("sh"));
+    }
+
+    #[test]
+    fn a_mistyped_flag_is_not_taken_for_the_command() {
+        let err = parse(&["--tll", "3", "--", "sh"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        // After the command, everything is the command's, hyphens included.
+        let c = parse(&["sh", "-c", "--ttl"]).unwrap();
+        assert_eq!(c.args, vec![OsString::from("-c"), OsString::from("--ttl")]);
+        assert_eq!(c.ttl, Duration::from_secs(10));
     }
 
     #[test]

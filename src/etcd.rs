@@ -41,7 +41,11 @@ pub fn is_fatal(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(s) => matches!(
             s.code(),
-            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+            // OutOfRange: a TTL etcd refuses (above its maximum).
+            Code::Unauthenticated
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+                | Code::OutOfRange
         ),
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
         _ => false,

@@ -176,7 +176,7 @@ pub fn assert_no_overlap(runs: &[Run]) {
                 );
             }
         }
-        if furthest.map_or(true, |f| run.last_seen_ns > f.last_seen_ns) {
+        if furthest.is_none_or(|f| run.last_seen_ns > f.last_seen_ns) {
             furthest = Some(run);
         }
     }
