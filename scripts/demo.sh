@@ -230,7 +230,9 @@ sleep 2.2
 leader=$(leader_id)
 [[ -n $leader && -n ${pid_of[$leader]:-} ]] || die "unexpected leader '$leader'"
 lpid=${pid_of[$leader]}
-child=$(pgrep -P "$lpid" | head -n 1 || true)
+# Its children: the server, and the guardian (named leaderrun-guard) that kills the server's
+# process group should leaderrun die without doing so.
+child=$(pgrep -P "$lpid" | while read -r p; do [[ $(cat "/proc/$p/comm" 2>/dev/null) == leaderrun-guard ]] || echo "$p"; done | head -n 1)
 [[ -n $child ]] || die "$leader's leaderrun has no child"
 n=$(starts_count)
 say "(b) SIGKILL to $leader's leaderrun (pid $lpid; its server is pid $child): no chance to resign"
@@ -243,11 +245,13 @@ if wait_gone "$child" 10; then
 else
   say "$leader's server (pid $child) is STILL RUNNING $(ms_since "$t0") ms after its leaderrun died"
 fi
+sleep 0.1
 left=$(pgrep -g "$child" | xargs -r ps -o pid=,stat=,args= -p 2>/dev/null | awk '$2 !~ /^Z/' || true)
 if [[ -n $left ]]; then
-  say "but its own children outlive it: the parent-death signal covers only the direct child, and"
-  say "nothing is left to signal the process group (here a \`sleep 1\` that ends by itself):"
+  say "its process group is STILL RUNNING:"
   printf '%s\n' "$left" | sed 's/^ */demo:     /'
+else
+  say "and so did the rest of its process group (its \`sleep\`): leaderrun's guardian process killed it"
 fi
 say "its key stays in etcd until the lease expires (TTL ${TTL} s); waiting for a standby..."
 line=$(wait_start_after "$n" 150) || die "no standby took over within 15 s"
