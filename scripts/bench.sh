@@ -195,42 +195,9 @@ STAMP=$tmp/stamp
 mono_now() { "$STAMP" now; }
 
 # ---- a throwaway etcd -------------------------------------------------------------------------
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p i
-  for ((i = 0; i < 50; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    port_in_use "$p" || { echo "$p"; return 0; }
-  done
-  return 1
-}
-start_etcd() {
-  local attempt cport pport i
-  for ((attempt = 1; attempt <= 4; attempt++)); do
-    cport=$(free_port) && pport=$(free_port) || die "no free loopback port"
-    [[ $cport != "$pport" ]] || continue
-    rm -rf "$tmp/etcd.data"
-    # Its own session, so a Ctrl-C does not stop it before the candidates.
-    setsid etcd --name bench --data-dir "$tmp/etcd.data" \
-      --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
-      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-      --initial-cluster "bench=http://127.0.0.1:$pport" --logger zap --log-outputs stderr \
-      >"$tmp/etcd.log" 2>&1 &
-    etcd_pid=$!
-    EP="127.0.0.1:$cport"
-    for ((i = 0; i < 100; i++)); do
-      alive "$etcd_pid" || break
-      ETCDCTL_API=3 etcdctl --endpoints "$EP" --command-timeout=1s endpoint health >/dev/null 2>&1 && return 0
-      sleep 0.1
-    done
-    kill -KILL "$etcd_pid" 2>/dev/null || true
-    { wait "$etcd_pid"; } 2>/dev/null || true
-    etcd_pid=""
-  done
-  tail -n 20 "$tmp/etcd.log" >&2 || true
-  die "could not start etcd"
-}
-start_etcd
+source "$root/scripts/local-etcd.sh"
+start_etcd bench
+EP=$ETCD_ENDPOINT
 export ETCDCTL_API=3
 export BENCH_DIR=$tmp
 ctl() { timeout 10 etcdctl --endpoints "$EP" --command-timeout=3s "$@"; }

@@ -96,48 +96,9 @@ pkill_marker() {
 }
 
 # ---- 3. a throwaway etcd --------------------------------------------------------------------
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p i
-  for ((i = 0; i < 50; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    port_in_use "$p" || { echo "$p"; return 0; }
-  done
-  return 1
-}
-
-start_etcd() {
-  local attempt cport pport i
-  for ((attempt = 1; attempt <= 4; attempt++)); do
-    cport=$(free_port) && pport=$(free_port) || die "no free loopback port"
-    [[ $cport != "$pport" ]] || continue
-    rm -rf "$tmp/etcd.data"
-    # Its own session: a Ctrl-C reaches the candidates (they stop their children and resign)
-    # but not etcd, which cleanup stops last.
-    setsid etcd --name demo --data-dir "$tmp/etcd.data" \
-      --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
-      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-      --initial-cluster "demo=http://127.0.0.1:$pport" --logger zap --log-outputs stderr \
-      >"$tmp/etcd.log" 2>&1 &
-    etcd_pid=$!
-    ENDPOINT="127.0.0.1:$cport"
-    for ((i = 0; i < 100; i++)); do
-      alive "$etcd_pid" || break
-      if ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINT" --command-timeout=1s endpoint health >/dev/null 2>&1; then
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill -KILL "$etcd_pid" 2>/dev/null || true
-    { wait "$etcd_pid"; } 2>/dev/null || true
-    etcd_pid=""
-    say "etcd did not come up on ports $cport/$pport (attempt $attempt), retrying"
-  done
-  tail -n 20 "$tmp/etcd.log" >&2 || true
-  die "could not start etcd"
-}
-
-start_etcd
+source "$root/scripts/local-etcd.sh"
+start_etcd demo
+ENDPOINT=$ETCD_ENDPOINT
 export ETCDCTL_API=3
 ctl() { timeout 10 etcdctl --endpoints "$ENDPOINT" --command-timeout=3s "$@"; }
 say "etcd $(etcd --version | sed -n 's/^etcd Version: //p') listening on $ENDPOINT (data in $tmp)"

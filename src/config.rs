@@ -17,14 +17,8 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "leaderrun", version, about, long_about = None)]
 pub struct Cli {
-    /// etcd endpoints, comma-separated host:port or http:// URLs.
-    #[arg(
-        long,
-        env = "LEADERRUN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 
     /// Election name: the key prefix shared with `etcdctl elect NAME`.
     /// Default: the command's file name (`./my-server` gives `my-server`).
@@ -100,6 +94,34 @@ pub struct Cli {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+/// How to reach etcd: shared by `leaderrun` and `leaderrun leader`.
+#[derive(Debug, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated host:port or http:// URLs.
+    #[arg(
+        long,
+        env = "LEADERRUN_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+}
+
+impl EtcdArgs {
+    /// The endpoints, trimmed; an empty entry is a usage error.
+    pub fn endpoints(self) -> Result<Vec<String>, Error> {
+        let endpoints: Vec<String> = self
+            .endpoints
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .collect();
+        if endpoints.is_empty() || endpoints.iter().any(|e| e.is_empty()) {
+            return Err(Error::Usage("--endpoints has an empty entry".into()));
+        }
+        Ok(endpoints)
+    }
 }
 
 /// What happens when the child exits on its own while leading.
@@ -187,14 +209,7 @@ impl Config {
         let ttl = Duration::from_secs(cli.ttl as u64);
         Timing::new(ttl, cli.stop_timeout).map_err(|e| Error::Usage(e.to_string()))?;
 
-        let endpoints: Vec<String> = cli
-            .endpoints
-            .into_iter()
-            .map(|e| e.trim().to_string())
-            .collect();
-        if endpoints.is_empty() || endpoints.iter().any(|e| e.is_empty()) {
-            return Err(Error::Usage("--endpoints has an empty entry".into()));
-        }
+        let endpoints = cli.etcd.endpoints()?;
 
         let election = match cli.election {
             Some(e) => e,

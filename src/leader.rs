@@ -1,5 +1,6 @@
 //! `leaderrun leader`: who leads an election, once or (`--watch`) at every change.
 
+use crate::config::EtcdArgs;
 use crate::election::first_candidate;
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd;
@@ -13,14 +14,8 @@ use tokio::time::sleep;
 #[derive(Debug, Parser)]
 #[command(name = "leaderrun leader", version, long_about = None)]
 pub struct LeaderCli {
-    /// etcd endpoints, comma-separated host:port or http:// URLs.
-    #[arg(
-        long,
-        env = "LEADERRUN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 
     /// The election to ask about.
     #[arg(long, env = "LEADERRUN_ELECTION")]
@@ -96,7 +91,7 @@ pub async fn run(cli: LeaderCli) -> Result<u8, Error> {
     if cli.election.is_empty() {
         return Err(Error::Usage("--election must not be empty".into()));
     }
-    let client = etcd::connect(&cli.endpoints).await?;
+    let client = etcd::connect(&cli.etcd.endpoints()?).await?;
     let (mut current, mut revision) = read(&client, &cli.election).await?;
     println!("{}", render(current.as_ref(), cli.format));
     if !cli.watch {
