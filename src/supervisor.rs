@@ -182,15 +182,13 @@ impl Supervisor {
     async fn campaigning(&mut self, mut lease: Lease) -> Result<State, Error> {
         self.status.set(Role::Standby);
         let wait = lease.timing().request_timeout();
-        let mut give_up_at = self.give_up_at;
-        if self.config.wait == Wait::No {
+        let no_wait = self.config.wait == Wait::No;
+        if no_wait {
             if let Some(leader) = self.someone_else_leads(wait).await {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
                 lease.revoke(wait).await;
                 return Ok(State::Exit(EXIT_NOT_LEADING));
             }
-            // Nobody led a moment ago: a campaign that does not win at once lost a race.
-            give_up_at = Some(Instant::now() + wait);
         }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
         let retry = lease.timing().keepalive / 4;
@@ -203,10 +201,24 @@ impl Supervisor {
                 lease.id(),
                 retry,
             ));
-            let mut give_up = pin!(give_up(give_up_at));
+            let mut give_up = pin!(give_up(self.give_up_at));
+            // --no-wait: nobody led a moment ago, but a candidate that started with us may be
+            // ahead. The key is `NAME/<lease hex>`, as the server's campaign makes it.
+            let ours = format!("{}/{}", self.config.election, lease.hex_id());
+            let mut behind = pin!(behind_another(
+                &self.client,
+                &self.config.election,
+                ours,
+                wait
+            ));
             loop {
                 tokio::select! {
                     r = &mut campaign => break r,
+                    _ = &mut behind, if no_wait => {
+                        info!("another candidate is ahead: not waiting (--no-wait)");
+                        lease.revoke(wait).await;
+                        return Ok(State::Exit(EXIT_NOT_LEADING));
+                    }
                     loss = lease.lost() => {
                         warn!(%loss, "standby lost its lease; campaigning again with a new one");
                         lease.revoke(wait).await;
@@ -481,6 +493,26 @@ async fn wait_child(child: &mut Option<Child>) -> ExitStatus {
     match child {
         Some(c) => c.wait().await,
         None => std::future::pending().await,
+    }
+}
+
+/// How often a --no-wait candidate looks whether its own key has appeared yet.
+const OWN_KEY_POLL: Duration = Duration::from_millis(10);
+
+/// --no-wait: resolves when the first key under the prefix is not `ours`, once ours exists (or
+/// when that cannot be told within `wait`: not knowing counts as not first). Never resolves when
+/// ours is first: the campaign wins then.
+async fn behind_another(client: &Client, election: &str, ours: String, wait: Duration) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        match election::first_candidate(client, election, wait).await {
+            Ok((Some(first), _)) if first.key() == ours.as_bytes() => {
+                return std::future::pending().await
+            }
+            Ok((Some(_), _)) => return,
+            // Our campaign's key is not written yet.
+            Ok((None, _)) | Err(_) => sleep(OWN_KEY_POLL).await,
+        }
     }
 }
 
