@@ -36,17 +36,30 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
         })
 }
 
+/// etcd's messages for "who you are is not allowed", whatever gRPC code carries them: the
+/// election service wraps them in `Unknown` (etcd 3.4), and leases need no authentication, so
+/// the campaign is the first call to see them.
+const AUTH_REFUSALS: &[&str] = &[
+    "user name is empty",
+    "user name not found",
+    "authentication failed",
+    "invalid auth token",
+    "permission denied",
+];
+
 /// Errors that retrying cannot fix: etcd refuses who we are or what we ask.
 pub fn is_fatal(e: &etcd_client::Error) -> bool {
     match e {
-        etcd_client::Error::GRpcStatus(s) => matches!(
-            s.code(),
-            // OutOfRange: a TTL etcd refuses (above its maximum).
-            Code::Unauthenticated
-                | Code::PermissionDenied
-                | Code::InvalidArgument
-                | Code::OutOfRange
-        ),
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                // OutOfRange: a TTL etcd refuses (above its maximum).
+                Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::InvalidArgument
+                    | Code::OutOfRange
+            ) || AUTH_REFUSALS.iter().any(|m| s.message().contains(m))
+        }
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
         _ => false,
     }
@@ -106,5 +119,7 @@ mod tests {
         assert!(is_fatal(&denied));
         let down = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("down"));
         assert!(!is_fatal(&down));
+        let wrapped = tonic::Status::unknown("etcdserver: user name is empty");
+        assert!(is_fatal(&etcd_client::Error::GRpcStatus(wrapped)));
     }
 }

@@ -1208,3 +1208,22 @@ fn etcd_frozen_longer_than_the_ttl_stops_the_leaders_child_and_nobody_overlaps()
     );
     assert!(a.is_running() && b.is_running());
 }
+
+#[test]
+fn an_etcd_that_refuses_us_is_a_fatal_error() {
+    // etcd 3.4 grants leases without authentication; the election service refuses the campaign
+    // with an `Unknown` status that wraps "user name is empty". That must end leaderrun (exit 1),
+    // not be retried for ever.
+    let etcd = Etcd::single();
+    etcd.etcdctl_ok(&["user", "add", "root:secret"]);
+    etcd.etcdctl_ok(&["auth", "enable"]);
+    let scene = Scene::new(&etcd.endpoints());
+    let mut a = scene.candidate("A", &["--ttl", "3"], &[]);
+    let status = a.expect_exit(10 * SEC);
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(
+        file_has(&a.log, "user name is empty"),
+        "the log should say why"
+    );
+    assert!(scene.runs().is_empty(), "the child must not have started");
+}
