@@ -20,13 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// No client-wide timeout: it would also cut `campaign`, which blocks until elected. Single
 /// calls get `tokio::time::timeout` instead.
 pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
-    let options = ConnectOptions::new()
-        .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT)
-        .with_keep_alive_while_idle(true)
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        // A member cut off from the raft leader fails our streams instead of holding them.
-        .with_require_leader(true);
-    Client::connect(endpoints, Some(options))
+    Client::connect(endpoints, Some(options()))
         .await
         .map_err(|e| match e {
             etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
@@ -34,6 +28,26 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
             }
             other => Error::EtcdFatal(other.to_string()),
         })
+}
+
+/// One client per endpoint, for the keepalive stream: the balanced client may open a new stream
+/// on the very member that stopped answering (a frozen member keeps its TCP connection), so the
+/// keepalive picks its member itself and moves to the next one whenever it reopens.
+pub async fn connect_each(endpoints: &[String]) -> Result<Vec<Client>, Error> {
+    let mut members = Vec::with_capacity(endpoints.len());
+    for e in endpoints {
+        members.push(connect(std::slice::from_ref(e)).await?);
+    }
+    Ok(members)
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT)
+        .with_keep_alive_while_idle(true)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        // A member cut off from the raft leader fails our streams instead of holding them.
+        .with_require_leader(true)
 }
 
 /// etcd's messages for "who you are is not allowed", whatever gRPC code carries them: the

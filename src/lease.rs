@@ -55,10 +55,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Grant a lease of `ttl` and start keeping it alive. The timing is derived from the TTL
-    /// etcd granted (it raises values below its minimum), with the user's stop timeout if set.
+    /// Grant a lease of `ttl` and start keeping it alive through `members` (one client per
+    /// endpoint, tried in turn). The timing is derived from the TTL etcd granted (it raises
+    /// values below its minimum), with the user's stop timeout if set.
     pub async fn grant(
         client: &Client,
+        members: &[Client],
         ttl: Duration,
         stop_timeout: Option<Duration>,
     ) -> Result<Lease, GrantError> {
@@ -85,7 +87,7 @@ impl Lease {
             deadline: Deadline::acknowledged(sent, timing.ttl),
             gone: false,
         });
-        let keeper = tokio::spawn(keep_alive(client.clone(), resp.id(), timing, tx));
+        let keeper = tokio::spawn(keep_alive(members.to_vec(), resp.id(), timing, tx));
         Ok(Lease {
             id: resp.id(),
             timing,
@@ -163,9 +165,9 @@ impl Drop for Lease {
 
 /// Send a keepalive every k and move D on every acknowledgement, matching each response to the
 /// send time of the request it answers (responses come in order). A stream that fails, ends, or
-/// leaves a request unanswered for a whole interval is re-established (a new stream may land on
-/// another member); its unanswered requests never move D.
-async fn keep_alive(mut client: Client, id: i64, timing: Timing, tx: watch::Sender<State>) {
+/// leaves a request unanswered for a whole interval is re-established on the next member; its
+/// unanswered requests never move D.
+async fn keep_alive(mut members: Vec<Client>, id: i64, timing: Timing, tx: watch::Sender<State>) {
     let acknowledged = |sent: Instant| {
         tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
     };
@@ -173,7 +175,12 @@ async fn keep_alive(mut client: Client, id: i64, timing: Timing, tx: watch::Send
         tracing::warn!(lease = %format!("{id:x}"), "etcd reports the lease gone");
         tx.send_modify(|s| s.gone = true);
     };
+    // Start on a member that depends on the lease, so candidates spread over the cluster.
+    let mut next = id.unsigned_abs() as usize;
     loop {
+        let n = members.len();
+        let client = &mut members[next % n];
+        next += 1;
         // Opening the stream sends one keepalive and waits for its answer.
         let sent = Instant::now();
         let opened = timeout(timing.request_timeout(), client.lease_keep_alive(id)).await;
@@ -199,7 +206,9 @@ async fn keep_alive(mut client: Client, id: i64, timing: Timing, tx: watch::Send
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if inflight.front().is_some_and(|s| s.elapsed() >= timing.keepalive) {
+                    // Requests go out on these ticks: one still unanswered now has had a whole
+                    // interval (its stamp is a hair after the previous tick, so no age test).
+                    if !inflight.is_empty() {
                         tracing::warn!("keepalive unanswered for a whole interval; reopening the stream");
                         break;
                     }

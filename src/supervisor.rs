@@ -79,6 +79,8 @@ enum NotStarted {
 struct Supervisor {
     config: Config,
     client: Client,
+    /// One client per endpoint, for the lease's keepalive stream.
+    members: Vec<Client>,
     signals: Signals,
     reaper: Reaper,
     status: Status,
@@ -100,6 +102,7 @@ pub async fn run(
         Reaper::start(guardian).map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
     let client = etcd::connect(&config.endpoints).await?;
+    let members = etcd::connect_each(&config.endpoints).await?;
     info!(
         election = %config.election,
         id = %config.id,
@@ -114,6 +117,7 @@ pub async fn run(
     let mut sup = Supervisor {
         config,
         client,
+        members,
         signals,
         reaper,
         status,
@@ -146,7 +150,12 @@ impl Supervisor {
             (self.config.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
         );
         loop {
-            let grant = Lease::grant(&self.client, self.config.ttl, self.config.stop_timeout);
+            let grant = Lease::grant(
+                &self.client,
+                &self.members,
+                self.config.ttl,
+                self.config.stop_timeout,
+            );
             let granted = match until_shutdown(&mut self.signals, &mut give_up, grant).await {
                 Waited::Done(r) => r,
                 Waited::Shutdown => return Ok(State::Exit(0)),

@@ -983,7 +983,13 @@ fn busiest_member(cluster: &EtcdCluster, pid: u32, window: Duration) -> usize {
     let after = bytes_sent_by_port(pid);
     let grown = |i: usize| {
         let port = cluster.client_addr(i).port();
-        let at = |v: &[(u16, u64)]| v.iter().find(|(p, _)| *p == port).map_or(0, |(_, b)| *b);
+        // Every connection to the member counts (the balanced client's and the keepalive's).
+        let at = |v: &[(u16, u64)]| {
+            v.iter()
+                .filter(|(p, _)| *p == port)
+                .map(|(_, b)| *b)
+                .sum::<u64>()
+        };
         at(&after).saturating_sub(at(&before))
     };
     let busiest = (0..cluster.size()).max_by_key(|&i| grown(i)).unwrap();
