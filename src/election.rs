@@ -125,9 +125,45 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 /// Resolves when our key is deleted (an operator's `etcdctl del`, a revoked lease). A broken
 /// watch is re-established from the last revision seen, after checking the key still exists.
 pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Duration) {
+    let key = leadership.leader_key.key();
+    watch_deleted(
+        client,
+        key,
+        leadership.revision,
+        leadership.verified_at,
+        retry,
+    )
+    .await
+}
+
+/// How often a standby looks for its own key until the campaign has written it.
+const OWN_KEY_POLL: Duration = Duration::from_millis(50);
+
+/// A standby's key `key` is deleted while it waits. This happens without the lease ending: a
+/// campaign stuck on a frozen member, retried elsewhere with the same lease (reusing the key),
+/// resigns when that member wakes and sees its request cancelled, deleting the key the retry
+/// waits with. The campaign itself would not notice until the leader changes.
+pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration) {
+    let mut c = client.clone();
+    loop {
+        match c.get(key, None).await {
+            Ok(resp) => {
+                if let Some(kv) = resp.kvs().first() {
+                    let at = resp.header().map_or(kv.mod_revision(), |h| h.revision());
+                    return watch_deleted(client, key, kv.create_revision(), at, retry).await;
+                }
+                // Not written yet: the campaign's first request is still on its way.
+                sleep(OWN_KEY_POLL).await;
+            }
+            Err(_) => sleep(retry).await,
+        }
+    }
+}
+
+/// Resolves when `key` (created at `created`) is deleted after revision `seen`.
+async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64, retry: Duration) {
     let mut client = client.clone();
-    let key = leadership.leader_key.key().to_vec();
-    let mut seen = leadership.verified_at;
+    let key = key.to_vec();
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
         match client.watch(key.clone(), Some(options)).await {
@@ -168,7 +204,7 @@ pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Durati
                 let alive = resp
                     .kvs()
                     .first()
-                    .is_some_and(|kv| kv.create_revision() == leadership.revision);
+                    .is_some_and(|kv| kv.create_revision() == created);
                 if !alive {
                     return;
                 }

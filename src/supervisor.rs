@@ -214,15 +214,24 @@ impl Supervisor {
             // --no-wait: nobody led a moment ago, but a candidate that started with us may be
             // ahead. The key is `NAME/<lease hex>`, as the server's campaign makes it.
             let ours = format!("{}/{}", self.config.election, lease.hex_id());
+            let mut deleted = pin!(election::candidate_key_deleted(
+                &self.client,
+                ours.as_bytes(),
+                retry
+            ));
             let mut behind = pin!(behind_another(
                 &self.client,
                 &self.config.election,
-                ours,
+                ours.clone(),
                 wait
             ));
             loop {
                 tokio::select! {
                     r = &mut campaign => break r,
+                    _ = &mut deleted => {
+                        warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again");
+                        return Ok(State::Campaigning(lease));
+                    }
                     _ = &mut behind, if no_wait => {
                         info!("another candidate is ahead: not waiting (--no-wait)");
                         lease.revoke(wait).await;
