@@ -21,6 +21,7 @@ use common::{
     assert_no_overlap, etcdctl_at, fenced_child_path, file_tail, mono_now_ns, wait_until,
     ChildGuard, Ending, Etcd, EtcdCluster, FaultProxy, Mode, Records, Run, TempDir,
 };
+use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
@@ -313,6 +314,18 @@ impl Lr {
         self.guard.pid()
     }
 
+    fn signal(&self, sig: Signal) {
+        self.guard.signal(sig)
+    }
+
+    /// Waits for exit; panics if it is still running after `timeout`.
+    fn expect_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let id = self.id.clone();
+        self.guard
+            .wait_timeout(timeout)
+            .unwrap_or_else(|| panic!("leaderrun {id} still running after {timeout:?}"))
+    }
+
     fn is_running(&mut self) -> bool {
         self.guard.try_wait().is_none()
     }
@@ -438,6 +451,35 @@ fn busiest_member(cluster: &EtcdCluster, pid: u32, window: Duration) -> usize {
          connections before {before:?} after {after:?}"
     );
     busiest
+}
+
+/// `etcdctl put key` with a value of `len` bytes, given on stdin (too long for an argument).
+fn put_big(endpoint: &str, key: &str, len: usize) {
+    use std::io::Write;
+    let mut child = Command::new(std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into()))
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            endpoint,
+            "--command-timeout",
+            "10s",
+            "put",
+            key,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&vec![b'x'; len]).expect("write the value");
+    drop(stdin);
+    let out = child.wait_with_output().expect("etcdctl put");
+    assert!(
+        out.status.success(),
+        "etcdctl put {key} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Makes member `to` the raft leader (etcdctl move-leader, sent to the leader).
@@ -1110,4 +1152,95 @@ fn candidates_started_while_etcd_hangs_wait_then_one_leads() {
     );
     scene.wait_candidates(&["A", "B"], 10 * SEC);
     only_child_runs_for(&scene, first.pid, 2 * SEC, "after the link healed");
+}
+
+// ---------------------------------------------------------------------------
+// 8. A campaign abandoned on a hung member
+// ---------------------------------------------------------------------------
+
+/// B's campaign is pending on member m0 when m0 hangs. B's client gives up on that call (HTTP/2
+/// keepalive) and campaigns again, with the same lease, on m1; B then wins there and runs its
+/// child. When m0 resumes, etcd's server-side campaign finds its caller's context cancelled and
+/// cleans up by resigning: it deletes `NAME/<B's lease>`, which is now the leader's key. Nobody
+/// but a member that hung and resumed acted, so no child may overlap, and B should lead on.
+#[test]
+fn a_campaign_abandoned_on_a_hung_member_does_not_unseat_the_leader_later() {
+    const TTL: u32 = 5;
+    let mut cluster = EtcdCluster::start(3);
+    // m0 hangs below: keep etcd's raft leadership elsewhere.
+    let raft_leader = cluster.wait_leader(10 * SEC);
+    if raft_leader == 0 {
+        move_raft_leader(&mut cluster, 0, 1);
+    }
+    let ttl = TTL.to_string();
+    // A and C use m1 and m2 only; B reaches m0 and m1 through proxies of its own.
+    let scene = Scene::new(
+        "abandoned-campaign",
+        &format!("{},{}", cluster.endpoint(1), cluster.endpoint(2)),
+    );
+    let mut a = scene.candidate("A", &["--ttl", &ttl], &[]);
+    scene.wait_leading("A", 1, 10 * SEC);
+    let p0 = FaultProxy::start(cluster.client_addr(0));
+    let p1 = FaultProxy::start(cluster.client_addr(1));
+    // m1's proxy refuses at first, so that B's campaign can only go to m0.
+    p1.set_mode(Mode::Reset);
+    let b = scene.spawn(
+        "B",
+        &format!("{},{}", p0.endpoint(), p1.endpoint()),
+        &["--ttl", &ttl],
+        &scene.fenced(&["--ignore-term"]),
+    );
+    scene.wait_candidates(&["A", "B"], 15 * SEC);
+    p1.set_mode(Mode::Pass);
+    let _c = scene.candidate("C", &["--ttl", &ttl], &[]);
+    scene.wait_candidates(&["A", "B", "C"], 10 * SEC);
+
+    scene.mark("freeze m0: B's campaign is pending there");
+    cluster.freeze(0);
+    // B's client drops the dead connection (HTTP/2 ping every 5 s, 3 s timeout) and campaigns
+    // again; a retry that lands on m0 again fails the same way. Once no failure came for longer
+    // than one takes, B's campaign waits on m1.
+    let failures = |b: &Lr| b.log_text().matches("campaign failed").count();
+    assert!(
+        wait_until(20 * SEC, POLL, || failures(&b) >= 1),
+        "B's campaign on the frozen m0 never failed:\n{}",
+        b.log_text()
+    );
+    let mut seen = failures(&b);
+    let mut quiet_since = Instant::now();
+    let quiet = wait_until(60 * SEC, 100 * MS, || {
+        let now = failures(&b);
+        if now != seen {
+            seen = now;
+            quiet_since = Instant::now();
+        }
+        quiet_since.elapsed() >= 10 * SEC
+    });
+    assert!(quiet, "B's campaign kept failing:\n{}", b.log_text());
+    scene.wait_candidates(&["A", "B", "C"], 5 * SEC);
+    scene.mark("B campaigns on m1 now");
+
+    // Writes m0 must replay when it resumes, before it learns that A's key is gone (which would
+    // let its abandoned campaign finish instead of cleaning up): makes the outcome repeatable.
+    for i in 0..8 {
+        put_big(&cluster.endpoint(1), &format!("filler/{i}"), 1 << 20);
+    }
+    // A steps down: B, next in line, wins through m1.
+    a.signal(Signal::SIGTERM);
+    a.expect_exit(10 * SEC);
+    let run_b = scene.wait_leading("B", 1, 10 * SEC);
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+
+    scene.mark("thaw m0");
+    cluster.thaw(0);
+    let led_on = holds_for(3 * TTL * SEC, || {
+        let runs = scene.runs();
+        runs_of(&runs, "C").is_empty() && running_now(&scene.current(run_b.pid))
+    });
+    assert_no_overlap(&scene.runs());
+    assert!(
+        led_on,
+        "B stopped leading after m0 resumed, with no fault but the hang:\n{}",
+        b.log_text()
+    );
 }

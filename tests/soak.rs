@@ -1,0 +1,940 @@
+//! A bounded soak: random faults against three leaderrun candidates on a 3-member etcd cluster,
+//! checking from the fenced children's records that no two children ever ran at once. Not run
+//! in CI (`#[ignore]`); run it with `bash scripts/soak.sh` (see there for the knobs).
+//!
+//! Topology: every candidate reaches every member through a proxy of its own (3 x 3 proxies),
+//! with all three proxies as its `--endpoints`. So a candidate's whole link can be blackholed,
+//! reset or slowed while the others are untouched, and members can be killed or frozen.
+//!
+//! Knobs (environment):
+//!   SOAK_FAULTS    faults to inject (default 200)
+//!   SOAK_MAX_SECS  wall-time cap in seconds; the soak stops after the current fault (default 1800)
+//!   SOAK_TTL       --ttl of the candidates (default 3)
+//!   SOAK_SEED      random seed (default: from the clock; printed, to replay a run)
+//!   SOAK_KINDS     comma-separated fault kinds to draw from (default: all; names below)
+//!   SOAK_STRICT    1: count overlaps after a key deletion or lease revoke as failures too
+//!                  (docs/SAFETY.md calls those a forced takeover, which may overlap up to G)
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    etcdctl_at, fenced_child_path, mono_now_ns, wait_until, ChildGuard, Ending, EtcdCluster,
+    FaultProxy, Mode, Run, TempDir,
+};
+use nix::sys::signal::Signal;
+
+const SEC: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+/// A child that wrote within this long is running (it writes every 5 ms).
+const FRESH: Duration = Duration::from_millis(500);
+/// How long the system may take to settle back to one leader and three candidates.
+const SETTLE: Duration = Duration::from_secs(40);
+const ELECTION: &str = "soak";
+const CANDIDATES: usize = 3;
+
+const KINDS: &[&str] = &[
+    "link-blackhole",
+    "link-reset",
+    "link-latency",
+    "member-kill",
+    "member-freeze",
+    "raft-leader-kill",
+    "cluster-freeze",
+    "leader-sigkill",
+    "leader-sigterm",
+    "key-delete",
+    "lease-revoke",
+];
+/// docs/SAFETY.md: an operator's delete or revoke is a forced takeover; the standby may start
+/// while the old child is being stopped.
+const FORCED_TAKEOVER: &[&str] = &["key-delete", "lease-revoke"];
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a valid value")),
+        Err(_) => default,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random numbers (splitmix64: no dependency, replayable from the seed)
+// ---------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in [lo, hi].
+    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(self.next() % (span + 1))
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The record file, read incrementally (it grows by ~7 KB/s for hours)
+// ---------------------------------------------------------------------------
+
+struct Tail {
+    file: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    runs: Vec<Run>,
+    latest: HashMap<u32, usize>,
+}
+
+impl Tail {
+    fn new(file: PathBuf) -> Tail {
+        Tail {
+            file,
+            offset: 0,
+            partial: Vec::new(),
+            runs: Vec::new(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// Reads what was appended since the last call.
+    fn poll(&mut self) {
+        let Ok(mut f) = File::open(&self.file) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(cut) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let complete: Vec<u8> = self.partial.drain(..=cut).collect();
+        for line in String::from_utf8_lossy(&complete).lines() {
+            self.line(line);
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 {
+            return;
+        }
+        let (Ok(pid), Ok(ns)) = (f[1].parse::<u32>(), f[2].parse::<u64>()) else {
+            panic!("bad record line {line:?}");
+        };
+        let dash = |s: Option<&&str>| s.filter(|s| **s != "-").map(|s| s.to_string());
+        if f[0] == "start" {
+            self.latest.insert(pid, self.runs.len());
+            self.runs.push(Run {
+                pid,
+                start_ns: ns,
+                last_seen_ns: ns,
+                revision: dash(f.get(3)),
+                id: dash(f.get(4)),
+                ending: Ending::Killed,
+                terms_ignored: 0,
+            });
+            return;
+        }
+        let Some(&i) = self.latest.get(&pid) else {
+            panic!("record line without a start: {line:?}");
+        };
+        let run = &mut self.runs[i];
+        run.last_seen_ns = run.last_seen_ns.max(ns);
+        match f[0] {
+            "end" => {
+                run.ending = match f.get(3) {
+                    Some(&"term") => Ending::Term,
+                    Some(&"exit") => Ending::Exit,
+                    _ => Ending::Expired,
+                }
+            }
+            "ignored-term" => run.terms_ignored += 1,
+            _ => {}
+        }
+    }
+
+    /// Indexes of the runs running now.
+    fn running(&mut self) -> Vec<usize> {
+        self.poll();
+        let now = mono_now_ns();
+        (0..self.runs.len())
+            .filter(|&i| {
+                let r = &self.runs[i];
+                r.ending == Ending::Killed && r.seen_within(now, FRESH)
+            })
+            .collect()
+    }
+}
+
+/// Pairs of runs whose lifetimes intersect (the later start is the second), in start order.
+fn overlaps(runs: &[Run]) -> Vec<(Run, Run)> {
+    let mut sorted: Vec<&Run> = runs.iter().collect();
+    sorted.sort_by_key(|r| r.start_ns);
+    let mut found = Vec::new();
+    for (i, later) in sorted.iter().enumerate() {
+        for earlier in &sorted[..i] {
+            if earlier.last_seen_ns >= later.start_ns {
+                found.push(((*earlier).clone(), (*later).clone()));
+            }
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// Process statistics
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    fds: usize,
+    rss_kb: u64,
+}
+
+fn sample(pid: u32) -> Option<Sample> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(Sample { fds, rss_kb })
+}
+
+/// One leaderrun process (a slot is restarted as a new instance after SIGKILL/SIGTERM).
+struct Instance {
+    slot: usize,
+    guard: ChildGuard,
+    started: Instant,
+    faults_at_start: usize,
+    first: Option<Sample>,
+    last: Option<Sample>,
+    max: Sample,
+    faults_lived: usize,
+    /// How it ended, and when.
+    exit: Option<(String, Instant)>,
+}
+
+impl Instance {
+    fn ended(&mut self, why: String) {
+        if self.exit.is_none() {
+            self.exit = Some((why, Instant::now()));
+        }
+    }
+
+    fn observe(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        if let Some(s) = sample(self.guard.pid()) {
+            // The first sample once it has settled (runtime and connections up).
+            if self.first.is_none() && self.started.elapsed() >= 2 * SEC {
+                self.first = Some(s);
+            }
+            self.last = Some(s);
+            self.max.fds = self.max.fds.max(s.fds);
+            self.max.rss_kb = self.max.rss_kb.max(s.rss_kb);
+        }
+    }
+
+    fn line(&self) -> String {
+        let f = |s: Option<Sample>| {
+            s.map_or("-".to_string(), |s| {
+                format!("{} fds {:.1} MB", s.fds, s.rss_kb as f64 / 1024.0)
+            })
+        };
+        format!(
+            "c{} pid {:>7}: lived {:>4} faults ({:>6.0} s); at start {}; at end {}; max {} fds \
+             {:.1} MB{}",
+            self.slot,
+            self.guard.pid(),
+            self.faults_lived,
+            self.exit
+                .as_ref()
+                .map_or(Instant::now(), |e| e.1)
+                .duration_since(self.started)
+                .as_secs_f64(),
+            f(self.first),
+            f(self.last),
+            self.max.fds,
+            self.max.rss_kb as f64 / 1024.0,
+            self.exit
+                .as_ref()
+                .map_or(String::new(), |e| format!(" [{}]", e.0))
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The soak
+// ---------------------------------------------------------------------------
+
+/// What one fault did.
+struct Outcome {
+    kind: &'static str,
+    /// mono ns when the fault was injected.
+    at: u64,
+    /// mono ns when the system was healed and settled again (or gave up).
+    until: u64,
+    /// The fault was followed by a new leader's child: (fault -> new start, old end -> new start).
+    failover: Option<(u64, i64)>,
+    settled: bool,
+}
+
+struct Soak {
+    ttl: u32,
+    dir: TempDir,
+    records: PathBuf,
+    cluster: EtcdCluster,
+    proxies: Vec<Vec<FaultProxy>>,
+    instances: Vec<Instance>,
+    tail: Tail,
+    rng: Rng,
+    outcomes: Vec<Outcome>,
+    anomalies: Vec<String>,
+    faults_done: usize,
+    unsettled_in_a_row: usize,
+    t0: Instant,
+    journal: File,
+    max_lifetime_ms: u64,
+}
+
+impl Soak {
+    fn log(&mut self, msg: &str) {
+        let line = format!(
+            "[{:>7.1}s {} mono={:.3}] {msg}",
+            self.t0.elapsed().as_secs_f64(),
+            wall(),
+            mono_now_ns() as f64 / 1e9
+        );
+        eprintln!("{line}");
+        let _ = writeln!(self.journal, "{line}");
+    }
+
+    fn anomaly(&mut self, msg: String) {
+        self.log(&format!("ANOMALY: {msg}"));
+        self.anomalies.push(msg);
+    }
+
+    fn endpoints(&self, slot: usize) -> String {
+        self.proxies[slot]
+            .iter()
+            .map(FaultProxy::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn log_path(&self, slot: usize) -> PathBuf {
+        self.dir.join(&format!("c{slot}.log"))
+    }
+
+    /// Starts (or restarts) the leaderrun of `slot`, logging to c<slot>.log (appended).
+    fn spawn(&mut self, slot: usize) {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(slot))
+            .expect("open candidate log");
+        let _ = writeln!(log, "---- soak: starting c{slot}");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_leaderrun"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LEADERRUN_") {
+                c.env_remove(k);
+            }
+        }
+        let child: Vec<OsString> = vec![
+            fenced_child_path().into(),
+            self.records.clone().into(),
+            "--max-lifetime-ms".into(),
+            self.max_lifetime_ms.to_string().into(),
+        ];
+        c.args(["--endpoints", &self.endpoints(slot), "--election", ELECTION])
+            .args(["--id", &format!("c{slot}")])
+            .args(["--ttl", &self.ttl.to_string()])
+            .arg("--")
+            .args(child)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let guard = ChildGuard::spawn(&mut c);
+        let pid = guard.pid();
+        self.instances.push(Instance {
+            slot,
+            guard,
+            started: Instant::now(),
+            faults_at_start: self.faults_done,
+            first: None,
+            last: None,
+            max: Sample::default(),
+            faults_lived: 0,
+            exit: None,
+        });
+        self.log(&format!("started c{slot} (pid {pid})"));
+    }
+
+    /// The live instance of `slot`.
+    fn current(&mut self, slot: usize) -> &mut Instance {
+        self.instances
+            .iter_mut()
+            .rev()
+            .find(|i| i.slot == slot)
+            .expect("slot started")
+    }
+
+    fn observe_all(&mut self) {
+        let done = self.faults_done;
+        for inst in &mut self.instances {
+            inst.observe();
+            if inst.exit.is_none() {
+                inst.faults_lived = done - inst.faults_at_start;
+            }
+        }
+    }
+
+    /// Restarts candidates whose leaderrun exited (only faults that end a candidate expect it).
+    fn revive(&mut self, expected: Option<usize>) {
+        for slot in 0..CANDIDATES {
+            let status = self.current(slot).guard.try_wait();
+            if let Some(status) = status {
+                self.current(slot).ended(format!("exited: {status}"));
+                if expected != Some(slot) {
+                    let tail = common::file_tail(&self.log_path(slot), 15);
+                    self.anomaly(format!(
+                        "c{slot} exited by itself ({status}); its log ends:\n{tail}"
+                    ));
+                }
+                self.spawn(slot);
+            }
+        }
+    }
+
+    /// The leader key, its value and its lease, as etcd has them (first-created under NAME/).
+    fn leader_key(&self) -> Option<(String, String)> {
+        let prefix = format!("{ELECTION}/");
+        let out = etcdctl_at(
+            &self.cluster.endpoints(),
+            &[
+                "--command-timeout",
+                "2s",
+                "get",
+                "--prefix",
+                &prefix,
+                // An explicit order: with none, etcd applies the limit before sorting.
+                "--sort-by",
+                "CREATE",
+                "--order",
+                "ASCEND",
+                "--limit",
+                "1",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let key = lines.next()?.to_string();
+        let value = lines.next()?.to_string();
+        Some((key, value))
+    }
+
+    fn candidate_count(&self) -> usize {
+        let prefix = format!("{ELECTION}/");
+        let out = etcdctl_at(
+            &self.cluster.endpoints(),
+            &[
+                "--command-timeout",
+                "2s",
+                "get",
+                "--prefix",
+                &prefix,
+                "--keys-only",
+            ],
+        );
+        if !out.status.success() {
+            return 0;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    }
+
+    /// Waits until exactly one child runs (the same one for a second), every member is healthy
+    /// and every candidate campaigns or leads. Returns the running run's index.
+    fn settle(&mut self, expected_exit: Option<usize>) -> Option<usize> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            self.revive(expected_exit);
+            let running = self.tail.running();
+            if running.len() > 1 {
+                let ids: Vec<String> = running
+                    .iter()
+                    .map(|&i| format!("{:?}", self.tail.runs[i]))
+                    .collect();
+                self.log(&format!("two children running now: {ids:?}"));
+            }
+            if running.len() == 1
+                && (0..3).all(|i| self.cluster.is_healthy(i))
+                && self.candidate_count() == CANDIDATES
+            {
+                let one = running[0];
+                std::thread::sleep(SEC);
+                let again = self.tail.running();
+                if again == [one] {
+                    return Some(one);
+                }
+            }
+            if Instant::now() >= deadline {
+                let running = self.tail.running();
+                let health: Vec<bool> = (0..3).map(|i| self.cluster.is_healthy(i)).collect();
+                let candidates = self.candidate_count();
+                self.anomaly(format!(
+                    "not settled after {SETTLE:?}: {} children running, members healthy \
+                     {health:?}, {candidates} candidates",
+                    running.len()
+                ));
+                return None;
+            }
+            std::thread::sleep(100 * MS);
+        }
+    }
+
+    fn slot_of(&self, run: usize) -> Option<usize> {
+        let id = self.tail.runs[run].id.as_deref()?;
+        id.strip_prefix('c')?.parse().ok()
+    }
+
+    fn set_link(&self, slot: usize, mode: Mode) {
+        for p in &self.proxies[slot] {
+            p.set_mode(mode);
+        }
+    }
+
+    /// Injects one fault of `kind` while `leader` (slot) leads; heals it. Returns the slot of a
+    /// candidate the fault ends on purpose (to be restarted), if any.
+    fn inject(&mut self, kind: &'static str, leader: usize) -> (String, Option<usize>) {
+        let ttl = self.ttl * SEC;
+        // Link faults hit the leader mostly (they cause failovers), sometimes a standby.
+        let link_target = if self.rng.chance(70) {
+            leader
+        } else {
+            self.rng.below(CANDIDATES)
+        };
+        match kind {
+            "link-blackhole" | "link-reset" => {
+                let mode = if kind == "link-blackhole" {
+                    Mode::Blackhole
+                } else {
+                    Mode::Reset
+                };
+                let hold = self.rng.between(ttl / 2, 2 * ttl);
+                self.set_link(link_target, mode);
+                std::thread::sleep(hold);
+                self.set_link(link_target, Mode::Pass);
+                (format!("c{link_target} for {hold:?}"), None)
+            }
+            "link-latency" => {
+                // Each way up to half the round-trip allowance r = TTL/10: no failover expected.
+                let each_way = self.rng.between(ttl / 50, ttl / 20);
+                let hold = self.rng.between(3 * SEC, 8 * SEC);
+                self.set_link(link_target, Mode::Latency(each_way));
+                std::thread::sleep(hold);
+                self.set_link(link_target, Mode::Pass);
+                (
+                    format!("c{link_target} +{each_way:?} each way for {hold:?}"),
+                    None,
+                )
+            }
+            "member-kill" => {
+                let m = self.rng.below(3);
+                let hold = self.rng.between(2 * SEC, 4 * SEC);
+                self.cluster.kill(m);
+                std::thread::sleep(hold);
+                self.cluster.restart(m);
+                (format!("m{m} for {hold:?}"), None)
+            }
+            "member-freeze" => {
+                let m = self.rng.below(3);
+                let hold = self.rng.between(ttl, 2 * ttl);
+                self.cluster.freeze(m);
+                std::thread::sleep(hold);
+                self.cluster.thaw(m);
+                self.cluster.wait_healthy(m, 30 * SEC);
+                (format!("m{m} for {hold:?}"), None)
+            }
+            "raft-leader-kill" => {
+                let m = self.cluster.wait_leader(10 * SEC);
+                self.cluster.kill(m);
+                std::thread::sleep(3 * SEC);
+                self.cluster.restart(m);
+                (format!("m{m}"), None)
+            }
+            "cluster-freeze" => {
+                let hold = self.rng.between(ttl + SEC, ttl + 3 * SEC);
+                for m in 0..3 {
+                    self.cluster.freeze(m);
+                }
+                std::thread::sleep(hold);
+                for m in 0..3 {
+                    self.cluster.thaw(m);
+                }
+                (format!("all members for {hold:?}"), None)
+            }
+            "leader-sigkill" => {
+                let child = self.tail.running();
+                self.current(leader).guard.kill();
+                self.current(leader).ended("SIGKILLed by the soak".into());
+                // Its child must die with it (parent-death signal, guardian).
+                let mut orphan = None;
+                for i in child {
+                    let pid = self.tail.runs[i].pid;
+                    let died = wait_until(2 * SEC, 10 * MS, || !alive(pid));
+                    if !died {
+                        orphan = Some(pid);
+                    }
+                }
+                if let Some(pid) = orphan {
+                    self.anomaly(format!(
+                        "the SIGKILLed leader c{leader}'s child {pid} outlived it by 2 s"
+                    ));
+                }
+                std::thread::sleep(self.rng.between(100 * MS, SEC));
+                (format!("c{leader}"), Some(leader))
+            }
+            "leader-sigterm" => {
+                self.current(leader).guard.signal(Signal::SIGTERM);
+                let status = self.current(leader).guard.wait_timeout(10 * SEC);
+                match status {
+                    Some(s) => self.current(leader).ended(format!("SIGTERM: {s}")),
+                    None => {
+                        self.anomaly(format!("c{leader} still running 10 s after SIGTERM"));
+                        self.current(leader).guard.kill();
+                        self.current(leader).ended("SIGTERM: hung, killed".into());
+                    }
+                }
+                std::thread::sleep(self.rng.between(100 * MS, SEC));
+                (format!("c{leader}"), Some(leader))
+            }
+            "key-delete" | "lease-revoke" => {
+                let Some((key, value)) = self.leader_key() else {
+                    self.anomaly("no leader key to delete/revoke".into());
+                    return ("nothing".into(), None);
+                };
+                let lease = key.rsplit('/').next().unwrap_or("").to_string();
+                let args: Vec<&str> = if kind == "key-delete" {
+                    vec!["--command-timeout", "5s", "del", &key]
+                } else {
+                    vec!["--command-timeout", "5s", "lease", "revoke", &lease]
+                };
+                let out = etcdctl_at(&self.cluster.endpoints(), &args);
+                if !out.status.success() {
+                    self.anomaly(format!(
+                        "etcdctl {args:?} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                (format!("{key} ({value})"), None)
+            }
+            other => panic!("unknown fault kind {other}"),
+        }
+    }
+
+    fn run_one(&mut self, kind: &'static str) {
+        let Some(before) = self.settle(None) else {
+            self.unsettled_in_a_row += 1;
+            assert!(
+                self.unsettled_in_a_row < 3,
+                "the system did not settle three times in a row: giving up"
+            );
+            return;
+        };
+        self.unsettled_in_a_row = 0;
+        let Some(leader) = self.slot_of(before) else {
+            self.anomaly("the running child has no candidate id".into());
+            return;
+        };
+        let old = self.tail.runs[before].clone();
+        let runs_before = self.tail.runs.len();
+        let n = self.outcomes.len() + 1;
+        self.log(&format!("#{n} {kind}: injecting (c{leader} leads)"));
+        let at = mono_now_ns();
+        let (target, ends) = self.inject(kind, leader);
+        self.log(&format!("#{n} {kind} {target}: healed"));
+        self.faults_done += 1;
+        let settled = self.settle(ends).is_some();
+        let until = mono_now_ns();
+        // The first child started after the fault, if any: a failover (or a re-election).
+        let new = self.tail.runs[runs_before..]
+            .iter()
+            .min_by_key(|r| r.start_ns)
+            .cloned();
+        let failover = new.as_ref().map(|n| {
+            (
+                n.start_ns.saturating_sub(at),
+                n.start_ns as i64 - old.last_seen_ns as i64,
+            )
+        });
+        let what = match (&new, failover) {
+            (Some(n), Some((lat, gap))) => format!(
+                "-> {} leads after {:.3} s (old child's end -> new start {:+.3} s)",
+                n.id.as_deref().unwrap_or("?"),
+                lat as f64 / 1e9,
+                gap as f64 / 1e9
+            ),
+            _ => format!("-> c{leader} leads on (same child)"),
+        };
+        self.observe_all();
+        self.log(&format!("#{n} {kind} {target} {what}"));
+        self.outcomes.push(Outcome {
+            kind,
+            at,
+            until,
+            failover,
+            settled,
+        });
+    }
+
+    fn summary(&mut self, strict: bool) -> usize {
+        self.tail.poll();
+        let mut out = String::new();
+        let mut w = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        w("================ soak summary ================".into());
+        w(format!(
+            "faults injected: {} in {:.0} s (TTL {} s, 3 candidates, 3 members)",
+            self.outcomes.len(),
+            self.t0.elapsed().as_secs_f64(),
+            self.ttl
+        ));
+        let mut by_kind: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+        for o in &self.outcomes {
+            by_kind.entry(o.kind).or_default().push(o);
+        }
+        w(format!(
+            "{:<17} {:>5} {:>9} {:>10} {:>10} {:>12} {:>12}",
+            "kind", "count", "failovers", "fault->p50", "fault->p99", "gap p50", "gap p99"
+        ));
+        for (kind, list) in &by_kind {
+            let mut lat: Vec<u64> = list
+                .iter()
+                .filter_map(|o| o.failover.map(|f| f.0))
+                .collect();
+            let mut gap: Vec<i64> = list
+                .iter()
+                .filter_map(|o| o.failover.map(|f| f.1))
+                .collect();
+            lat.sort();
+            gap.sort();
+            let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} s"));
+            w(format!(
+                "{:<17} {:>5} {:>9} {:>10} {:>10} {:>12} {:>12}",
+                kind,
+                list.len(),
+                lat.len(),
+                s(pct(&lat, 50).map(|v| v as f64 / 1e9)),
+                s(pct(&lat, 99).map(|v| v as f64 / 1e9)),
+                s(pct(&gap, 50).map(|v| v as f64 / 1e9)),
+                s(pct(&gap, 99).map(|v| v as f64 / 1e9)),
+            ));
+        }
+        let runs = self.tail.runs.clone();
+        w(format!(
+            "children started: {}; leader changes (failovers) observed: {}",
+            runs.len(),
+            runs.windows(2).filter(|p| p[0].id != p[1].id).count()
+        ));
+        let found = overlaps(&runs);
+        let mut failing = 0;
+        let mut forced = 0;
+        for (a, b) in &found {
+            let during = self
+                .outcomes
+                .iter()
+                .find(|o| (o.at..=o.until).contains(&b.start_ns))
+                .map_or("(between faults)", |o| o.kind);
+            let excused = FORCED_TAKEOVER.contains(&during) && !strict;
+            if excused {
+                forced += 1;
+            } else {
+                failing += 1;
+            }
+            w(format!(
+                "OVERLAP{} during {during}: {:.1} ms\n    {a:?}\n    {b:?}",
+                if excused {
+                    " (forced takeover, documented)"
+                } else {
+                    ""
+                },
+                (a.last_seen_ns.min(b.last_seen_ns) - b.start_ns) as f64 / 1e6
+            ));
+        }
+        w(format!(
+            "overlaps: {failing}{}",
+            if forced > 0 {
+                format!(" (+{forced} during a forced takeover: key delete / lease revoke)")
+            } else {
+                String::new()
+            }
+        ));
+        let unsettled = self.outcomes.iter().filter(|o| !o.settled).count();
+        w(format!(
+            "anomalies: {} (faults after which the system did not settle: {unsettled})",
+            self.anomalies.len()
+        ));
+        for a in &self.anomalies {
+            w(format!("  - {a}"));
+        }
+        w("leaderrun processes (open fds and VmRSS, 2 s after start and at the end):".into());
+        self.observe_all();
+        for inst in &self.instances {
+            w(format!("  {}", inst.line()));
+        }
+        w(format!(
+            "logs and records: {} (kept only with LEADERRUN_KEEP_TMP=1)",
+            self.dir.path().display()
+        ));
+        eprintln!("{out}");
+        let _ = write!(self.journal, "{out}");
+        failing
+    }
+}
+
+/// Wall clock as the leaderrun logs print it (UTC time of day), to line the journal up with them.
+fn wall() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !(state.starts_with('Z') || state.starts_with('X'))
+        }
+    }
+}
+
+/// Nearest-rank percentile of a sorted list.
+fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    Some(sorted[rank - 1])
+}
+
+#[test]
+#[ignore = "long-running soak: run it with scripts/soak.sh"]
+fn soak() {
+    let faults: usize = env_or("SOAK_FAULTS", 200);
+    let max_secs: u64 = env_or("SOAK_MAX_SECS", 1800);
+    let ttl: u32 = env_or("SOAK_TTL", 3);
+    let seed: u64 = env_or("SOAK_SEED", mono_now_ns() ^ u64::from(std::process::id()));
+    let strict = env_or("SOAK_STRICT", 0u8) == 1;
+    let kinds: Vec<&'static str> = match std::env::var("SOAK_KINDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|k| {
+                *KINDS
+                    .iter()
+                    .find(|known| **known == k.trim())
+                    .unwrap_or_else(|| panic!("SOAK_KINDS: unknown kind {k}; known: {KINDS:?}"))
+            })
+            .collect(),
+        Err(_) => KINDS.to_vec(),
+    };
+    let dir = TempDir::new("leaderrun-soak");
+    let journal = File::create(dir.join("soak.log")).expect("soak journal");
+    let cluster = EtcdCluster::start(3);
+    let proxies = (0..CANDIDATES)
+        .map(|_| {
+            (0..3)
+                .map(|m| FaultProxy::start(cluster.client_addr(m)))
+                .collect()
+        })
+        .collect();
+    let records = dir.join("records");
+    let mut soak = Soak {
+        ttl,
+        records: records.clone(),
+        dir,
+        cluster,
+        proxies,
+        instances: Vec::new(),
+        tail: Tail::new(records),
+        rng: Rng(seed),
+        outcomes: Vec::new(),
+        anomalies: Vec::new(),
+        faults_done: 0,
+        unsettled_in_a_row: 0,
+        t0: Instant::now(),
+        journal,
+        max_lifetime_ms: (max_secs + 600) * 1000,
+    };
+    soak.log(&format!(
+        "soak: {faults} faults, cap {max_secs} s, TTL {ttl} s, seed {seed} (SOAK_SEED), kinds \
+         {kinds:?}; dir {}",
+        soak.dir.path().display()
+    ));
+    for slot in 0..CANDIDATES {
+        soak.spawn(slot);
+    }
+    let cap = Duration::from_secs(max_secs);
+    // A fixture failure (a member that does not come back) ends the soak, after the summary.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..faults {
+            if soak.t0.elapsed() >= cap {
+                soak.log("wall-time cap reached: stopping");
+                break;
+            }
+            let kind = kinds[soak.rng.below(kinds.len())];
+            soak.run_one(kind);
+        }
+        let _ = soak.settle(None);
+    }));
+    let failing = soak.summary(strict);
+    if let Err(panic) = ran {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(failing, 0, "children overlapped: see the summary above");
+}
