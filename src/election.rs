@@ -2,7 +2,6 @@
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
-use crate::etcd::is_fatal;
 use crate::lease::Lease;
 use etcd_client::{
     Client, EventType, GetOptions, KeyValue, LeaderKey, ResignOptions, SortOrder, SortTarget,
@@ -41,27 +40,26 @@ pub enum Unverified {
     Etcd(String),
 }
 
-/// Campaign until elected, retrying transient errors. Returns Err only for a fatal error (or a
-/// lease etcd no longer knows). Blocks for as long as another candidate leads: no timeout here.
+/// Campaign once: blocks for as long as another candidate leads (no timeout here).
+///
+/// Never campaign twice with one lease: the retry would reuse the key and its create revision,
+/// and the abandoned request, still pending on a member that hung, resigns when that member
+/// wakes, deleting the key by that very revision, even after the retry won. A failed campaign
+/// ends its lease; the next one gets a fresh lease, hence a key no stale request can match.
 pub async fn campaign(
     client: &Client,
     name: &str,
     id: &str,
     lease: i64,
-    retry: Duration,
 ) -> Result<LeaderKey, etcd_client::Error> {
     let mut client = client.clone();
-    loop {
-        match client.campaign(name, id, lease).await {
-            Ok(mut resp) => match resp.take_leader() {
-                Some(key) => return Ok(key),
-                None => tracing::warn!("campaign answered without a leader key; retrying"),
-            },
-            Err(e) if is_fatal(&e) || crate::etcd::is_lease_not_found(&e) => return Err(e),
-            Err(e) => tracing::warn!(error = %e, "campaign failed; retrying"),
-        }
-        sleep(retry).await;
-    }
+    client
+        .campaign(name, id, lease)
+        .await?
+        .take_leader()
+        .ok_or_else(|| {
+            etcd_client::Error::ElectError("campaign answered without a leader key".into())
+        })
 }
 
 /// The first-created key under `NAME/`, the leader by definition, with the store revision it

@@ -79,6 +79,18 @@ pub fn is_fatal(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// The request never reached a member (no connection could be made): nothing of it can be
+/// pending on the server, so retrying it cannot leave a duplicate behind.
+pub fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == Code::Unavailable && s.message().contains("connect error")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
 /// The server no longer knows the lease (expired or revoked).
 pub fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     match e {

@@ -208,7 +208,6 @@ impl Supervisor {
                 &self.config.election,
                 &self.config.id,
                 lease.id(),
-                retry,
             ));
             let mut give_up = pin!(give_up(self.give_up_at));
             // --no-wait: nobody led a moment ago, but a candidate that started with us may be
@@ -229,8 +228,9 @@ impl Supervisor {
                 tokio::select! {
                     r = &mut campaign => break r,
                     _ = &mut deleted => {
-                        warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again");
-                        return Ok(State::Campaigning(lease));
+                        warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
+                        lease.revoke(wait).await;
+                        return Ok(State::Connecting { after: Duration::ZERO });
                     }
                     _ = &mut behind, if no_wait => {
                         info!("another candidate is ahead: not waiting (--no-wait)");
@@ -264,11 +264,17 @@ impl Supervisor {
                 lease.revoke(wait).await;
                 return Err(Error::EtcdFatal(e.to_string()));
             }
+            Err(e) if etcd::never_sent(&e) => {
+                // It reached no member: nothing can act on it later, the lease stays clean.
+                warn!(error = %e, "campaign could not reach etcd; retrying");
+                sleep(retry).await;
+                return Ok(State::Campaigning(lease));
+            }
             Err(e) => {
-                warn!(error = %e, "campaign lost its lease; campaigning again with a new one");
-                return Ok(State::Connecting {
-                    after: Duration::ZERO,
-                });
+                // One campaign per lease (election::campaign says why).
+                warn!(error = %e, "campaign failed; campaigning again with a new lease");
+                lease.revoke(wait).await;
+                return Ok(State::Connecting { after: retry });
             }
         };
         match self.start(&lease, &elected).await {
