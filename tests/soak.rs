@@ -37,6 +37,8 @@ const MS: Duration = Duration::from_millis(1);
 const FRESH: Duration = Duration::from_millis(500);
 /// How long the system may take to settle back to one leader and three candidates.
 const SETTLE: Duration = Duration::from_secs(40);
+/// How long a candidate may be missing from etcd (re-campaigning) before it is an anomaly.
+const CANDIDATE_GRACE: Duration = Duration::from_secs(20);
 const ELECTION: &str = "soak";
 const CANDIDATES: usize = 3;
 
@@ -501,15 +503,24 @@ impl Soak {
                     .collect();
                 self.log(&format!("two children running now: {ids:?}"));
             }
-            if running.len() == 1
-                && (0..3).all(|i| self.cluster.is_healthy(i))
-                && self.candidate_count() == CANDIDATES
-            {
-                let one = running[0];
-                std::thread::sleep(SEC);
-                let again = self.tail.running();
-                if again == [one] {
-                    return Some(one);
+            if running.len() == 1 && (0..3).all(|i| self.cluster.is_healthy(i)) {
+                let candidates = self.candidate_count();
+                // A standby missing from etcd for long is worth reporting, but need not hold
+                // the soak up: the next failover puts it back in line.
+                let missing_too_long = Instant::now() + SETTLE - CANDIDATE_GRACE >= deadline;
+                if candidates == CANDIDATES || missing_too_long {
+                    let one = running[0];
+                    std::thread::sleep(SEC);
+                    let again = self.tail.running();
+                    if again == [one] {
+                        if candidates != CANDIDATES {
+                            self.anomaly(format!(
+                                "only {candidates} of {CANDIDATES} candidates in etcd for \
+                                 {CANDIDATE_GRACE:?} with a leader running"
+                            ));
+                        }
+                        return Some(one);
+                    }
                 }
             }
             if Instant::now() >= deadline {
