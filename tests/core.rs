@@ -15,8 +15,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_overlap, etcdctl_at, fenced_child_path, file_tail, mono_now_ns, wait_until,
-    ChildGuard, Ending, Etcd, EtcdCluster, FaultProxy, Mode, Records, Run, TempDir,
+    assert_no_overlap, busiest_member, etcdctl_at, fenced_child_path, file_tail, mono_now_ns,
+    move_raft_leader, wait_until, ChildGuard, Ending, Etcd, EtcdCluster, FaultProxy, Mode, Records,
+    Run, TempDir,
 };
 use nix::sys::signal::Signal;
 
@@ -943,88 +944,6 @@ fn a_candidate_started_while_etcd_is_down_waits_then_leads() {
 // ---------------------------------------------------------------------------
 // 12. A 3-member cluster loses a member
 // ---------------------------------------------------------------------------
-
-/// Bytes process `pid` has sent so far on each established TCP connection,
-/// by remote port (from `ss -tnpi`, iproute2).
-fn bytes_sent_by_port(pid: u32) -> Vec<(u16, u64)> {
-    let out = Command::new("ss")
-        .args(["-tnpiH"])
-        .output()
-        .expect("the cluster test needs `ss` (iproute2)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut sent = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if !line.contains(&format!("pid={pid},")) {
-            continue;
-        }
-        let peer = line.split_whitespace().nth(4).unwrap_or("");
-        let port = peer.rsplit(':').next().and_then(|p| p.parse().ok());
-        let bytes = lines
-            .get(i + 1)
-            .and_then(|info| {
-                info.split_whitespace()
-                    .find_map(|f| f.strip_prefix("bytes_sent:"))
-            })
-            .and_then(|b| b.parse().ok());
-        if let (Some(port), Some(bytes)) = (port, bytes) {
-            sent.push((port, bytes));
-        }
-    }
-    sent
-}
-
-/// The member whose connection from `pid` sends the most over `window`: the
-/// one carrying the lease keepalive stream (a keepalive every TTL/5; the
-/// other connections carry only HTTP/2 pings every 5 s).
-fn busiest_member(cluster: &EtcdCluster, pid: u32, window: Duration) -> usize {
-    let before = bytes_sent_by_port(pid);
-    std::thread::sleep(window);
-    let after = bytes_sent_by_port(pid);
-    let grown = |i: usize| {
-        let port = cluster.client_addr(i).port();
-        // Every connection to the member counts (the balanced client's and the keepalive's).
-        let at = |v: &[(u16, u64)]| {
-            v.iter()
-                .filter(|(p, _)| *p == port)
-                .map(|(_, b)| *b)
-                .sum::<u64>()
-        };
-        at(&after).saturating_sub(at(&before))
-    };
-    let busiest = (0..cluster.size()).max_by_key(|&i| grown(i)).unwrap();
-    let growth: Vec<u64> = (0..cluster.size()).map(grown).collect();
-    assert!(
-        growth.iter().filter(|&&g| g == growth[busiest]).count() == 1 && growth[busiest] > 0,
-        "cannot tell which member carries the keepalives: bytes sent {growth:?}, \
-         connections before {before:?} after {after:?}"
-    );
-    busiest
-}
-
-/// Makes member `to` the raft leader (etcdctl move-leader, sent to the leader).
-fn move_raft_leader(cluster: &mut EtcdCluster, from: usize, to: usize) {
-    let list = cluster.etcdctl_ok(&["member", "list", "-w", "simple"]);
-    // "<id hex>, started, <name>, <peer url>, <client url>, <is learner>"
-    let target_url = cluster.client_url(to);
-    let id = list
-        .lines()
-        .find(|l| l.split(", ").nth(4) == Some(target_url.as_str()))
-        .and_then(|l| l.split(", ").next())
-        .unwrap_or_else(|| panic!("member {to} ({target_url}) not in:\n{list}"))
-        .to_string();
-    let out = etcdctl_at(&cluster.endpoint(from), &["move-leader", &id]);
-    assert!(
-        out.status.success(),
-        "move-leader failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        cluster.wait_leader(10 * SEC),
-        to,
-        "raft leadership did not move"
-    );
-}
 
 #[test]
 fn losing_one_cluster_member_does_not_restart_the_child() {

@@ -7,10 +7,12 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod members;
 pub mod proxy;
 pub mod records;
 
 pub use etcd::{etcdctl_at, Etcd, EtcdCluster};
+pub use members::{busiest_member, bytes_sent_by_port, move_raft_leader};
 pub use proxy::{FaultProxy, Mode};
 pub use records::{assert_no_overlap, fenced_child_path, mono_now_ns, Ending, Records, Run};
 
