@@ -342,6 +342,12 @@ impl Supervisor {
                 Ok(Claim::Claimed) => {
                     info!(run_id = %run.id, "run recorded");
                     self.run_claimed = true;
+                    // The claim took round trips of its own: the deadline must still allow a start.
+                    if !lease.may_start() {
+                        return Err(NotStarted::Unverified(
+                            "the lease deadline came too near while recording the run".into(),
+                        ));
+                    }
                 }
                 Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
                 Ok(Claim::NotLeader) => {
