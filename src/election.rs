@@ -113,6 +113,43 @@ pub async fn verify(
     })
 }
 
+/// What a key under `NAME/` is to the election `NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    /// `NAME/<its lease id in hex>`: a candidate, as the election API writes them.
+    Live,
+    /// A key without a lease (an `etcdctl put NAME/x`): it never goes away by itself and blocks
+    /// every candidate behind it.
+    NoLease,
+    /// A candidate of the nested election `NAME/...` (Go's election allows `/` in names): it
+    /// blocks `NAME` while it campaigns.
+    Nested { election: String },
+    /// A key with a lease whose name is not its lease id: not written by an election.
+    Foreign,
+}
+
+/// Classify `kv`, a key under `election/`.
+pub fn classify(election: &str, kv: &KeyValue) -> Candidate {
+    let key = String::from_utf8_lossy(kv.key());
+    let rest = key
+        .strip_prefix(election)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(&key);
+    if let Some((nested, _)) = rest.rsplit_once('/') {
+        return Candidate::Nested {
+            election: format!("{election}/{nested}"),
+        };
+    }
+    if kv.lease() == 0 {
+        return Candidate::NoLease;
+    }
+    if rest == format!("{:x}", kv.lease()) {
+        Candidate::Live
+    } else {
+        Candidate::Foreign
+    }
+}
+
 /// `NAME/`: the server's election keeps its keys under the name plus a slash.
 fn prefix_of(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();

@@ -41,6 +41,24 @@ impl Guardian {
         self.pid
     }
 
+    /// leaderrun is exiting with no child left: close the pipe (the guardian exits at its end of
+    /// file) and reap the guardian, so it does not linger as a zombie under PID 1.
+    pub fn finish(self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let pid = self.pid;
+        drop(self);
+        // It exits at once; bounded all the same, so an exit never hangs on it.
+        for _ in 0..200 {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                // Reaped now, or by the SIGCHLD reaper before: gone either way.
+                _ => return,
+            }
+        }
+    }
+
     /// The child's group to kill should leaderrun die now; 0 for none.
     pub fn watch(&self, pgid: i32) {
         let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
