@@ -3,6 +3,7 @@
 
 use crate::guardian::Guardian;
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -51,6 +52,8 @@ pub struct Command {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
+    /// Signals leaderrun ignores that the child gets back at their default disposition.
+    pub signal_defaults: Vec<Signal>,
 }
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>;
@@ -58,7 +61,6 @@ type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>;
 /// Reaps every child that exits (as PID 1 or a subreaper that includes orphans) and hands the
 /// status of the ones we spawned to their [`Child`]. Create it before the first spawn, so that
 /// no SIGCHLD is missed.
-#[derive(Clone)]
 pub struct Reaper {
     waiters: Waiters,
     guardian: Option<Arc<Guardian>>,
@@ -91,14 +93,18 @@ impl Reaper {
     /// the parent-death signal fires when the forking *thread* exits.
     pub fn spawn(&self, cmd: &Command) -> std::io::Result<Child> {
         let parent = nix::unistd::getpid();
+        let defaults = cmd.signal_defaults.clone();
         let mut command = std::process::Command::new(&cmd.program);
         command
             .args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        // SAFETY: only async-signal-safe calls (signal, prctl, getppid) between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                for &sig in &defaults {
+                    nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl)?;
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The parent may have died before prctl took effect.
                 if nix::unistd::getppid() != parent {
@@ -107,7 +113,9 @@ impl Reaper {
                 Ok(())
             });
         }
-        let child = command.spawn()?;
+        let child = command
+            .spawn()
+            .map_err(|e| explain_spawn_error(&cmd.program, e))?;
         let pid = Pid::from_raw(child.id() as i32);
         // Reaping is ours, not std's: dropping std's handle neither waits nor kills.
         drop(child);
@@ -124,6 +132,34 @@ impl Reaper {
             guardian: self.guardian.clone(),
         })
     }
+}
+
+/// The spawn error as the user can act on it. exec's ENOENT names the program even when what
+/// is missing is its script's interpreter (`#!/usr/bin/nope`): say which.
+fn explain_spawn_error(program: &std::path::Path, e: std::io::Error) -> std::io::Error {
+    let detail = match e.raw_os_error() {
+        Some(libc::ENOENT) if program.exists() => match interpreter(program) {
+            Some(interp) => format!("its interpreter {interp} was not found"),
+            None => e.to_string(),
+        },
+        Some(libc::E2BIG) => "the argument list and environment are too long".into(),
+        _ => e.to_string(),
+    };
+    std::io::Error::new(e.kind(), format!("{}: {detail}", program.display()))
+}
+
+/// The `#!` line's interpreter of a script, if it has one.
+fn interpreter(program: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let interp = String::from_utf8_lossy(line)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some(interp)
 }
 
 /// Collect every exited child without blocking. Statuses of children we did not spawn
@@ -245,6 +281,9 @@ impl Child {
         if self.status.is_none() || !self.group_is_empty() {
             tracing::info!(pid = self.pid.as_raw(), signal = %sig, "stopping child");
             self.signal_group(sig);
+            // A stopped group acts on nothing but SIGKILL until it is continued (systemd does
+            // the same).
+            self.signal_group(Signal::SIGCONT);
         }
         let graceful = tokio::select! {
             s = self.wait() => Some(s),
@@ -290,6 +329,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![],
+            signal_defaults: vec![],
         }
     }
 

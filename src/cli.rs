@@ -51,11 +51,16 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(rt) => rt,
         Err(e) => return fail(&Error::io("starting the runtime", e)),
     };
-    match runtime.block_on(crate::supervisor::run(
+    let result = runtime.block_on(crate::supervisor::run(
         config,
         Status::default(),
-        Some(guardian),
-    )) {
+        Some(guardian.clone()),
+    ));
+    drop(runtime);
+    if let Ok(guardian) = Arc::try_unwrap(guardian) {
+        guardian.finish();
+    }
+    match result {
         Ok(code) => code,
         Err(e) => fail(&e),
     }

@@ -178,8 +178,11 @@ pub struct Config {
     pub stop_signal: Signal,
     pub on_exit: OnExit,
     pub restart: RestartPolicy,
-    /// How long to wait for leadership before giving up with status 75.
-    pub wait: Wait,
+    /// --no-wait: exit 75 at once when another candidate leads.
+    pub no_wait: bool,
+    /// Give up with status 75 when not leading this long after start-up (--wait-timeout; with
+    /// --no-wait alone, a default bound so a cron job always ends). None: wait forever.
+    pub wait_timeout: Option<Duration>,
     /// Run at most once per this ID, recorded for `ttl`.
     pub run_id: Option<RunId>,
     /// The command, resolved to a path that exists and is executable.
@@ -259,7 +262,11 @@ impl Config {
                 limit: cli.restart_limit,
                 window: cli.restart_window,
             },
-            wait,
+            no_wait: cli.no_wait,
+            wait_timeout: match wait {
+                Wait::Until(d) => Some(d),
+                _ => None,
+            },
             run_id,
             program,
             args,
@@ -428,15 +435,15 @@ mod tests {
     #[test]
     fn waiting_and_run_ids_are_read() {
         let c = parse(&["--no-wait", "--run-id", "2026-11-21", "--", "sh"]).unwrap();
-        assert_eq!(c.wait, Wait::No);
+        assert!(c.no_wait);
         let run = c.run_id.unwrap();
         assert_eq!(
             (run.id.as_str(), run.ttl),
             ("2026-11-21", Duration::from_secs(86400))
         );
         let c = parse(&["--wait-timeout", "90s", "--", "sh"]).unwrap();
-        assert_eq!(c.wait, Wait::Until(Duration::from_secs(90)));
-        assert_eq!(parse(&["--", "sh"]).unwrap().wait, Wait::Forever);
+        assert_eq!(c.wait_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(parse(&["--", "sh"]).unwrap().wait_timeout, None);
     }
 
     #[test]

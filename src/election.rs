@@ -2,13 +2,16 @@
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
+use crate::backoff::Backoff;
+use crate::etcd::{self, EtcdError};
 use crate::lease::Lease;
+use crate::trouble::Trouble;
 use etcd_client::{
     Client, EventType, GetOptions, KeyValue, LeaderKey, ResignOptions, SortOrder, SortTarget,
     WatchOptions,
 };
 use std::time::Duration;
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, Instant};
 
 /// Verified leadership: our key, first under the prefix, with this create revision.
 #[derive(Debug, Clone)]
@@ -37,7 +40,7 @@ pub enum Unverified {
     #[error("the lease deadline is too near to start the child")]
     DeadlineNear,
     #[error("verification failed: {0}")]
-    Etcd(String),
+    Etcd(#[from] EtcdError),
 }
 
 /// Campaign once: blocks for as long as another candidate leads (no timeout here).
@@ -51,15 +54,16 @@ pub async fn campaign(
     name: &str,
     id: &str,
     lease: i64,
-) -> Result<LeaderKey, etcd_client::Error> {
+) -> Result<LeaderKey, EtcdError> {
     let mut client = client.clone();
-    client
+    let mut resp = client
         .campaign(name, id, lease)
-        .await?
-        .take_leader()
-        .ok_or_else(|| {
-            etcd_client::Error::ElectError("campaign answered without a leader key".into())
-        })
+        .await
+        .map_err(|e| EtcdError::new("campaign", e))?;
+    resp.take_leader().ok_or_else(|| EtcdError::Unexpected {
+        what: "campaign",
+        detail: "answered without a leader key".into(),
+    })
 }
 
 /// The first-created key under `NAME/`, the leader by definition, with the store revision it
@@ -68,16 +72,14 @@ pub async fn first_candidate(
     client: &Client,
     name: &str,
     wait: Duration,
-) -> Result<(Option<KeyValue>, i64), String> {
+) -> Result<(Option<KeyValue>, i64), EtcdError> {
     let mut client = client.clone();
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
-    let mut resp = timeout(wait, client.get(prefix_of(name.as_bytes()), Some(options)))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let read = client.get(prefix_of(name.as_bytes()), Some(options));
+    let mut resp = etcd::call("reading the election", wait, read).await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     Ok((resp.take_kvs().into_iter().next(), revision))
 }
@@ -92,9 +94,8 @@ pub async fn verify(
     lease: &Lease,
 ) -> Result<Leadership, Unverified> {
     let name = String::from_utf8_lossy(elected.name());
-    let (first, revision) = first_candidate(client, &name, lease.timing().request_timeout())
-        .await
-        .map_err(Unverified::Etcd)?;
+    let (first, revision) =
+        first_candidate(client, &name, lease.timing().request_timeout()).await?;
     let first = first.ok_or(Unverified::NotFirst)?;
     if first.key() != elected.key()
         || first.create_revision() != elected.rev()
@@ -171,8 +172,9 @@ pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Durati
     .await
 }
 
-/// How often a standby looks for its own key until the campaign has written it.
-const OWN_KEY_POLL: Duration = Duration::from_millis(50);
+/// How often a standby looks for its own key until the campaign has written it (the campaign's
+/// first request is in flight: milliseconds).
+const OWN_KEY_POLL: Duration = Duration::from_millis(10);
 
 /// A standby's key `key` is deleted while it waits. This happens without the lease ending: a
 /// campaign stuck on a frozen member, retried elsewhere with the same lease (reusing the key),
@@ -180,6 +182,7 @@ const OWN_KEY_POLL: Duration = Duration::from_millis(50);
 /// waits with. The campaign itself would not notice until the leader changes.
 pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration) {
     let mut c = client.clone();
+    let mut poll = Backoff::new(OWN_KEY_POLL, retry);
     loop {
         match c.get(key, None).await {
             Ok(resp) => {
@@ -188,7 +191,7 @@ pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration)
                     return watch_deleted(client, key, kv.create_revision(), at, retry).await;
                 }
                 // Not written yet: the campaign's first request is still on its way.
-                sleep(OWN_KEY_POLL).await;
+                sleep(poll.next_delay()).await;
             }
             Err(_) => sleep(retry).await,
         }
@@ -199,6 +202,7 @@ pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration)
 async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64, retry: Duration) {
     let mut client = client.clone();
     let key = key.to_vec();
+    let mut trouble = Trouble::new("watch on own key");
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
         match client.watch(key.clone(), Some(options)).await {
@@ -213,24 +217,22 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                             return;
                         }
                         if resp.canceled() {
-                            tracing::warn!(
-                                reason = resp.cancel_reason(),
-                                "watch on own key canceled"
-                            );
+                            trouble.report("canceled", resp.cancel_reason());
                             break;
                         }
                         if let Some(h) = resp.header() {
                             seen = seen.max(h.revision());
                         }
+                        trouble.clear();
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "watch on own key failed; re-establishing");
+                        trouble.report("failed", e);
                         break;
                     }
                 }
             },
-            Err(e) => tracing::warn!(error = %e, "cannot watch own key; retrying"),
+            Err(e) => trouble.report("cannot open", e),
         }
         sleep(retry).await;
         // Events may be compacted away while the watch was down: look at the key itself.
@@ -247,7 +249,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     seen = seen.max(h.revision());
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read own key; retrying"),
+            Err(e) => trouble.report("cannot read own key", e),
         }
     }
 }
@@ -256,9 +258,25 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
 pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
     let mut client = client.clone();
     let options = ResignOptions::new().with_leader(leader_key.clone());
-    match timeout(wait, client.resign(Some(options))).await {
-        Ok(Ok(_)) => tracing::debug!("resigned"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "resign failed; revoking the lease instead"),
-        Err(_) => tracing::warn!("resign timed out; revoking the lease instead"),
+    match etcd::call("resign", wait, client.resign(Some(options))).await {
+        Ok(_) => tracing::debug!("resigned"),
+        Err(e) => tracing::warn!(error = %e, "revoking the lease instead"),
+    }
+}
+
+/// --no-wait: resolves when the first key under the prefix is not `ours`, once ours exists (or
+/// when that cannot be told within `wait`: not knowing counts as not first). Never resolves when
+/// ours is first: the campaign wins then.
+pub async fn behind_another(client: &Client, election: &str, ours: &str, wait: Duration) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        match first_candidate(client, election, wait).await {
+            Ok((Some(first), _)) if first.key() == ours.as_bytes() => {
+                return std::future::pending().await
+            }
+            Ok((Some(_), _)) => return,
+            // Our campaign's key is not written yet.
+            Ok((None, _)) | Err(_) => sleep(OWN_KEY_POLL).await,
+        }
     }
 }

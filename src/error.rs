@@ -31,6 +31,10 @@ pub enum Error {
     #[error("etcd: {0}")]
     EtcdFatal(String),
 
+    /// An etcd call that failed for good, with the client's error as its source.
+    #[error("etcd: {0}")]
+    Etcd(#[from] crate::etcd::EtcdError),
+
     /// The local machinery failed (signal handlers, fork).
     #[error("{context}: {source}")]
     Io {
@@ -47,7 +51,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::CommandNotFound(_) => EXIT_NOT_FOUND,
             Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-            Error::EtcdFatal(_) | Error::Io { .. } => EXIT_ETCD,
+            Error::EtcdFatal(_) | Error::Etcd(_) | Error::Io { .. } => EXIT_ETCD,
         }
     }
 

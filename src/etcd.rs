@@ -30,13 +30,22 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
         })
 }
 
-/// One client per endpoint, for the keepalive stream: the balanced client may open a new stream
+/// One member's own client, for the keepalive stream: the balanced client may open a new stream
 /// on the very member that stopped answering (a frozen member keeps its TCP connection), so the
 /// keepalive picks its member itself and moves to the next one whenever it reopens.
-pub async fn connect_each(endpoints: &[String]) -> Result<Vec<Client>, Error> {
+#[derive(Clone)]
+pub struct Member {
+    pub endpoint: String,
+    pub client: Client,
+}
+
+pub async fn connect_each(endpoints: &[String]) -> Result<Vec<Member>, Error> {
     let mut members = Vec::with_capacity(endpoints.len());
     for e in endpoints {
-        members.push(connect(std::slice::from_ref(e)).await?);
+        members.push(Member {
+            endpoint: e.clone(),
+            client: connect(std::slice::from_ref(e)).await?,
+        });
     }
     Ok(members)
 }
@@ -50,6 +59,22 @@ fn options() -> ConnectOptions {
         .with_require_leader(true)
 }
 
+/// What an etcd error means for the caller: the one place etcd's answers are classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Unreachable, slow, or a leader election in the cluster: try again.
+    Retry,
+    /// The request never reached a member (no connection could be made): nothing of it can be
+    /// pending on the server, so retrying it cannot leave a duplicate behind.
+    NeverSent,
+    /// The server no longer knows the lease (expired or revoked).
+    LeaseGone,
+    /// The auth token expired or the auth store moved on: authenticate again, never fatal.
+    AuthExpired,
+    /// etcd refuses who we are or what we ask: retrying cannot fix it.
+    Fatal,
+}
+
 /// etcd's messages for "who you are is not allowed", whatever gRPC code carries them: the
 /// election service wraps them in `Unknown` (etcd 3.4), and leases need no authentication, so
 /// the campaign is the first call to see them.
@@ -57,74 +82,94 @@ const AUTH_REFUSALS: &[&str] = &[
     "user name is empty",
     "user name not found",
     "authentication failed",
-    "invalid auth token",
     "permission denied",
 ];
 
-/// Errors that retrying cannot fix: etcd refuses who we are or what we ask.
-pub fn is_fatal(e: &etcd_client::Error) -> bool {
+/// A token that expired while we were idle, or an auth store that changed under it: Go's client
+/// authenticates again on these.
+const AUTH_EXPIRED: &[&str] = &["invalid auth token", "revision of auth store is old"];
+
+/// Classify one error from etcd-client.
+pub fn kind_of(e: &etcd_client::Error) -> Kind {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
-            matches!(
+            let message = s.message();
+            if AUTH_EXPIRED.iter().any(|m| message.contains(m)) {
+                Kind::AuthExpired
+            } else if s.code() == Code::NotFound {
+                Kind::LeaseGone
+            } else if matches!(
                 s.code(),
                 // OutOfRange: a TTL etcd refuses (above its maximum).
                 Code::Unauthenticated
                     | Code::PermissionDenied
                     | Code::InvalidArgument
                     | Code::OutOfRange
-            ) || AUTH_REFUSALS.iter().any(|m| s.message().contains(m))
+            ) || AUTH_REFUSALS.iter().any(|m| message.contains(m))
+            {
+                Kind::Fatal
+            } else if s.code() == Code::Unavailable && message.contains("connect error") {
+                Kind::NeverSent
+            } else {
+                Kind::Retry
+            }
         }
-        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
-        _ => false,
+        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => Kind::LeaseGone,
+        etcd_client::Error::TransportError(_) => Kind::NeverSent,
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => Kind::Fatal,
+        _ => Kind::Retry,
     }
 }
 
-/// The request never reached a member (no connection could be made): nothing of it can be
-/// pending on the server, so retrying it cannot leave a duplicate behind.
-pub fn never_sent(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => {
-            s.code() == Code::Unavailable && s.message().contains("connect error")
-        }
-        etcd_client::Error::TransportError(_) => true,
-        _ => false,
-    }
+/// An etcd call that failed, with what we were doing and the client's error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{what}: {source}")]
+    Failed {
+        what: &'static str,
+        kind: Kind,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("{what}: no answer within {}", humantime::format_duration(*after))]
+    TimedOut { what: &'static str, after: Duration },
+    /// An answer no etcd should give (a lease granted with TTL 0): we cannot work with it.
+    #[error("{what}: {detail}")]
+    Unexpected { what: &'static str, detail: String },
 }
 
-/// The server no longer knows the lease (expired or revoked).
-pub fn is_lease_not_found(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s.code() == Code::NotFound,
-        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("not found"),
-        _ => false,
-    }
-}
-
-/// Capped exponential backoff for retrying etcd while it is unreachable.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    cap: Duration,
-}
-
-/// First retry after this: quick enough that a restarting etcd is picked up at once.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-
-impl Backoff {
-    /// Backoff capped at `cap` (the supervisor uses TTL/2 within 1 s..5 s, so a candidate
-    /// notices a returning etcd within about half a TTL).
-    pub fn new(cap: Duration) -> Backoff {
-        Backoff {
-            next: BACKOFF_BASE.min(cap),
-            cap,
+impl EtcdError {
+    pub fn new(what: &'static str, source: etcd_client::Error) -> EtcdError {
+        EtcdError::Failed {
+            what,
+            kind: kind_of(&source),
+            source,
         }
     }
 
-    /// The delay before the next attempt; each call doubles the following one up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        d
+    pub fn kind(&self) -> Kind {
+        match self {
+            EtcdError::Failed { kind, .. } => *kind,
+            EtcdError::TimedOut { .. } => Kind::Retry,
+            EtcdError::Unexpected { .. } => Kind::Fatal,
+        }
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        self.kind() == Kind::Fatal
+    }
+}
+
+/// One unary call, bounded by `wait` (never a client-wide timeout: it would cut `campaign`).
+pub async fn call<T>(
+    what: &'static str,
+    wait: Duration,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(wait, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(EtcdError::new(what, e)),
+        Err(_) => Err(EtcdError::TimedOut { what, after: wait }),
     }
 }
 
@@ -133,19 +178,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(500));
-        let got: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 400, 500, 500]);
+    fn auth_errors_are_fatal_and_unavailability_is_not() {
+        let status = |s: tonic::Status| kind_of(&etcd_client::Error::GRpcStatus(s));
+        assert_eq!(status(tonic::Status::permission_denied("no")), Kind::Fatal);
+        assert_eq!(status(tonic::Status::unavailable("down")), Kind::Retry);
+        let wrapped = tonic::Status::unknown("etcdserver: user name is empty");
+        assert_eq!(status(wrapped), Kind::Fatal);
+        assert_eq!(status(tonic::Status::not_found("lease")), Kind::LeaseGone);
     }
 
     #[test]
-    fn auth_errors_are_fatal_and_unavailability_is_not() {
-        let denied = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied("no"));
-        assert!(is_fatal(&denied));
-        let down = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("down"));
-        assert!(!is_fatal(&down));
-        let wrapped = tonic::Status::unknown("etcdserver: user name is empty");
-        assert!(is_fatal(&etcd_client::Error::GRpcStatus(wrapped)));
+    fn an_expired_token_is_never_fatal() {
+        let status = |s: tonic::Status| kind_of(&etcd_client::Error::GRpcStatus(s));
+        let token = tonic::Status::unauthenticated("etcdserver: invalid auth token");
+        assert_eq!(status(token), Kind::AuthExpired);
+        let old = tonic::Status::invalid_argument("etcdserver: revision of auth store is old");
+        assert_eq!(status(old), Kind::AuthExpired);
     }
 }

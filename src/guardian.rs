@@ -79,6 +79,10 @@ fn guard(mut pipe: std::io::PipeReader) -> ! {
         Signal::SIGUSR1,
         Signal::SIGUSR2,
         Signal::SIGPIPE,
+        // Job control too: a stopped guardian could not act on leaderrun's death.
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
     ] {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };

@@ -3,10 +3,9 @@
 
 use crate::config::RunId;
 use crate::election::Leadership;
-use crate::etcd::is_fatal;
+use crate::etcd::{self, EtcdError};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::time::{Duration, SystemTime};
-use tokio::time::timeout;
 
 /// Where run records live: outside `NAME/`, so no record can pass for a candidate.
 pub fn run_key(election: &str, run_id: &str) -> String {
@@ -16,17 +15,24 @@ pub fn run_key(election: &str, run_id: &str) -> String {
 /// The outcome of claiming a run.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// Recorded: this host runs it.
-    Claimed,
+    /// Recorded: this host runs it. Withdraw the record if the run does not start after all.
+    Claimed(Record),
     /// Somebody already ran it; the record says who.
     Taken(String),
     /// Our leader key changed or vanished: we are not the leader any more.
     NotLeader,
 }
 
+/// A run record of ours: the record's own lease holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    lease: i64,
+}
+
 /// Record `run` for this leader, in one transaction with the check that our leader key still
 /// exists with its create revision. The record is attached to a lease of its own (run.ttl),
-/// never kept alive, so etcd forgets it after the TTL.
+/// never kept alive, so etcd forgets it after the TTL. Nothing is left behind when it fails.
 pub async fn claim(
     client: &Client,
     election: &str,
@@ -34,13 +40,12 @@ pub async fn claim(
     leadership: &Leadership,
     run: &RunId,
     wait: Duration,
-) -> Result<Claim, String> {
+) -> Result<Claim, EtcdError> {
     let mut client = client.clone();
     let key = run_key(election, &run.id);
-    let record_lease = timeout(wait, client.lease_grant(run.ttl.as_secs() as i64, None))
-        .await
-        .map_err(|_| "run record: lease grant timed out".to_string())?
-        .map_err(|e| format!("run record: {e}"))?
+    let ttl = i64::try_from(run.ttl.as_secs()).unwrap_or(i64::MAX);
+    let record_lease = etcd::call("run record lease", wait, client.lease_grant(ttl, None))
+        .await?
         .id();
     let value = format!(
         "id={candidate} revision={} at={}",
@@ -61,19 +66,19 @@ pub async fn claim(
             value,
             Some(PutOptions::new().with_lease(record_lease)),
         )])
-        .or_else(vec![TxnOp::get(key, None)]);
-    let resp = match timeout(wait, client.txn(txn)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) if is_fatal(&e) => return Err(format!("run record: {e}")),
-        Ok(Err(e)) => return Err(format!("run record: {e}")),
-        Err(_) => return Err("run record: transaction timed out".into()),
-    };
-    if resp.succeeded() {
-        return Ok(Claim::Claimed);
+        .or_else(vec![TxnOp::get(key.clone(), None)]);
+    let resp = etcd::call("run record", wait, client.txn(txn)).await;
+    if let Ok(resp) = &resp {
+        if resp.succeeded() {
+            return Ok(Claim::Claimed(Record {
+                key,
+                lease: record_lease,
+            }));
+        }
     }
     // The record lease holds nothing: drop it rather than leave it for a day.
-    let _ = timeout(wait, client.lease_revoke(record_lease)).await;
-    let taken = resp.op_responses().into_iter().find_map(|r| match r {
+    let _ = etcd::call("run record lease", wait, client.lease_revoke(record_lease)).await;
+    let taken = resp?.op_responses().into_iter().find_map(|r| match r {
         TxnOpResponse::Get(g) => g
             .kvs()
             .first()
@@ -84,6 +89,19 @@ pub async fn claim(
         Some(by) => Claim::Taken(by),
         None => Claim::NotLeader,
     })
+}
+
+/// The run did not start after all: delete its record (by revoking the record's lease), so that
+/// another host may run it.
+pub async fn withdraw(client: &Client, record: Record, wait: Duration) -> Result<(), EtcdError> {
+    let mut client = client.clone();
+    etcd::call(
+        "run record withdrawal",
+        wait,
+        client.lease_revoke(record.lease),
+    )
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]

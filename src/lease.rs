@@ -2,14 +2,15 @@
 //! the local deadline D (see [`crate::timing`]). Lost when etcd says it is gone (TTL 0) or when
 //! D approaches with no acknowledged keepalive.
 
-use crate::etcd::{is_fatal, is_lease_not_found};
+use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::timing::{Deadline, Timing};
+use crate::trouble::Trouble;
 use etcd_client::{Client, LeaseClient};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
 
 /// Why a lease no longer protects the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,15 +36,6 @@ struct State {
     gone: bool,
 }
 
-/// Why a grant failed.
-#[derive(Debug)]
-pub enum GrantError {
-    /// Retrying cannot help (authentication, permission, a TTL etcd refuses).
-    Fatal(String),
-    /// etcd unreachable or slow: try again.
-    Retry(String),
-}
-
 /// A granted lease and the task keeping it alive. Dropping it stops the keepalives.
 pub struct Lease {
     id: i64,
@@ -60,29 +52,28 @@ impl Lease {
     /// values below its minimum), with the user's stop timeout if set.
     pub async fn grant(
         client: &Client,
-        members: &[Client],
+        members: &[Member],
         ttl: Duration,
         stop_timeout: Option<Duration>,
-    ) -> Result<Lease, GrantError> {
-        let requested =
-            Timing::new(ttl, stop_timeout).map_err(|e| GrantError::Fatal(e.to_string()))?;
+    ) -> Result<Lease, EtcdError> {
+        let unexpected = |detail: String| EtcdError::Unexpected {
+            what: "lease grant",
+            detail,
+        };
+        let requested = Timing::new(ttl, stop_timeout).map_err(|e| unexpected(e.to_string()))?;
         let mut c = client.clone();
         let sent = Instant::now();
-        let resp = match timeout(
+        let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let resp = etcd::call(
+            "lease grant",
             requested.request_timeout(),
-            c.lease_grant(ttl.as_secs() as i64, None),
+            c.lease_grant(secs, None),
         )
-        .await
-        {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) if is_fatal(&e) => return Err(GrantError::Fatal(e.to_string())),
-            Ok(Err(e)) => return Err(GrantError::Retry(e.to_string())),
-            Err(_) => return Err(GrantError::Retry("lease grant timed out".into())),
-        };
-        let granted = Duration::from_secs(resp.ttl().max(0) as u64);
+        .await?;
         // The granted TTL, never the requested one: it is what the server enforces.
-        let timing =
-            Timing::new(granted, stop_timeout).map_err(|e| GrantError::Fatal(e.to_string()))?;
+        let granted = Duration::from_secs(resp.ttl().max(0) as u64);
+        let timing = Timing::new(granted, stop_timeout)
+            .map_err(|e| unexpected(format!("granted TTL {}s: {e}", resp.ttl())))?;
         let (tx, rx) = watch::channel(State {
             deadline: Deadline::acknowledged(sent, timing.ttl),
             gone: false,
@@ -144,15 +135,10 @@ impl Lease {
     /// be reached within `wait`, the lease expires by itself).
     pub async fn revoke(mut self, wait: Duration) {
         self.keeper.abort();
-        match timeout(wait, self.client.revoke(self.id)).await {
-            Ok(Ok(_)) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
-            Ok(Err(e)) if is_lease_not_found(&e) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(lease = %self.hex_id(), error = %e, "lease revoke failed; it will expire")
-            }
-            Err(_) => {
-                tracing::warn!(lease = %self.hex_id(), "lease revoke timed out; it will expire")
-            }
+        match etcd::call("lease revoke", wait, self.client.revoke(self.id)).await {
+            Ok(_) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
+            Err(e) if e.kind() == Kind::LeaseGone => {}
+            Err(e) => tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire"),
         }
     }
 }
@@ -167,7 +153,7 @@ impl Drop for Lease {
 /// send time of the request it answers (responses come in order). A stream that fails, ends, or
 /// leaves a request unanswered for a whole interval is re-established on the next member; its
 /// unanswered requests never move D.
-async fn keep_alive(mut members: Vec<Client>, id: i64, timing: Timing, tx: watch::Sender<State>) {
+async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch::Sender<State>) {
     let acknowledged = |sent: Instant| {
         tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
     };
@@ -175,47 +161,55 @@ async fn keep_alive(mut members: Vec<Client>, id: i64, timing: Timing, tx: watch
         tracing::warn!(lease = %format!("{id:x}"), "etcd reports the lease gone");
         tx.send_modify(|s| s.gone = true);
     };
+    let mut trouble = Trouble::new("keepalive");
     // Start on a member that depends on the lease, so candidates spread over the cluster.
     let mut next = id.unsigned_abs() as usize;
     loop {
         let n = members.len();
-        let client = &mut members[next % n];
+        let member = &mut members[next % n];
         next += 1;
+        let endpoint = member.endpoint.clone();
         // Opening the stream sends one keepalive and waits for its answer.
         let sent = Instant::now();
-        let opened = timeout(timing.request_timeout(), client.lease_keep_alive(id)).await;
+        let opened = etcd::call(
+            "keepalive stream",
+            timing.request_timeout(),
+            member.client.lease_keep_alive(id),
+        )
+        .await;
         let (mut keeper, mut stream) = match opened {
-            Ok(Ok(pair)) => {
+            Ok(pair) => {
                 acknowledged(sent);
                 pair
             }
-            Ok(Err(e)) if is_lease_not_found(&e) => return gone(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "keepalive stream failed to open; retrying");
-                sleep(timing.keepalive / 4).await;
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!("keepalive stream did not open in time; retrying");
+            Err(e) if e.kind() == Kind::LeaseGone => return gone(),
+            Err(e) => {
+                let condition = if e.kind() == Kind::Retry {
+                    "no answer"
+                } else {
+                    "unreachable"
+                };
+                trouble.report(condition, format_args!("{endpoint}: {e}"));
+                if !matches!(e, EtcdError::TimedOut { .. }) {
+                    sleep(timing.keepalive / 4).await;
+                }
                 continue;
             }
         };
         let mut inflight: VecDeque<Instant> = VecDeque::new();
         let mut tick = interval_at(Instant::now() + timing.keepalive, timing.keepalive);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
+        let broken = loop {
             tokio::select! {
                 _ = tick.tick() => {
                     // Requests go out on these ticks: one still unanswered now has had a whole
                     // interval (its stamp is a hair after the previous tick, so no age test).
                     if !inflight.is_empty() {
-                        tracing::warn!("keepalive unanswered for a whole interval; reopening the stream");
-                        break;
+                        break "keepalive unanswered for a whole interval".to_string();
                     }
                     inflight.push_back(Instant::now());
                     if keeper.keep_alive().await.is_err() {
-                        tracing::warn!("keepalive stream closed; reopening");
-                        break;
+                        break "keepalive stream closed".to_string();
                     }
                 }
                 msg = stream.message() => match msg {
@@ -226,18 +220,17 @@ async fn keep_alive(mut members: Vec<Client>, id: i64, timing: Timing, tx: watch
                         }
                         if let Some(sent) = sent {
                             acknowledged(sent);
+                            trouble.clear();
                         }
                     }
-                    Ok(None) => {
-                        tracing::warn!("keepalive stream ended; reopening");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "keepalive stream failed; reopening");
-                        break;
-                    }
+                    Ok(None) => break "keepalive stream ended".to_string(),
+                    Err(e) => break format!("keepalive stream failed: {e}"),
                 },
             }
-        }
+        };
+        trouble.report(
+            "stream broken",
+            format_args!("{endpoint}: {broken}; moving to the next member"),
+        );
     }
 }

@@ -1,21 +1,25 @@
 //! leaderrun: run a command on exactly one host at a time, chosen by etcd leader election.
 //!
-//! The binary is a thin shell over [`cli::main`]; the safety rules each live in one place:
-//! the deadline in [`timing`] and [`lease`], verify-before-start in [`election::verify`],
-//! stop and reap in [`child`].
+//! The binary is a thin shell over [`cli::main`]; the role is published on [`status::Status`].
+//! The safety rules each live in one place: the deadline in `timing` and `lease`; the start
+//! gate (verify before start) and the end path (stop before release) in `term`; stop and reap
+//! in `child`.
 
-pub mod child;
+mod backoff;
+mod child;
 pub mod cli;
-pub mod config;
-pub mod election;
-pub mod error;
-pub mod etcd;
-pub mod guardian;
-pub mod job;
-pub mod leader;
-pub mod lease;
-pub mod restart;
-pub mod signals;
+mod config;
+mod election;
+mod error;
+mod etcd;
+mod guardian;
+mod job;
+mod leader;
+mod lease;
+mod restart;
+mod signals;
 pub mod status;
-pub mod supervisor;
-pub mod timing;
+mod supervisor;
+mod term;
+mod timing;
+mod trouble;

@@ -1,23 +1,24 @@
 //! `--on-exit restart`: when to restart a child in place, and when to give up leadership.
 
+use crate::backoff::Backoff;
 use crate::config::RestartPolicy;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The first restart waits this long...
-pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// ...each further one twice as long, up to this.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// A run at least this long was healthy: the next restart waits BACKOFF_BASE again.
-pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// The exits of one term of leadership.
 #[derive(Debug)]
 pub struct Restarts {
     policy: RestartPolicy,
     exits: VecDeque<Instant>,
-    next: Duration,
+    backoff: Backoff,
 }
 
 impl Restarts {
@@ -25,7 +26,7 @@ impl Restarts {
         Restarts {
             policy,
             exits: VecDeque::new(),
-            next: BACKOFF_BASE,
+            backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
         }
     }
 
@@ -44,11 +45,9 @@ impl Restarts {
             return None;
         }
         if ran >= HEALTHY_RUN {
-            self.next = BACKOFF_BASE;
+            self.backoff.reset();
         }
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_CAP);
-        Some(delay)
+        Some(self.backoff.next_delay())
     }
 }
 

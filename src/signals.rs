@@ -1,6 +1,16 @@
 //! Signals to leaderrun: TERM and INT ask it to stop; HUP, USR1 and USR2 are for the child.
+//!
+//! Two rules of the host (DESIGN.md §5):
+//! - Job control must not stop the supervisor: a stopped leaderrun cannot stop its child before
+//!   the lease expires, and the child, in its own process group, would run on while a standby
+//!   starts. TSTP, TTIN and TTOU are ignored by leaderrun (and its guardian); the child gets
+//!   them back at their defaults. Only SIGSTOP can stop leaderrun (a documented limit).
+//! - A signal that was ignored when leaderrun started (`nohup`, a shell's background job) stays
+//!   ignored, for leaderrun and for the child, as a shell keeps it: no handler is installed for
+//!   it, and the ignored disposition passes through exec.
 
-use nix::sys::signal::Signal;
+use nix::libc;
+use nix::sys::signal::{signal as set_disposition, SigHandler, Signal};
 use tokio::signal::unix::{signal, Signal as Stream, SignalKind};
 
 /// What a signal asks of the supervisor.
@@ -12,34 +22,80 @@ pub enum Request {
     Forward(Signal),
 }
 
+/// Job-control signals: ignored by the supervisor, back at their defaults in the child.
+pub const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
+
 /// The handlers, installed once at start-up, before any child exists.
 pub struct Signals {
-    term: Stream,
-    int: Stream,
-    hup: Stream,
-    usr1: Stream,
-    usr2: Stream,
+    term: Option<Stream>,
+    int: Option<Stream>,
+    hup: Option<Stream>,
+    usr1: Option<Stream>,
+    usr2: Option<Stream>,
+    /// Job-control signals the child gets at their default disposition.
+    child_defaults: Vec<Signal>,
 }
 
 impl Signals {
     pub fn install() -> std::io::Result<Signals> {
+        let handle = |sig: Signal, kind: SignalKind| -> std::io::Result<Option<Stream>> {
+            if ignored_at_start(sig) {
+                tracing::info!(signal = %sig, "ignored when leaderrun started: it stays ignored, for the child too");
+                return Ok(None);
+            }
+            signal(kind).map(Some)
+        };
+        let child_defaults = JOB_CONTROL
+            .into_iter()
+            .filter(|&s| !ignored_at_start(s))
+            .collect();
+        for sig in JOB_CONTROL {
+            // SAFETY: SIG_IGN installs no handler code.
+            unsafe { set_disposition(sig, SigHandler::SigIgn) }.map_err(std::io::Error::from)?;
+        }
         Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-            usr2: signal(SignalKind::user_defined2())?,
+            term: handle(Signal::SIGTERM, SignalKind::terminate())?,
+            int: handle(Signal::SIGINT, SignalKind::interrupt())?,
+            hup: handle(Signal::SIGHUP, SignalKind::hangup())?,
+            usr1: handle(Signal::SIGUSR1, SignalKind::user_defined1())?,
+            usr2: handle(Signal::SIGUSR2, SignalKind::user_defined2())?,
+            child_defaults,
         })
+    }
+
+    /// The signals the child must get back at their default disposition (see the module doc).
+    pub fn child_defaults(&self) -> &[Signal] {
+        &self.child_defaults
     }
 
     /// The next signal. Cancel-safe, so it can sit in a `select!`.
     pub async fn recv(&mut self) -> Request {
         tokio::select! {
-            _ = self.term.recv() => Request::Shutdown(Signal::SIGTERM),
-            _ = self.int.recv() => Request::Shutdown(Signal::SIGINT),
-            _ = self.hup.recv() => Request::Forward(Signal::SIGHUP),
-            _ = self.usr1.recv() => Request::Forward(Signal::SIGUSR1),
-            _ = self.usr2.recv() => Request::Forward(Signal::SIGUSR2),
+            _ = next(&mut self.term) => Request::Shutdown(Signal::SIGTERM),
+            _ = next(&mut self.int) => Request::Shutdown(Signal::SIGINT),
+            _ = next(&mut self.hup) => Request::Forward(Signal::SIGHUP),
+            _ = next(&mut self.usr1) => Request::Forward(Signal::SIGUSR1),
+            _ = next(&mut self.usr2) => Request::Forward(Signal::SIGUSR2),
         }
     }
+}
+
+/// The next delivery of a handled signal; never, for one that is ignored.
+async fn next(stream: &mut Option<Stream>) {
+    match stream {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `sig` is ignored now, that is, as leaderrun's parent left it (nothing before
+/// [`Signals::install`] changes a disposition).
+fn ignored_at_start(sig: Signal) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(sig as libc::c_int, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction filled it in (rc 0), or it stays zeroed (SIG_DFL).
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }

@@ -9,11 +9,11 @@ pub enum Role {
     Connecting,
     /// Holding a lease and campaigning; another candidate leads.
     Standby,
-    /// Elected, verified; the child runs.
+    /// Elected, verified; the child runs (pid), or waits to be restarted in place (None).
     Leading {
         key: String,
         revision: i64,
-        pid: u32,
+        pid: Option<u32>,
     },
     /// Leadership is ending: the child is being stopped.
     Stopping,
@@ -34,7 +34,9 @@ impl Default for Status {
 }
 
 impl Status {
-    pub fn set(&self, role: Role) {
+    /// Publish `role`; subscribers wake only when it changed. Only the supervisor's state loop
+    /// calls this.
+    pub(crate) fn set(&self, role: Role) {
         self.tx.send_if_modified(|r| {
             if *r == role {
                 return false;
@@ -44,11 +46,8 @@ impl Status {
         });
     }
 
+    /// Follow the role: the HTTP status endpoint and sd_notify read it from here.
     pub fn subscribe(&self) -> watch::Receiver<Role> {
         self.tx.subscribe()
-    }
-
-    pub fn is_leading(&self) -> bool {
-        matches!(*self.tx.borrow(), Role::Leading { .. })
     }
 }

@@ -1,39 +1,43 @@
 //! The supervisor's state machine (the diagram in the README):
 //!
 //! ```text
-//!                lease granted             elected
-//!  Connecting ─────────────────▶ Campaigning ─────────▶ start: verify, claim run, spawn ──▶ Leading
-//!      ▲  │                          │  │                                                  │  │
-//!      │  │ TERM/INT: exit 0         │  │ TERM/INT: withdraw, exit 0                       │  │ TERM/INT: stop child,
-//!      │  │ wait timeout: exit 75    │  │ wait timeout / --no-wait: exit 75                │  ▼ resign, exit with its status
-//!      │  ▼                          │  ▼                                                  │
-//!      ├─── lease lost, unverified ──┘                                                     │ child exited: restart in place
-//!      └─── lease lost, key deleted: stop child; child exited (recampaign, restart limit) ──┘ (--on-exit restart)
+//!              lease granted               elected: start gate
+//! Connecting ───────────────▶ Campaigning ─────────────────────▶ Leading ◀──┐ child exited:
+//!   ▲   │                       │   │                              │   │  │   restart in place
+//!   │   │ TERM/INT: exit 0      │   │ TERM/INT: withdraw, exit 0   │   │  └───(--on-exit restart)
+//!   │   │ wait timeout: 75      │   │ wait timeout, --no-wait: 75  │   │
+//!   │   ▼                       │   ▼                              │   ▼ lease lost, key deleted,
+//!   ├──── lease lost, unverified ──┘                               │     child exited, TERM/INT
+//!   │                                                              ▼
+//!   └──────────────────── campaign again ◀────────────── Stopping: end path ──▶ exit
 //! ```
 //!
-//! Each state is one method that returns the next state. Safety rules live elsewhere, once:
-//! the deadline in [`crate::timing`] and [`crate::lease`], verify-before-start in
-//! [`crate::election::verify`] (called only from [`Supervisor::start`]), stop and reap in
-//! [`crate::child`].
+//! Each state waits for its next event and dispatches it, returning the next state; the role
+//! published on the status channel is derived from the state, in one place ([`run`]). The
+//! safety rules live elsewhere, once: the deadline in [`crate::timing`] and [`crate::lease`],
+//! the start gate (verify before start) and the end path (stop before release) in
+//! [`crate::term`], stop and reap in [`crate::child`].
 
-use crate::child::{self, Child, ExitStatus, Reaper};
-use crate::config::{Config, OnExit, Wait};
-use crate::election::{self, Leadership};
-use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING};
-use crate::etcd::{self, Backoff};
+use crate::backoff::Backoff;
+use crate::child::{self, ExitStatus};
+use crate::config::{Config, OnExit};
+use crate::election::{self, Candidate};
+use crate::error::{Error, EXIT_NOT_LEADING};
+use crate::etcd::{self, Kind, Member};
 use crate::guardian::Guardian;
-use crate::job::{self, Claim};
-use crate::lease::{GrantError, Lease};
+use crate::lease::Lease;
 use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
-use etcd_client::{Client, LeaderKey};
+use crate::term::{self, Gate, NotStarted, Run, Term};
+use crate::trouble::Trouble;
+use etcd_client::Client;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep, sleep_until, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// With --on-exit recampaign, a child that lived less than this is treated as crashing...
 const MIN_HEALTHY_RUN: Duration = Duration::from_secs(1);
@@ -45,49 +49,57 @@ const RECAMPAIGN_PAUSE: Duration = Duration::from_secs(1);
 enum State {
     /// No lease: grant one, retrying while etcd is unreachable. Waits `after` first.
     Connecting { after: Duration },
-    /// Standby: holding a lease, campaigning.
-    Campaigning(Lease),
+    /// Standby: holding a lease, campaigning (after waiting `after`).
+    Campaigning { lease: Lease, after: Duration },
     /// Elected and verified; the child runs, or waits to be restarted in place.
     Leading(Term),
+    /// Leadership is ending: the end path, then what `end` says.
+    Stopping { term: Term, end: End },
     /// Done: exit with this status.
     Exit(u8),
 }
 
-/// One term of leadership.
-struct Term {
-    lease: Lease,
-    leadership: Leadership,
-    /// None while waiting to restart it (--on-exit restart).
-    child: Option<Child>,
-    started: Instant,
-    /// When to restart the child, while it is None.
-    restart_at: Instant,
-    last_status: Option<ExitStatus>,
-    restarts: Restarts,
+/// Why a term ends, which decides what follows it.
+enum End {
+    /// The child exited on its own (after its group was cleaned up): --on-exit decides.
+    ChildExited { ran: Duration },
+    /// The lease or the key is gone: no resign, campaign again.
+    Lost,
+    /// TERM/INT: exit with the child's status.
+    Shutdown,
+    /// The command could not be restarted: exit with this status.
+    Exit(u8),
+    /// etcd refused us for good.
+    Fatal(Error),
 }
 
-/// Why a start did not happen.
-enum NotStarted {
-    /// The election result did not hold up, or the run record could not be checked.
-    Unverified(String),
-    /// --run-id: somebody ran it already.
-    RunTaken(String),
-    /// The command could not be spawned: exit with this status.
-    Spawn(u8),
+impl State {
+    /// The role this state publishes.
+    fn role(&self) -> Role {
+        match self {
+            State::Connecting { .. } => Role::Connecting,
+            State::Campaigning { .. } => Role::Standby,
+            State::Leading(term) => Role::Leading {
+                key: term.leadership.key.clone(),
+                revision: term.leadership.revision,
+                pid: term.pid(),
+            },
+            State::Stopping { .. } | State::Exit(_) => Role::Stopping,
+        }
+    }
 }
 
 struct Supervisor {
     config: Config,
     client: Client,
     /// One client per endpoint, for the lease's keepalive stream.
-    members: Vec<Client>,
+    members: Vec<Member>,
     signals: Signals,
-    reaper: Reaper,
-    status: Status,
+    gate: Gate,
     /// The moment a waiting candidate gives up (--wait-timeout).
     give_up_at: Option<Instant>,
-    /// --run-id: the run is claimed once; restarts in place are the same run.
-    run_claimed: bool,
+    /// The last key found blocking the election, warned about once.
+    blocked_by: Option<Vec<u8>>,
 }
 
 /// Run the supervisor until it exits; returns the exit status.
@@ -97,12 +109,21 @@ pub async fn run(
     guardian: Option<Arc<Guardian>>,
 ) -> Result<u8, Error> {
     // Handlers first: no signal and no child exit may be missed once a child exists.
-    let signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
-    let reaper =
-        Reaper::start(guardian).map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
+    let mut signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
+    let reaper = child::Reaper::start(guardian)
+        .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
-    let client = etcd::connect(&config.endpoints).await?;
-    let members = etcd::connect_each(&config.endpoints).await?;
+    let mut never = pin!(std::future::pending::<()>());
+    let connected = until_shutdown(&mut signals, &mut never, async {
+        Ok::<_, Error>((
+            etcd::connect(&config.endpoints).await?,
+            etcd::connect_each(&config.endpoints).await?,
+        ))
+    });
+    let (client, members) = match connected.await {
+        Waited::Done(r) => r?,
+        Waited::Shutdown | Waited::GaveUp => return Ok(0),
+    };
     info!(
         election = %config.election,
         id = %config.id,
@@ -110,28 +131,29 @@ pub async fn run(
         pid1,
         "starting"
     );
-    let give_up_at = match config.wait {
-        Wait::Until(d) => Some(Instant::now() + d),
-        Wait::Forever | Wait::No => None,
-    };
+    let give_up_at = config
+        .wait_timeout
+        .and_then(|d| Instant::now().checked_add(d));
+    let gate = Gate::new(&config, client.clone(), reaper, signals.child_defaults());
     let mut sup = Supervisor {
         config,
         client,
         members,
         signals,
-        reaper,
-        status,
+        gate,
         give_up_at,
-        run_claimed: false,
+        blocked_by: None,
     };
     let mut state = State::Connecting {
         after: Duration::ZERO,
     };
     loop {
+        status.set(state.role());
         state = match state {
             State::Connecting { after } => sup.connecting(after).await?,
-            State::Campaigning(lease) => sup.campaigning(lease).await?,
+            State::Campaigning { lease, after } => sup.campaigning(lease, after).await?,
             State::Leading(term) => sup.leading(term).await,
+            State::Stopping { term, end } => sup.stopping(term, end).await?,
             State::Exit(code) => return Ok(code),
         };
     }
@@ -139,16 +161,15 @@ pub async fn run(
 
 impl Supervisor {
     async fn connecting(&mut self, after: Duration) -> Result<State, Error> {
-        self.status.set(Role::Connecting);
         let mut give_up = pin!(give_up(self.give_up_at));
-        match until_shutdown(&mut self.signals, &mut give_up, sleep(after)).await {
-            Waited::Done(()) => {}
-            Waited::Shutdown => return Ok(State::Exit(0)),
-            Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
+        if let Some(exit) = self.pause(&mut give_up, after).await {
+            return Ok(exit);
         }
         let mut backoff = Backoff::new(
+            RETRY_BASE,
             (self.config.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
         );
+        let mut trouble = Trouble::new("connecting to etcd");
         loop {
             let grant = Lease::grant(
                 &self.client,
@@ -163,6 +184,7 @@ impl Supervisor {
             };
             match granted {
                 Ok(lease) => {
+                    trouble.clear();
                     let t = lease.timing();
                     info!(
                         lease = %lease.hex_id(),
@@ -172,35 +194,60 @@ impl Supervisor {
                         margin = ?t.margin,
                         "lease granted"
                     );
-                    return Ok(State::Campaigning(lease));
+                    return Ok(State::Campaigning {
+                        lease,
+                        after: Duration::ZERO,
+                    });
                 }
-                Err(GrantError::Fatal(msg)) => return Err(Error::EtcdFatal(msg)),
-                Err(GrantError::Retry(msg)) => {
-                    let delay = backoff.next_delay();
-                    warn!(error = %msg, retry_in = ?delay, "cannot reach etcd");
-                    match until_shutdown(&mut self.signals, &mut give_up, sleep(delay)).await {
-                        Waited::Done(()) => {}
-                        Waited::Shutdown => return Ok(State::Exit(0)),
-                        Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => {
+                    let endpoints = self.config.endpoints.join(",");
+                    trouble.report(
+                        if e.kind() == Kind::Retry {
+                            "no answer"
+                        } else {
+                            "unreachable"
+                        },
+                        format_args!("{endpoints}: {e}"),
+                    );
+                    if let Some(exit) = self.pause(&mut give_up, backoff.next_delay()).await {
+                        return Ok(exit);
                     }
                 }
             }
         }
     }
 
-    async fn campaigning(&mut self, mut lease: Lease) -> Result<State, Error> {
-        self.status.set(Role::Standby);
+    /// Wait `d`, unless TERM/INT or the give-up time comes first (then: the state to go to).
+    async fn pause(
+        &mut self,
+        give_up: &mut (impl Future<Output = ()> + Unpin),
+        d: Duration,
+    ) -> Option<State> {
+        match until_shutdown(&mut self.signals, give_up, sleep(d)).await {
+            Waited::Done(()) => None,
+            Waited::Shutdown => Some(State::Exit(0)),
+            Waited::GaveUp => Some(State::Exit(EXIT_NOT_LEADING)),
+        }
+    }
+
+    async fn campaigning(&mut self, mut lease: Lease, after: Duration) -> Result<State, Error> {
         let wait = lease.timing().request_timeout();
-        let no_wait = self.config.wait == Wait::No;
-        if no_wait {
-            if let Some(leader) = self.someone_else_leads(wait).await {
+        let retry = lease.timing().keepalive / 4;
+        let mut give_up = pin!(give_up(self.give_up_at));
+        if let Some(exit) = self.pause(&mut give_up, after).await {
+            term::release(&self.client, lease, None).await;
+            return Ok(exit);
+        }
+        let no_wait = self.config.no_wait;
+        if let Some(leader) = self.look_ahead(wait).await {
+            if no_wait {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
-                lease.revoke(wait).await;
+                term::release(&self.client, lease, None).await;
                 return Ok(State::Exit(EXIT_NOT_LEADING));
             }
         }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
-        let retry = lease.timing().keepalive / 4;
         // The campaign is dropped (cancelling the RPC) as soon as this block ends.
         let elected = {
             let mut campaign = pin!(election::campaign(
@@ -209,183 +256,152 @@ impl Supervisor {
                 &self.config.id,
                 lease.id(),
             ));
-            let mut give_up = pin!(give_up(self.give_up_at));
-            // --no-wait: nobody led a moment ago, but a candidate that started with us may be
-            // ahead. The key is `NAME/<lease hex>`, as the server's campaign makes it.
+            // The key is `NAME/<lease hex>`, as the server's campaign makes it.
             let ours = format!("{}/{}", self.config.election, lease.hex_id());
             let mut deleted = pin!(election::candidate_key_deleted(
                 &self.client,
                 ours.as_bytes(),
                 retry
             ));
-            let mut behind = pin!(behind_another(
+            // --no-wait: nobody led a moment ago, but a candidate that started with us may be
+            // ahead.
+            let mut behind = pin!(election::behind_another(
                 &self.client,
                 &self.config.election,
-                ours.clone(),
+                &ours,
                 wait
             ));
-            loop {
+            let withdraw = loop {
                 tokio::select! {
-                    r = &mut campaign => break r,
+                    r = &mut campaign => break Ok(r),
                     _ = &mut deleted => {
                         warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                        lease.revoke(wait).await;
-                        return Ok(State::Connecting { after: Duration::ZERO });
+                        break Err(State::Connecting { after: Duration::ZERO });
                     }
                     _ = &mut behind, if no_wait => {
                         info!("another candidate is ahead: not waiting (--no-wait)");
-                        lease.revoke(wait).await;
-                        return Ok(State::Exit(EXIT_NOT_LEADING));
+                        break Err(State::Exit(EXIT_NOT_LEADING));
                     }
                     loss = lease.lost() => {
                         warn!(%loss, "standby lost its lease; campaigning again with a new one");
-                        lease.revoke(wait).await;
-                        return Ok(State::Connecting { after: Duration::ZERO });
+                        break Err(State::Connecting { after: Duration::ZERO });
                     }
                     _ = &mut give_up => {
                         info!("not leading in time: giving up");
-                        lease.revoke(wait).await;
-                        return Ok(State::Exit(EXIT_NOT_LEADING));
+                        break Err(State::Exit(EXIT_NOT_LEADING));
                     }
                     req = self.signals.recv() => match req {
                         Request::Shutdown(sig) => {
                             info!(signal = %sig, "withdrawing from the election");
-                            lease.revoke(wait).await;
-                            return Ok(State::Exit(0));
+                            break Err(State::Exit(0));
                         }
                         Request::Forward(sig) => debug!(signal = %sig, "standby: no child to pass the signal to"),
                     },
+                }
+            };
+            match withdraw {
+                Ok(r) => r,
+                Err(next) => {
+                    term::release(&self.client, lease, None).await;
+                    return Ok(next);
                 }
             }
         };
         let elected = match elected {
             Ok(key) => key,
-            Err(e) if etcd::is_fatal(&e) => {
-                lease.revoke(wait).await;
-                return Err(Error::EtcdFatal(e.to_string()));
-            }
-            Err(e) if etcd::never_sent(&e) => {
-                // It reached no member: nothing can act on it later, the lease stays clean.
-                warn!(error = %e, "campaign could not reach etcd; retrying");
-                sleep(retry).await;
-                return Ok(State::Campaigning(lease));
-            }
-            Err(e) => {
-                // One campaign per lease (election::campaign says why).
-                warn!(error = %e, "campaign failed; campaigning again with a new lease");
-                lease.revoke(wait).await;
-                return Ok(State::Connecting { after: retry });
-            }
+            Err(e) => match e.kind() {
+                Kind::Fatal => {
+                    term::release(&self.client, lease, None).await;
+                    return Err(e.into());
+                }
+                Kind::NeverSent => {
+                    // It reached no member: nothing can act on it later, the lease stays clean.
+                    warn!(error = %e, endpoints = %self.config.endpoints.join(","), "campaign could not reach etcd; retrying");
+                    return Ok(State::Campaigning {
+                        lease,
+                        after: retry,
+                    });
+                }
+                _ => {
+                    // One campaign per lease (election::campaign says why).
+                    warn!(error = %e, "campaign failed; campaigning again with a new lease");
+                    term::release(&self.client, lease, None).await;
+                    return Ok(State::Connecting { after: retry });
+                }
+            },
         };
-        match self.start(&lease, &elected).await {
+        match self.gate.start(&lease, &elected).await {
             Ok((leadership, child)) => Ok(State::Leading(Term {
                 lease,
                 leadership,
-                child: Some(child),
-                started: Instant::now(),
-                restart_at: Instant::now(),
-                last_status: None,
+                run: Run::Running {
+                    child,
+                    started: Instant::now(),
+                },
                 restarts: Restarts::new(self.config.restart),
             })),
-            Err(NotStarted::Unverified(why)) => {
-                warn!(%why, "elected but not verified; campaigning again with a new lease");
-                lease.revoke(wait).await;
-                Ok(State::Connecting {
-                    after: Duration::ZERO,
-                })
+            Err(not) => {
+                let (resign, next) = self.not_started(not);
+                term::release(&self.client, lease, resign.then_some(&elected)).await;
+                next
             }
-            Err(NotStarted::RunTaken(by)) => {
+        }
+    }
+
+    /// What follows a start that did not happen, and whether to resign first.
+    fn not_started(&self, not: NotStarted) -> (bool, Result<State, Error>) {
+        match not {
+            NotStarted::Unverified(why) => {
+                warn!(%why, "elected but not verified; campaigning again with a new lease");
+                (
+                    false,
+                    Ok(State::Connecting {
+                        after: Duration::ZERO,
+                    }),
+                )
+            }
+            NotStarted::RunTaken(by) => {
                 let run_id = self.config.run_id.as_ref().map_or("", |r| r.id.as_str());
                 info!(run_id, ran = %by, "this run is done already: not running it");
-                self.release_key(lease, &elected).await;
-                Ok(State::Exit(0))
+                (true, Ok(State::Exit(0)))
             }
-            Err(NotStarted::Spawn(code)) => {
-                self.release_key(lease, &elected).await;
-                Ok(State::Exit(code))
+            NotStarted::RunStartedBefore => {
+                info!("this process started the run already: not starting it again");
+                (true, Ok(State::Exit(0)))
             }
+            NotStarted::Spawn(code) => (true, Ok(State::Exit(code))),
+            NotStarted::Fatal(e) => (true, Err(e)),
         }
     }
 
-    /// --no-wait: the id of the first candidate when it is not us (the lease is ours only).
-    async fn someone_else_leads(&self, wait: Duration) -> Option<String> {
-        match election::first_candidate(&self.client, &self.config.election, wait).await {
-            Ok((Some(kv), _)) => Some(String::from_utf8_lossy(kv.value()).into_owned()),
-            Ok((None, _)) => None,
+    /// Who is first under the prefix, if not us: a candidate's id. Warns once about a key that
+    /// blocks the election without being a live candidate of it.
+    async fn look_ahead(&mut self, wait: Duration) -> Option<String> {
+        let first = match election::first_candidate(&self.client, &self.config.election, wait).await
+        {
+            Ok((first, _)) => first?,
             Err(e) => {
                 warn!(error = %e, "cannot tell who leads; campaigning");
-                None
+                return None;
             }
-        }
-    }
-
-    /// Every start of the child: verify leadership, claim the run (--run-id), spawn.
-    async fn start(
-        &mut self,
-        lease: &Lease,
-        elected: &LeaderKey,
-    ) -> Result<(Leadership, Child), NotStarted> {
-        let leadership = election::verify(&self.client, elected, lease)
-            .await
-            .map_err(|e| NotStarted::Unverified(e.to_string()))?;
-        if let (Some(run), false) = (&self.config.run_id, self.run_claimed) {
-            let wait = lease.timing().request_timeout();
-            let claim = job::claim(
-                &self.client,
-                &self.config.election,
-                &self.config.id,
-                &leadership,
-                run,
-                wait,
-            );
-            match claim.await {
-                Ok(Claim::Claimed) => {
-                    info!(run_id = %run.id, "run recorded");
-                    self.run_claimed = true;
-                    // The claim took round trips of its own: the deadline must still allow a start.
-                    if !lease.may_start() {
-                        return Err(NotStarted::Unverified(
-                            "the lease deadline came too near while recording the run".into(),
-                        ));
-                    }
-                }
-                Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
-                Ok(Claim::NotLeader) => {
-                    return Err(NotStarted::Unverified("leader key changed".into()))
-                }
-                Err(e) => return Err(NotStarted::Unverified(e)),
-            }
-        }
-        let cmd = child::Command {
-            program: self.config.program.clone(),
-            args: self.config.args.clone(),
-            env: vec![
-                ("LEADERRUN_ELECTION".into(), self.config.election.clone()),
-                ("LEADERRUN_ID".into(), self.config.id.clone()),
-                ("LEADERRUN_KEY".into(), leadership.key.clone()),
-                ("LEADERRUN_REVISION".into(), leadership.revision.to_string()),
-                ("LEADERRUN_LEASE".into(), lease.hex_id()),
-            ],
         };
-        let child = self.reaper.spawn(&cmd).map_err(|e| {
-            error!(program = %self.config.program.display(), error = %e, "cannot start the command");
-            NotStarted::Spawn(match e.kind() {
-                std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-                _ => EXIT_NOT_EXECUTABLE,
-            })
-        })?;
-        info!(
-            key = %leadership.key,
-            revision = leadership.revision,
-            pid = child.pid(),
-            "leading: child started"
-        );
-        self.status.set(Role::Leading {
-            key: leadership.key.clone(),
-            revision: leadership.revision,
-            pid: child.pid(),
-        });
-        Ok((leadership, child))
+        let kind = election::classify(&self.config.election, &first);
+        if kind != Candidate::Live && self.blocked_by.as_deref() != Some(first.key()) {
+            let key = String::from_utf8_lossy(first.key());
+            match &kind {
+                Candidate::NoLease => {
+                    warn!(%key, "a key without a lease blocks this election until it is deleted (etcdctl del)")
+                }
+                Candidate::Nested { election } => {
+                    warn!(%key, nested = %election, "a candidate of a nested election blocks this one while it campaigns: election names that nest share keys")
+                }
+                _ => {
+                    warn!(%key, "a key that is not a candidate blocks this election until it is deleted or its lease ends")
+                }
+            }
+            self.blocked_by = Some(first.key().to_vec());
+        }
+        Some(String::from_utf8_lossy(first.value()).into_owned())
     }
 
     async fn leading(&mut self, mut term: Term) -> State {
@@ -394,77 +410,75 @@ impl Supervisor {
         let client = self.client.clone();
         let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
         loop {
-            let running = term.child.is_some();
+            let restart_at = match &term.run {
+                Run::Restarting { at, .. } => Some(*at),
+                _ => None,
+            };
             tokio::select! {
-                status = wait_child(&mut term.child), if running => {
-                    if let Some(next) = self.child_exited(&mut term, status).await {
-                        self.release(term.lease, &leadership).await;
-                        return next;
+                status = wait_child(&mut term.run) => {
+                    match self.child_exited(&mut term, status).await {
+                        Some(end) => return State::Stopping { term, end },
+                        // Restarting: the role's pid changes.
+                        None => return State::Leading(term),
                     }
                 }
-                _ = sleep_until(term.restart_at), if !running => {
-                    match self.start(&term.lease, leadership.leader_key()).await {
+                _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
+                    match self.gate.start(&term.lease, leadership.leader_key()).await {
                         Ok((_, child)) => {
-                            term.child = Some(child);
-                            term.started = Instant::now();
+                            term.run = Run::Running { child, started: Instant::now() };
+                            return State::Leading(term);
                         }
-                        Err(NotStarted::Spawn(code)) => {
-                            self.release(term.lease, &leadership).await;
-                            return State::Exit(code);
-                        }
-                        Err(NotStarted::Unverified(why) | NotStarted::RunTaken(why)) => {
-                            warn!(%why, "leadership not verified for the restart; campaigning again");
-                            let wait = term.lease.timing().request_timeout();
-                            term.lease.revoke(wait).await;
-                            return State::Connecting { after: Duration::ZERO };
+                        Err(NotStarted::Spawn(code)) => return State::Stopping { term, end: End::Exit(code) },
+                        Err(NotStarted::Fatal(e)) => return State::Stopping { term, end: End::Fatal(e) },
+                        Err(not) => {
+                            warn!(why = ?not, "leadership not verified for the restart; campaigning again");
+                            return State::Stopping { term, end: End::Lost };
                         }
                     }
                 }
                 loss = term.lease.lost() => {
                     warn!(%loss, key = %leadership.key, "leadership lost: stopping the child before the lease can expire");
-                    return self.lost(term).await;
+                    return State::Stopping { term, end: End::Lost };
                 }
                 _ = &mut deleted => {
                     warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
-                    return self.lost(term).await;
+                    return State::Stopping { term, end: End::Lost };
                 }
                 req = self.signals.recv() => match req {
-                    Request::Forward(sig) => match &term.child {
-                        Some(child) => {
+                    Request::Forward(sig) => match &term.run {
+                        Run::Running { child, .. } => {
                             debug!(signal = %sig, "passing the signal to the child's group");
                             child.signal_group(sig);
                         }
-                        None => debug!(signal = %sig, "no child to pass the signal to"),
+                        _ => debug!(signal = %sig, "no child to pass the signal to"),
                     },
                     Request::Shutdown(sig) => {
                         info!(signal = %sig, "stopping the child, then resigning");
-                        self.status.set(Role::Stopping);
-                        let status = match term.child.as_mut() {
-                            Some(child) => Some(self.stop_child(child, &term.lease).await),
-                            None => term.last_status,
-                        };
-                        self.release(term.lease, &leadership).await;
-                        return State::Exit(status.map_or(0, ExitStatus::code));
+                        return State::Stopping { term, end: End::Shutdown };
                     }
                 },
             }
         }
     }
 
-    /// The child exited on its own. None: it will be restarted in place; Some: the next state,
-    /// after the caller released leadership.
-    async fn child_exited(&mut self, term: &mut Term, status: ExitStatus) -> Option<State> {
+    /// The child exited on its own: what is left of its group goes too, before anyone else can
+    /// lead. None: it restarts in place; Some: the term ends.
+    async fn child_exited(&mut self, term: &mut Term, status: ExitStatus) -> Option<End> {
         info!(%status, "child exited");
-        let mut child = term.child.take()?;
-        term.last_status = Some(status);
-        let ran = term.started.elapsed();
-        // What is left of its process group goes too, before anyone else can lead.
-        self.stop_child(&mut child, &term.lease).await;
+        let Run::Running { child, started } = &mut term.run else {
+            return None;
+        };
+        let ran = started.elapsed();
+        term::stop(child, &term.lease, self.config.stop_signal).await;
+        term.run = Run::Finished(status);
         if self.config.on_exit == OnExit::Restart {
             match term.restarts.on_exit(Instant::now(), ran) {
                 Some(delay) => {
                     info!(retry_in = ?delay, "restarting the child in place");
-                    term.restart_at = Instant::now() + delay;
+                    term.run = Run::Restarting {
+                        at: Instant::now() + delay,
+                        last: status,
+                    };
                     return None;
                 }
                 None => warn!(
@@ -474,75 +488,48 @@ impl Supervisor {
                 ),
             }
         }
-        self.status.set(Role::Stopping);
-        Some(match self.config.on_exit {
-            OnExit::Exit => State::Exit(status.code()),
-            OnExit::Recampaign if ran >= MIN_HEALTHY_RUN => State::Connecting {
+        Some(End::ChildExited { ran })
+    }
+
+    /// The end path, then the next state.
+    async fn stopping(&mut self, term: Term, end: End) -> Result<State, Error> {
+        let resign = !matches!(end, End::Lost);
+        let status = term
+            .end(&self.client, self.config.stop_signal, resign)
+            .await;
+        Ok(match end {
+            End::Fatal(e) => return Err(e),
+            End::Exit(code) => State::Exit(code),
+            End::Shutdown => State::Exit(status.code()),
+            // A run under --run-id starts once per process, whatever became of it.
+            End::Lost | End::ChildExited { .. } if self.gate.run_started() => {
+                warn!(%status, "the run was started once under its run ID: it is not started again");
+                State::Exit(status.code())
+            }
+            End::Lost => State::Connecting {
                 after: Duration::ZERO,
             },
-            OnExit::Recampaign | OnExit::Restart => State::Connecting {
-                after: RECAMPAIGN_PAUSE,
+            End::ChildExited { ran } => match self.config.on_exit {
+                OnExit::Exit => State::Exit(status.code()),
+                OnExit::Recampaign if ran >= MIN_HEALTHY_RUN => State::Connecting {
+                    after: Duration::ZERO,
+                },
+                OnExit::Recampaign | OnExit::Restart => State::Connecting {
+                    after: RECAMPAIGN_PAUSE,
+                },
             },
         })
     }
-
-    /// Leadership is gone (lease or key): stop the child by the deadline, drop the lease.
-    async fn lost(&mut self, mut term: Term) -> State {
-        self.status.set(Role::Stopping);
-        if let Some(child) = term.child.as_mut() {
-            self.stop_child(child, &term.lease).await;
-        }
-        let wait = term.lease.timing().request_timeout();
-        term.lease.revoke(wait).await;
-        State::Connecting {
-            after: Duration::ZERO,
-        }
-    }
-
-    /// Stop the child within its stop timeout, and in any case by `D - m`.
-    async fn stop_child(&self, child: &mut Child, lease: &Lease) -> ExitStatus {
-        let kill_at = (Instant::now() + lease.timing().stop_timeout).min(lease.kill_at());
-        child.stop(self.config.stop_signal, kill_at).await
-    }
-
-    /// Give up leadership after the child is gone: resign (the next candidate wins at once),
-    /// then revoke the lease.
-    async fn release(&self, lease: Lease, leadership: &Leadership) {
-        self.release_key(lease, leadership.leader_key()).await;
-        info!(key = %leadership.key, "resigned");
-    }
-
-    async fn release_key(&self, lease: Lease, key: &LeaderKey) {
-        let wait = lease.timing().request_timeout();
-        election::resign(&self.client, key, wait).await;
-        lease.revoke(wait).await;
-    }
 }
 
-async fn wait_child(child: &mut Option<Child>) -> ExitStatus {
-    match child {
-        Some(c) => c.wait().await,
-        None => std::future::pending().await,
-    }
-}
+/// First retry of an unreachable etcd after this: quick enough that a restarting etcd is picked
+/// up at once; the cap is TTL/2 within 1 s..5 s.
+const RETRY_BASE: Duration = Duration::from_millis(100);
 
-/// How often a --no-wait candidate looks whether its own key has appeared yet.
-const OWN_KEY_POLL: Duration = Duration::from_millis(10);
-
-/// --no-wait: resolves when the first key under the prefix is not `ours`, once ours exists (or
-/// when that cannot be told within `wait`: not knowing counts as not first). Never resolves when
-/// ours is first: the campaign wins then.
-async fn behind_another(client: &Client, election: &str, ours: String, wait: Duration) {
-    let until = Instant::now() + wait;
-    while Instant::now() < until {
-        match election::first_candidate(client, election, wait).await {
-            Ok((Some(first), _)) if first.key() == ours.as_bytes() => {
-                return std::future::pending().await
-            }
-            Ok((Some(_), _)) => return,
-            // Our campaign's key is not written yet.
-            Ok((None, _)) | Err(_) => sleep(OWN_KEY_POLL).await,
-        }
+async fn wait_child(run: &mut Run) -> ExitStatus {
+    match run {
+        Run::Running { child, .. } => child.wait().await,
+        _ => std::future::pending().await,
     }
 }
 

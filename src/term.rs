@@ -1,0 +1,239 @@
+//! One term of leadership, and the two rules that bracket it, each written once:
+//!
+//! - the **start gate** ([`Gate::start`]): verify the election result, claim the run
+//!   (`--run-id`), check the lease deadline again, spawn. Every start of the child, the first
+//!   and each restart in place, goes through it;
+//! - the **end path** ([`Term::end`]): stop the child, then release leadership. Nothing else
+//!   resigns or revokes while a child may live.
+
+use crate::child::{Child, Command, ExitStatus, Reaper};
+use crate::config::{Config, RunId};
+use crate::election::{self, Leadership};
+use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::job::{self, Claim};
+use crate::lease::Lease;
+use crate::restart::Restarts;
+use etcd_client::{Client, LeaderKey};
+use nix::sys::signal::Signal;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// The child's lifecycle within a term.
+#[derive(Debug)]
+pub enum Run {
+    Running {
+        child: Child,
+        started: Instant,
+    },
+    /// `--on-exit restart`: exited; starts again at `at` through the gate.
+    Restarting {
+        at: Instant,
+        last: ExitStatus,
+    },
+    /// Exited, its group gone; the term is ending.
+    Finished(ExitStatus),
+}
+
+/// One term: the lease, the verified leadership, the child.
+pub struct Term {
+    pub lease: Lease,
+    pub leadership: Leadership,
+    pub run: Run,
+    pub restarts: Restarts,
+}
+
+/// Why a start did not happen.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// The election result did not hold up, or the deadline came too near: campaign again.
+    Unverified(String),
+    /// `--run-id`: somebody ran it already.
+    RunTaken(String),
+    /// `--run-id`: this process started the run once; it never starts it again.
+    RunStartedBefore,
+    /// The command could not be spawned: exit with this status.
+    Spawn(u8),
+    /// etcd refused us for good.
+    Fatal(Error),
+}
+
+/// What the gate needs: the command and how to start it.
+pub struct Gate {
+    client: Client,
+    reaper: Reaper,
+    election: String,
+    id: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+    signal_defaults: Vec<Signal>,
+    run_id: Option<RunId>,
+    /// `--run-id`: the run has been started by this process (whatever became of it).
+    run_started: bool,
+}
+
+impl Gate {
+    pub fn new(
+        config: &Config,
+        client: Client,
+        reaper: Reaper,
+        signal_defaults: &[Signal],
+    ) -> Gate {
+        Gate {
+            client,
+            reaper,
+            election: config.election.clone(),
+            id: config.id.clone(),
+            program: config.program.clone(),
+            args: config.args.clone(),
+            signal_defaults: signal_defaults.to_vec(),
+            run_id: config.run_id.clone(),
+            run_started: false,
+        }
+    }
+
+    /// Whether a `--run-id` run was started by this process: it is then done here for good.
+    pub fn run_started(&self) -> bool {
+        self.run_started
+    }
+
+    /// The start gate: verify, claim the run, check the deadline, spawn.
+    pub async fn start(
+        &mut self,
+        lease: &Lease,
+        elected: &LeaderKey,
+    ) -> Result<(Leadership, Child), NotStarted> {
+        if self.run_started {
+            return Err(NotStarted::RunStartedBefore);
+        }
+        let leadership = election::verify(&self.client, elected, lease)
+            .await
+            .map_err(|e| NotStarted::Unverified(e.to_string()))?;
+        let wait = lease.timing().request_timeout();
+        let record = match &self.run_id {
+            None => None,
+            Some(run) => {
+                let claim = job::claim(
+                    &self.client,
+                    &self.election,
+                    &self.id,
+                    &leadership,
+                    run,
+                    wait,
+                );
+                match claim.await {
+                    Ok(Claim::Claimed(record)) => Some(record),
+                    Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
+                    Ok(Claim::NotLeader) => {
+                        return Err(NotStarted::Unverified("leader key changed".into()))
+                    }
+                    Err(e) if e.is_fatal() => return Err(NotStarted::Fatal(e.into())),
+                    Err(e) => return Err(NotStarted::Unverified(e.to_string())),
+                }
+            }
+        };
+        // The claim took round trips of its own: the deadline must still allow a start.
+        let spawned = if lease.may_start() {
+            self.reaper.spawn(&self.command(&leadership, lease))
+        } else {
+            Err(std::io::Error::other(
+                "the lease deadline came too near while recording the run",
+            ))
+        };
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let deadline = !lease.may_start();
+                if let Some(record) = record {
+                    // A run that did not start must not count as done.
+                    let key = record.key.clone();
+                    match job::withdraw(&self.client, record, wait).await {
+                        Ok(()) => {
+                            warn!(run_key = %key, "the run did not start: its record is withdrawn, another host may run it")
+                        }
+                        Err(w) => {
+                            error!(run_key = %key, error = %w, "the run did not start, and its record could not be withdrawn: delete it by hand to run it")
+                        }
+                    }
+                }
+                if deadline {
+                    return Err(NotStarted::Unverified(e.to_string()));
+                }
+                error!(error = %e, "cannot start the command");
+                return Err(NotStarted::Spawn(match e.kind() {
+                    std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                    _ => EXIT_NOT_EXECUTABLE,
+                }));
+            }
+        };
+        if let Some(run) = &self.run_id {
+            info!(run_id = %run.id, "run recorded and started");
+            self.run_started = true;
+        }
+        info!(
+            key = %leadership.key,
+            revision = leadership.revision,
+            pid = child.pid(),
+            "leading: child started"
+        );
+        Ok((leadership, child))
+    }
+
+    fn command(&self, leadership: &Leadership, lease: &Lease) -> Command {
+        Command {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: vec![
+                ("LEADERRUN_ELECTION".into(), self.election.clone()),
+                ("LEADERRUN_ID".into(), self.id.clone()),
+                ("LEADERRUN_KEY".into(), leadership.key.clone()),
+                ("LEADERRUN_REVISION".into(), leadership.revision.to_string()),
+                ("LEADERRUN_LEASE".into(), lease.hex_id()),
+            ],
+            signal_defaults: self.signal_defaults.clone(),
+        }
+    }
+}
+
+impl Term {
+    /// The pid of the running child, if any.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.run {
+            Run::Running { child, .. } => Some(child.pid()),
+            _ => None,
+        }
+    }
+
+    /// The end path: stop the child (stop signal, then SIGKILL by the deadline), and only then
+    /// release leadership: resign when `resign` (the next candidate wins at once) and revoke the
+    /// lease. Returns how the child ended, if it ever ran this term.
+    pub async fn end(mut self, client: &Client, stop_signal: Signal, resign: bool) -> ExitStatus {
+        let status = match &mut self.run {
+            Run::Running { child, .. } => stop(child, &self.lease, stop_signal).await,
+            Run::Restarting { last, .. } => *last,
+            Run::Finished(status) => *status,
+        };
+        let key = resign.then(|| self.leadership.leader_key());
+        release(client, self.lease, key).await;
+        if resign {
+            info!(key = %self.leadership.key, "resigned");
+        }
+        status
+    }
+}
+
+/// Stop the child within its stop timeout, and in any case by `D - m`.
+pub async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> ExitStatus {
+    let kill_at = (Instant::now() + lease.timing().stop_timeout).min(lease.kill_at());
+    child.stop(stop_signal, kill_at).await
+}
+
+/// Give up a candidacy with no child running: resign `key` if given, then revoke the lease.
+pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) {
+    let wait = lease.timing().request_timeout();
+    if let Some(key) = key {
+        election::resign(client, key, wait).await;
+    }
+    lease.revoke(wait).await;
+}
