@@ -100,6 +100,8 @@ struct Supervisor {
     give_up_at: Option<Instant>,
     /// The last key found blocking the election, warned about once.
     blocked_by: Option<Vec<u8>>,
+    /// Campaigns that could not reach etcd, retried on the same lease.
+    unsent: Trouble,
 }
 
 /// Run the supervisor until it exits; returns the exit status.
@@ -143,6 +145,7 @@ pub async fn run(
         gate,
         give_up_at,
         blocked_by: None,
+        unsent: Trouble::new("campaign"),
     };
     let mut state = State::Connecting {
         after: Duration::ZERO,
@@ -308,7 +311,10 @@ impl Supervisor {
             }
         };
         let elected = match elected {
-            Ok(key) => key,
+            Ok(key) => {
+                self.unsent.clear();
+                key
+            }
             Err(e) => match e.kind() {
                 Kind::Fatal => {
                     term::release(&self.client, lease, None).await;
@@ -316,7 +322,9 @@ impl Supervisor {
                 }
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.
-                    warn!(error = %e, endpoints = %self.config.endpoints.join(","), "campaign could not reach etcd; retrying");
+                    let endpoints = self.config.endpoints.join(",");
+                    self.unsent
+                        .report("unreachable", format_args!("{endpoints}: {e}"));
                     return Ok(State::Campaigning {
                         lease,
                         after: retry,
