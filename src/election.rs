@@ -39,6 +39,8 @@ pub enum Unverified {
     NotFirst,
     #[error("the lease deadline is too near to start the child")]
     DeadlineNear,
+    #[error("our leader key changed or vanished while the run was recorded")]
+    KeyChanged,
     #[error("verification failed: {0}")]
     Etcd(#[from] EtcdError),
 }

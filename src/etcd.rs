@@ -26,7 +26,7 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
             etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
                 Error::Usage(format!("--endpoints: {e}"))
             }
-            other => Error::EtcdFatal(other.to_string()),
+            other => EtcdError::new("connecting", other).into(),
         })
 }
 

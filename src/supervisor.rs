@@ -360,7 +360,7 @@ impl Supervisor {
     fn not_started(&self, not: NotStarted) -> (bool, Result<State, Error>) {
         match not {
             NotStarted::Unverified(why) => {
-                warn!(%why, "elected but not verified; campaigning again with a new lease");
+                warn!(why = %why, "elected but not verified; campaigning again with a new lease");
                 (
                     false,
                     Ok(State::Connecting {

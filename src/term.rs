@@ -8,7 +8,7 @@
 
 use crate::child::{Child, Command, ExitStatus, Reaper};
 use crate::config::{Config, RunId};
-use crate::election::{self, Leadership};
+use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::job::{self, Claim};
 use crate::lease::Lease;
@@ -48,7 +48,7 @@ pub struct Term {
 #[derive(Debug)]
 pub enum NotStarted {
     /// The election result did not hold up, or the deadline came too near: campaign again.
-    Unverified(String),
+    Unverified(Unverified),
     /// `--run-id`: somebody ran it already.
     RunTaken(String),
     /// `--run-id`: this process started the run once; it never starts it again.
@@ -109,7 +109,7 @@ impl Gate {
         }
         let leadership = election::verify(&self.client, elected, lease)
             .await
-            .map_err(|e| NotStarted::Unverified(e.to_string()))?;
+            .map_err(NotStarted::Unverified)?;
         let wait = lease.timing().request_timeout();
         let record = match &self.run_id {
             None => None,
@@ -126,25 +126,25 @@ impl Gate {
                     Ok(Claim::Claimed(record)) => Some(record),
                     Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
                     Ok(Claim::NotLeader) => {
-                        return Err(NotStarted::Unverified("leader key changed".into()))
+                        return Err(NotStarted::Unverified(Unverified::KeyChanged))
                     }
                     Err(e) if e.is_fatal() => return Err(NotStarted::Fatal(e.into())),
-                    Err(e) => return Err(NotStarted::Unverified(e.to_string())),
+                    Err(e) => return Err(NotStarted::Unverified(e.into())),
                 }
             }
         };
         // The claim took round trips of its own: the deadline must still allow a start.
+        // Err(None): not spawned, the deadline is too near.
         let spawned = if lease.may_start() {
-            self.reaper.spawn(&self.command(&leadership, lease))
+            self.reaper
+                .spawn(&self.command(&leadership, lease))
+                .map_err(Some)
         } else {
-            Err(std::io::Error::other(
-                "the lease deadline came too near while recording the run",
-            ))
+            Err(None)
         };
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                let deadline = !lease.may_start();
                 if let Some(record) = record {
                     // A run that did not start must not count as done.
                     let key = record.key.clone();
@@ -157,9 +157,9 @@ impl Gate {
                         }
                     }
                 }
-                if deadline {
-                    return Err(NotStarted::Unverified(e.to_string()));
-                }
+                let Some(e) = e else {
+                    return Err(NotStarted::Unverified(Unverified::DeadlineNear));
+                };
                 error!(error = %e, "cannot start the command");
                 return Err(NotStarted::Spawn(match e.kind() {
                     std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
