@@ -766,7 +766,7 @@ fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
 
 #[test]
 #[ignore = "long-running soak: run it with scripts/soak.sh"]
-fn soak() {
+fn random_faults_on_a_cluster_never_overlap_two_children() {
     let faults: usize = env_or("SOAK_FAULTS", 200);
     let max_secs: u64 = env_or("SOAK_MAX_SECS", 1800);
     let ttl: u32 = env_or("SOAK_TTL", 3);
