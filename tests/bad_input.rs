@@ -8,23 +8,11 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, Etcd, TempDir};
+use common::{leaderrun, run_with_timeout, Etcd, TempDir};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// leaderrun with no LEADERRUN_* variables from the test's environment.
-fn leaderrun() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_leaderrun"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEADERRUN_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 /// One bad invocation and what leaderrun must answer.
 struct Case {

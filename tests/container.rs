@@ -9,120 +9,15 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{file_tail, wait_until, ChildGuard, Etcd, TempDir};
+use common::*;
 use nix::sys::signal::Signal;
 
-const SEC: Duration = Duration::from_secs(1);
-const MS: Duration = Duration::from_millis(1);
+/// These tests poll faster than the harness's default.
 const POLL: Duration = Duration::from_millis(10);
-const LOG_TAIL: usize = 30;
-
-// ---------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------
-
-/// leaderrun with no LEADERRUN_* variables from the test's environment.
-fn leaderrun() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_leaderrun"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEADERRUN_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-struct Scene {
-    dir: TempDir,
-    etcd: String,
-    logs: RefCell<Vec<(String, PathBuf)>>,
-}
-
-struct Proc {
-    id: String,
-    log: PathBuf,
-    guard: ChildGuard,
-}
-
-impl Scene {
-    fn new(etcd: &str) -> Scene {
-        Scene {
-            dir: TempDir::new("leaderrun-container"),
-            etcd: etcd.to_string(),
-            logs: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// `leaderrun --endpoints E --election svc --id ID -- /bin/sh -c script`.
-    fn leaderrun_sh(&self, id: &str, script: &str) -> Proc {
-        let mut c = leaderrun();
-        c.args(["--endpoints", &self.etcd, "--election", "svc", "--id", id])
-            .args(["--", "/bin/sh", "-c", script]);
-        self.start(id, &mut c)
-    }
-
-    /// Spawns `c` with stdout to `<id>.out` and stderr to `<id>.log`.
-    fn start(&self, id: &str, c: &mut Command) -> Proc {
-        let log = self.path(&format!("{id}.log"));
-        let out = self.path(&format!("{id}.out"));
-        let err_file = std::fs::File::create(&log).expect("create log");
-        let out_file = std::fs::File::create(&out).expect("create out");
-        c.stdin(Stdio::null()).stdout(out_file).stderr(err_file);
-        self.logs.borrow_mut().push((id.to_string(), log.clone()));
-        self.logs.borrow_mut().push((format!("{id} (stdout)"), out));
-        Proc {
-            id: id.to_string(),
-            log,
-            guard: ChildGuard::spawn(c),
-        }
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for (id, path) in self.logs.borrow().iter() {
-            eprintln!(
-                "===== {id}: {} =====\n{}",
-                path.display(),
-                file_tail(path, LOG_TAIL)
-            );
-        }
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.guard.pid()
-    }
-
-    fn signal(&self, sig: Signal) {
-        self.guard.signal(sig)
-    }
-
-    fn expect_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let id = self.id.clone();
-        self.guard
-            .wait_timeout(timeout)
-            .unwrap_or_else(|| panic!("{id} still running after {timeout:?}"))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 /// A `sleep` argument no other process on the machine uses: `<whole>.<pid><n>`.
 fn unique_sleep(whole: u32) -> String {
@@ -150,65 +45,10 @@ fn sleeps(arg: &str) -> Vec<u32> {
 
 /// Waits until exactly one `sleep <arg>` exists; returns its pid.
 fn wait_sleep(arg: &str, timeout: Duration) -> u32 {
-    let mut found = vec![];
-    assert!(
-        wait_until(timeout, POLL, || {
-            found = sleeps(arg);
-            found.len() == 1
-        }),
-        "sleep {arg}: found {found:?} after {timeout:?}"
-    );
-    found[0]
-}
-
-/// Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...].
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-fn ppid(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
-}
-
-fn pgrp(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(2)?.parse().ok()
-}
-
-/// The process exists in /proc at all (zombies included).
-fn exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// A process that exists and is not a zombie (a zombie is dead for our
-/// purposes when its reaper is not ours to judge).
-fn alive(pid: u32) -> bool {
-    stat_fields(pid)
-        .and_then(|f| f.first().cloned())
-        .is_some_and(|s| s != "Z" && s != "X")
-}
-
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim_end().to_string())
-}
-
-/// Children of `pid`, as the kernel lists them.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return vec![];
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
+    match poll_for(timeout, || sleeps(arg), |found| found.len() == 1) {
+        Ok(found) => found[0],
+        Err(found) => panic!("sleep {arg}: found {found:?} after {timeout:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -217,28 +57,22 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn subreaper_reaps_orphans_that_left_the_group_and_kills_them_with_the_child() {
-    let etcd = Etcd::single();
-    let scene = Scene::new(&etcd.endpoints());
+    let (_etcd, scene) = etcd_and_scene();
     let (orphan1, orphan2, main) = (unique_sleep(60), unique_sleep(60), unique_sleep(60));
     // Each orphan leaves the child's group (setsid) and its parent subshell
     // exits: the kernel reparents it to the nearest subreaper.
     let script = format!(
         "(setsid sh -c 'exec sleep {orphan1}' &); (setsid sh -c 'exec sleep {orphan2}' &); exec sleep {main}"
     );
-    let mut lr = scene.leaderrun_sh("A", &script);
+    let mut lr = scene.candidate_sh("A", &[], &script);
     let lr_pid = lr.pid();
     let main_pid = wait_sleep(&main, 10 * SEC);
     let o1 = wait_sleep(&orphan1, 10 * SEC);
     let o2 = wait_sleep(&orphan2, 10 * SEC);
     for (what, pid) in [("orphan 1", o1), ("orphan 2", o2), ("the child", main_pid)] {
-        let mut parent = None;
-        assert!(
-            wait_until(2 * SEC, POLL, || {
-                parent = ppid(pid);
-                parent == Some(lr_pid)
-            }),
-            "{what} ({pid}) has parent {parent:?}, not leaderrun ({lr_pid})"
-        );
+        if let Err(parent) = poll_for(2 * SEC, || ppid(pid), |p| *p == Some(lr_pid)) {
+            panic!("{what} ({pid}) has parent {parent:?}, not leaderrun ({lr_pid})");
+        }
     }
     // The test's premise: the orphans left the child's process group.
     assert_eq!(pgrp(main_pid), Some(main_pid));
@@ -271,11 +105,7 @@ fn subreaper_reaps_orphans_that_left_the_group_and_kills_them_with_the_child() {
         );
     }
     assert!(sleeps(&orphan2).is_empty() && sleeps(&main).is_empty());
-    assert!(
-        !lr.log_text().contains("still being reaped"),
-        "{}",
-        lr.log_text()
-    );
+    lr.assert_log_lacks("still being reaped");
 }
 
 // ---------------------------------------------------------------------------
@@ -284,10 +114,9 @@ fn subreaper_reaps_orphans_that_left_the_group_and_kills_them_with_the_child() {
 
 #[test]
 fn guardian_kills_the_childs_group_when_leaderrun_is_sigkilled() {
-    let etcd = Etcd::single();
-    let scene = Scene::new(&etcd.endpoints());
+    let (_etcd, scene) = etcd_and_scene();
     let (s1, s2) = (unique_sleep(61), unique_sleep(61));
-    let mut lr = scene.leaderrun_sh("A", &format!("sleep {s1} & sleep {s2} & wait"));
+    let mut lr = scene.candidate_sh("A", &[], &format!("sleep {s1} & sleep {s2} & wait"));
     let lr_pid = lr.pid();
     let p1 = wait_sleep(&s1, 10 * SEC);
     let p2 = wait_sleep(&s2, 10 * SEC);
@@ -301,18 +130,20 @@ fn guardian_kills_the_childs_group_when_leaderrun_is_sigkilled() {
     let guardian = guards[0];
 
     let t0 = Instant::now();
-    lr.guard.kill();
-    let gone = wait_until(SEC, 5 * MS, || !alive(p1) && !alive(p2) && !alive(shell));
+    lr.kill();
+    let gone = wait_until(SEC, 5 * MS, || {
+        !process_alive(p1) && !process_alive(p2) && !process_alive(shell)
+    });
     let took = t0.elapsed();
     assert!(
         gone,
         "after SIGKILL of leaderrun, alive after {took:?}: sleep {} sleep {} shell {}",
-        alive(p1),
-        alive(p2),
-        alive(shell)
+        process_alive(p1),
+        process_alive(p2),
+        process_alive(shell)
     );
     let guard_gone = wait_until(SEC, 5 * MS, || {
-        !alive(guardian) || comm(guardian).as_deref() != Some("leaderrun-guard")
+        !process_alive(guardian) || comm(guardian).as_deref() != Some("leaderrun-guard")
     });
     assert!(guard_gone, "leaderrun-guard ({guardian}) still running");
 }
@@ -323,8 +154,7 @@ fn guardian_kills_the_childs_group_when_leaderrun_is_sigkilled() {
 
 #[test]
 fn as_pid_1_of_a_pid_namespace_it_reaps_orphans_and_passes_on_term_and_the_status() {
-    let etcd = Etcd::single();
-    let scene = Scene::new(&etcd.endpoints());
+    let (_etcd, scene) = etcd_and_scene();
     let d = scene.dir.path().display().to_string();
     // Inside: report the env and PID 1's name, orphan five sleepers (their
     // subshells exit at once), let them die, count zombies in the namespace,
@@ -357,16 +187,12 @@ while :; do sleep 0.1; done
             "pid1",
         ])
         .args(["--", "/bin/sh", "-c", &script]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEADERRUN_") {
-            c.env_remove(k);
-        }
-    }
+    scrub_leaderrun_env(&mut c);
     let mut unshare = scene.start("unshare", &mut c);
     let zombies_file = scene.path("zombies");
     let mut exited = None;
     let ready = wait_until(20 * SEC, POLL, || {
-        exited = unshare.guard.try_wait();
+        exited = unshare.try_wait();
         exited.is_some() || zombies_file.exists()
     });
     if let Some(status) = exited {
@@ -418,17 +244,14 @@ while :; do sleep 0.1; done
     );
 
     // TERM to leaderrun itself (unshare does not pass signals on).
-    let mut inner = vec![];
-    assert!(
-        wait_until(5 * SEC, POLL, || {
-            inner = children(unshare.pid())
-                .into_iter()
-                .filter(|&p| comm(p).as_deref() == Some("leaderrun"))
-                .collect();
-            inner.len() == 1
-        }),
-        "no leaderrun child of unshare: {inner:?}"
-    );
+    let leaderrun_children = || -> Vec<u32> {
+        children(unshare.pid())
+            .into_iter()
+            .filter(|&p| comm(p).as_deref() == Some("leaderrun"))
+            .collect()
+    };
+    let inner = poll_for(5 * SEC, leaderrun_children, |inner| inner.len() == 1)
+        .unwrap_or_else(|inner| panic!("no leaderrun child of unshare: {inner:?}"));
     let leaderrun_pid = inner[0];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(leaderrun_pid as i32),
@@ -441,5 +264,5 @@ while :; do sleep 0.1; done
         Some(42),
         "the child's TERM trap exits 42; leaderrun and unshare pass it on: {status}"
     );
-    assert!(!alive(leaderrun_pid));
+    assert!(!process_alive(leaderrun_pid));
 }

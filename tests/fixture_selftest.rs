@@ -358,3 +358,49 @@ async fn proxy_works_from_async_tests() {
     drop(s);
     drop(proxy); // Joins the proxy thread; must not deadlock inside a runtime.
 }
+
+#[test]
+fn scene_launch_options_reach_the_process() {
+    let scene = common::Scene::new("127.0.0.1:9");
+    // Arguments, environment, stdout to <id>.out, stderr through a pipe.
+    let mut sh = scene
+        .command("sh", Command::new("/bin/sh"))
+        .args(&["-c", "echo \"$X\"; echo to-stderr >&2; exit 3"])
+        .env("X", "from-env")
+        .stderr(common::Stderr::Piped)
+        .spawn();
+    let mut err = String::new();
+    sh.take_stderr()
+        .expect("piped stderr")
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(err, "to-stderr\n");
+    sh.expect_exit_code(5 * SEC, 3, "the script's status");
+    assert_eq!(sh.out_text(), "from-env\n");
+
+    // stderr closed and SIGHUP ignored from the start (as under nohup).
+    let mut sleeper = scene
+        .command("sleep", Command::new("sleep"))
+        .args(&["60"])
+        .stderr(common::Stderr::Closed)
+        .ignore_signals(&[Signal::SIGHUP])
+        .spawn();
+    let pid = sleeper.pid();
+    assert!(
+        !Path::new(&format!("/proc/{pid}/fd/2")).exists(),
+        "fd 2 is open"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .expect("SigIgn in /proc/<pid>/status");
+    assert_ne!(ignored & (1 << (Signal::SIGHUP as i32 - 1)), 0, "{status}");
+    sleeper.signal(Signal::SIGHUP);
+    assert!(common::holds_for(300 * Duration::from_millis(1), || {
+        sleeper.is_running()
+    }));
+    assert_eq!(common::process_state(pid), Some('S'));
+    sleeper.kill();
+}

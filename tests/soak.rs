@@ -17,24 +17,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{
-    etcdctl_at, fenced_child_path, mono_now_ns, wait_until, ChildGuard, Ending, EtcdCluster,
-    FaultProxy, Mode, Run, TempDir,
-};
+use common::*;
 use nix::sys::signal::Signal;
 
-const SEC: Duration = Duration::from_secs(1);
-const MS: Duration = Duration::from_millis(1);
-/// A child that wrote within this long is running (it writes every 5 ms).
-const FRESH: Duration = Duration::from_millis(500);
 /// How long the system may take to settle back to one leader and three candidates.
 const SETTLE: Duration = Duration::from_secs(40);
 /// How long a candidate may be missing from etcd (re-campaigning) before it is an anomaly.
@@ -106,8 +99,7 @@ struct Tail {
     file: PathBuf,
     offset: u64,
     partial: Vec<u8>,
-    runs: Vec<Run>,
-    latest: HashMap<u32, usize>,
+    parser: RecordParser,
 }
 
 impl Tail {
@@ -116,9 +108,13 @@ impl Tail {
             file,
             offset: 0,
             partial: Vec::new(),
-            runs: Vec::new(),
-            latest: HashMap::new(),
+            parser: RecordParser::default(),
         }
+    }
+
+    /// The runs read so far, in the order of their start lines.
+    fn runs(&self) -> &[Run] {
+        &self.parser.runs
     }
 
     /// Reads what was appended since the last call.
@@ -140,47 +136,9 @@ impl Tail {
         };
         let complete: Vec<u8> = self.partial.drain(..=cut).collect();
         for line in String::from_utf8_lossy(&complete).lines() {
-            self.line(line);
-        }
-    }
-
-    fn line(&mut self, line: &str) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 {
-            return;
-        }
-        let (Ok(pid), Ok(ns)) = (f[1].parse::<u32>(), f[2].parse::<u64>()) else {
-            panic!("bad record line {line:?}");
-        };
-        let dash = |s: Option<&&str>| s.filter(|s| **s != "-").map(|s| s.to_string());
-        if f[0] == "start" {
-            self.latest.insert(pid, self.runs.len());
-            self.runs.push(Run {
-                pid,
-                start_ns: ns,
-                last_seen_ns: ns,
-                revision: dash(f.get(3)),
-                id: dash(f.get(4)),
-                ending: Ending::Killed,
-                terms_ignored: 0,
-            });
-            return;
-        }
-        let Some(&i) = self.latest.get(&pid) else {
-            panic!("record line without a start: {line:?}");
-        };
-        let run = &mut self.runs[i];
-        run.last_seen_ns = run.last_seen_ns.max(ns);
-        match f[0] {
-            "end" => {
-                run.ending = match f.get(3) {
-                    Some(&"term") => Ending::Term,
-                    Some(&"exit") => Ending::Exit,
-                    _ => Ending::Expired,
-                }
-            }
-            "ignored-term" => run.terms_ignored += 1,
-            _ => {}
+            self.parser
+                .line(line)
+                .unwrap_or_else(|e| panic!("bad record line {line:?}: {e}"));
         }
     }
 
@@ -188,9 +146,9 @@ impl Tail {
     fn running(&mut self) -> Vec<usize> {
         self.poll();
         let now = mono_now_ns();
-        (0..self.runs.len())
+        (0..self.runs().len())
             .filter(|&i| {
-                let r = &self.runs[i];
+                let r = &self.runs()[i];
                 r.ending == Ending::Killed && r.seen_within(now, FRESH)
             })
             .collect()
@@ -368,12 +326,7 @@ impl Soak {
             .open(self.log_path(slot))
             .expect("open candidate log");
         let _ = writeln!(log, "---- soak: starting c{slot}");
-        let mut c = Command::new(env!("CARGO_BIN_EXE_leaderrun"));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LEADERRUN_") {
-                c.env_remove(k);
-            }
-        }
+        let mut c = leaderrun();
         let child: Vec<OsString> = vec![
             fenced_child_path().into(),
             self.records.clone().into(),
@@ -440,53 +393,15 @@ impl Soak {
         }
     }
 
-    /// The leader key, its value and its lease, as etcd has them (first-created under NAME/).
+    /// The leader key and its value, as etcd has them (first-created under NAME/).
     fn leader_key(&self) -> Option<(String, String)> {
-        let prefix = format!("{ELECTION}/");
-        let out = etcdctl_at(
-            &self.cluster.endpoints(),
-            &[
-                "--command-timeout",
-                "2s",
-                "get",
-                "--prefix",
-                &prefix,
-                // An explicit order: with none, etcd applies the limit before sorting.
-                "--sort-by",
-                "CREATE",
-                "--order",
-                "ASCEND",
-                "--limit",
-                "1",
-            ],
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut lines = text.lines();
-        let key = lines.next()?.to_string();
-        let value = lines.next()?.to_string();
-        Some((key, value))
+        election_keys(&self.cluster.endpoints(), ELECTION)
+            .into_iter()
+            .next()
     }
 
     fn candidate_count(&self) -> usize {
-        let prefix = format!("{ELECTION}/");
-        let out = etcdctl_at(
-            &self.cluster.endpoints(),
-            &[
-                "--command-timeout",
-                "2s",
-                "get",
-                "--prefix",
-                &prefix,
-                "--keys-only",
-            ],
-        );
-        if !out.status.success() {
-            return 0;
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count()
+        election_keys(&self.cluster.endpoints(), ELECTION).len()
     }
 
     /// Waits until exactly one child runs (the same one for a second), every member is healthy
@@ -499,7 +414,7 @@ impl Soak {
             if running.len() > 1 {
                 let ids: Vec<String> = running
                     .iter()
-                    .map(|&i| format!("{:?}", self.tail.runs[i]))
+                    .map(|&i| format!("{:?}", self.tail.runs()[i]))
                     .collect();
                 self.log(&format!("two children running now: {ids:?}"));
             }
@@ -539,7 +454,7 @@ impl Soak {
     }
 
     fn slot_of(&self, run: usize) -> Option<usize> {
-        let id = self.tail.runs[run].id.as_deref()?;
+        let id = self.tail.runs()[run].id.as_deref()?;
         id.strip_prefix('c')?.parse().ok()
     }
 
@@ -626,8 +541,8 @@ impl Soak {
                 // Its child must die with it (parent-death signal, guardian).
                 let mut orphan = None;
                 for i in child {
-                    let pid = self.tail.runs[i].pid;
-                    let died = wait_until(2 * SEC, 10 * MS, || !alive(pid));
+                    let pid = self.tail.runs()[i].pid;
+                    let died = wait_until(2 * SEC, 10 * MS, || !process_alive(pid));
                     if !died {
                         orphan = Some(pid);
                     }
@@ -692,8 +607,8 @@ impl Soak {
             self.anomaly("the running child has no candidate id".into());
             return;
         };
-        let old = self.tail.runs[before].clone();
-        let runs_before = self.tail.runs.len();
+        let old = self.tail.runs()[before].clone();
+        let runs_before = self.tail.runs().len();
         let n = self.outcomes.len() + 1;
         self.log(&format!("#{n} {kind}: injecting (c{leader} leads)"));
         let at = mono_now_ns();
@@ -703,7 +618,7 @@ impl Soak {
         let settled = self.settle(ends).is_some();
         let until = mono_now_ns();
         // The first child started after the fault, if any: a failover (or a re-election).
-        let new = self.tail.runs[runs_before..]
+        let new = self.tail.runs()[runs_before..]
             .iter()
             .min_by_key(|r| r.start_ns)
             .cloned();
@@ -778,7 +693,7 @@ impl Soak {
                 s(pct(&gap, 99).map(|v| v as f64 / 1e9)),
             ));
         }
-        let runs = self.tail.runs.clone();
+        let runs = self.tail.runs().to_vec();
         w(format!(
             "children started: {}; leader changes (failovers) observed: {}",
             runs.len(),
@@ -840,31 +755,6 @@ impl Soak {
     }
 }
 
-/// Wall clock as the leaderrun logs print it (UTC time of day), to line the journal up with them.
-fn wall() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = d.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
-    )
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !(state.starts_with('Z') || state.starts_with('X'))
-        }
-    }
-}
-
 /// Nearest-rank percentile of a sorted list.
 fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
     if sorted.is_empty() {
@@ -876,7 +766,7 @@ fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
 
 #[test]
 #[ignore = "long-running soak: run it with scripts/soak.sh"]
-fn soak() {
+fn random_faults_on_a_cluster_never_overlap_two_children() {
     let faults: usize = env_or("SOAK_FAULTS", 200);
     let max_secs: u64 = env_or("SOAK_MAX_SECS", 1800);
     let ttl: u32 = env_or("SOAK_TTL", 3);

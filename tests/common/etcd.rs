@@ -50,14 +50,19 @@ fn require_etcd() {
     }
 }
 
-/// Runs `etcdctl --endpoints <endpoints> args...` (API v3), bounded in time.
-pub fn etcdctl_at(endpoints: &str, args: &[&str]) -> Output {
+/// `etcdctl --endpoints <endpoints> args...` (API v3), to spawn as one likes.
+pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(etcdctl_bin());
     cmd.env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoints)
         .args(args);
-    run_with_timeout(&mut cmd, ETCDCTL_DEADLINE)
+    cmd
+}
+
+/// Runs `etcdctl --endpoints <endpoints> args...` (API v3), bounded in time.
+pub fn etcdctl_at(endpoints: &str, args: &[&str]) -> Output {
+    run_with_timeout(&mut etcdctl_command(endpoints, args), ETCDCTL_DEADLINE)
 }
 
 /// Like `etcdctl_at` but panics with stderr on failure; returns stdout.

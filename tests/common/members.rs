@@ -86,3 +86,20 @@ pub fn move_raft_leader(cluster: &mut EtcdCluster, from: usize, to: usize) {
         "raft leadership did not move"
     );
 }
+
+/// Makes sure member `i` is not the raft leader (moving the leadership to the next member if
+/// it is), so that killing or freezing it does not cost a raft election.
+pub fn move_raft_leader_off(cluster: &mut EtcdCluster, i: usize) {
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    if leader == i {
+        move_raft_leader(cluster, leader, (i + 1) % cluster.size());
+    }
+}
+
+/// The member carrying `pid`'s keepalives (`busiest_member`), with the raft leadership moved
+/// off it: the member to kill or freeze to make the keepalive stream move.
+pub fn keepalive_member(cluster: &mut EtcdCluster, pid: u32, window: Duration) -> usize {
+    let victim = busiest_member(cluster, pid, window);
+    move_raft_leader_off(cluster, victim);
+    victim
+}

@@ -1,6 +1,8 @@
 //! Shared fixtures for leaderrun's integration tests: real etcd processes
-//! (`etcd`), a TCP fault-injection proxy (`proxy`) and the fenced child's
-//! record files (`records`), plus small process/time helpers.
+//! (`etcd`), a TCP fault-injection proxy (`proxy`), the fenced child's
+//! record files (`records`), /proc lookups (`procs`), and the harness that
+//! runs leaderrun in a test (`scene`: start here, its doc has an example),
+//! plus small process/time helpers.
 //!
 //! Each integration test crate compiles this module on its own and uses only
 //! part of it, hence the module-wide allows.
@@ -8,13 +10,21 @@
 
 pub mod etcd;
 pub mod members;
+pub mod procs;
 pub mod proxy;
 pub mod records;
+pub mod scene;
 
-pub use etcd::{etcdctl_at, Etcd, EtcdCluster};
-pub use members::{busiest_member, bytes_sent_by_port, move_raft_leader};
+pub use etcd::{etcdctl_at, etcdctl_at_ok, etcdctl_command, Etcd, EtcdCluster};
+pub use members::{
+    busiest_member, bytes_sent_by_port, keepalive_member, move_raft_leader, move_raft_leader_off,
+};
+pub use procs::{children, comm, exists, pgrp, ppid, process_alive, process_state, stat_fields};
 pub use proxy::{FaultProxy, Mode};
-pub use records::{assert_no_overlap, fenced_child_path, mono_now_ns, Ending, Records, Run};
+pub use records::{
+    assert_no_overlap, fenced_child_path, mono_now_ns, Ending, RecordParser, Records, Run,
+};
+pub use scene::*;
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -96,63 +96,71 @@ impl Records {
 
 /// Parses a whole record file; Err names the offending line.
 pub fn parse(text: &str) -> Result<Vec<Run>, String> {
-    let mut runs: Vec<Run> = Vec::new();
-    // pid -> index of its latest run (pids can be reused).
-    let mut latest: HashMap<u32, usize> = HashMap::new();
+    let mut parser = RecordParser::default();
     for (n, line) in text.lines().enumerate() {
-        parse_line(line, &mut runs, &mut latest)
+        parser
+            .line(line)
             .map_err(|e| format!("line {}: {e}: {line:?}", n + 1))?;
     }
+    let mut runs = parser.runs;
     runs.sort_by_key(|r| (r.start_ns, r.pid));
     Ok(runs)
 }
 
-fn parse_line(
-    line: &str,
-    runs: &mut Vec<Run>,
-    latest: &mut HashMap<u32, usize>,
-) -> Result<(), String> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    if f.is_empty() {
-        return Ok(());
-    }
-    let field = |i: usize| {
-        f.get(i)
-            .copied()
-            .ok_or_else(|| format!("missing field {i}"))
-    };
-    let pid: u32 = field(1)?.parse().map_err(|e| format!("pid: {e}"))?;
-    let ns: u64 = field(2)?.parse().map_err(|e| format!("ns: {e}"))?;
-    if f[0] == "start" {
-        latest.insert(pid, runs.len());
-        runs.push(Run {
-            pid,
-            start_ns: ns,
-            last_seen_ns: ns,
-            revision: dash_none(field(3)?),
-            id: dash_none(field(4)?),
-            ending: Ending::Killed,
-            terms_ignored: 0,
-        });
-        return Ok(());
-    }
-    let idx = *latest.get(&pid).ok_or("no start line for this pid")?;
-    let run = &mut runs[idx];
-    run.last_seen_ns = run.last_seen_ns.max(ns);
-    match f[0] {
-        "alive" => {}
-        "ignored-term" => run.terms_ignored += 1,
-        "end" => {
-            run.ending = match field(3)? {
-                "term" => Ending::Term,
-                "exit" => Ending::Exit,
-                "expired" => Ending::Expired,
-                other => return Err(format!("unknown end kind {other}")),
-            }
+/// Builds runs from record lines fed one at a time (for a file read as it grows).
+#[derive(Debug, Default)]
+pub struct RecordParser {
+    /// The runs so far, in the order of their start lines.
+    pub runs: Vec<Run>,
+    /// pid -> index of its latest run (pids can be reused).
+    latest: HashMap<u32, usize>,
+}
+
+impl RecordParser {
+    /// Takes one complete line; Err says what is wrong with it.
+    pub fn line(&mut self, line: &str) -> Result<(), String> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() {
+            return Ok(());
         }
-        other => return Err(format!("unknown record kind {other}")),
+        let field = |i: usize| {
+            f.get(i)
+                .copied()
+                .ok_or_else(|| format!("missing field {i}"))
+        };
+        let pid: u32 = field(1)?.parse().map_err(|e| format!("pid: {e}"))?;
+        let ns: u64 = field(2)?.parse().map_err(|e| format!("ns: {e}"))?;
+        if f[0] == "start" {
+            self.latest.insert(pid, self.runs.len());
+            self.runs.push(Run {
+                pid,
+                start_ns: ns,
+                last_seen_ns: ns,
+                revision: dash_none(field(3)?),
+                id: dash_none(field(4)?),
+                ending: Ending::Killed,
+                terms_ignored: 0,
+            });
+            return Ok(());
+        }
+        let idx = *self.latest.get(&pid).ok_or("no start line for this pid")?;
+        let run = &mut self.runs[idx];
+        run.last_seen_ns = run.last_seen_ns.max(ns);
+        match f[0] {
+            "alive" => {}
+            "ignored-term" => run.terms_ignored += 1,
+            "end" => {
+                run.ending = match field(3)? {
+                    "term" => Ending::Term,
+                    "exit" => Ending::Exit,
+                    "expired" => Ending::Expired,
+                    other => return Err(format!("unknown end kind {other}")),
+                }
+            }
+            other => return Err(format!("unknown record kind {other}")),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn dash_none(s: &str) -> Option<String> {
