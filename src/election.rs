@@ -219,7 +219,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                             return;
                         }
                         if resp.canceled() {
-                            trouble.report("canceled", resp.cancel_reason());
+                            trouble.report(format_args!("canceled: {}", resp.cancel_reason()));
                             break;
                         }
                         if let Some(h) = resp.header() {
@@ -229,12 +229,12 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        trouble.report("failed", e);
+                        trouble.report(e);
                         break;
                     }
                 }
             },
-            Err(e) => trouble.report("cannot open", e),
+            Err(e) => trouble.report(e),
         }
         sleep(retry).await;
         // Events may be compacted away while the watch was down: look at the key itself.
@@ -251,7 +251,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     seen = seen.max(h.revision());
                 }
             }
-            Err(e) => trouble.report("cannot read own key", e),
+            Err(e) => trouble.report(e),
         }
     }
 }

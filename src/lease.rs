@@ -184,12 +184,7 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
             }
             Err(e) if e.kind() == Kind::LeaseGone => return gone(),
             Err(e) => {
-                let condition = if e.kind() == Kind::Retry {
-                    "no answer"
-                } else {
-                    "unreachable"
-                };
-                trouble.report(condition, format_args!("{endpoint}: {e}"));
+                trouble.report(format_args!("{endpoint}: {e}"));
                 if !matches!(e, EtcdError::TimedOut { .. }) {
                     sleep(timing.keepalive / 4).await;
                 }
@@ -228,9 +223,8 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
                 },
             }
         };
-        trouble.report(
-            "stream broken",
-            format_args!("{endpoint}: {broken}; moving to the next member"),
-        );
+        trouble.report(format_args!(
+            "{endpoint}: {broken}; moving to the next member"
+        ));
     }
 }

@@ -205,14 +205,7 @@ impl Supervisor {
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {
                     let endpoints = self.config.endpoints.join(",");
-                    trouble.report(
-                        if e.kind() == Kind::Retry {
-                            "no answer"
-                        } else {
-                            "unreachable"
-                        },
-                        format_args!("{endpoints}: {e}"),
-                    );
+                    trouble.report(format_args!("{endpoints}: {e}"));
                     if let Some(exit) = self.pause(&mut give_up, backoff.next_delay()).await {
                         return Ok(exit);
                     }
@@ -323,8 +316,7 @@ impl Supervisor {
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.
                     let endpoints = self.config.endpoints.join(",");
-                    self.unsent
-                        .report("unreachable", format_args!("{endpoints}: {e}"));
+                    self.unsent.report(format_args!("{endpoints}: {e}"));
                     return Ok(State::Campaigning {
                         lease,
                         after: retry,

@@ -1,25 +1,25 @@
 //! A recurring problem (etcd unreachable, a stream that keeps failing) is logged once when it
-//! starts or changes, then as a reminder every [`REMIND_EVERY`], and once when it ends: an outage
-//! at TTL 2 must not write thirty lines a second.
+//! starts, then as a reminder every [`REMIND_EVERY`] with the latest error, and once when it
+//! ends: an outage at TTL 2 must not write thirty lines a second. The failures of one outage
+//! vary (reset, refused, cancelled), so they are one condition, not one line each.
 
 use std::fmt::Display;
 use tokio::time::{Duration, Instant};
 
-/// How often an unchanged problem is logged again.
+/// How often an ongoing problem is logged again.
 pub const REMIND_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct Trouble {
     what: &'static str,
-    current: Option<Current>,
+    failing: Option<Failing>,
 }
 
 #[derive(Debug)]
-struct Current {
-    condition: String,
+struct Failing {
     since: Instant,
     logged: Instant,
-    /// Occurrences since the last line.
+    /// Failures since the last line.
     unlogged: u64,
 }
 
@@ -28,36 +28,33 @@ impl Trouble {
     pub fn new(what: &'static str) -> Trouble {
         Trouble {
             what,
-            current: None,
+            failing: None,
         }
     }
 
-    /// The problem happened (again). Logs `detail` when `condition` is new or different, or the
-    /// last line is old. The condition is the kind of problem ("timed out"), the detail names
-    /// the endpoint and the error.
-    pub fn report(&mut self, condition: &str, detail: impl Display) {
+    /// It failed (again); `error` names the endpoint and the error. Logged when the trouble
+    /// starts, and when the last line is older than [`REMIND_EVERY`].
+    pub fn report(&mut self, error: impl Display) {
         let now = Instant::now();
-        match &mut self.current {
-            Some(c) if c.condition == condition => {
-                c.unlogged += 1;
-                if now.duration_since(c.logged) >= REMIND_EVERY {
+        match &mut self.failing {
+            Some(f) => {
+                f.unlogged += 1;
+                if now.duration_since(f.logged) >= REMIND_EVERY {
                     tracing::warn!(
-                        error = %detail,
-                        failing_for = ?now.duration_since(c.since),
-                        repeats = c.unlogged,
+                        %error,
+                        failing_for = ?now.duration_since(f.since),
+                        failures = f.unlogged,
                         "{}: still failing",
                         self.what
                     );
-                    c.logged = now;
-                    c.unlogged = 0;
+                    f.logged = now;
+                    f.unlogged = 0;
                 }
             }
-            _ => {
-                tracing::warn!(error = %detail, "{}: failing", self.what);
-                let since = self.current.as_ref().map_or(now, |c| c.since);
-                self.current = Some(Current {
-                    condition: condition.to_string(),
-                    since,
+            None => {
+                tracing::warn!(%error, "{}: failing", self.what);
+                self.failing = Some(Failing {
+                    since: now,
                     logged: now,
                     unlogged: 0,
                 });
@@ -65,10 +62,10 @@ impl Trouble {
         }
     }
 
-    /// The activity succeeded: say so once if it had been failing.
+    /// It worked: say so once if it had been failing.
     pub fn clear(&mut self) {
-        if let Some(c) = self.current.take() {
-            tracing::info!(after = ?c.since.elapsed(), "{}: working again", self.what);
+        if let Some(f) = self.failing.take() {
+            tracing::info!(after = ?f.since.elapsed(), "{}: working again", self.what);
         }
     }
 }
@@ -78,15 +75,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_same_condition_is_remembered_and_a_new_one_replaces_it() {
+    fn failures_are_counted_until_the_reminder_and_a_success_ends_them() {
         let mut t = Trouble::new("test");
-        t.report("down", "a: down");
-        t.report("down", "b: down");
-        assert_eq!(t.current.as_ref().unwrap().unlogged, 1);
-        t.report("refused", "a: refused");
-        let c = t.current.as_ref().unwrap();
-        assert_eq!((c.condition.as_str(), c.unlogged), ("refused", 0));
+        t.report("a: reset");
+        t.report("b: refused");
+        assert_eq!(t.failing.as_ref().unwrap().unlogged, 1);
         t.clear();
-        assert!(t.current.is_none());
+        assert!(t.failing.is_none());
     }
 }
