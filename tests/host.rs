@@ -6,13 +6,22 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
+use std::os::unix::process::CommandExt;
 
 /// Job control never stops the supervisor: a stopped leaderrun cannot stop its child, whose
 /// lease then expires while it runs on, and the standby's child would start beside it.
 #[test]
 fn job_control_signals_never_stop_the_leader_so_no_two_children_run() {
     let (_etcd, scene) = etcd_and_scene();
-    let (a, run_a) = scene.leader("A", &["--ttl", "3"], &[]);
+    // A process group of its own whose parent (this test) is in another group of the session,
+    // as a shell's job is: the kernel discards TSTP, TTIN and TTOU for orphaned groups only.
+    let mut cmd = leaderrun();
+    cmd.args(["--endpoints", &scene.etcd, "--election", &scene.election])
+        .args(["--id", "A", "--ttl", "3", "--"])
+        .args(scene.fenced(&[]))
+        .process_group(0);
+    let a = scene.command("A", cmd).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
     let _b = scene.standby("B", &["--ttl", "3"], &[], &["A", "B"]);
     let guardian = children(a.pid())
         .into_iter()
@@ -29,9 +38,13 @@ fn job_control_signals_never_stop_the_leader_so_no_two_children_run() {
             && scene.runs().len() == 1
             && running_now(&scene.current(run_a.pid))
     });
+    // Whatever happened, let a stopped leader go on before the checks below.
+    a.signal(Signal::SIGCONT);
     assert!(
         steady,
-        "the leader stopped, or its child did, or a second child started"
+        "the leader stopped ({:?}), or its guardian ({:?}), or a second child started",
+        process_state(a.pid()),
+        process_state(guardian)
     );
     a.signal(Signal::SIGTERM);
     scene.wait_leading("B", 1, 10 * SEC);
