@@ -17,7 +17,7 @@
 //! [`crate::child`].
 
 use crate::child::{self, Child, ExitStatus, Reaper};
-use crate::config::{Config, OnExit, Wait};
+use crate::config::{Config, OnExit};
 use crate::election::{self, Leadership};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING};
 use crate::etcd::{self, Backoff};
@@ -110,10 +110,7 @@ pub async fn run(
         pid1,
         "starting"
     );
-    let give_up_at = match config.wait {
-        Wait::Until(d) => Some(Instant::now() + d),
-        Wait::Forever | Wait::No => None,
-    };
+    let give_up_at = config.wait_timeout.map(|d| Instant::now() + d);
     let mut sup = Supervisor {
         config,
         client,
@@ -191,7 +188,7 @@ impl Supervisor {
     async fn campaigning(&mut self, mut lease: Lease) -> Result<State, Error> {
         self.status.set(Role::Standby);
         let wait = lease.timing().request_timeout();
-        let no_wait = self.config.wait == Wait::No;
+        let no_wait = self.config.no_wait;
         if no_wait {
             if let Some(leader) = self.someone_else_leads(wait).await {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
