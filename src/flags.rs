@@ -53,7 +53,12 @@ pub struct Flags {
 
     /// Time between the stop signal and SIGKILL (500ms, 3s, ...). Default 3s, shrunk to fit a
     /// small --ttl; an explicit value that does not fit the TTL is refused.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_negative_numbers = true,
+        value_parser = duration
+    )]
     pub stop_timeout: Option<Duration>,
 
     /// What to do when the child exits on its own while leading.
@@ -62,11 +67,16 @@ pub struct Flags {
 
     /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
     /// resign and campaign again, so that a standby gets its chance (at least 1).
-    #[arg(long, value_name = "COUNT", value_parser = restart_limit)]
+    #[arg(long, value_name = "COUNT", allow_negative_numbers = true, value_parser = restart_limit)]
     pub restart_limit: Option<u32>,
 
     /// With --on-exit restart: the window in which --restart-limit exits count.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_negative_numbers = true,
+        value_parser = duration
+    )]
     pub restart_window: Option<Duration>,
 
     /// When another candidate leads, exit at once with status 75 instead of waiting. Also
@@ -76,7 +86,12 @@ pub struct Flags {
     pub no_wait: bool,
 
     /// Give up with status 75 when not leading after this long (counted from start-up).
-    #[arg(long, value_name = "DURATION", value_parser = wait_timeout)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_negative_numbers = true,
+        value_parser = wait_timeout
+    )]
     pub wait_timeout: Option<Duration>,
 
     /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
@@ -86,7 +101,12 @@ pub struct Flags {
     pub run_id: Option<String>,
 
     /// How long a --run-id record is kept in etcd (1s to 9000000000s).
-    #[arg(long, value_name = "DURATION", value_parser = run_id_ttl)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_negative_numbers = true,
+        value_parser = run_id_ttl
+    )]
     pub run_id_ttl: Option<Duration>,
 
     /// Log format on stderr (the final line of a failure too).
