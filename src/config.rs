@@ -145,8 +145,6 @@ pub enum Source {
     Flag(&'static Opt),
     Env(&'static Opt),
     Default(&'static Opt),
-    /// Computed by leaderrun (the election from the command's file name).
-    Derived(&'static str),
 }
 
 impl fmt::Display for Source {
@@ -155,7 +153,6 @@ impl fmt::Display for Source {
             Source::Flag(o) => write!(f, "--{}", o.long),
             Source::Env(o) => f.write_str(o.env),
             Source::Default(o) => write!(f, "--{} (default)", o.long),
-            Source::Derived(what) => f.write_str(what),
         }
     }
 }

@@ -8,10 +8,13 @@
 use crate::config::{
     Env, LogFormat, LogLevel, OnExit, Opt, Settings, Source, Sourced, DEFAULT_PORT, ELECTION,
     ENDPOINTS, ID, LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT,
-    ON_EXIT, OPTIONS, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL, STOP_SIGNAL, STOP_TIMEOUT,
-    TTL, WAIT_TIMEOUT,
+    ON_EXIT, OPTIONS, PARENT_KEY_VAR, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
+    STOP_SIGNAL, STOP_TIMEOUT, TTL, WAIT_TIMEOUT,
 };
-use crate::error::Error;
+use crate::error::{
+    Error, EXIT_ETCD, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING, EXIT_NO_LEADER,
+    EXIT_USAGE,
+};
 use crate::leader::Format;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nix::sys::signal::Signal;
@@ -216,20 +219,39 @@ impl LeaderFlags {
 
 /// `leaderrun`'s command line definition, its help annotated from the options table.
 pub fn command() -> clap::Command {
-    annotate(Flags::command()).mut_arg("no_wait", |a| {
-        append_help(
-            a,
-            &format!(
-                "[--wait-timeout with --no-wait: {}]",
-                humantime::format_duration(NO_WAIT_TIMEOUT)
-            ),
-        )
-    })
+    let after = format!(
+        "Environment: each option can also be set as its LEADERRUN_<OPTION> variable, shown \
+         as [env: ...]; a flag wins over a variable, an empty variable counts as unset, and \
+         words are read in any case. The child of a leaderrun gets LEADERRUN_ELECTION, \
+         LEADERRUN_ID, {PARENT_KEY_VAR}, LEADERRUN_REVISION and LEADERRUN_LEASE; a leaderrun \
+         started where {PARENT_KEY_VAR} is set does not read LEADERRUN_ELECTION and \
+         LEADERRUN_ID (they are its parent's).\n\n\
+         Exit status: the command's, or 128+N when signal N killed it; {EXIT_USAGE} bad usage \
+         (nothing started); {EXIT_NOT_LEADING} not leading (--no-wait, --wait-timeout); \
+         {EXIT_ETCD} etcd refused us; {EXIT_NOT_EXECUTABLE} and {EXIT_NOT_FOUND} COMMAND not \
+         executable or not found."
+    );
+    annotate(Flags::command())
+        .after_long_help(after)
+        .mut_arg("no_wait", |a| {
+            append_help(
+                a,
+                &format!(
+                    "[default --wait-timeout with --no-wait: {}]",
+                    humantime::format_duration(NO_WAIT_TIMEOUT)
+                ),
+            )
+        })
 }
 
 /// `leaderrun leader`'s command line definition.
 pub fn leader_command() -> clap::Command {
-    annotate(LeaderFlags::command())
+    annotate(LeaderFlags::command()).after_long_help(format!(
+        "Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads, or the first key under \
+         NAME/ is not a live candidate of NAME (a key without a lease, a candidate of a nested \
+         election NAME/...): it blocks the election, and is printed as `blocked by key=...`; \
+         {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed."
+    ))
 }
 
 /// Parse `leaderrun`'s flags (the first item is the program name).
