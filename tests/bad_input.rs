@@ -758,12 +758,14 @@ fn leader_refuses_bad_input_like_the_main_command() {
     }
 }
 
-/// `etcdctl lease grant` → the lease id in hex.
+/// `etcdctl lease grant` → the lease id in hex as the election API writes it in keys (`%x`:
+/// without the leading zeros etcdctl prints).
 fn grant(etcd: &Etcd, ttl: &str) -> String {
     let out = etcd.etcdctl_ok(&["lease", "grant", ttl]);
     out.split_whitespace()
         .nth(1)
         .unwrap_or_else(|| panic!("lease grant said {out:?}"))
+        .trim_start_matches('0')
         .to_string()
 }
 
