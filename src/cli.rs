@@ -1,106 +1,144 @@
 //! From argv to exit status: parse, validate, set up logging, run the supervisor.
+//!
+//! Bad input ends here with one line (text, or JSON with `--log-format json`) and status 2,
+//! before anything is started or etcd contacted.
 
-use crate::config::{Cli, Config, LogFormat};
-use crate::error::{Error, EXIT_USAGE};
+use crate::config::{Config, Env, LeaderConfig, LogFormat};
+use crate::error::Error;
+use crate::flags;
 use crate::guardian::Guardian;
-use crate::leader::LeaderCli;
+use crate::log;
 use crate::status::Status;
-use clap::error::ErrorKind;
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use std::error::Error as _;
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 /// Everything `main` does; returns the exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
+    let env = Env::from_process();
     // `leaderrun leader ...` asks who leads; a command named `leader` runs with `-- leader`.
     if args.get(1).is_some_and(|a| a == "leader") {
-        return leader_main(&args[1..]);
+        return leader_main(&args[1..], &env);
     }
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            let _ = e.print();
-            return 0;
-        }
-        Err(e) => {
-            eprintln!(
-                "leaderrun: {} (see --help)",
-                one_line(&e.render().to_string())
-            );
-            return EXIT_USAGE;
-        }
+    // Known first, so that even a failure to parse the rest is reported in this format.
+    let format = flags::log_format_hint(&args, &env);
+    let config = match flags::parse(&args) {
+        Ok(flags) => Config::load(flags, &env),
+        Err(e) => match clap_error(e) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
-    let config = match Config::from_cli(cli) {
+    let config = match config {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(format, &e),
     };
-    init_logging(config.log_format, config.log_level);
+    let format = config.log_format;
+    log::init(format, config.log_level);
     // SAFETY: one thread so far; the runtime is built below.
     let guardian = match unsafe { Guardian::start() } {
         Ok(g) => Arc::new(g),
-        Err(e) => return fail(&Error::io("starting the guardian process", e)),
+        Err(e) => return fail(format, &Error::io("starting the guardian process", e)),
     };
-    // One thread: the child's parent-death signal is tied to the thread that forked it, and the
-    // main thread lives as long as the process.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&Error::io("starting the runtime", e)),
-    };
-    let result = runtime.block_on(crate::supervisor::run(
-        config,
-        Status::default(),
-        Some(guardian.clone()),
-    ));
-    drop(runtime);
+    let result = supervise(config, guardian.clone());
+    // Every other holder went with the runtime.
     if let Ok(guardian) = Arc::try_unwrap(guardian) {
         guardian.finish();
     }
     match result {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => fail(format, &e),
     }
 }
 
-fn leader_main(args: &[OsString]) -> u8 {
-    let cli = match LeaderCli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => return clap_error(e),
-    };
-    init_logging(LogFormat::Text, tracing::Level::WARN);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The supervisor on a current-thread runtime, dropped (with every task) when it returns.
+fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
+    // One thread: the child's parent-death signal is tied to the thread that forked it, and the
+    // main thread lives as long as the process.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&Error::io("starting the runtime", e)),
+        .map_err(|e| Error::io("starting the runtime", e))?;
+    runtime.block_on(crate::supervisor::run(
+        config,
+        Status::default(),
+        Some(guardian),
+    ))
+}
+
+fn leader_main(args: &[OsString], env: &Env) -> u8 {
+    let format = LogFormat::Text;
+    let config = match flags::parse_leader(args) {
+        Ok(flags) => LeaderConfig::load(flags, env),
+        Err(e) => match clap_error(e) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
-    match runtime.block_on(crate::leader::run(cli)) {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return fail(format, &e),
+    };
+    log::init(format, tracing::Level::WARN);
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the runtime", e))
+        .and_then(|runtime| runtime.block_on(crate::leader::run(config)));
+    match result {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => fail(format, &e),
     }
 }
 
-/// Help and version go to stdout with status 0; anything else is one line and status 2.
-fn clap_error(e: clap::Error) -> u8 {
+/// Help and version go to stdout with status 0 (Ok); anything else is a usage error.
+fn clap_error(e: clap::Error) -> Result<u8, Error> {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        // A closed stdout must not panic: the error is dropped.
         let _ = e.print();
-        return 0;
+        return Ok(0);
     }
-    eprintln!(
-        "leaderrun: {} (see --help)",
-        one_line(&e.render().to_string())
-    );
-    EXIT_USAGE
+    Err(Error::Usage(format!("{} (see --help)", clap_message(&e))))
 }
 
-fn fail(e: &Error) -> u8 {
-    eprintln!("leaderrun: {e}");
+/// The final line, then the status it ends with.
+fn fail(format: LogFormat, e: &Error) -> u8 {
+    log::final_line(format, &e.to_string(), e.exit_code());
     e.exit_code()
+}
+
+/// clap's message on one line, without its "error: " prefix. A refused value is quoted from
+/// clap's context rather than its rendering, where a newline in the value would end the line.
+fn clap_message(e: &clap::Error) -> String {
+    let string = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if let (Some(arg), Some(value)) = (
+        string(ContextKind::InvalidArg),
+        string(ContextKind::InvalidValue),
+    ) {
+        let value = log::escape_controls(value);
+        match e.kind() {
+            ErrorKind::ValueValidation => {
+                let why = e.source().map(|s| s.to_string()).unwrap_or_default();
+                return format!("invalid value '{value}' for '{arg}': {why}");
+            }
+            ErrorKind::InvalidValue => {
+                let valid = match e.get(ContextKind::ValidValue) {
+                    Some(ContextValue::Strings(v)) => {
+                        format!(" [possible values: {}]", v.join(", "))
+                    }
+                    _ => String::new(),
+                };
+                return format!("invalid value '{value}' for '{arg}'{valid}");
+            }
+            _ => {}
+        }
+    }
+    one_line(&e.render().to_string())
 }
 
 /// clap's first paragraph on one line, without its "error: " prefix.
@@ -115,17 +153,6 @@ fn one_line(rendered: &str) -> String {
         .to_string()
 }
 
-fn init_logging(format: LogFormat, level: tracing::Level) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +163,20 @@ mod tests {
         assert_eq!(
             one_line(text),
             "the following required arguments were not provided: <COMMAND>..."
+        );
+    }
+
+    #[test]
+    fn a_refused_value_is_quoted_escaped() {
+        let e = flags::parse(["leaderrun", "--ttl", "1\n\n2", "--", "true"]).unwrap_err();
+        let m = clap_message(&e);
+        assert!(!m.contains('\n'), "{m}");
+        assert!(m.contains("--ttl") && m.contains("1\\n\\n2"), "{m}");
+        let e = flags::parse(["leaderrun", "--on-exit", "x\ny", "--", "true"]).unwrap_err();
+        let m = clap_message(&e);
+        assert!(
+            m.contains("--on-exit") && m.contains("x\\ny") && m.contains("restart"),
+            "{m}"
         );
     }
 }

@@ -1,126 +1,329 @@
-//! Command line and environment: each flag is documented where it is defined, and
-//! [`Config::from_cli`] validates everything before anything is started or contacted.
+//! The validated configuration and how it is layered.
+//!
+//! Every setting comes from the first layer that sets it, highest first:
+//!
+//! 1. a flag on the command line ([`crate::flags`]);
+//! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
+//! 3. (a configuration file would slot in here);
+//! 4. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
+//!
+//! Each value is checked by its parser as it is read, whatever its layer, so an error names the
+//! flag or the variable it came from. [`Config::load`] then checks how the values fit together.
+//! Nothing has been started and etcd has not been contacted when it returns.
 
 use crate::error::Error;
+use crate::flags::{self, Flags, LeaderFlags};
+use crate::leader::Format;
 use crate::timing::Timing;
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use nix::sys::signal::Signal;
-use std::ffi::OsString;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Run COMMAND on exactly one host at a time, chosen by etcd leader election.
-///
-/// Every option can also be set in the environment as LEADERRUN_<OPTION> (for example
-/// LEADERRUN_ENDPOINTS, LEADERRUN_TTL); a flag on the command line wins.
-#[derive(Debug, Parser)]
-#[command(name = "leaderrun", version, about, long_about = None)]
-pub struct Cli {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
+/// The longest duration or TTL leaderrun accepts: etcd's maximum lease TTL (`MaxLeaseTTL`,
+/// about 285 years). One bound for every duration, so that no deadline computed from one can
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(9_000_000_000);
 
-    /// Election name: the key prefix shared with `etcdctl elect NAME`.
-    /// Default: the command's file name (`./my-server` gives `my-server`).
-    #[arg(long, env = "LEADERRUN_ELECTION")]
-    pub election: Option<String>,
+/// At most this many distinct endpoints: etcd-client's balanced channel buffers 64 endpoint
+/// changes, and connecting with more blocks for ever.
+pub const MAX_ENDPOINTS: usize = 64;
 
-    /// The value this candidate proclaims (what `etcdctl elect -l` shows). Default: hostname:pid.
-    #[arg(long, env = "LEADERRUN_ID")]
-    pub id: Option<String>,
+/// The port of an endpoint given without one: etcd's client port.
+pub const DEFAULT_PORT: u16 = 2379;
 
-    /// Lease TTL in seconds: how long a silent leader keeps leadership. Failover after a crash
-    /// or a cut link takes about this long; a graceful stop hands over at once.
-    #[arg(
-        long,
-        env = "LEADERRUN_TTL",
-        default_value_t = 10,
-        allow_negative_numbers = true
-    )]
-    pub ttl: i64,
+/// `--no-wait` without `--wait-timeout` gives up after this long without leading (an etcd
+/// that cannot be reached included), so that a cron job always ends.
+pub const NO_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-    /// Signal sent to the child's process group to stop it (TERM, INT, HUP, QUIT, USR1, ...).
-    #[arg(long, env = "LEADERRUN_STOP_SIGNAL", default_value = "TERM", value_parser = parse_signal)]
-    pub stop_signal: Signal,
+/// Set by a leaderrun for its child (with LEADERRUN_ELECTION, LEADERRUN_ID, LEADERRUN_REVISION,
+/// LEADERRUN_LEASE). When it is set, the election and id variables are the parent's: see
+/// [`Env`].
+pub const PARENT_KEY_VAR: &str = "LEADERRUN_KEY";
 
-    /// Time between the stop signal and SIGKILL (500ms, 3s, ...). Default 3s, shrunk to fit a
-    /// small --ttl; an explicit value that does not fit the TTL is refused.
-    #[arg(long, env = "LEADERRUN_STOP_TIMEOUT", value_parser = parse_duration)]
-    pub stop_timeout: Option<Duration>,
-
-    /// What to do when the child exits on its own while leading.
-    #[arg(long, env = "LEADERRUN_ON_EXIT", value_enum, default_value_t = OnExit::Exit)]
-    pub on_exit: OnExit,
-
-    /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
-    /// resign and campaign again, so that a standby gets its chance.
-    #[arg(long, env = "LEADERRUN_RESTART_LIMIT", default_value_t = 5)]
-    pub restart_limit: u32,
-
-    /// With --on-exit restart: the window in which --restart-limit exits count.
-    #[arg(long, env = "LEADERRUN_RESTART_WINDOW", value_parser = parse_duration, default_value = "60s")]
-    pub restart_window: Duration,
-
-    /// When another candidate leads, exit at once with status 75 instead of waiting.
-    #[arg(long, env = "LEADERRUN_NO_WAIT", conflicts_with = "wait_timeout")]
-    pub no_wait: bool,
-
-    /// Give up with status 75 when not leading after this long (counted from start-up).
-    #[arg(long, env = "LEADERRUN_WAIT_TIMEOUT", value_parser = parse_duration)]
-    pub wait_timeout: Option<Duration>,
-
-    /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
-    /// starts the command; a host that finds it recorded exits 0 without running.
-    #[arg(long, env = "LEADERRUN_RUN_ID")]
-    pub run_id: Option<String>,
-
-    /// How long a --run-id record is kept in etcd.
-    #[arg(long, env = "LEADERRUN_RUN_ID_TTL", value_parser = parse_duration, default_value = "24h")]
-    pub run_id_ttl: Duration,
-
-    /// Log format on stderr.
-    #[arg(long, env = "LEADERRUN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "LEADERRUN_LOG_LEVEL", default_value = "info")]
-    pub log_level: tracing::Level,
-
-    /// The command to run while leading, and its arguments (after `--`).
-    #[arg(
-        required = true,
-        num_args = 1..,
-        trailing_var_arg = true,
-        value_name = "COMMAND"
-    )]
-    pub command: Vec<OsString>,
+/// One setting: its flag, its environment variable and its default.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opt {
+    /// The flag, without `--`.
+    pub long: &'static str,
+    /// Its environment variable: `LEADERRUN_` and the flag in upper case, `-` as `_`.
+    pub env: &'static str,
+    /// The default, as a user would write it (and read by the flag's parser). None: no default,
+    /// or one computed from other settings (the flag's help says how).
+    pub default: Option<&'static str>,
 }
 
-/// How to reach etcd: shared by `leaderrun` and `leaderrun leader`.
-#[derive(Debug, clap::Args)]
-pub struct EtcdArgs {
-    /// etcd endpoints, comma-separated host:port or http:// URLs.
-    #[arg(
-        long,
-        env = "LEADERRUN_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+macro_rules! opt {
+    ($name:ident, $long:literal, $env:literal, $default:expr) => {
+        pub const $name: Opt = Opt {
+            long: $long,
+            env: $env,
+            default: $default,
+        };
+    };
 }
 
-impl EtcdArgs {
-    /// The endpoints, trimmed; an empty entry is a usage error.
-    pub fn endpoints(self) -> Result<Vec<String>, Error> {
-        let endpoints: Vec<String> = self
-            .endpoints
-            .into_iter()
-            .map(|e| e.trim().to_string())
-            .collect();
-        if endpoints.is_empty() || endpoints.iter().any(|e| e.is_empty()) {
-            return Err(Error::Usage("--endpoints has an empty entry".into()));
+opt!(
+    ENDPOINTS,
+    "endpoints",
+    "LEADERRUN_ENDPOINTS",
+    Some("127.0.0.1:2379")
+);
+opt!(ELECTION, "election", "LEADERRUN_ELECTION", None);
+opt!(ID, "id", "LEADERRUN_ID", None);
+opt!(TTL, "ttl", "LEADERRUN_TTL", Some("10"));
+opt!(
+    STOP_SIGNAL,
+    "stop-signal",
+    "LEADERRUN_STOP_SIGNAL",
+    Some("TERM")
+);
+opt!(STOP_TIMEOUT, "stop-timeout", "LEADERRUN_STOP_TIMEOUT", None);
+opt!(ON_EXIT, "on-exit", "LEADERRUN_ON_EXIT", Some("exit"));
+opt!(
+    RESTART_LIMIT,
+    "restart-limit",
+    "LEADERRUN_RESTART_LIMIT",
+    Some("5")
+);
+opt!(
+    RESTART_WINDOW,
+    "restart-window",
+    "LEADERRUN_RESTART_WINDOW",
+    Some("60s")
+);
+opt!(NO_WAIT, "no-wait", "LEADERRUN_NO_WAIT", Some("false"));
+opt!(WAIT_TIMEOUT, "wait-timeout", "LEADERRUN_WAIT_TIMEOUT", None);
+opt!(RUN_ID, "run-id", "LEADERRUN_RUN_ID", None);
+opt!(
+    RUN_ID_TTL,
+    "run-id-ttl",
+    "LEADERRUN_RUN_ID_TTL",
+    Some("24h")
+);
+opt!(
+    LOG_FORMAT,
+    "log-format",
+    "LEADERRUN_LOG_FORMAT",
+    Some("text")
+);
+opt!(LOG_LEVEL, "log-level", "LEADERRUN_LOG_LEVEL", Some("info"));
+
+/// Every setting with an environment variable, `leaderrun leader`'s included.
+pub const OPTIONS: &[&Opt] = &[
+    &ENDPOINTS,
+    &ELECTION,
+    &ID,
+    &TTL,
+    &STOP_SIGNAL,
+    &STOP_TIMEOUT,
+    &ON_EXIT,
+    &RESTART_LIMIT,
+    &RESTART_WINDOW,
+    &NO_WAIT,
+    &WAIT_TIMEOUT,
+    &RUN_ID,
+    &RUN_ID_TTL,
+    &LOG_FORMAT,
+    &LOG_LEVEL,
+];
+
+/// The settings `leaderrun leader` reads.
+pub const LEADER_OPTIONS: &[&Opt] = &[&ENDPOINTS, &ELECTION];
+
+/// A parent leaderrun sets these for its child: in the child's environment they describe the
+/// parent's election, not a setting for a nested leaderrun.
+const FROM_PARENT: &[&Opt] = &[&ELECTION, &ID];
+
+/// Where a value came from, as error messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag(&'static Opt),
+    Env(&'static Opt),
+    Default(&'static Opt),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(o) => write!(f, "--{}", o.long),
+            Source::Env(o) => f.write_str(o.env),
+            Source::Default(o) => write!(f, "--{} (default)", o.long),
         }
-        Ok(endpoints)
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub from: Source,
+}
+
+/// A value parser: the same one for a flag, its variable and its default.
+type Parser<T> = fn(&str) -> Result<T, String>;
+
+/// One layer: given the settings no higher layer has set, it reads those (only those, so that a
+/// bad value a flag overrides is never looked at).
+pub type Layer<'a> = Box<dyn FnOnce(&[&'static Opt]) -> Result<Settings, Error> + 'a>;
+
+/// The `wanted` settings from `layers`, highest first: each from the first layer that sets it.
+pub fn layered(wanted: &[&'static Opt], layers: Vec<Layer<'_>>) -> Result<Settings, Error> {
+    let mut merged = Settings::default();
+    for layer in layers {
+        let missing: Vec<&'static Opt> = wanted
+            .iter()
+            .copied()
+            .filter(|o| !merged.is_set(o))
+            .collect();
+        merged = merged.over(layer(&missing)?);
+    }
+    Ok(merged)
+}
+
+macro_rules! settings {
+    ($($field:ident: $ty:ty = $opt:ident, $parse:expr;)*) => {
+        /// One layer of settings, each set or not.
+        #[derive(Debug, Default, Clone, PartialEq)]
+        pub struct Settings {
+            $(pub $field: Option<Sourced<$ty>>,)*
+        }
+
+        impl Settings {
+            /// `self` where it is set, `lower` elsewhere.
+            pub fn over(self, lower: Settings) -> Settings {
+                Settings {
+                    $($field: self.$field.or(lower.$field),)*
+                }
+            }
+
+            /// Whether this layer sets `opt`.
+            pub fn is_set(&self, opt: &Opt) -> bool {
+                $(if *opt == $opt {
+                    return self.$field.is_some();
+                })*
+                false
+            }
+
+            /// The environment layer: the variables of `wanted` settings only.
+            pub fn from_env(env: &Env, wanted: &[&Opt]) -> Result<Settings, Error> {
+                Ok(Settings {
+                    $($field: if wanted.contains(&&$opt) {
+                        env.read(&$opt, $parse)?
+                    } else {
+                        None
+                    },)*
+                })
+            }
+
+            /// The defaults layer, for `wanted` settings.
+            pub fn defaults(wanted: &[&Opt]) -> Result<Settings, Error> {
+                Ok(Settings {
+                    $($field: match $opt.default {
+                        Some(d) if wanted.contains(&&$opt) => Some(parse_default(&$opt, d, $parse)?),
+                        _ => None,
+                    },)*
+                })
+            }
+        }
+    };
+}
+
+settings! {
+    endpoints: Vec<String> = ENDPOINTS, flags::endpoints;
+    election: String = ELECTION, flags::text;
+    id: String = ID, flags::text;
+    ttl: u64 = TTL, flags::ttl;
+    stop_signal: Signal = STOP_SIGNAL, flags::signal;
+    stop_timeout: Duration = STOP_TIMEOUT, flags::duration;
+    on_exit: OnExit = ON_EXIT, flags::value_enum::<OnExit>;
+    restart_limit: u32 = RESTART_LIMIT, flags::restart_limit;
+    restart_window: Duration = RESTART_WINDOW, flags::duration;
+    no_wait: bool = NO_WAIT, flags::boolean;
+    wait_timeout: Duration = WAIT_TIMEOUT, flags::wait_timeout;
+    run_id: String = RUN_ID, flags::text;
+    run_id_ttl: Duration = RUN_ID_TTL, flags::run_id_ttl;
+    log_format: LogFormat = LOG_FORMAT, flags::value_enum::<LogFormat>;
+    log_level: LogLevel = LOG_LEVEL, flags::value_enum::<LogLevel>;
+}
+
+fn parse_default<T>(opt: &'static Opt, text: &str, parse: Parser<T>) -> Result<Sourced<T>, Error> {
+    parse(text)
+        .map(|value| Sourced {
+            value,
+            from: Source::Default(opt),
+        })
+        .map_err(|e| Error::Usage(format!("default of --{} ({text}): {e}", opt.long)))
+}
+
+/// The environment, as read for settings.
+///
+/// An empty variable counts as unset (`Environment=LEADERRUN_ID=` in a unit clears it). When
+/// LEADERRUN_KEY is set, this process is the child of a leaderrun: LEADERRUN_ELECTION and
+/// LEADERRUN_ID describe the parent's election and are not read, so a nested leaderrun does not
+/// join its parent's election. Every other variable is inherited on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<OsString, OsString>,
+}
+
+impl Env {
+    /// The process's environment.
+    pub fn from_process() -> Env {
+        Env::from_pairs(std::env::vars_os())
+    }
+
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
+        Env {
+            vars: pairs.into_iter().collect(),
+        }
+    }
+
+    /// This process was started by a leaderrun for its command.
+    pub fn under_a_parent(&self) -> bool {
+        self.var(PARENT_KEY_VAR).is_some()
+    }
+
+    fn var(&self, name: &str) -> Option<&OsStr> {
+        self.vars
+            .get(OsStr::new(name))
+            .map(OsString::as_os_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The raw value of `opt`'s variable, when it is a setting here.
+    pub fn raw(&self, opt: &Opt) -> Option<&OsStr> {
+        if FROM_PARENT.contains(&opt) && self.under_a_parent() {
+            return None;
+        }
+        self.var(opt.env)
+    }
+
+    /// `opt`'s variable, parsed; an error names the variable and its value.
+    pub fn read<T>(
+        &self,
+        opt: &'static Opt,
+        parse: Parser<T>,
+    ) -> Result<Option<Sourced<T>>, Error> {
+        let Some(raw) = self.raw(opt) else {
+            return Ok(None);
+        };
+        let shown = crate::log::escape_controls(&raw.to_string_lossy()).into_owned();
+        let text = raw
+            .to_str()
+            .ok_or_else(|| Error::Usage(format!("{}={shown}: not valid UTF-8", opt.env)))?;
+        parse(text)
+            .map(|value| {
+                Some(Sourced {
+                    value,
+                    from: Source::Env(opt),
+                })
+            })
+            .map_err(|e| Error::Usage(format!("{}={shown}: {e}", opt.env)))
     }
 }
 
@@ -141,15 +344,25 @@ pub enum LogFormat {
     Json,
 }
 
-/// How long a candidate waits for leadership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// As long as it takes (the default).
-    Forever,
-    /// Not at all: exit 75 when another candidate leads.
-    No,
-    /// Until this long after start-up, then exit 75.
-    Until(Duration),
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(l: LogLevel) -> tracing::Level {
+        match l {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +381,7 @@ pub struct RestartPolicy {
 /// Validated settings: everything the supervisor needs, nothing it must check again.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Normalized (`http://host:port`), without duplicates, at most [`MAX_ENDPOINTS`].
     pub endpoints: Vec<String>,
     pub election: String,
     pub id: String,
@@ -192,10 +406,31 @@ pub struct Config {
     pub log_level: tracing::Level,
 }
 
+/// A setting every layer stack provides (it has a default): a missing one is a bug in
+/// [`OPTIONS`], reported rather than panicking.
+fn required<T>(v: Option<Sourced<T>>, opt: &Opt) -> Result<Sourced<T>, Error> {
+    v.ok_or_else(|| Error::Usage(format!("--{} has no value and no default", opt.long)))
+}
+
 impl Config {
-    /// Validate the command line. Nothing has been started and etcd not contacted yet.
-    pub fn from_cli(cli: Cli) -> Result<Config, Error> {
-        let mut command = cli.command.into_iter();
+    /// Layer the flags over the environment over the defaults, and validate the result.
+    pub fn load(flags: Flags, env: &Env) -> Result<Config, Error> {
+        let command = flags.command.clone();
+        let settings = layered(
+            OPTIONS,
+            vec![
+                Box::new(|_| flags.settings()),
+                Box::new(|wanted| Settings::from_env(env, wanted)),
+                // A configuration file would be read here.
+                Box::new(Settings::defaults),
+            ],
+        )?;
+        Config::from_settings(settings, command)
+    }
+
+    /// Check how the settings fit together. Each value was checked when it was read.
+    pub fn from_settings(s: Settings, command: Vec<OsString>) -> Result<Config, Error> {
+        let mut command = command.into_iter();
         let name = command
             .next()
             .filter(|c| !c.is_empty())
@@ -203,91 +438,165 @@ impl Config {
         let args: Vec<OsString> = command.collect();
         let program = resolve_command(Path::new(&name), std::env::var_os("PATH"))?;
 
-        if cli.ttl < 1 {
-            return Err(Error::Usage(format!(
-                "--ttl must be at least 1 second, got {}",
-                cli.ttl
-            )));
-        }
-        let ttl = Duration::from_secs(cli.ttl as u64);
-        Timing::new(ttl, cli.stop_timeout).map_err(|e| Error::Usage(e.to_string()))?;
+        let ttl = Duration::from_secs(required(s.ttl, &TTL)?.value);
+        let stop_timeout = s.stop_timeout.map(|g| g.value);
+        Timing::new(ttl, stop_timeout).map_err(|e| Error::Usage(e.to_string()))?;
 
-        let endpoints = cli.etcd.endpoints()?;
-
-        let election = match cli.election {
-            Some(e) => e,
-            None => default_election(Path::new(&name)),
-        };
-        if election.trim().is_empty() {
-            return Err(Error::Usage("--election must not be empty".into()));
-        }
-        let id = cli.id.unwrap_or_else(default_id);
-        if id.is_empty() {
-            return Err(Error::Usage("--id must not be empty".into()));
-        }
-
-        if cli.restart_limit == 0 {
-            return Err(Error::Usage("--restart-limit must be at least 1".into()));
-        }
-        let wait = match (cli.no_wait, cli.wait_timeout) {
-            (true, _) => Wait::No,
-            (false, Some(d)) => Wait::Until(d),
-            (false, None) => Wait::Forever,
-        };
-        let run_id = match cli.run_id {
-            Some(id) if id.is_empty() => {
-                return Err(Error::Usage("--run-id must not be empty".into()))
-            }
-            Some(id) if cli.run_id_ttl < Duration::from_secs(1) => {
+        let on_exit = required(s.on_exit, &ON_EXIT)?;
+        let run_id_ttl = required(s.run_id_ttl, &RUN_ID_TTL)?.value;
+        let run_id = match s.run_id {
+            Some(run) if on_exit.value != OnExit::Exit => {
                 return Err(Error::Usage(format!(
-                    "--run-id-ttl must be at least 1s (for run id {id})"
+                    "{} cannot be combined with {} {}: a run ID starts the command at most \
+                     once, and that mode starts it again",
+                    run.from,
+                    on_exit.from,
+                    on_exit_name(on_exit.value)
                 )))
             }
-            Some(id) => Some(RunId {
-                id,
-                ttl: cli.run_id_ttl,
+            Some(run) => Some(RunId {
+                id: run.value,
+                ttl: run_id_ttl,
             }),
             None => None,
         };
 
+        let no_wait = s.no_wait.is_some_and(|n| n.value);
+        let wait_timeout = match s.wait_timeout {
+            Some(d) => Some(d.value),
+            None if no_wait => Some(NO_WAIT_TIMEOUT),
+            None => None,
+        };
+
+        let election = match s.election {
+            Some(e) => e.value,
+            None => default_election(Path::new(&name))?,
+        };
+        let id = match s.id {
+            Some(id) => id.value,
+            None => default_id(),
+        };
+
         Ok(Config {
-            endpoints,
+            endpoints: required(s.endpoints, &ENDPOINTS)?.value,
             election,
             id,
             ttl,
-            stop_timeout: cli.stop_timeout,
-            stop_signal: cli.stop_signal,
-            on_exit: cli.on_exit,
+            stop_timeout,
+            stop_signal: required(s.stop_signal, &STOP_SIGNAL)?.value,
+            on_exit: on_exit.value,
             restart: RestartPolicy {
-                limit: cli.restart_limit,
-                window: cli.restart_window,
+                limit: required(s.restart_limit, &RESTART_LIMIT)?.value,
+                window: required(s.restart_window, &RESTART_WINDOW)?.value,
             },
-            no_wait: cli.no_wait,
-            wait_timeout: match wait {
-                Wait::Until(d) => Some(d),
-                _ => None,
-            },
+            no_wait,
+            wait_timeout,
             run_id,
             program,
             args,
-            log_format: cli.log_format,
-            log_level: cli.log_level,
+            log_format: required(s.log_format, &LOG_FORMAT)?.value,
+            log_level: required(s.log_level, &LOG_LEVEL)?.value.into(),
         })
     }
 }
 
+fn on_exit_name(o: OnExit) -> String {
+    o.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// `leaderrun leader`'s settings.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    pub endpoints: Vec<String>,
+    pub election: String,
+    pub format: Format,
+    pub watch: bool,
+}
+
+impl LeaderConfig {
+    pub fn load(flags: LeaderFlags, env: &Env) -> Result<LeaderConfig, Error> {
+        let format = flags.format;
+        let watch = flags.watch;
+        let s = layered(
+            LEADER_OPTIONS,
+            vec![
+                Box::new(|_| flags.settings()),
+                Box::new(|wanted| Settings::from_env(env, wanted)),
+                Box::new(Settings::defaults),
+            ],
+        )?;
+        let election = s
+            .election
+            .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
+            .value;
+        Ok(LeaderConfig {
+            endpoints: required(s.endpoints, &ENDPOINTS)?.value,
+            election,
+            format,
+            watch,
+        })
+    }
+}
+
+/// Commands whose file name says nothing about the job: shells, interpreters, and wrappers
+/// that run another command. With one of these, `--election` is required: otherwise
+/// `leaderrun -- sh -c A` and `leaderrun -- sh -c B` would share the election `sh`.
+/// A version suffix counts as the same name (`python3.11`, `perl5.36`, `bash5`).
+pub const GENERIC_COMMANDS: &[&str] = &[
+    // Shells.
+    "sh", "ash", "bash", "dash", "zsh", "ksh", "mksh", "yash", "csh", "tcsh", "fish", "busybox",
+    "toybox", // Interpreters and language runners.
+    "python", "pypy", "perl", "ruby", "node", "nodejs", "deno", "bun", "npm", "npx", "php", "java",
+    "dotnet", "lua", "luajit", "tclsh", "Rscript", "awk", "gawk", "mawk",
+    // Wrappers that run another command.
+    "env", "exec", "nice", "nohup", "timeout", "sudo", "doas", "su", "runuser", "setpriv", "stdbuf",
+    "setsid", "chrt", "ionice", "taskset", "flock", "chroot", "unshare", "nsenter", "xargs",
+    "time", "strace", "valgrind",
+];
+
+/// The shell or interpreter `file_name` is, if it is one (`python3.11` is `python`).
+pub fn generic_command(file_name: &str) -> Option<&'static str> {
+    let base = file_name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    GENERIC_COMMANDS
+        .iter()
+        .copied()
+        .find(|g| *g == file_name || *g == base)
+}
+
 /// The command's file name: `./my-server` and `/usr/bin/my-server` both give `my-server`.
-fn default_election(command: &Path) -> String {
-    command
+/// Refused for a shell, interpreter or wrapper ([`GENERIC_COMMANDS`]).
+fn default_election(command: &Path) -> Result<String, Error> {
+    let name = command
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if generic_command(&name).is_some() {
+        let name = crate::log::escape_controls(&name);
+        return Err(Error::Usage(format!(
+            "--election is required when COMMAND is a shell or interpreter ({name}): every \
+             {name} command would otherwise share the election '{name}'; name it with \
+             --election NAME (or LEADERRUN_ELECTION)"
+        )));
+    }
+    flags::text(&name).map_err(|e| {
+        Error::Usage(format!(
+            "the default election, COMMAND's file name '{}': {e}; give --election NAME",
+            crate::log::escape_controls(&name)
+        ))
+    })
 }
 
 fn default_id() -> String {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
+    let host = if flags::text(&host).is_ok() {
+        host
+    } else {
+        "localhost".into()
+    };
     format!("{host}:{}", std::process::id())
 }
 
@@ -331,62 +640,149 @@ fn check_executable(path: &Path) -> Result<(), Error> {
     })
 }
 
-/// Signal names with or without SIG, any case, or numbers: TERM, sigint, 15.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("unknown signal number {n}"));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| format!("unknown signal '{s}'"))
-}
-
-/// Durations as humantime reads them (`500ms`, `3s`, `1m 30s`); a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, Error> {
-        let cli = Cli::try_parse_from(std::iter::once("leaderrun").chain(args.iter().copied()))
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().map(|(k, v)| (k.into(), v.into())))
+    }
+
+    fn load(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let flags = flags::parse(std::iter::once("leaderrun").chain(args.iter().copied()))
             .map_err(|e| Error::Usage(e.to_string()))?;
-        Config::from_cli(cli)
+        Config::load(flags, &env(vars))
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, Error> {
+        load(args, &[])
+    }
+
+    fn usage(args: &[&str], vars: &[(&str, &str)]) -> String {
+        match load(args, vars) {
+            Ok(c) => panic!("{args:?} {vars:?} accepted: {c:?}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{args:?} {vars:?}: {e}");
+                e.to_string()
+            }
+        }
     }
 
     #[test]
-    fn election_defaults_to_the_command_file_name() {
-        let c = parse(&["--", "/bin/sh", "-c", "true"]).unwrap();
-        assert_eq!(c.election, "sh");
-        assert_eq!(c.args, vec![OsString::from("-c"), OsString::from("true")]);
-        let c = parse(&["--election", "web", "--", "sh"]).unwrap();
+    fn every_option_is_named_by_one_rule_and_its_default_parses() {
+        for o in OPTIONS {
+            assert_eq!(
+                o.env,
+                format!("LEADERRUN_{}", o.long.to_uppercase().replace('-', "_"))
+            );
+        }
+        let d = Settings::defaults(OPTIONS).unwrap();
+        for o in OPTIONS {
+            assert_eq!(d.is_set(o), o.default.is_some(), "{}", o.long);
+        }
+        assert_eq!(d.ttl.unwrap().value, 10);
+        assert_eq!(d.endpoints.unwrap().value, ["http://127.0.0.1:2379"]);
+        assert_eq!(d.run_id_ttl.unwrap().value, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn layers_are_taken_highest_first() {
+        let c = load(
+            &["--ttl", "7", "--election", "flag", "--", "true"],
+            &[
+                ("LEADERRUN_TTL", "9"),
+                ("LEADERRUN_ELECTION", "env"),
+                ("LEADERRUN_ID", "env-id"),
+                ("LEADERRUN_RESTART_LIMIT", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(7));
+        assert_eq!(c.election, "flag");
+        assert_eq!(c.id, "env-id");
+        assert_eq!(c.restart.limit, 3);
+        assert_eq!(c.restart.window, Duration::from_secs(60));
+        // A variable whose flag is given is not read at all.
+        let c = load(&["--ttl", "3", "--", "true"], &[("LEADERRUN_TTL", "0")]).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(3));
+        // An empty variable is unset.
+        let c = load(&["--", "true"], &[("LEADERRUN_ELECTION", "")]).unwrap();
+        assert_eq!(c.election, "true");
+    }
+
+    #[test]
+    fn a_nested_leaderrun_ignores_its_parents_election_and_id() {
+        let parent = [
+            ("LEADERRUN_ELECTION", "parent"),
+            ("LEADERRUN_ID", "parent-id"),
+            ("LEADERRUN_KEY", "parent/694d"),
+            ("LEADERRUN_REVISION", "12"),
+            ("LEADERRUN_LEASE", "694d"),
+            ("LEADERRUN_TTL", "4"),
+        ];
+        let c = load(&["--", "true"], &parent).unwrap();
+        assert_eq!(c.election, "true");
+        assert!(
+            c.id.ends_with(&format!(":{}", std::process::id())),
+            "{}",
+            c.id
+        );
+        // Other settings are inherited on purpose; flags still work.
+        assert_eq!(c.ttl, Duration::from_secs(4));
+        let c = load(
+            &["--election", "inner", "--id", "me", "--", "true"],
+            &parent,
+        )
+        .unwrap();
+        assert_eq!((c.election.as_str(), c.id.as_str()), ("inner", "me"));
+        // Without LEADERRUN_KEY the variables are settings.
+        let c = load(&["--", "true"], &parent[..2]).unwrap();
+        assert_eq!(
+            (c.election.as_str(), c.id.as_str()),
+            ("parent", "parent-id")
+        );
+    }
+
+    #[test]
+    fn the_election_defaults_to_the_command_file_name_unless_generic() {
+        let c = parse(&["--", "/bin/true"]).unwrap();
+        assert_eq!(c.election, "true");
+        let c = parse(&["--election", "web", "--", "sh", "-c", "true"]).unwrap();
         assert_eq!(c.election, "web");
+        assert_eq!(c.args, vec![OsString::from("-c"), OsString::from("true")]);
         assert!(c.program.ends_with("sh"));
+        let e = usage(&["--", "/bin/sh", "-c", "true"], &[]);
+        assert!(
+            e.contains("--election is required") && e.contains("(sh)"),
+            "{e}"
+        );
+        for (name, generic) in [
+            ("python3.11", Some("python")),
+            ("python3", Some("python")),
+            ("perl5.36", Some("perl")),
+            ("bash", Some("bash")),
+            ("node18", Some("node")),
+            ("my-server", None),
+            ("shark", None),
+            ("sh2ftp", None),
+        ] {
+            assert_eq!(generic_command(name), generic, "{name}");
+        }
     }
 
     #[test]
     fn a_mistyped_flag_is_not_taken_for_the_command() {
-        let err = parse(&["--tll", "3", "--", "sh"]).unwrap_err();
+        let err = parse(&["--tll", "3", "--", "true"]).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
         // After the command, everything is the command's, hyphens included.
-        let c = parse(&["sh", "-c", "--ttl"]).unwrap();
+        let c = parse(&["true", "-c", "--ttl"]).unwrap();
         assert_eq!(c.args, vec![OsString::from("-c"), OsString::from("--ttl")]);
         assert_eq!(c.ttl, Duration::from_secs(10));
     }
 
     #[test]
     fn id_defaults_to_hostname_and_pid() {
-        let c = parse(&["--", "sh"]).unwrap();
+        let c = parse(&["--", "true"]).unwrap();
         assert!(
             c.id.ends_with(&format!(":{}", std::process::id())),
             "{}",
@@ -412,46 +808,168 @@ mod tests {
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
-            &["--ttl", "0", "--", "sh"][..],
-            &["--ttl", "-3", "--", "sh"],
-            &["--stop-timeout", "soon", "--", "sh"],
-            &["--stop-signal", "NOPE", "--", "sh"],
-            &["--election", "", "--", "sh"],
-            &["--id", "", "--", "sh"],
-            &["--endpoints", "", "--", "sh"],
-            &["--ttl", "3", "--stop-timeout", "5s", "--", "sh"],
-            &["--on-exit", "sometimes", "--", "sh"],
-            &["--no-wait", "--wait-timeout", "5s", "--", "sh"],
-            &["--wait-timeout", "never", "--", "sh"],
-            &["--run-id", "", "--", "sh"],
-            &["--run-id", "x", "--run-id-ttl", "0s", "--", "sh"],
-            &["--restart-limit", "0", "--", "sh"],
+            &["--ttl", "0", "--", "true"][..],
+            &["--ttl", "-3", "--", "true"],
+            &["--ttl", "9000000001", "--", "true"],
+            &["--ttl", "18446744073709551616", "--", "true"],
+            &["--stop-timeout", "soon", "--", "true"],
+            &["--stop-signal", "NOPE", "--", "true"],
+            &["--election", "", "--", "true"],
+            &["--election", "  ", "--", "true"],
+            &["--election", "a\nb", "--", "true"],
+            &["--id", "", "--", "true"],
+            &["--id", "x\u{1b}[2J", "--", "true"],
+            &["--endpoints", "", "--", "true"],
+            &["--ttl", "3", "--stop-timeout", "5s", "--", "true"],
+            &["--on-exit", "sometimes", "--", "true"],
+            &["--wait-timeout", "never", "--", "true"],
+            &["--wait-timeout", "18446744073709551615", "--", "true"],
+            &["--wait-timeout", "500000000000years", "--", "true"],
+            &["--restart-window", "9000000001s", "--", "true"],
+            &["--run-id", "", "--", "true"],
+            &["--run-id", "a\rb", "--", "true"],
+            &["--run-id", "x", "--run-id-ttl", "0s", "--", "true"],
+            &[
+                "--run-id",
+                "x",
+                "--run-id-ttl",
+                "9223372036854775808",
+                "--",
+                "true",
+            ],
+            &["--run-id", "x", "--on-exit", "restart", "--", "true"],
+            &["--run-id", "x", "--on-exit", "recampaign", "--", "true"],
+            &["--restart-limit", "0", "--", "true"],
+            &["--restart-limit", "4294967296", "--", "true"],
         ] {
-            let err = parse(args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            usage(args, &[]);
         }
     }
 
     #[test]
-    fn waiting_and_run_ids_are_read() {
-        let c = parse(&["--no-wait", "--run-id", "2026-11-21", "--", "sh"]).unwrap();
+    fn an_environment_error_names_the_variable() {
+        let e = usage(&["--", "true"], &[("LEADERRUN_TTL", "abc")]);
+        assert!(e.starts_with("LEADERRUN_TTL=abc: "), "{e}");
+        let e = usage(&["--", "true"], &[("LEADERRUN_ID", "a\nb")]);
+        assert!(e.starts_with("LEADERRUN_ID=a\\nb: "), "{e}");
+        let e = usage(
+            &["--", "true"],
+            &[("LEADERRUN_RUN_ID", "x"), ("LEADERRUN_ON_EXIT", "restart")],
+        );
+        assert!(
+            e.contains("LEADERRUN_RUN_ID") && e.contains("LEADERRUN_ON_EXIT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn words_are_case_insensitive() {
+        let c = load(
+            &["--on-exit", "RESTART", "--log-level", "DEBUG", "--", "true"],
+            &[
+                ("LEADERRUN_LOG_FORMAT", "JSON"),
+                ("LEADERRUN_NO_WAIT", "True"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.on_exit, OnExit::Restart);
+        assert_eq!(c.log_level, tracing::Level::DEBUG);
+        assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.no_wait);
+        let c = load(&["--", "true"], &[("LEADERRUN_ON_EXIT", "Recampaign")]).unwrap();
+        assert_eq!(c.on_exit, OnExit::Recampaign);
+    }
+
+    #[test]
+    fn waiting_and_run_ids_are_read() {
+        let c = parse(&["--no-wait", "--run-id", "2026-11-21", "--", "true"]).unwrap();
+        assert!(c.no_wait);
+        assert_eq!(c.wait_timeout, Some(NO_WAIT_TIMEOUT));
         let run = c.run_id.unwrap();
         assert_eq!(
             (run.id.as_str(), run.ttl),
             ("2026-11-21", Duration::from_secs(86400))
         );
-        let c = parse(&["--wait-timeout", "90s", "--", "sh"]).unwrap();
+        let c = parse(&["--no-wait", "--wait-timeout", "30s", "--", "true"]).unwrap();
+        assert!(c.no_wait);
+        assert_eq!(c.wait_timeout, Some(Duration::from_secs(30)));
+        let c = parse(&["--wait-timeout", "90s", "--", "true"]).unwrap();
+        assert!(!c.no_wait);
         assert_eq!(c.wait_timeout, Some(Duration::from_secs(90)));
-        assert_eq!(parse(&["--", "sh"]).unwrap().wait_timeout, None);
+        let c = parse(&["--", "true"]).unwrap();
+        assert_eq!((c.no_wait, c.wait_timeout), (false, None));
     }
 
     #[test]
-    fn signals_and_durations_parse_in_the_usual_spellings() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("sigint").unwrap(), Signal::SIGINT);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+    fn endpoints_are_normalized_deduplicated_and_bounded() {
+        let c = parse(&[
+            "--endpoints",
+            "127.0.0.1:2379, http://127.0.0.1:2379,localhost",
+            "--endpoints",
+            "[::1]:2380",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.endpoints,
+            [
+                "http://127.0.0.1:2379",
+                "http://localhost:2379",
+                "http://[::1]:2380"
+            ]
+        );
+        let many: Vec<String> = (1..=65).map(|p| format!("127.0.0.1:{p}")).collect();
+        let e = usage(&["--endpoints", &many.join(","), "--", "true"], &[]);
+        assert!(e.contains("64"), "{e}");
+        let e = usage(&["--", "true"], &[("LEADERRUN_ENDPOINTS", &many.join(","))]);
+        assert!(
+            e.starts_with("LEADERRUN_ENDPOINTS=") && e.contains("64"),
+            "{e}"
+        );
+        // 65 entries, 64 distinct: fine.
+        let mut dup: Vec<String> = (1..=64).map(|p| format!("127.0.0.1:{p}")).collect();
+        dup.push("127.0.0.1:1".into());
+        assert_eq!(
+            parse(&["--endpoints", &dup.join(","), "--", "true"])
+                .unwrap()
+                .endpoints
+                .len(),
+            64
+        );
+        // Split over two flags: counted together.
+        let e = usage(
+            &[
+                "--endpoints",
+                &many[..40].join(","),
+                "--endpoints",
+                &many[40..].join(","),
+                "--",
+                "true",
+            ],
+            &[],
+        );
+        assert!(e.contains("64"), "{e}");
+    }
+
+    #[test]
+    fn leader_settings_are_layered_and_checked_alike() {
+        let lf = |args: &[&str]| {
+            flags::parse_leader(std::iter::once("leader").chain(args.iter().copied())).unwrap()
+        };
+        let c = LeaderConfig::load(lf(&[]), &env(&[("LEADERRUN_ELECTION", "web")])).unwrap();
+        assert_eq!(c.election, "web");
+        assert_eq!(c.endpoints, ["http://127.0.0.1:2379"]);
+        // Settings it has no use for are not read.
+        LeaderConfig::load(lf(&["--election", "x"]), &env(&[("LEADERRUN_TTL", "abc")])).unwrap();
+        let e = LeaderConfig::load(lf(&[]), &env(&[])).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(flags::parse_leader(["leader", "--election", "  "]).is_err());
+        let e = LeaderConfig::load(
+            lf(&[]),
+            &env(&[("LEADERRUN_ELECTION", "web"), ("LEADERRUN_KEY", "web/1")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--election"), "{e}");
     }
 }

@@ -27,10 +27,6 @@ pub enum Error {
     #[error("command not executable: {}: {reason}", .path.display())]
     CommandNotExecutable { path: PathBuf, reason: String },
 
-    /// etcd said no in a way retrying cannot fix.
-    #[error("etcd: {0}")]
-    EtcdFatal(String),
-
     /// An etcd call that failed for good, with the client's error as its source.
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
@@ -51,7 +47,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::CommandNotFound(_) => EXIT_NOT_FOUND,
             Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-            Error::EtcdFatal(_) | Error::Etcd(_) | Error::Io { .. } => EXIT_ETCD,
+            Error::Etcd(_) | Error::Io { .. } => EXIT_ETCD,
         }
     }
 
@@ -73,6 +69,10 @@ mod tests {
             reason: "y".into(),
         };
         assert_eq!(e.exit_code(), 126);
-        assert_eq!(Error::EtcdFatal("x".into()).exit_code(), 1);
+        let refused = crate::etcd::EtcdError::TimedOut {
+            what: "x",
+            after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(Error::from(refused).exit_code(), 1);
     }
 }

@@ -1,34 +1,16 @@
 //! `leaderrun leader`: who leads an election, once or (`--watch`) at every change.
 
-use crate::config::EtcdArgs;
-use crate::election::first_candidate;
+use crate::config::LeaderConfig;
+use crate::election::{classify, first_candidate, Candidate};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd;
-use clap::{Parser, ValueEnum};
+use crate::log::escape_controls;
+use clap::ValueEnum;
 use etcd_client::{Client, KeyValue, WatchOptions};
+use std::io::{ErrorKind, Write};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::sleep;
-
-/// Print the current leader of an election (exit 0), or exit 3 when nobody leads.
-#[derive(Debug, Parser)]
-#[command(name = "leaderrun leader", version, long_about = None)]
-pub struct LeaderCli {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
-
-    /// The election to ask about.
-    #[arg(long, env = "LEADERRUN_ELECTION")]
-    pub election: String,
-
-    /// Output: `text` (id=... key=... revision=... lease=...) or `json` (one object per line).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-
-    /// Print every change of leader until interrupted, like `etcdctl elect -l`.
-    #[arg(long)]
-    pub watch: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -40,6 +22,8 @@ pub enum Format {
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause before re-establishing a broken watch.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// Exit status when stdout is closed (its reader went away): a local failure, said quietly.
+const EXIT_STDOUT_CLOSED: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
@@ -60,46 +44,141 @@ impl From<&KeyValue> for Leader {
     }
 }
 
-/// One line: the leader, or that there is none.
-pub fn render(leader: Option<&Leader>, format: Format) -> String {
-    match (leader, format) {
-        (Some(l), Format::Text) => format!(
+/// A key that is first under `NAME/` but not a candidate of `NAME`: nobody leads while it is
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub key: String,
+    pub revision: i64,
+    pub reason: String,
+}
+
+/// What the first key under `NAME/` makes of the election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Nobody,
+    Leader(Leader),
+    Blocked(Blocked),
+}
+
+impl View {
+    /// The view of `election` whose first-created key is `first`.
+    pub fn of(election: &str, first: Option<&KeyValue>) -> View {
+        let Some(kv) = first else {
+            return View::Nobody;
+        };
+        let reason = match classify(election, kv) {
+            Candidate::Live => return View::Leader(Leader::from(kv)),
+            Candidate::NoLease => {
+                "no lease, not a candidate; it blocks the election until deleted".to_string()
+            }
+            Candidate::Nested { election: nested } => format!(
+                "a candidate of the nested election {nested}, not of {election}; it blocks \
+                 {election} while it campaigns"
+            ),
+            Candidate::Foreign => format!(
+                "its name is not its lease id ({:x}), not a candidate; it blocks the election \
+                 until deleted or its lease ends",
+                kv.lease()
+            ),
+        };
+        View::Blocked(Blocked {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            revision: kv.create_revision(),
+            reason,
+        })
+    }
+
+    /// The exit status of a single look: 0 when somebody leads, 3 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            View::Leader(_) => 0,
+            View::Nobody | View::Blocked(_) => EXIT_NO_LEADER,
+        }
+    }
+}
+
+/// One line: the leader, that there is none, or what blocks the election. Text from etcd is
+/// escaped: control characters cannot split or forge lines.
+pub fn render(view: &View, format: Format) -> String {
+    match (view, format) {
+        (View::Leader(l), Format::Text) => format!(
             "id={} key={} revision={} lease={:x}",
-            l.id, l.key, l.revision, l.lease
+            escape_controls(&l.id),
+            escape_controls(&l.key),
+            l.revision,
+            l.lease
         ),
-        (None, Format::Text) => "no leader".into(),
-        (Some(l), Format::Json) => serde_json::json!({
+        (View::Nobody, Format::Text) => "no leader".into(),
+        (View::Blocked(b), Format::Text) => format!(
+            "blocked by key={}: {}",
+            escape_controls(&b.key),
+            escape_controls(&b.reason)
+        ),
+        (View::Leader(l), Format::Json) => serde_json::json!({
             "id": l.id,
             "key": l.key,
             "revision": l.revision,
             "lease": format!("{:x}", l.lease),
         })
         .to_string(),
-        (None, Format::Json) => "null".into(),
+        (View::Nobody, Format::Json) => "null".into(),
+        (View::Blocked(b), Format::Json) => serde_json::json!({
+            "blocked_by": b.key,
+            "revision": b.revision,
+            "reason": b.reason,
+        })
+        .to_string(),
     }
 }
 
-async fn read(client: &Client, election: &str) -> Result<(Option<Leader>, i64), Error> {
-    let (first, revision) = first_candidate(client, election, READ_TIMEOUT)
-        .await
-        .map_err(|e| Error::EtcdFatal(format!("cannot read election {election}: {e}")))?;
-    Ok((first.as_ref().map(Leader::from), revision))
+async fn read(client: &Client, election: &str) -> Result<(View, i64), Error> {
+    let (first, revision) = first_candidate(client, election, READ_TIMEOUT).await?;
+    Ok((View::of(election, first.as_ref()), revision))
+}
+
+/// Why output stopped.
+enum Closed {
+    /// Its reader went away: end quietly.
+    Quietly,
+    Error(Error),
+}
+
+/// Print one line on stdout, without panicking when stdout is closed.
+fn print(line: &str) -> Result<(), Closed> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            ErrorKind::BrokenPipe => Closed::Quietly,
+            _ => Closed::Error(Error::io("writing to stdout", e)),
+        })
 }
 
 /// Run the subcommand; returns the exit status.
-pub async fn run(cli: LeaderCli) -> Result<u8, Error> {
-    if cli.election.is_empty() {
-        return Err(Error::Usage("--election must not be empty".into()));
+pub async fn run(config: LeaderConfig) -> Result<u8, Error> {
+    match watch(config).await {
+        Ok(code) => Ok(code),
+        Err(Closed::Quietly) => Ok(EXIT_STDOUT_CLOSED),
+        Err(Closed::Error(e)) => Err(e),
     }
-    let client = etcd::connect(&cli.etcd.endpoints()?).await?;
-    let (mut current, mut revision) = read(&client, &cli.election).await?;
-    println!("{}", render(current.as_ref(), cli.format));
-    if !cli.watch {
-        return Ok(if current.is_some() { 0 } else { EXIT_NO_LEADER });
+}
+
+async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
+    let client = etcd::connect(&config.endpoints)
+        .await
+        .map_err(Closed::Error)?;
+    let (mut current, mut revision) = read(&client, &config.election)
+        .await
+        .map_err(Closed::Error)?;
+    print(&render(&current, config.format))?;
+    if !config.watch {
+        return Ok(current.exit_code());
     }
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("signal handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("signal handler", e))?;
-    let prefix = format!("{}/", cli.election);
+    let handler = |e| Closed::Error(Error::io("signal handler", e));
+    let mut term = signal(SignalKind::terminate()).map_err(handler)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(handler)?;
+    let prefix = format!("{}/", config.election);
     let mut watcher = client.clone();
     loop {
         let options = WatchOptions::new()
@@ -123,12 +202,12 @@ pub async fn run(cli: LeaderCli) -> Result<u8, Error> {
             _ = term.recv() => return Ok(0),
             _ = int.recv() => return Ok(0),
         }
-        match read(&client, &cli.election).await {
-            Ok((leader, rev)) => {
+        match read(&client, &config.election).await {
+            Ok((view, rev)) => {
                 revision = rev;
-                if leader != current {
-                    println!("{}", render(leader.as_ref(), cli.format));
-                    current = leader;
+                if view != current {
+                    print(&render(&view, config.format))?;
+                    current = view;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the election; retrying"),
@@ -142,18 +221,49 @@ mod tests {
 
     #[test]
     fn renders_text_and_json() {
-        let l = Leader {
+        let l = View::Leader(Leader {
             id: "db-1:42".into(),
             key: "web/694d".into(),
             revision: 7,
             lease: 0x694d,
-        };
+        });
         assert_eq!(
-            render(Some(&l), Format::Text),
+            render(&l, Format::Text),
             "id=db-1:42 key=web/694d revision=7 lease=694d"
         );
-        let v: serde_json::Value = serde_json::from_str(&render(Some(&l), Format::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render(&l, Format::Json)).unwrap();
         assert_eq!(v["revision"], 7);
-        assert_eq!(render(None, Format::Json), "null");
+        assert_eq!(render(&View::Nobody, Format::Json), "null");
+        assert_eq!(render(&View::Nobody, Format::Text), "no leader");
+    }
+
+    #[test]
+    fn renders_what_blocks_the_election() {
+        let b = View::Blocked(Blocked {
+            key: "web/x".into(),
+            revision: 3,
+            reason: "no lease".into(),
+        });
+        assert_eq!(render(&b, Format::Text), "blocked by key=web/x: no lease");
+        let v: serde_json::Value = serde_json::from_str(&render(&b, Format::Json)).unwrap();
+        assert_eq!(
+            (v["blocked_by"].as_str(), v["reason"].as_str()),
+            (Some("web/x"), Some("no lease"))
+        );
+        assert_eq!(b.exit_code(), EXIT_NO_LEADER);
+    }
+
+    #[test]
+    fn text_from_etcd_cannot_split_the_line() {
+        let l = View::Leader(Leader {
+            id: "evil\nid=forged".into(),
+            key: "web/694d".into(),
+            revision: 7,
+            lease: 0x694d,
+        });
+        let line = render(&l, Format::Text);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("id=evil\\nid=forged "), "{line}");
+        assert_eq!(render(&l, Format::Json).lines().count(), 1);
     }
 }

@@ -26,6 +26,7 @@ use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, Kind, Member};
 use crate::guardian::Guardian;
 use crate::lease::Lease;
+use crate::log::escape_controls;
 use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
@@ -387,7 +388,9 @@ impl Supervisor {
         };
         let kind = election::classify(&self.config.election, &first);
         if kind != Candidate::Live && self.blocked_by.as_deref() != Some(first.key()) {
+            // Other tools write these keys: nothing from etcd may forge a log line.
             let key = String::from_utf8_lossy(first.key());
+            let key = escape_controls(&key);
             match &kind {
                 Candidate::NoLease => {
                     warn!(%key, "a key without a lease blocks this election until it is deleted (etcdctl del)")
@@ -401,7 +404,7 @@ impl Supervisor {
             }
             self.blocked_by = Some(first.key().to_vec());
         }
-        Some(String::from_utf8_lossy(first.value()).into_owned())
+        Some(escape_controls(&String::from_utf8_lossy(first.value())).into_owned())
     }
 
     async fn leading(&mut self, mut term: Term) -> State {

@@ -8,9 +8,11 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{leaderrun, run_with_timeout, Etcd, TempDir};
+use common::{leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
+use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -150,9 +152,9 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     cases.push(env_ttl);
     let mut env_on_exit = case(
         "LEADERRUN_ON_EXIT=bogus",
-        with(&[]),
+        with(&["--election", "t"]),
         2,
-        &["on-exit", "bogus"],
+        &["LEADERRUN_ON_EXIT=bogus"],
     );
     env_on_exit.env.push(("LEADERRUN_ON_EXIT", "bogus"));
     cases.push(env_on_exit);
@@ -164,6 +166,189 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     );
     env_timeout.env.push(("LEADERRUN_STOP_TIMEOUT", "5s"));
     cases.push(env_timeout);
+
+    // Values out of range, refused at start-up rather than wrapped, overflowed or sent to etcd.
+    let over_max = ["9000000001", "10000000000", "18446744073709551616"];
+    for ttl in over_max {
+        cases.push(case(
+            "--ttl above etcd's maximum lease TTL",
+            with(&["--election", "t", "--ttl", ttl]),
+            2,
+            &["--ttl", ttl, "9000000000"],
+        ));
+    }
+    for (flag, value) in [
+        ("--wait-timeout", "18446744073709551615"),
+        ("--wait-timeout", "500000000000years"),
+        ("--wait-timeout", "9000000001s"),
+        ("--stop-timeout", "18446744073709551615"),
+        ("--restart-window", "500000000000years"),
+        ("--run-id-ttl", "9223372036854775808"),
+        ("--run-id-ttl", "18446744073709551615s"),
+        ("--run-id-ttl", "9000000001"),
+    ] {
+        cases.push(case(
+            "a duration beyond the bound",
+            with(&["--election", "t", "--run-id", "r", flag, value]),
+            2,
+            &[flag, value, "9000000000"],
+        ));
+    }
+    cases.push(case(
+        "--run-id-ttl below a second",
+        with(&["--election", "t", "--run-id", "r", "--run-id-ttl", "500ms"]),
+        2,
+        &["--run-id-ttl", "500ms"],
+    ));
+    cases.push(case(
+        "--wait-timeout 0",
+        with(&["--election", "t", "--wait-timeout", "0"]),
+        2,
+        &["--wait-timeout", "--no-wait"],
+    ));
+    for limit in ["0", "4294967296", "-1"] {
+        cases.push(case(
+            "--restart-limit out of range",
+            with(&["--election", "t", "--restart-limit", limit]),
+            2,
+            &["--restart-limit", limit],
+        ));
+    }
+    for mode in ["restart", "recampaign"] {
+        cases.push(case(
+            "--run-id with an --on-exit mode that starts the command again",
+            with(&["--election", "t", "--run-id", "r", "--on-exit", mode]),
+            2,
+            &["--run-id", "--on-exit", mode],
+        ));
+    }
+
+    // Endpoints: syntax checked, at most 64 distinct ones.
+    for bad in [
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        ":2379",
+        "ftp://127.0.0.1:2379",
+        "::1",
+        "[::1",
+        "127.0.0.1:2379/v3",
+        "127.0.0.1:2379,,127.0.0.1:2380",
+    ] {
+        let mut c = case(
+            "a malformed endpoint",
+            with(&["--election", "t", "--endpoints", bad]),
+            2,
+            &["--endpoints", "endpoint"],
+        );
+        if !bad.contains(",,") {
+            c.mentions.push(bad.to_string());
+        }
+        cases.push(c);
+    }
+    let many: Vec<String> = (1..=65).map(|p| format!("127.0.0.1:{p}")).collect();
+    cases.push(case(
+        "65 distinct endpoints",
+        with(&["--election", "t", "--endpoints", &many.join(",")]),
+        2,
+        &["--endpoints", "64"],
+    ));
+    cases.push(case(
+        "65 distinct endpoints over two flags",
+        with(&[
+            "--election",
+            "t",
+            "--endpoints",
+            &many[..30].join(","),
+            "--endpoints",
+            &many[30..].join(","),
+        ]),
+        2,
+        &["--endpoints", "64"],
+    ));
+
+    // A shell, interpreter or wrapper says nothing about the job: --election is required.
+    cases.push(case(
+        "sh without --election",
+        with(&[]),
+        2,
+        &["--election is required", "(sh)"],
+    ));
+    cases.push(case(
+        "env without --election",
+        strings(&["--", "env", "touch", &marker.display().to_string()]),
+        2,
+        &["--election is required", "(env)"],
+    ));
+
+    // Control characters could forge log lines or split `leaderrun leader` output.
+    for (flag, value) in [
+        ("--id", "a\nb"),
+        ("--election", "web\u{1b}[2J"),
+        ("--run-id", "r\rx"),
+    ] {
+        let mut args = vec![flag, value];
+        if flag != "--election" {
+            args.extend(["--election", "t"]);
+        }
+        cases.push(case(
+            "a control character in a name",
+            with(&args),
+            2,
+            &[flag, "control"],
+        ));
+    }
+
+    // The environment: an error names the variable; words in any case.
+    let mut env_ttl = case(
+        "LEADERRUN_TTL=abc",
+        with(&["--election", "t"]),
+        2,
+        &["LEADERRUN_TTL=abc"],
+    );
+    env_ttl.env.push(("LEADERRUN_TTL", "abc"));
+    cases.push(env_ttl);
+    let mut env_id = case(
+        "LEADERRUN_ID with a newline",
+        with(&["--election", "t"]),
+        2,
+        &["LEADERRUN_ID=", "control"],
+    );
+    env_id.env.push(("LEADERRUN_ID", "a\nforged line"));
+    cases.push(env_id);
+    let mut env_format = case(
+        "LEADERRUN_LOG_FORMAT=xml (reported as text)",
+        with(&["--election", "t"]),
+        2,
+        &["LEADERRUN_LOG_FORMAT=xml", "json"],
+    );
+    env_format.env.push(("LEADERRUN_LOG_FORMAT", "xml"));
+    cases.push(env_format);
+    let mut env_run_id = case(
+        "LEADERRUN_RUN_ID with LEADERRUN_ON_EXIT=restart",
+        with(&["--election", "t"]),
+        2,
+        &["LEADERRUN_RUN_ID", "LEADERRUN_ON_EXIT"],
+    );
+    env_run_id.env.push(("LEADERRUN_RUN_ID", "r"));
+    env_run_id.env.push(("LEADERRUN_ON_EXIT", "Restart"));
+    cases.push(env_run_id);
+    cases.push(case(
+        "words in any case, then a bad --ttl",
+        with(&[
+            "--election",
+            "t",
+            "--on-exit",
+            "RESTART",
+            "--log-level",
+            "DEBUG",
+            "--log-format",
+            "Text",
+            "--ttl",
+            "0",
+        ]),
+        2,
+        &["--ttl"],
+    ));
 
     let mut failures = Vec::new();
     for c in &cases {
@@ -289,40 +474,6 @@ fn a_flag_wins_over_the_environment() {
 }
 
 #[test]
-fn a_ttl_etcd_refuses_is_a_fatal_error() {
-    // etcd grants at most 9e9 s: a larger TTL can never be granted, retrying
-    // cannot help, so leaderrun must give up with the fatal-etcd status 1.
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-big-ttl");
-    let marker = dir.join("started");
-    let mut cmd = leaderrun();
-    cmd.args([
-        "--endpoints",
-        &etcd.endpoints(),
-        "--ttl",
-        "9000000001",
-        "--",
-    ])
-    .args(["/bin/sh", "-c", &format!("touch {}", marker.display())]);
-    let t0 = Instant::now();
-    let out = run_with_timeout(&mut cmd, 5 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "status {} after {:?}; stderr:\n{stderr}",
-        out.status,
-        t0.elapsed()
-    );
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("leaderrun: ") && last.to_lowercase().contains("ttl"),
-        "last stderr line should name the refused TTL: {last:?}"
-    );
-    assert!(!marker.exists(), "the command was started");
-}
-
-#[test]
 fn a_command_that_cannot_be_executed_after_winning_exits_and_resigns() {
     // Resolvable, and executable by its mode, but exec fails: its interpreter
     // is missing (ENOENT: 127) or not executable (EACCES: 126).
@@ -361,4 +512,437 @@ fn a_command_that_cannot_be_executed_after_winning_exits_and_resigns() {
         let keys = etcd.etcdctl_ok(&["get", "--prefix", "x/", "--keys-only"]);
         assert!(keys.trim().is_empty(), "keys left: {keys:?}");
     }
+}
+
+/// A loopback port with nothing listening: connections are refused at once.
+fn closed_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+/// The last line of stderr as the JSON log object it must be.
+fn json_final_line(stderr: &str) -> serde_json::Value {
+    let last = stderr.lines().last().unwrap_or("");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("final line is not JSON ({e}): {stderr:?}"))
+}
+
+#[test]
+fn the_final_line_is_json_with_log_format_json() {
+    for (flags, vars, code, mention) in [
+        // Refused while parsing, before logging is set up.
+        (
+            &["--log-format", "json", "--ttl", "0"][..],
+            &[][..],
+            2,
+            "--ttl",
+        ),
+        (
+            &["--log-format=JSON", "--wait-timeout", "500000000000years"],
+            &[],
+            2,
+            "--wait-timeout",
+        ),
+        (
+            &["--ttl", "abc"],
+            &[("LEADERRUN_LOG_FORMAT", "JSON")],
+            2,
+            "--ttl",
+        ),
+        (
+            &[],
+            &[("LEADERRUN_LOG_FORMAT", "json"), ("LEADERRUN_TTL", "abc")],
+            2,
+            "LEADERRUN_TTL=abc",
+        ),
+        (
+            &[
+                "--log-format",
+                "json",
+                "--run-id",
+                "r",
+                "--on-exit",
+                "restart",
+            ],
+            &[],
+            2,
+            "--run-id",
+        ),
+    ] {
+        let mut cmd = leaderrun();
+        cmd.args(["--endpoints", &closed_port(), "--election", "t"])
+            .args(flags)
+            .args(["--", "/bin/true"]);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = run_with_timeout(&mut cmd, 10 * SEC);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{flags:?} {vars:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
+        let line = json_final_line(&stderr);
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["fields"]["exit_code"], code, "{line}");
+        assert!(line["timestamp"].is_string(), "{line}");
+        let message = line["fields"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(mention), "{flags:?}: {line}");
+    }
+    // A command that cannot be found: its own status, in JSON too.
+    let mut cmd = leaderrun();
+    cmd.args(["--endpoints", &closed_port(), "--log-format", "json"])
+        .args(["--", "no-such-command-xyz"]);
+    let out = run_with_timeout(&mut cmd, 10 * SEC);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    assert_eq!(
+        json_final_line(&stderr)["fields"]["exit_code"],
+        127,
+        "{stderr}"
+    );
+    // A bad --log-format itself can only be reported as text.
+    let mut cmd = leaderrun();
+    cmd.args(["--log-format", "xml", "--", "/bin/true"]);
+    let out = run_with_timeout(&mut cmd, 10 * SEC);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("leaderrun: "), "{stderr}");
+}
+
+#[test]
+fn no_wait_with_a_wait_timeout_gives_up_on_an_unreachable_etcd() {
+    let mut cmd = leaderrun();
+    cmd.args([
+        "--endpoints",
+        &closed_port(),
+        "--election",
+        "t",
+        "--ttl",
+        "2",
+    ])
+    .args(["--no-wait", "--wait-timeout", "2s", "--", "/bin/true"]);
+    let t0 = Instant::now();
+    let out = run_with_timeout(&mut cmd, 20 * SEC);
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "after {took:?}; stderr:\n{stderr}"
+    );
+    assert!(took >= 2 * SEC && took < 6 * SEC, "gave up after {took:?}");
+}
+
+#[test]
+fn duplicate_endpoints_count_once() {
+    let etcd = Etcd::single();
+    // 100 spellings of one endpoint: one endpoint, not more than 64.
+    let one = etcd.endpoint();
+    let list: Vec<String> = (0..100)
+        .map(|i| {
+            if i % 2 == 0 {
+                one.clone()
+            } else {
+                format!("http://{one}/")
+            }
+        })
+        .collect();
+    let mut cmd = leaderrun();
+    cmd.args([
+        "--endpoints",
+        &list.join(","),
+        "--election",
+        "dups",
+        "--ttl",
+        "3",
+    ])
+    .args(["--", "/bin/true"]);
+    let out = run_with_timeout(&mut cmd, 15 * SEC);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}; stderr:\n{stderr}",
+        out.status
+    );
+    let mut cmd = leaderrun();
+    cmd.args([
+        "leader",
+        "--endpoints",
+        &list.join(","),
+        "--election",
+        "dups",
+    ]);
+    let out = run_with_timeout(&mut cmd, 15 * SEC);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no leader\n");
+}
+
+#[test]
+fn leader_refuses_bad_input_like_the_main_command() {
+    let many: Vec<String> = (1..=65).map(|p| format!("127.0.0.1:{p}")).collect();
+    let many = many.join(",");
+    let silent = closed_port();
+    for (args, vars, mentions) in [
+        (vec!["--election", "  "], vec![], vec!["--election"]),
+        (
+            vec!["--election", "a\nb"],
+            vec![],
+            vec!["--election", "control"],
+        ),
+        (
+            vec!["--election", "web", "--endpoints", &many],
+            vec![],
+            vec!["--endpoints", "64"],
+        ),
+        (
+            vec!["--election", "web"],
+            vec![("LEADERRUN_ENDPOINTS", many.as_str())],
+            vec!["LEADERRUN_ENDPOINTS", "64"],
+        ),
+        (
+            vec!["--election", "web", "--endpoints", "127.0.0.1:99999"],
+            vec![],
+            vec!["127.0.0.1:99999"],
+        ),
+        (
+            vec!["--format", "yaml", "--election", "web"],
+            vec![],
+            vec!["--format", "yaml"],
+        ),
+        (vec![], vec![], vec!["--election"]),
+    ] {
+        let mut cmd = leaderrun();
+        cmd.arg("leader");
+        if !vars.iter().any(|(k, _)| *k == "LEADERRUN_ENDPOINTS") && !args.contains(&"--endpoints")
+        {
+            cmd.args(["--endpoints", &silent]);
+        }
+        cmd.args(&args);
+        for (k, v) in &vars {
+            cmd.env(k, v);
+        }
+        let out = run_with_timeout(&mut cmd, 10 * SEC);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("leaderrun: "), "{args:?}: {stderr}");
+        for m in mentions {
+            assert!(
+                stderr.contains(m),
+                "{args:?}: {stderr} does not mention {m}"
+            );
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// `etcdctl lease grant` → the lease id in hex as the election API writes it in keys (`%x`:
+/// without the leading zeros etcdctl prints).
+fn grant(etcd: &Etcd, ttl: &str) -> String {
+    let out = etcd.etcdctl_ok(&["lease", "grant", ttl]);
+    out.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("lease grant said {out:?}"))
+        .trim_start_matches('0')
+        .to_string()
+}
+
+#[test]
+fn leader_reports_a_key_that_blocks_the_election() {
+    let etcd = Etcd::single();
+    let ask = |election: &str, format: &str| {
+        let mut cmd = leaderrun();
+        cmd.args([
+            "leader",
+            "--endpoints",
+            &etcd.endpoints(),
+            "--election",
+            election,
+        ])
+        .args(["--format", format]);
+        let out = run_with_timeout(&mut cmd, 15 * SEC);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A key without a lease: `etcdctl put web/x v`.
+    etcd.put("web/x", "v");
+    let (code, stdout, stderr) = ask("web", "text");
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "blocked by key=web/x: no lease, not a candidate; it blocks the election until deleted\n"
+    );
+    let (code, stdout, _) = ask("web", "json");
+    assert_eq!(code, Some(3));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["blocked_by"], "web/x", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap_or("").contains("no lease"),
+        "{v}"
+    );
+
+    // A candidate of the nested election jobs/nightly, as `etcdctl elect jobs/nightly` makes it.
+    let lease = grant(&etcd, "60");
+    etcd.etcdctl_ok(&[
+        "put",
+        "--lease",
+        &lease,
+        &format!("jobs/nightly/{lease}"),
+        "me",
+    ]);
+    let (code, stdout, stderr) = ask("jobs", "text");
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("blocked by key=jobs/nightly/{lease}: "))
+            && stdout.contains("nested election jobs/nightly"),
+        "{stdout}"
+    );
+    // ...which is the live leader of jobs/nightly itself.
+    let (code, stdout, _) = ask("jobs/nightly", "text");
+    assert_eq!(code, Some(0));
+    let revision = stdout
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("revision="))
+        .unwrap_or("?");
+    assert_eq!(
+        stdout,
+        format!("id=me key=jobs/nightly/{lease} revision={revision} lease={lease}\n")
+    );
+
+    // An id written by another tool cannot split the output.
+    let lease = grant(&etcd, "60");
+    etcd.etcdctl_ok(&[
+        "put",
+        "--lease",
+        &lease,
+        &format!("evil/{lease}"),
+        "a\nid=forged",
+    ]);
+    let (code, stdout, _) = ask("evil", "text");
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    assert!(
+        stdout.starts_with("id=a\\nid=forged key=evil/"),
+        "{stdout:?}"
+    );
+}
+
+#[test]
+fn a_nested_leaderrun_does_not_join_its_parents_election() {
+    let etcd = Etcd::single();
+    let dir = TempDir::new("leaderrun-nested");
+    let seen = dir.join("seen");
+    // A plain program (not a shell), so that its file name is the nested default election.
+    let inner = dir.join("inner-job");
+    std::fs::write(
+        &inner,
+        format!(
+            "#!/bin/sh\necho \"$LEADERRUN_ELECTION $LEADERRUN_ID\" > {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nested = format!(
+        "exec {} --ttl 3 --wait-timeout 5s -- {}",
+        env!("CARGO_BIN_EXE_leaderrun"),
+        inner.display()
+    );
+    let mut cmd = leaderrun();
+    // Settings other than the election and id are inherited on purpose: the endpoints here.
+    cmd.env("LEADERRUN_ENDPOINTS", etcd.endpoints())
+        .args(["--election", "parent", "--id", "parent-id", "--ttl", "3"])
+        .args(["--", "/bin/sh", "-c", &nested]);
+    let out = run_with_timeout(&mut cmd, 30 * SEC);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}; stderr:\n{stderr}",
+        out.status
+    );
+    let seen = std::fs::read_to_string(&seen)
+        .unwrap_or_else(|e| panic!("the nested command did not run ({e}); stderr:\n{stderr}"));
+    let fields: Vec<&str> = seen.split_whitespace().collect();
+    assert_eq!(fields.len(), 2, "{seen:?}");
+    assert_eq!(fields[0], "inner-job", "stderr:\n{stderr}");
+    assert_ne!(fields[1], "parent-id");
+}
+
+#[test]
+fn a_closed_stderr_does_not_take_the_supervisor_down() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Nobody will read what leaderrun logs.
+    drop(reader);
+    let mut cmd = leaderrun();
+    cmd.args([
+        "--endpoints",
+        &closed_port(),
+        "--election",
+        "x",
+        "--ttl",
+        "2",
+    ])
+    .args(["--", "sleep", "30"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(writer));
+    let mut child = ChildGuard::spawn(&mut cmd);
+    std::thread::sleep(SEC);
+    child.signal(Signal::SIGTERM);
+    let status = child
+        .wait_timeout(10 * SEC)
+        .expect("leaderrun did not exit");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status} (134 or a signal: it died writing a log line)"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_leader_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let etcd = Etcd::single();
+    let mut cmd = leaderrun();
+    cmd.args([
+        "leader",
+        "--endpoints",
+        &etcd.endpoints(),
+        "--election",
+        "web",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::from(writer))
+    .stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(&mut cmd);
+    let status = child
+        .wait_timeout(10 * SEC)
+        .expect("leaderrun leader did not exit");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = child
+        .child_mut()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr);
+    assert!(stderr.is_empty(), "{stderr}");
 }
