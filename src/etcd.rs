@@ -14,6 +14,43 @@ const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// TCP connect: loopback and LAN answer in milliseconds; a dead host should not hold us long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How to reach etcd: what every subcommand connects with, validated at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// Normalized `http://host:port` or `https://host:port`, without duplicates, at most 64.
+    pub endpoints: Vec<String>,
+    /// TLS (https:// endpoints): the files are read again at every new connection.
+    pub tls: Option<TlsFiles>,
+    /// User authentication.
+    pub user: Option<Credentials>,
+}
+
+/// `--cacert`, `--cert`, `--key`: paths, read when a connection is made (certificates rotate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA bundle that signs etcd's server certificates; None: the system's roots.
+    pub cacert: Option<std::path::PathBuf>,
+    /// The client certificate and its key, for etcd's `--client-cert-auth` (both or neither).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// `--user` and its password (from `--password-file` or `LEADERRUN_PASSWORD`, never argv).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Build the client. No request is made here: the channel connects lazily, so an etcd that is
 /// down is not an error yet (the supervisor retries), but a malformed endpoint is (exit 2).
 ///
