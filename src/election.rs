@@ -219,7 +219,12 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                             return;
                         }
                         if resp.canceled() {
+                            // A watch opened with a stale token is canceled as "permission
+                            // denied": authenticate again before it is re-opened.
                             trouble.report(format_args!("canceled: {}", resp.cancel_reason()));
+                            if let Err(e) = client.refresh_token().await {
+                                trouble.report(format_args!("authenticating: {e}"));
+                            }
                             break;
                         }
                         if let Some(h) = resp.header() {

@@ -1,7 +1,6 @@
 //! The etcd client: how we connect, which errors are worth retrying, and how long to wait.
 
-use crate::error::Error;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::time::Duration;
 use tonic::Code;
 
@@ -51,49 +50,97 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Build the client. No request is made here: the channel connects lazily, so an etcd that is
-/// down is not an error yet (the supervisor retries), but a malformed endpoint is (exit 2).
+/// Build a client for `conn`. The TLS files are read here, so every new client uses the
+/// certificates as they are now (cert-manager and Vault rotate them). Without credentials no
+/// request is made (the channel connects lazily); with them, etcd-client authenticates at once,
+/// a round trip that fails like any call while etcd is unreachable: callers retry it.
 ///
 /// No client-wide timeout: it would also cut `campaign`, which blocks until elected. Single
-/// calls get `tokio::time::timeout` instead.
-pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
-    Client::connect(endpoints, Some(options()))
+/// calls get [`call`] instead.
+pub async fn connect(conn: &Connection) -> Result<Client, EtcdError> {
+    let options = options(conn)?;
+    Client::connect(&conn.endpoints, Some(options))
         .await
-        .map_err(|e| match e {
-            etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
-                Error::Usage(format!("--endpoints: {e}"))
-            }
-            other => EtcdError::new("connecting", other).into(),
-        })
+        .map_err(|e| EtcdError::new("connecting", e))
 }
 
 /// One member's own client, for the keepalive stream: the balanced client may open a new stream
 /// on the very member that stopped answering (a frozen member keeps its TCP connection), so the
-/// keepalive picks its member itself and moves to the next one whenever it reopens.
+/// keepalive picks its member itself and moves to the next one whenever it reopens. The client
+/// is built again (files read again) after a failure.
 #[derive(Clone)]
 pub struct Member {
     pub endpoint: String,
-    pub client: Client,
+    conn: Connection,
+    client: Option<Client>,
 }
 
-pub async fn connect_each(endpoints: &[String]) -> Result<Vec<Member>, Error> {
-    let mut members = Vec::with_capacity(endpoints.len());
-    for e in endpoints {
-        members.push(Member {
-            endpoint: e.clone(),
-            client: connect(std::slice::from_ref(e)).await?,
-        });
+impl Member {
+    /// The client, built now if there is none (the last one failed).
+    pub async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+        if self.client.is_none() {
+            self.client = Some(connect(&self.conn).await?);
+        }
+        Ok(self.client.as_mut().expect("set above"))
     }
-    Ok(members)
+
+    /// Drop the client: the next use connects again.
+    pub fn reset(&mut self) {
+        self.client = None;
+    }
 }
 
-fn options() -> ConnectOptions {
-    ConnectOptions::new()
+/// One [`Member`] per endpoint; nothing is contacted yet.
+pub fn members(conn: &Connection) -> Vec<Member> {
+    conn.endpoints
+        .iter()
+        .map(|e| Member {
+            endpoint: e.clone(),
+            conn: Connection {
+                endpoints: vec![e.clone()],
+                ..conn.clone()
+            },
+            client: None,
+        })
+        .collect()
+}
+
+fn options(conn: &Connection) -> Result<ConnectOptions, EtcdError> {
+    let mut options = ConnectOptions::new()
         .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT)
         .with_keep_alive_while_idle(true)
         .with_connect_timeout(CONNECT_TIMEOUT)
         // A member cut off from the raft leader fails our streams instead of holding them.
-        .with_require_leader(true)
+        .with_require_leader(true);
+    if let Some(user) = &conn.user {
+        // Unary calls re-authenticate by themselves when the token expired; streams are
+        // re-opened after `Client::refresh_token` by their owners.
+        options = options
+            .with_user(user.name.clone(), user.password.clone())
+            .with_auto_token_refresh(true);
+    }
+    if let Some(files) = &conn.tls {
+        options = options.with_tls(tls_options(files)?);
+    }
+    Ok(options)
+}
+
+fn tls_options(files: &TlsFiles) -> Result<TlsOptions, EtcdError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| EtcdError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut tls = TlsOptions::new();
+    tls = match &files.cacert {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
 }
 
 /// What an etcd error means for the caller: the one place etcd's answers are classified.
@@ -108,6 +155,10 @@ pub enum Kind {
     LeaseGone,
     /// The auth token expired or the auth store moved on: authenticate again, never fatal.
     AuthExpired,
+    /// The TLS handshake failed on a certificate (unknown CA, wrong name, expired, refused
+    /// client certificate): fatal before the first contact with etcd, retried after it (a
+    /// certificate may be renewed under a running leader).
+    Tls,
     /// etcd refuses who we are or what we ask: retrying cannot fix it.
     Fatal,
 }
@@ -128,6 +179,9 @@ const AUTH_EXPIRED: &[&str] = &["invalid auth token", "revision of auth store is
 
 /// Classify one error from etcd-client.
 pub fn kind_of(e: &etcd_client::Error) -> Kind {
+    if is_certificate_failure(e) {
+        return Kind::Tls;
+    }
     match e {
         etcd_client::Error::GRpcStatus(s) => {
             let message = s.message();
@@ -158,6 +212,27 @@ pub fn kind_of(e: &etcd_client::Error) -> Kind {
     }
 }
 
+/// rustls's words for a handshake that failed on a certificate, ours or the server's, as they
+/// appear somewhere in the error's chain of sources (gRPC wraps them in a transport error).
+const CERTIFICATE_FAILURES: &[&str] = &[
+    "invalid peer certificate",
+    "certificate",
+    "received fatal alert",
+    "unknownissuer",
+    "notvalidforname",
+];
+
+fn is_certificate_failure(e: &etcd_client::Error) -> bool {
+    let mut text = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        text.push_str(&err.to_string().to_ascii_lowercase());
+        text.push('\n');
+        source = err.source();
+    }
+    CERTIFICATE_FAILURES.iter().any(|m| text.contains(m))
+}
+
 /// An etcd call that failed, with what we were doing and the client's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -173,6 +248,13 @@ pub enum EtcdError {
     /// An answer no etcd should give (a lease granted with TTL 0): we cannot work with it.
     #[error("{what}: {detail}")]
     Unexpected { what: &'static str, detail: String },
+    /// A TLS file that cannot be read when a connection is made.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl EtcdError {
@@ -188,7 +270,7 @@ impl EtcdError {
         match self {
             EtcdError::Failed { kind, .. } => *kind,
             EtcdError::TimedOut { .. } => Kind::Retry,
-            EtcdError::Unexpected { .. } => Kind::Fatal,
+            EtcdError::Unexpected { .. } | EtcdError::File { .. } => Kind::Fatal,
         }
     }
 

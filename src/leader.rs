@@ -165,9 +165,13 @@ pub async fn run(config: LeaderConfig) -> Result<u8, Error> {
 }
 
 async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
-    let client = etcd::connect(&config.endpoints)
+    let connection = etcd::Connection {
+        endpoints: config.endpoints.clone(),
+        ..Default::default()
+    };
+    let client = etcd::connect(&connection)
         .await
-        .map_err(Closed::Error)?;
+        .map_err(|e| Closed::Error(e.into()))?;
     let (mut current, mut revision) = read(&client, &config.election)
         .await
         .map_err(Closed::Error)?;

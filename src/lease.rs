@@ -5,12 +5,12 @@
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::timing::{Deadline, Timing};
 use crate::trouble::Trouble;
-use etcd_client::{Client, LeaseClient};
+use etcd_client::{Client, LeaseClient, LeaseKeepAliveStream, LeaseKeeper};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep, sleep_until, timeout_at, Instant, MissedTickBehavior};
 
 /// Why a lease no longer protects the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,19 +171,15 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
         let endpoint = member.endpoint.clone();
         // Opening the stream sends one keepalive and waits for its answer.
         let sent = Instant::now();
-        let opened = etcd::call(
-            "keepalive stream",
-            timing.request_timeout(),
-            member.client.lease_keep_alive(id),
-        )
-        .await;
-        let (mut keeper, mut stream) = match opened {
+        let (mut keeper, mut stream) = match open(member, id, timing.request_timeout()).await {
             Ok(pair) => {
                 acknowledged(sent);
                 pair
             }
             Err(e) if e.kind() == Kind::LeaseGone => return gone(),
             Err(e) => {
+                // A new connection next time, with the TLS files as they are then.
+                member.reset();
                 trouble.report(format_args!("{endpoint}: {e}"));
                 if !matches!(e, EtcdError::TimedOut { .. }) {
                     sleep(timing.keepalive / 4).await;
@@ -226,5 +222,32 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
         trouble.report(format_args!(
             "{endpoint}: {broken}; moving to the next member"
         ));
+    }
+}
+
+/// Open the keepalive stream on `member` within `wait`. A stream is not covered by the client's
+/// own token refresh: an expired token is refreshed here and the stream opened once more.
+async fn open(
+    member: &mut Member,
+    id: i64,
+    wait: Duration,
+) -> Result<(LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
+    let deadline = Instant::now() + wait;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let client = match timeout_at(deadline, member.client()).await {
+        Ok(client) => client?,
+        Err(_) => {
+            return Err(EtcdError::TimedOut {
+                what: "connecting",
+                after: wait,
+            })
+        }
+    };
+    match etcd::call("keepalive stream", left(), client.lease_keep_alive(id)).await {
+        Err(e) if e.kind() == Kind::AuthExpired => {
+            etcd::call("authenticating", left(), client.refresh_token()).await?;
+            etcd::call("keepalive stream", left(), client.lease_keep_alive(id)).await
+        }
+        opened => opened,
     }
 }

@@ -103,6 +103,9 @@ struct Supervisor {
     blocked_by: Option<Vec<u8>>,
     /// Campaigns that could not reach etcd, retried on the same lease.
     unsent: Trouble,
+    /// Whether etcd ever granted us a lease: a certificate refused before that is a
+    /// misconfiguration (exit 1), after it a renewal in progress (retried).
+    reached_etcd: bool,
 }
 
 /// Run the supervisor until it exits; returns the exit status.
@@ -116,17 +119,15 @@ pub async fn run(
     let reaper = child::Reaper::start(guardian)
         .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
-    let mut never = pin!(std::future::pending::<()>());
-    let connected = until_shutdown(&mut signals, &mut never, async {
-        Ok::<_, Error>((
-            etcd::connect(&config.endpoints).await?,
-            etcd::connect_each(&config.endpoints).await?,
-        ))
-    });
-    let (client, members) = match connected.await {
-        Waited::Done(r) => r?,
-        Waited::Shutdown | Waited::GaveUp => return Ok(0),
+    let connection = etcd::Connection {
+        endpoints: config.endpoints.clone(),
+        ..Default::default()
     };
+    let client = match connect(&connection, &mut signals, config.ttl).await? {
+        Some(client) => client,
+        None => return Ok(0),
+    };
+    let members = etcd::members(&connection);
     info!(
         election = %config.election,
         id = %config.id,
@@ -147,6 +148,7 @@ pub async fn run(
         give_up_at,
         blocked_by: None,
         unsent: Trouble::new("campaign"),
+        reached_etcd: false,
     };
     let mut state = State::Connecting {
         after: Duration::ZERO,
@@ -169,10 +171,7 @@ impl Supervisor {
         if let Some(exit) = self.pause(&mut give_up, after).await {
             return Ok(exit);
         }
-        let mut backoff = Backoff::new(
-            RETRY_BASE,
-            (self.config.ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
-        );
+        let mut backoff = retry_backoff(self.config.ttl);
         let mut trouble = Trouble::new("connecting to etcd");
         loop {
             let grant = Lease::grant(
@@ -189,6 +188,7 @@ impl Supervisor {
             match granted {
                 Ok(lease) => {
                     trouble.clear();
+                    self.reached_etcd = true;
                     let t = lease.timing();
                     info!(
                         lease = %lease.hex_id(),
@@ -204,6 +204,7 @@ impl Supervisor {
                     });
                 }
                 Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) if e.kind() == Kind::Tls && !self.reached_etcd => return Err(e.into()),
                 Err(e) => {
                     let endpoints = self.config.endpoints.join(",");
                     trouble.report(format_args!("{endpoints}: {e}"));
@@ -523,6 +524,48 @@ impl Supervisor {
             },
         })
     }
+}
+
+/// Build the client, retrying while etcd is unreachable (with credentials, building it is a
+/// round trip). None: TERM/INT came first.
+async fn connect(
+    connection: &etcd::Connection,
+    signals: &mut Signals,
+    ttl: Duration,
+) -> Result<Option<Client>, Error> {
+    let mut never = pin!(std::future::pending::<()>());
+    let mut backoff = retry_backoff(ttl);
+    let mut trouble = Trouble::new("connecting to etcd");
+    loop {
+        match until_shutdown(signals, &mut never, etcd::connect(connection)).await {
+            Waited::Done(Ok(client)) => {
+                trouble.clear();
+                return Ok(Some(client));
+            }
+            Waited::Done(Err(e)) if matches!(e.kind(), Kind::Fatal | Kind::Tls) => {
+                return Err(e.into())
+            }
+            Waited::Done(Err(e)) => {
+                let endpoints = connection.endpoints.join(",");
+                trouble.report(format_args!("{endpoints}: {e}"));
+            }
+            Waited::Shutdown | Waited::GaveUp => return Ok(None),
+        }
+        let pause = sleep(backoff.next_delay());
+        if let Waited::Shutdown | Waited::GaveUp = until_shutdown(signals, &mut never, pause).await
+        {
+            return Ok(None);
+        }
+    }
+}
+
+/// The backoff of every retry of an unreachable etcd: from RETRY_BASE up to TTL/2, kept
+/// within 1 s..5 s, so a candidate notices a returning etcd within about half a TTL.
+fn retry_backoff(ttl: Duration) -> Backoff {
+    Backoff::new(
+        RETRY_BASE,
+        (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+    )
 }
 
 /// First retry of an unreachable etcd after this: quick enough that a restarting etcd is picked
