@@ -23,10 +23,7 @@ fn job_control_signals_never_stop_the_leader_so_no_two_children_run() {
     let a = scene.command("A", cmd).spawn();
     let run_a = scene.wait_leading("A", 1, 10 * SEC);
     let _b = scene.standby("B", &["--ttl", "3"], &[], &["A", "B"]);
-    let guardian = children(a.pid())
-        .into_iter()
-        .find(|&p| comm(p).as_deref() == Some("leaderrun-guard"))
-        .expect("the leader's guardian");
+    let guardian = guardian_of(a.pid()).expect("the leader's guardian");
     for sig in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
         a.signal(sig);
         signal_pid(guardian, sig);
@@ -250,10 +247,7 @@ fn an_outage_is_logged_once_per_change_not_at_every_retry() {
 fn the_guardian_is_gone_when_leaderrun_has_exited() {
     let (_etcd, scene) = etcd_and_scene();
     let (mut a, _) = scene.leader("A", &["--ttl", "3"], &[]);
-    let guardian = children(a.pid())
-        .into_iter()
-        .find(|&p| comm(p).as_deref() == Some("leaderrun-guard"))
-        .expect("the leader's guardian");
+    let guardian = guardian_of(a.pid()).expect("the leader's guardian");
     a.signal(Signal::SIGTERM);
     a.expect_exit(5 * SEC);
     assert!(

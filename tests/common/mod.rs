@@ -19,7 +19,9 @@ pub use etcd::{etcdctl_at, etcdctl_at_ok, etcdctl_command, Etcd, EtcdCluster};
 pub use members::{
     busiest_member, bytes_sent_by_port, keepalive_member, move_raft_leader, move_raft_leader_off,
 };
-pub use procs::{children, comm, exists, pgrp, ppid, process_alive, process_state, stat_fields};
+pub use procs::{
+    children, comm, exists, guardian_of, pgrp, ppid, process_alive, process_state, stat_fields,
+};
 pub use proxy::{FaultProxy, Mode};
 pub use records::{
     assert_no_overlap, fenced_child_path, mono_now_ns, Ending, RecordParser, Records, Run,

@@ -56,3 +56,10 @@ pub fn children(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The guardian process of the leaderrun `pid` (its child named `leaderrun-guard`).
+pub fn guardian_of(pid: u32) -> Option<u32> {
+    children(pid)
+        .into_iter()
+        .find(|&p| comm(p).as_deref() == Some("leaderrun-guard"))
+}
