@@ -56,8 +56,8 @@ impl std::fmt::Debug for Credentials {
 ///
 /// No client-wide timeout: it would also cut `campaign`, which blocks until elected. Single
 /// calls get `tokio::time::timeout` instead.
-pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
-    Client::connect(endpoints, Some(options()))
+pub async fn connect(connection: &Connection) -> Result<Client, Error> {
+    Client::connect(&connection.endpoints, Some(options()))
         .await
         .map_err(|e| match e {
             etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_) => {
@@ -76,12 +76,16 @@ pub struct Member {
     pub client: Client,
 }
 
-pub async fn connect_each(endpoints: &[String]) -> Result<Vec<Member>, Error> {
-    let mut members = Vec::with_capacity(endpoints.len());
-    for e in endpoints {
+pub async fn connect_each(connection: &Connection) -> Result<Vec<Member>, Error> {
+    let mut members = Vec::with_capacity(connection.endpoints.len());
+    for e in &connection.endpoints {
+        let one = Connection {
+            endpoints: vec![e.clone()],
+            ..connection.clone()
+        };
         members.push(Member {
             endpoint: e.clone(),
-            client: connect(std::slice::from_ref(e)).await?,
+            client: connect(&one).await?,
         });
     }
     Ok(members)

@@ -165,7 +165,7 @@ pub async fn run(config: LeaderConfig) -> Result<u8, Error> {
 }
 
 async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
-    let client = etcd::connect(&config.endpoints)
+    let client = etcd::connect(&config.connection)
         .await
         .map_err(Closed::Error)?;
     let (mut current, mut revision) = read(&client, &config.election)

@@ -119,8 +119,8 @@ pub async fn run(
     let mut never = pin!(std::future::pending::<()>());
     let connected = until_shutdown(&mut signals, &mut never, async {
         Ok::<_, Error>((
-            etcd::connect(&config.endpoints).await?,
-            etcd::connect_each(&config.endpoints).await?,
+            etcd::connect(&config.connection).await?,
+            etcd::connect_each(&config.connection).await?,
         ))
     });
     let (client, members) = match connected.await {
@@ -130,7 +130,7 @@ pub async fn run(
     info!(
         election = %config.election,
         id = %config.id,
-        endpoints = %config.endpoints.join(","),
+        endpoints = %config.connection.endpoints.join(","),
         pid1,
         "starting"
     );
@@ -205,7 +205,7 @@ impl Supervisor {
                 }
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) => {
-                    let endpoints = self.config.endpoints.join(",");
+                    let endpoints = self.config.connection.endpoints.join(",");
                     trouble.report(format_args!("{endpoints}: {e}"));
                     if let Some(exit) = self.pause(&mut give_up, backoff.next_delay()).await {
                         return Ok(exit);
@@ -316,7 +316,7 @@ impl Supervisor {
                 }
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.
-                    let endpoints = self.config.endpoints.join(",");
+                    let endpoints = self.config.connection.endpoints.join(",");
                     self.unsent.report(format_args!("{endpoints}: {e}"));
                     return Ok(State::Campaigning {
                         lease,
