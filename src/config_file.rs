@@ -269,4 +269,16 @@ mod tests {
             assert!(!e.contains('\n'), "{e}");
         }
     }
+
+    #[test]
+    fn the_example_file_names_every_option_and_parses() {
+        let text = include_str!("../examples/leaderrun.toml");
+        let file = parse(text).unwrap();
+        assert!(file.command().is_some());
+        for key in OPTIONS.iter().filter_map(|o| o.key) {
+            let set = format!("\n{key} = ");
+            let commented = format!("\n# {key} = ");
+            assert!(text.contains(&set) || text.contains(&commented), "{key}");
+        }
+    }
 }
