@@ -180,7 +180,8 @@ opt!(
 /// The key of the command in the configuration file (on the command line: after `--`).
 pub const COMMAND_KEY: &str = "command";
 
-/// Every setting with an environment variable, `leaderrun leader`'s included.
+/// Every setting with an environment variable: `--config`, then `leaderrun leader`'s (see
+/// [`LEADER_OPTIONS`]), then the others.
 pub const OPTIONS: &[&Opt] = &[
     &CONFIG,
     &ENDPOINTS,
@@ -206,17 +207,9 @@ pub const OPTIONS: &[&Opt] = &[
     &LOG_LEVEL,
 ];
 
-/// The settings `leaderrun leader` reads: how to reach etcd, and the election.
-pub const LEADER_OPTIONS: &[&Opt] = &[
-    &ENDPOINTS,
-    &CACERT,
-    &CERT,
-    &KEY,
-    &USER,
-    &PASSWORD_FILE,
-    &PASSWORD,
-    &ELECTION,
-];
+/// The settings `leaderrun leader` reads: how to reach etcd, and the election (from
+/// `--endpoints` to `--election` in [`OPTIONS`]).
+pub const LEADER_OPTIONS: &[&Opt] = OPTIONS.split_at(9).0.split_at(1).1;
 
 /// A parent leaderrun sets these for its child: in the child's environment they describe the
 /// parent's election, not a setting for a nested leaderrun. The same holds for these keys (and
@@ -1028,6 +1021,13 @@ mod tests {
         }
         assert_eq!(d.ttl.unwrap().value, 10);
         assert_eq!(d.endpoints.unwrap().value, ["127.0.0.1:2379"]);
+        // leaderrun leader's: the connection and the election, nothing of the supervisor's.
+        assert_eq!(LEADER_OPTIONS.first(), Some(&&ENDPOINTS));
+        assert_eq!(LEADER_OPTIONS.last(), Some(&&ELECTION));
+        for o in [&CACERT, &CERT, &KEY, &USER, &PASSWORD_FILE, &PASSWORD] {
+            assert!(LEADER_OPTIONS.contains(&o), "{}", o.long);
+        }
+        assert_eq!(LEADER_OPTIONS.len(), 8);
         assert_eq!(d.run_id_ttl.unwrap().value, Duration::from_secs(86400));
     }
 

@@ -654,6 +654,7 @@ pub fn endpoint(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LEADER_OPTIONS;
 
     #[test]
     fn endpoints_are_checked_and_normalized() {
@@ -761,15 +762,8 @@ mod tests {
         assert!(help.contains("[default: 10]"), "{help}");
         assert!(help.contains("1m"), "{help}");
         let help = leader_command().render_long_help().to_string();
-        for o in [
-            &ENDPOINTS,
-            &CACERT,
-            &CERT,
-            &KEY,
-            &USER,
-            &PASSWORD_FILE,
-            &CONFIG,
-        ] {
+        let flags = LEADER_OPTIONS.iter().filter(|o| ***o != PASSWORD);
+        for o in flags.chain([&&CONFIG]) {
             assert!(help.contains(&format!("[env: {}]", o.env)), "{help}");
         }
     }

@@ -1,6 +1,7 @@
 //! Bad input is refused before anything starts: the right exit status, exactly
 //! one line on stderr naming the problem, no child, no contact with etcd.
-//! And the flag-over-environment rule, checked against a real etcd.
+//! And the layering (flag over environment over configuration file), checked against a real
+//! etcd; a password is never written.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{etcdctl_command, leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
@@ -36,6 +37,9 @@ fn case(name: &'static str, args: Vec<String>, code: i32, mentions: &[&str]) -> 
         mentions: mentions.iter().map(|m| m.to_string()).collect(),
     }
 }
+
+/// Environment variables, as names and values.
+type Vars<'a> = &'a [(&'static str, &'a str)];
 
 impl Case {
     /// The case with these environment variables set.
@@ -157,41 +161,34 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
         ),
     ];
     // The environment: an error names the variable; words in any case.
-    for (vars, args, mentions) in [
-        (&[("LEADERRUN_TTL", "0")][..], &[][..], &["ttl", "0"][..]),
+    let env_cases: &[(Vars, &[&str])] = &[
+        (&[("LEADERRUN_TTL", "0")], &["ttl", "0"]),
         (
             &[("LEADERRUN_ON_EXIT", "bogus")],
-            &["--election", "t"],
             &["LEADERRUN_ON_EXIT=bogus"],
         ),
-        (
-            &[("LEADERRUN_STOP_TIMEOUT", "5s")],
-            &["--ttl", "3"],
-            &["--ttl", "--stop-timeout"],
-        ),
-        (
-            &[("LEADERRUN_TTL", "abc")],
-            &["--election", "t"],
-            &["LEADERRUN_TTL=abc"],
-        ),
+        (&[("LEADERRUN_TTL", "abc")], &["LEADERRUN_TTL=abc"]),
         (
             &[("LEADERRUN_ID", "a\nforged line")],
-            &["--election", "t"],
             &["LEADERRUN_ID=", "control"],
         ),
         // Reported as text.
         (
             &[("LEADERRUN_LOG_FORMAT", "xml")],
-            &["--election", "t"],
             &["LEADERRUN_LOG_FORMAT=xml", "json"],
         ),
         (
             &[("LEADERRUN_RUN_ID", "r"), ("LEADERRUN_ON_EXIT", "Restart")],
-            &["--election", "t"],
             &["LEADERRUN_RUN_ID", "LEADERRUN_ON_EXIT"],
         ),
-    ] {
-        cases.push(case("a bad variable", with(args), 2, mentions).with_env(vars));
+        (
+            &[("LEADERRUN_STOP_TIMEOUT", "5s"), ("LEADERRUN_TTL", "3")],
+            &["--ttl", "--stop-timeout"],
+        ),
+    ];
+    for (vars, mentions) in env_cases {
+        let c = case("a bad variable", with(&["--election", "t"]), 2, mentions);
+        cases.push(c.with_env(vars));
     }
 
     // Values out of range, refused at start-up rather than wrapped, overflowed or sent to etcd.
@@ -560,16 +557,8 @@ fn a_flag_wins_over_the_environment() {
             "-c",
             &script,
         ]);
-    let out = run_with_timeout(&mut cmd, 15 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "status {}; stderr:\n{stderr}",
-        out.status
-    );
-    let seen = std::fs::read_to_string(&seen)
-        .unwrap_or_else(|e| panic!("child did not run ({e}); stderr:\n{stderr}"));
+    let stderr = run_for(&mut cmd, 15 * SEC, 0);
+    let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "child saw {seen:?}");
     assert_eq!(
@@ -623,6 +612,29 @@ fn a_command_that_cannot_be_executed_after_winning_exits_and_resigns() {
         let keys = etcd.etcdctl_ok(&["get", "--prefix", "x/", "--keys-only"]);
         assert!(keys.trim().is_empty(), "keys left: {keys:?}");
     }
+}
+
+/// Runs `cmd` (killed after `timeout`) and checks that it exits with `code`; returns its stderr.
+fn run_for(cmd: &mut Command, timeout: Duration, code: i32) -> String {
+    let out = run_with_timeout(cmd, timeout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?}: {}; stderr:\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// What a child wrote to `path`: it must have run.
+fn child_wrote(path: &Path, stderr: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "the command did not write {} ({e}); stderr:\n{stderr}",
+            path.display()
+        )
+    })
 }
 
 /// A loopback port with nothing listening: connections are refused at once.
@@ -689,13 +701,7 @@ fn the_final_line_is_json_with_log_format_json() {
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        let out = run_with_timeout(&mut cmd, 10 * SEC);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{flags:?} {vars:?}: {stderr}"
-        );
+        let stderr = run_for(&mut cmd, 10 * SEC, code);
         assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
         let line = json_final_line(&stderr);
         assert_eq!(line["level"], "ERROR", "{line}");
@@ -708,9 +714,7 @@ fn the_final_line_is_json_with_log_format_json() {
     let mut cmd = leaderrun();
     cmd.args(["--endpoints", &closed_port(), "--log-format", "json"])
         .args(["--", "no-such-command-xyz"]);
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    let stderr = run_for(&mut cmd, 10 * SEC, 127);
     assert_eq!(
         json_final_line(&stderr)["fields"]["exit_code"],
         127,
@@ -725,9 +729,7 @@ fn the_final_line_is_json_with_log_format_json() {
         .arg("--config")
         .arg(&file)
         .args(["--", "/bin/true"]);
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = run_for(&mut cmd, 10 * SEC, 2);
     let message = json_final_line(&stderr)["fields"]["message"].clone();
     assert!(
         message.as_str().unwrap_or("").contains(":2: ttl: "),
@@ -736,9 +738,7 @@ fn the_final_line_is_json_with_log_format_json() {
     // A bad --log-format itself can only be reported as text.
     let mut cmd = leaderrun();
     cmd.args(["--log-format", "xml", "--", "/bin/true"]);
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = run_for(&mut cmd, 10 * SEC, 2);
     assert!(stderr.starts_with("leaderrun: "), "{stderr}");
 }
 
@@ -790,14 +790,7 @@ fn duplicate_endpoints_count_once() {
         "3",
     ])
     .args(["--", "/bin/true"]);
-    let out = run_with_timeout(&mut cmd, 15 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}; stderr:\n{stderr}",
-        out.status
-    );
+    run_for(&mut cmd, 15 * SEC, 0);
     let mut cmd = leaderrun();
     cmd.args([
         "leader",
@@ -1016,16 +1009,8 @@ fn a_nested_leaderrun_does_not_join_its_parents_election() {
     cmd.env("LEADERRUN_ENDPOINTS", etcd.endpoints())
         .args(["--election", "parent", "--id", "parent-id", "--ttl", "3"])
         .args(["--", "/bin/sh", "-c", &nested]);
-    let out = run_with_timeout(&mut cmd, 30 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}; stderr:\n{stderr}",
-        out.status
-    );
-    let seen = std::fs::read_to_string(&seen)
-        .unwrap_or_else(|e| panic!("the nested command did not run ({e}); stderr:\n{stderr}"));
+    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+    let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 2, "{seen:?}");
     assert_eq!(fields[0], "inner-job", "stderr:\n{stderr}");
@@ -1135,37 +1120,20 @@ fn a_configuration_file_gives_the_election_ttl_and_command() {
     .unwrap();
     let mut cmd = leaderrun();
     cmd.args(["--config", &file.display().to_string(), "--no-wait"]);
-    let out = run_with_timeout(&mut cmd, 30 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}; stderr:\n{stderr}",
-        out.status
-    );
-    let read = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{stderr}", p.display()))
-    };
-    assert_eq!(read(&seen).trim(), "from-file");
-    let leader = read(&leader);
+    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+    assert_eq!(child_wrote(&seen, &stderr).trim(), "from-file");
+    let leader = child_wrote(&leader, &stderr);
     assert!(
         leader.starts_with("id=file-id key=from-file/"),
         "leaderrun leader said {leader:?}"
     );
-    let lease = read(&lease);
+    let lease = child_wrote(&lease, &stderr);
     assert!(lease.contains("granted with TTL(7s)"), "{lease}");
     // The command line's command wins over the file's.
     let mut cmd = leaderrun();
     cmd.args(["--config", &file.display().to_string(), "--no-wait"])
         .args(["--", "/bin/sh", "-c", "exit 7"]);
-    let out = run_with_timeout(&mut cmd, 30 * SEC);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_for(&mut cmd, 30 * SEC, 7);
 }
 
 #[test]
