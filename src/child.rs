@@ -52,6 +52,8 @@ pub struct Command {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
+    /// Variables of leaderrun's own environment the child must not see (a password).
+    pub env_remove: Vec<&'static str>,
     /// Signals leaderrun ignores that the child gets back at their default disposition.
     pub signal_defaults: Vec<Signal>,
 }
@@ -95,6 +97,9 @@ impl Reaper {
         let parent = nix::unistd::getpid();
         let defaults = cmd.signal_defaults.clone();
         let mut command = std::process::Command::new(&cmd.program);
+        for var in &cmd.env_remove {
+            command.env_remove(var);
+        }
         command
             .args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
@@ -329,6 +334,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![],
+            env_remove: vec![],
             signal_defaults: vec![],
         }
     }

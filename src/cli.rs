@@ -24,19 +24,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
     // Known first, so that even a failure to parse the rest is reported in this format.
     let format = flags::log_format_hint(&args, &env);
-    let config = match flags::parse(&args) {
-        Ok(flags) => Config::load(flags, &env),
-        Err(e) => match clap_error(e) {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
-    };
-    let config = match config {
+    let config = match configure(format, flags::parse(&args), |f| Config::load(f, &env)) {
         Ok(c) => c,
-        Err(e) => return fail(format, &e),
+        Err(code) => return code,
     };
     let format = config.log_format;
     log::init(format, config.log_level);
+    warn(&config.warnings);
     // SAFETY: one thread so far; the runtime is built below.
     let guardian = match unsafe { Guardian::start() } {
         Ok(g) => Arc::new(g),
@@ -70,18 +64,13 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
 
 fn leader_main(args: &[OsString], env: &Env) -> u8 {
     let format = LogFormat::Text;
-    let config = match flags::parse_leader(args) {
-        Ok(flags) => LeaderConfig::load(flags, env),
-        Err(e) => match clap_error(e) {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
-    };
-    let config = match config {
+    let parsed = flags::parse_leader(args);
+    let config = match configure(format, parsed, |f| LeaderConfig::load(f, env)) {
         Ok(c) => c,
-        Err(e) => return fail(format, &e),
+        Err(code) => return code,
     };
     log::init(format, tracing::Level::WARN);
+    warn(&config.warnings);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +79,30 @@ fn leader_main(args: &[OsString], env: &Env) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => fail(format, &e),
+    }
+}
+
+/// The validated configuration from the parsed flags, or the exit status once help, the
+/// version or the failure has been written (the failure in `format`).
+fn configure<F, C>(
+    format: LogFormat,
+    parsed: Result<F, clap::Error>,
+    load: impl FnOnce(F) -> Result<C, Error>,
+) -> Result<C, u8> {
+    let loaded = match parsed {
+        Ok(flags) => load(flags),
+        Err(e) => match clap_error(e) {
+            Ok(code) => return Err(code),
+            Err(e) => Err(e),
+        },
+    };
+    loaded.map_err(|e| fail(format, &e))
+}
+
+/// The configuration's warnings, once logging is set up.
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
     }
 }
 

@@ -4,14 +4,16 @@
 //!
 //! 1. a flag on the command line ([`crate::flags`]);
 //! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
-//! 3. (a configuration file would slot in here);
+//! 3. the configuration file, `--config FILE` or LEADERRUN_CONFIG ([`ConfigFile`]);
 //! 4. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
 //!
 //! Each value is checked by its parser as it is read, whatever its layer, so an error names the
-//! flag or the variable it came from. [`Config::load`] then checks how the values fit together.
+//! flag, the variable or the file's line it came from. [`Config::load`] then checks how the values fit together.
 //! Nothing has been started and etcd has not been contacted when it returns.
 
+use crate::config_file::ConfigFile;
 use crate::error::Error;
+use crate::etcd::{Connection, Credentials, TlsFiles};
 use crate::flags::{self, Flags, LeaderFlags};
 use crate::leader::Format;
 use crate::timing::Timing;
@@ -22,6 +24,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest duration or TTL leaderrun accepts: etcd's maximum lease TTL (`MaxLeaseTTL`,
@@ -45,77 +48,149 @@ pub const NO_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`Env`].
 pub const PARENT_KEY_VAR: &str = "LEADERRUN_KEY";
 
-/// One setting: its flag, its environment variable and its default.
+/// One setting: its flag, its environment variable, its key in the configuration file and its
+/// default.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opt {
-    /// The flag, without `--`.
+    /// The flag, without `--` (LEADERRUN_PASSWORD, which has no flag: the setting's name).
     pub long: &'static str,
-    /// Its environment variable: `LEADERRUN_` and the flag in upper case, `-` as `_`.
+    /// Its environment variable: `LEADERRUN_` and the flag in upper case, `-` as `_`, but for
+    /// `--key`: LEADERRUN_KEY is the leader key a leaderrun gives its child.
     pub env: &'static str,
+    /// Its key in the configuration file: the flag with `_` for `-`. None: not in the file (the
+    /// file's own name, and the password: secrets are given by file only).
+    pub key: Option<&'static str>,
     /// The default, as a user would write it (and read by the flag's parser). None: no default,
     /// or one computed from other settings (the flag's help says how).
     pub default: Option<&'static str>,
 }
 
 macro_rules! opt {
-    ($name:ident, $long:literal, $env:literal, $default:expr) => {
+    ($name:ident, $long:literal, $env:literal, $key:expr, $default:expr) => {
         pub const $name: Opt = Opt {
             long: $long,
             env: $env,
+            key: $key,
             default: $default,
         };
     };
 }
 
+opt!(CONFIG, "config", "LEADERRUN_CONFIG", None, None);
 opt!(
     ENDPOINTS,
     "endpoints",
     "LEADERRUN_ENDPOINTS",
+    Some("endpoints"),
     Some("127.0.0.1:2379")
 );
-opt!(ELECTION, "election", "LEADERRUN_ELECTION", None);
-opt!(ID, "id", "LEADERRUN_ID", None);
-opt!(TTL, "ttl", "LEADERRUN_TTL", Some("10"));
+opt!(CACERT, "cacert", "LEADERRUN_CACERT", Some("cacert"), None);
+opt!(CERT, "cert", "LEADERRUN_CERT", Some("cert"), None);
+opt!(KEY, "key", "LEADERRUN_KEY_FILE", Some("key"), None);
+opt!(USER, "user", "LEADERRUN_USER", Some("user"), None);
+opt!(
+    PASSWORD_FILE,
+    "password-file",
+    "LEADERRUN_PASSWORD_FILE",
+    Some("password_file"),
+    None
+);
+opt!(PASSWORD, "password", "LEADERRUN_PASSWORD", None, None);
+opt!(
+    ELECTION,
+    "election",
+    "LEADERRUN_ELECTION",
+    Some("election"),
+    None
+);
+opt!(ID, "id", "LEADERRUN_ID", Some("id"), None);
+opt!(TTL, "ttl", "LEADERRUN_TTL", Some("ttl"), Some("10"));
 opt!(
     STOP_SIGNAL,
     "stop-signal",
     "LEADERRUN_STOP_SIGNAL",
+    Some("stop_signal"),
     Some("TERM")
 );
-opt!(STOP_TIMEOUT, "stop-timeout", "LEADERRUN_STOP_TIMEOUT", None);
-opt!(ON_EXIT, "on-exit", "LEADERRUN_ON_EXIT", Some("exit"));
+opt!(
+    STOP_TIMEOUT,
+    "stop-timeout",
+    "LEADERRUN_STOP_TIMEOUT",
+    Some("stop_timeout"),
+    None
+);
+opt!(
+    ON_EXIT,
+    "on-exit",
+    "LEADERRUN_ON_EXIT",
+    Some("on_exit"),
+    Some("exit")
+);
 opt!(
     RESTART_LIMIT,
     "restart-limit",
     "LEADERRUN_RESTART_LIMIT",
+    Some("restart_limit"),
     Some("5")
 );
 opt!(
     RESTART_WINDOW,
     "restart-window",
     "LEADERRUN_RESTART_WINDOW",
+    Some("restart_window"),
     Some("60s")
 );
-opt!(NO_WAIT, "no-wait", "LEADERRUN_NO_WAIT", Some("false"));
-opt!(WAIT_TIMEOUT, "wait-timeout", "LEADERRUN_WAIT_TIMEOUT", None);
-opt!(RUN_ID, "run-id", "LEADERRUN_RUN_ID", None);
+opt!(
+    NO_WAIT,
+    "no-wait",
+    "LEADERRUN_NO_WAIT",
+    Some("no_wait"),
+    Some("false")
+);
+opt!(
+    WAIT_TIMEOUT,
+    "wait-timeout",
+    "LEADERRUN_WAIT_TIMEOUT",
+    Some("wait_timeout"),
+    None
+);
+opt!(RUN_ID, "run-id", "LEADERRUN_RUN_ID", Some("run_id"), None);
 opt!(
     RUN_ID_TTL,
     "run-id-ttl",
     "LEADERRUN_RUN_ID_TTL",
+    Some("run_id_ttl"),
     Some("24h")
 );
 opt!(
     LOG_FORMAT,
     "log-format",
     "LEADERRUN_LOG_FORMAT",
+    Some("log_format"),
     Some("text")
 );
-opt!(LOG_LEVEL, "log-level", "LEADERRUN_LOG_LEVEL", Some("info"));
+opt!(
+    LOG_LEVEL,
+    "log-level",
+    "LEADERRUN_LOG_LEVEL",
+    Some("log_level"),
+    Some("info")
+);
 
-/// Every setting with an environment variable, `leaderrun leader`'s included.
+/// The key of the command in the configuration file (on the command line: after `--`).
+pub const COMMAND_KEY: &str = "command";
+
+/// Every setting with an environment variable: `--config`, then `leaderrun leader`'s (see
+/// [`LEADER_OPTIONS`]), then the others.
 pub const OPTIONS: &[&Opt] = &[
+    &CONFIG,
     &ENDPOINTS,
+    &CACERT,
+    &CERT,
+    &KEY,
+    &USER,
+    &PASSWORD_FILE,
+    &PASSWORD,
     &ELECTION,
     &ID,
     &TTL,
@@ -132,19 +207,42 @@ pub const OPTIONS: &[&Opt] = &[
     &LOG_LEVEL,
 ];
 
-/// The settings `leaderrun leader` reads.
-pub const LEADER_OPTIONS: &[&Opt] = &[&ENDPOINTS, &ELECTION];
+/// The settings `leaderrun leader` reads: how to reach etcd, and the election (from
+/// `--endpoints` to `--election` in [`OPTIONS`]).
+pub const LEADER_OPTIONS: &[&Opt] = OPTIONS.split_at(9).0.split_at(1).1;
 
 /// A parent leaderrun sets these for its child: in the child's environment they describe the
-/// parent's election, not a setting for a nested leaderrun.
-const FROM_PARENT: &[&Opt] = &[&ELECTION, &ID];
+/// parent's election, not a setting for a nested leaderrun. The same holds for these keys (and
+/// the command) in a configuration file the child finds through an inherited LEADERRUN_CONFIG.
+pub const FROM_PARENT: &[&Opt] = &[&ELECTION, &ID];
+
+/// Values never shown in a message: a password, or a user given as `NAME:PASSWORD`.
+const SECRETS: &[&Opt] = &[&USER, &PASSWORD];
 
 /// Where a value came from, as error messages name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Flag(&'static Opt),
     Env(&'static Opt),
+    /// A key of the configuration file, at this line.
+    File {
+        opt: &'static Opt,
+        path: Arc<Path>,
+        line: usize,
+    },
     Default(&'static Opt),
+}
+
+impl Source {
+    /// The layer: 0 for a flag, then the environment, the file and the default.
+    fn layer(&self) -> u8 {
+        match self {
+            Source::Flag(_) => 0,
+            Source::Env(_) => 1,
+            Source::File { .. } => 2,
+            Source::Default(_) => 3,
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -152,9 +250,21 @@ impl fmt::Display for Source {
         match self {
             Source::Flag(o) => write!(f, "--{}", o.long),
             Source::Env(o) => f.write_str(o.env),
+            Source::File { opt, path, line } => write!(
+                f,
+                "{} ({}:{line})",
+                opt.key.unwrap_or(opt.long),
+                path.display()
+            ),
             Source::Default(o) => write!(f, "--{} (default)", o.long),
         }
     }
+}
+
+/// A layer that reads settings by their options: the environment, the configuration file.
+pub trait Reader {
+    /// `opt`'s value in this layer, parsed; an error names where it came from.
+    fn read<T>(&self, opt: &'static Opt, parse: Parser<T>) -> Result<Option<Sourced<T>>, Error>;
 }
 
 /// A value and where it came from.
@@ -165,7 +275,7 @@ pub struct Sourced<T> {
 }
 
 /// A value parser: the same one for a flag, its variable and its default.
-type Parser<T> = fn(&str) -> Result<T, String>;
+pub type Parser<T> = fn(&str) -> Result<T, String>;
 
 /// One layer: given the settings no higher layer has set, it reads those (only those, so that a
 /// bad value a flag overrides is never looked at).
@@ -209,11 +319,11 @@ macro_rules! settings {
                 false
             }
 
-            /// The environment layer: the variables of `wanted` settings only.
-            pub fn from_env(env: &Env, wanted: &[&Opt]) -> Result<Settings, Error> {
+            /// The environment or the file layer: the `wanted` settings only.
+            pub fn read(layer: &impl Reader, wanted: &[&Opt]) -> Result<Settings, Error> {
                 Ok(Settings {
                     $($field: if wanted.contains(&&$opt) {
-                        env.read(&$opt, $parse)?
+                        layer.read(&$opt, $parse)?
                     } else {
                         None
                     },)*
@@ -235,6 +345,12 @@ macro_rules! settings {
 
 settings! {
     endpoints: Vec<String> = ENDPOINTS, flags::endpoints;
+    cacert: PathBuf = CACERT, flags::readable_file;
+    cert: PathBuf = CERT, flags::readable_file;
+    key: PathBuf = KEY, flags::readable_file;
+    user: User = USER, flags::user;
+    password_file: PathBuf = PASSWORD_FILE, flags::readable_file;
+    password: Secret = PASSWORD, flags::secret;
     election: String = ELECTION, flags::text;
     id: String = ID, flags::text;
     ttl: u64 = TTL, flags::ttl;
@@ -302,17 +418,20 @@ impl Env {
         }
         self.var(opt.env)
     }
+}
 
-    /// `opt`'s variable, parsed; an error names the variable and its value.
-    pub fn read<T>(
-        &self,
-        opt: &'static Opt,
-        parse: Parser<T>,
-    ) -> Result<Option<Sourced<T>>, Error> {
+impl Reader for Env {
+    /// `opt`'s variable, parsed; an error names the variable and its value (a secret's value is
+    /// not shown).
+    fn read<T>(&self, opt: &'static Opt, parse: Parser<T>) -> Result<Option<Sourced<T>>, Error> {
         let Some(raw) = self.raw(opt) else {
             return Ok(None);
         };
-        let shown = crate::log::escape_controls(&raw.to_string_lossy()).into_owned();
+        let shown = if SECRETS.contains(&opt) {
+            "(not shown)".to_string()
+        } else {
+            crate::log::escape_controls(&raw.to_string_lossy()).into_owned()
+        };
         let text = raw
             .to_str()
             .ok_or_else(|| Error::Usage(format!("{}={shown}: not valid UTF-8", opt.env)))?;
@@ -365,6 +484,32 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
+/// `--user NAME`, or etcdctl's `NAME:PASSWORD` (split at the first colon).
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// A password: never shown, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunId {
     pub id: String,
@@ -381,8 +526,9 @@ pub struct RestartPolicy {
 /// Validated settings: everything the supervisor needs, nothing it must check again.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Normalized (`http://host:port`), without duplicates, at most [`MAX_ENDPOINTS`].
-    pub endpoints: Vec<String>,
+    /// The endpoints (normalized, one scheme, without duplicates, at most [`MAX_ENDPOINTS`]),
+    /// the TLS files (checked readable) and the credentials (the password read).
+    pub connection: Connection,
     pub election: String,
     pub id: String,
     /// The TTL asked for; etcd may grant more (it raises values below its minimum).
@@ -404,6 +550,8 @@ pub struct Config {
     pub args: Vec<OsString>,
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
+    /// Said once logging is set up (a password on the command line, ...).
+    pub warnings: Vec<String>,
 }
 
 /// A setting every layer stack provides (it has a default): a missing one is a bug in
@@ -412,31 +560,54 @@ fn required<T>(v: Option<Sourced<T>>, opt: &Opt) -> Result<Sourced<T>, Error> {
     v.ok_or_else(|| Error::Usage(format!("--{} has no value and no default", opt.long)))
 }
 
+/// The `wanted` settings, each from the first layer that sets it: the flags, the environment,
+/// the configuration file (if any), the defaults.
+fn layers(
+    wanted: &[&'static Opt],
+    flags: impl FnOnce() -> Result<Settings, Error>,
+    env: &Env,
+    file: Option<&ConfigFile>,
+) -> Result<Settings, Error> {
+    layered(
+        wanted,
+        vec![
+            Box::new(|_| flags()),
+            Box::new(|wanted| Settings::read(env, wanted)),
+            Box::new(|wanted| match file {
+                Some(file) => Settings::read(file, wanted),
+                None => Ok(Settings::default()),
+            }),
+            Box::new(Settings::defaults),
+        ],
+    )
+}
+
 impl Config {
-    /// Layer the flags over the environment over the defaults, and validate the result.
-    pub fn load(flags: Flags, env: &Env) -> Result<Config, Error> {
-        let command = flags.command.clone();
-        let settings = layered(
-            OPTIONS,
-            vec![
-                Box::new(|_| flags.settings()),
-                Box::new(|wanted| Settings::from_env(env, wanted)),
-                // A configuration file would be read here.
-                Box::new(Settings::defaults),
-            ],
-        )?;
+    /// Layer the flags over the environment over the configuration file over the defaults, and
+    /// validate the result. A command on the command line wins over the file's.
+    pub fn load(mut flags: Flags, env: &Env) -> Result<Config, Error> {
+        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
+        let command = match std::mem::take(&mut flags.command) {
+            c if c.is_empty() => file.as_ref().and_then(|f| f.command()).unwrap_or_default(),
+            c => c,
+        };
+        let settings = layers(OPTIONS, || flags.settings(), env, file.as_ref())?;
         Config::from_settings(settings, command)
     }
 
     /// Check how the settings fit together. Each value was checked when it was read.
-    pub fn from_settings(s: Settings, command: Vec<OsString>) -> Result<Config, Error> {
+    pub fn from_settings(mut s: Settings, command: Vec<OsString>) -> Result<Config, Error> {
         let mut command = command.into_iter();
-        let name = command
-            .next()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| Error::Usage("missing COMMAND (give it after --)".into()))?;
+        let name = command.next().filter(|c| !c.is_empty()).ok_or_else(|| {
+            Error::Usage(
+                "missing COMMAND (give it after --, or as command in the configuration file)"
+                    .into(),
+            )
+        })?;
         let args: Vec<OsString> = command.collect();
         let program = resolve_command(Path::new(&name), std::env::var_os("PATH"))?;
+        let mut warnings = Vec::new();
+        let connection = connection(&mut s, &mut warnings)?;
 
         let ttl = Duration::from_secs(required(s.ttl, &TTL)?.value);
         let stop_timeout = s.stop_timeout.map(|g| g.value);
@@ -478,7 +649,7 @@ impl Config {
         };
 
         Ok(Config {
-            endpoints: required(s.endpoints, &ENDPOINTS)?.value,
+            connection,
             election,
             id,
             ttl,
@@ -496,6 +667,7 @@ impl Config {
             args,
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
             log_level: required(s.log_level, &LOG_LEVEL)?.value.into(),
+            warnings,
         })
     }
 }
@@ -506,36 +678,197 @@ fn on_exit_name(o: OnExit) -> String {
         .unwrap_or_default()
 }
 
+/// How to reach etcd, from the connection settings of `s` (taken out of it), checked together:
+/// one scheme for every endpoint, TLS options only with https, a certificate with its key, a
+/// user with one password.
+fn connection(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Connection, Error> {
+    let (cacert, cert, key) = (s.cacert.take(), s.cert.take(), s.key.take());
+    let tls_option = [&cacert, &cert, &key]
+        .into_iter()
+        .flatten()
+        .map(|o| o.from.clone())
+        .next();
+    let endpoints = with_scheme(required(s.endpoints.take(), &ENDPOINTS)?, tls_option)?;
+    match (&cert, &key) {
+        (Some(c), None) => {
+            return Err(Error::Usage(format!(
+                "{} is given without --key (LEADERRUN_KEY_FILE, key in the configuration \
+                 file): a client certificate needs its private key",
+                c.from
+            )))
+        }
+        (None, Some(k)) => {
+            return Err(Error::Usage(format!(
+                "{} is given without --cert (LEADERRUN_CERT, cert in the configuration file): \
+                 a private key needs its client certificate",
+                k.from
+            )))
+        }
+        _ => {}
+    }
+    let tls = endpoints[0].starts_with("https://").then(|| TlsFiles {
+        cacert: cacert.map(|c| c.value),
+        cert: cert.map(|c| c.value),
+        key: key.map(|k| k.value),
+    });
+    Ok(Connection {
+        endpoints,
+        tls,
+        user: credentials(s, warnings)?,
+    })
+}
+
+/// The endpoints with their scheme: a bare `host:port` is https when a TLS option is given
+/// (`tls_option`, where it came from), else http. A plain http endpoint with TLS options, or
+/// http and https mixed, is refused.
+fn with_scheme(
+    list: Sourced<Vec<String>>,
+    tls_option: Option<Source>,
+) -> Result<Vec<String>, Error> {
+    let bare = if tls_option.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let resolved: Vec<String> = list
+        .value
+        .iter()
+        .map(|e| match e.contains("://") {
+            true => e.clone(),
+            false => format!("{bare}://{e}"),
+        })
+        .collect();
+    let find = |scheme: &str| resolved.iter().find(|e| e.starts_with(scheme));
+    match (find("http://"), find("https://"), tls_option) {
+        (Some(http), _, Some(tls)) => Err(Error::Usage(format!(
+            "{}: {http} is plain http, but a TLS option is given ({tls}): write https:// or \
+             a bare host:port",
+            list.from
+        ))),
+        (Some(http), Some(https), None) => Err(Error::Usage(format!(
+            "{}: {http} and {https} mix http and https: give every endpoint the same scheme",
+            list.from
+        ))),
+        _ => flags::distinct(resolved).map_err(|e| Error::Usage(format!("{}: {e}", list.from))),
+    }
+}
+
+/// Where a password comes from.
+enum Password {
+    Given(Secret),
+    File(PathBuf),
+}
+
+/// The user and its password, from the highest layer that gives a password: `--user
+/// NAME:PASSWORD` or `--password-file` (flags), LEADERRUN_PASSWORD_FILE or LEADERRUN_PASSWORD
+/// (environment), `password_file` (configuration file). Two in one layer are refused.
+fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Credentials>, Error> {
+    let (user, file, env) = (s.user.take(), s.password_file.take(), s.password.take());
+    let Some(user) = user else {
+        return match file.map(|f| f.from).or(env.map(|p| p.from)) {
+            Some(from) => Err(Error::Usage(format!(
+                "{from} is given without a user: name it with --user NAME (LEADERRUN_USER, \
+                 user in the configuration file)"
+            ))),
+            None => Ok(None),
+        };
+    };
+    flags::text(&user.value.name)
+        .map_err(|e| Error::Usage(format!("{}: the user name {e}", user.from)))?;
+    let mut sources = Vec::new();
+    if let Some(password) = user.value.password {
+        if matches!(user.from, Source::Flag(_)) {
+            warnings.push(format!(
+                "{} NAME:PASSWORD puts the password on the command line (argv), which every \
+                 user of this host can read (ps, /proc/PID/cmdline): use --password-file or \
+                 LEADERRUN_PASSWORD",
+                user.from
+            ));
+        }
+        sources.push((user.from.clone(), Password::Given(password)));
+    }
+    if let Some(f) = file {
+        sources.push((f.from, Password::File(f.value)));
+    }
+    if let Some(p) = env {
+        sources.push((p.from, Password::Given(p.value)));
+    }
+    let Some(top) = sources.iter().map(|(from, _)| from.layer()).min() else {
+        return Err(Error::Usage(format!(
+            "{} is given without a password: give --password-file FILE (LEADERRUN_PASSWORD_FILE, \
+             password_file in the configuration file), LEADERRUN_PASSWORD, or --user NAME:PASSWORD",
+            user.from
+        )));
+    };
+    let mut top = sources.into_iter().filter(|(from, _)| from.layer() == top);
+    let (from, password) = top.next().expect("the minimum is one of them");
+    if let Some((other, _)) = top.next() {
+        return Err(Error::Usage(format!(
+            "{from} and {other} both give a password: give one"
+        )));
+    }
+    let password = match password {
+        Password::Given(p) => p.0,
+        Password::File(path) => read_password(&path, &from)?,
+    };
+    if password.is_empty() {
+        return Err(Error::Usage(format!("{from}: the password is empty")));
+    }
+    Ok(Some(Credentials {
+        name: user.value.name,
+        password,
+    }))
+}
+
+/// The password in `path`, without one trailing newline.
+fn read_password(path: &Path, from: &Source) -> Result<String, Error> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::Usage(format!(
+            "{from}: cannot read the password file {shown}: {e}"
+        ))
+    })?;
+    let mut password = String::from_utf8(bytes)
+        .map_err(|_| Error::Usage(format!("{from}: the password file {shown} is not UTF-8")))?;
+    if password.ends_with('\n') {
+        password.pop();
+        if password.ends_with('\r') {
+            password.pop();
+        }
+    }
+    Ok(password)
+}
+
 /// `leaderrun leader`'s settings.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
-    pub endpoints: Vec<String>,
+    pub connection: Connection,
     pub election: String,
     pub format: Format,
     pub watch: bool,
+    /// Said once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl LeaderConfig {
-    pub fn load(flags: LeaderFlags, env: &Env) -> Result<LeaderConfig, Error> {
-        let format = flags.format;
-        let watch = flags.watch;
-        let s = layered(
-            LEADER_OPTIONS,
-            vec![
-                Box::new(|_| flags.settings()),
-                Box::new(|wanted| Settings::from_env(env, wanted)),
-                Box::new(Settings::defaults),
-            ],
-        )?;
+    /// The settings `leaderrun leader` shares with `leaderrun`, layered alike (from the same
+    /// configuration file too, whose other keys it does not read).
+    pub fn load(mut flags: LeaderFlags, env: &Env) -> Result<LeaderConfig, Error> {
+        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
+        let (format, watch) = (flags.format, flags.watch);
+        let mut s = layers(LEADER_OPTIONS, || flags.settings(), env, file.as_ref())?;
         let election = s
             .election
+            .take()
             .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
             .value;
+        let mut warnings = Vec::new();
         Ok(LeaderConfig {
-            endpoints: required(s.endpoints, &ENDPOINTS)?.value,
+            connection: connection(&mut s, &mut warnings)?,
             election,
             format,
             watch,
+            warnings,
         })
     }
 }
@@ -671,17 +1004,30 @@ mod tests {
     #[test]
     fn every_option_is_named_by_one_rule_and_its_default_parses() {
         for o in OPTIONS {
-            assert_eq!(
-                o.env,
-                format!("LEADERRUN_{}", o.long.to_uppercase().replace('-', "_"))
-            );
+            // --key's variable would be LEADERRUN_KEY, the leader key given to the child.
+            let want = match **o == KEY {
+                true => "LEADERRUN_KEY_FILE".to_string(),
+                false => format!("LEADERRUN_{}", o.long.to_uppercase().replace('-', "_")),
+            };
+            assert_eq!(o.env, want);
+            assert_ne!(o.env, PARENT_KEY_VAR);
+            if let Some(key) = o.key {
+                assert_eq!(key, o.long.replace('-', "_"));
+            }
         }
         let d = Settings::defaults(OPTIONS).unwrap();
         for o in OPTIONS {
             assert_eq!(d.is_set(o), o.default.is_some(), "{}", o.long);
         }
         assert_eq!(d.ttl.unwrap().value, 10);
-        assert_eq!(d.endpoints.unwrap().value, ["http://127.0.0.1:2379"]);
+        assert_eq!(d.endpoints.unwrap().value, ["127.0.0.1:2379"]);
+        // leaderrun leader's: the connection and the election, nothing of the supervisor's.
+        assert_eq!(LEADER_OPTIONS.first(), Some(&&ENDPOINTS));
+        assert_eq!(LEADER_OPTIONS.last(), Some(&&ELECTION));
+        for o in [&CACERT, &CERT, &KEY, &USER, &PASSWORD_FILE, &PASSWORD] {
+            assert!(LEADER_OPTIONS.contains(&o), "{}", o.long);
+        }
+        assert_eq!(LEADER_OPTIONS.len(), 8);
         assert_eq!(d.run_id_ttl.unwrap().value, Duration::from_secs(86400));
     }
 
@@ -912,7 +1258,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.endpoints,
+            c.connection.endpoints,
             [
                 "http://127.0.0.1:2379",
                 "http://localhost:2379",
@@ -933,6 +1279,7 @@ mod tests {
         assert_eq!(
             parse(&["--endpoints", &dup.join(","), "--", "true"])
                 .unwrap()
+                .connection
                 .endpoints
                 .len(),
             64
@@ -959,7 +1306,7 @@ mod tests {
         };
         let c = LeaderConfig::load(lf(&[]), &env(&[("LEADERRUN_ELECTION", "web")])).unwrap();
         assert_eq!(c.election, "web");
-        assert_eq!(c.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(c.connection.endpoints, ["http://127.0.0.1:2379"]);
         // Settings it has no use for are not read.
         LeaderConfig::load(lf(&["--election", "x"]), &env(&[("LEADERRUN_TTL", "abc")])).unwrap();
         let e = LeaderConfig::load(lf(&[]), &env(&[])).unwrap_err();
@@ -971,5 +1318,277 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("--election"), "{e}");
+    }
+
+    /// A file in a fresh temporary directory, removed with it.
+    struct Temp(PathBuf);
+
+    impl Temp {
+        fn new() -> Temp {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("leaderrun-cfg-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Temp(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_file_is_layered_below_flags_and_environment() {
+        let t = Temp::new();
+        let file = t.file(
+            "l.toml",
+            "election = \"file\"\nid = \"file-id\"\nttl = 7\nrestart_limit = \"4\"\n\
+             stop_timeout = \"1s\"\n",
+        );
+        let c = load(
+            &["--config", &file, "--election", "flag", "--", "true"],
+            &[("LEADERRUN_ID", "env-id"), ("LEADERRUN_TTL", "9")],
+        )
+        .unwrap();
+        assert_eq!(c.election, "flag");
+        assert_eq!(c.id, "env-id");
+        assert_eq!(c.ttl, Duration::from_secs(9));
+        assert_eq!(c.restart.limit, 4);
+        assert_eq!(c.stop_timeout, Some(Duration::from_secs(1)));
+        // Below the file: the defaults.
+        assert_eq!(c.restart.window, Duration::from_secs(60));
+        assert_eq!(c.on_exit, OnExit::Exit);
+        // LEADERRUN_CONFIG names the file when --config does not.
+        let c = load(&["--", "true"], &[("LEADERRUN_CONFIG", &file)]).unwrap();
+        assert_eq!(
+            (c.election.as_str(), c.ttl),
+            ("file", Duration::from_secs(7))
+        );
+        // A bad value the flag overrides is not looked at; one that is read names file and line.
+        let bad = t.file("bad.toml", "\n\nttl = 0\n");
+        let c = load(&["--config", &bad, "--ttl", "3", "--", "true"], &[]).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(3));
+        let e = usage(&["--config", &bad, "--", "true"], &[]);
+        assert!(e.starts_with(&format!("{bad}:3: ttl: ")), "{e}");
+        let e = usage(
+            &[
+                "--config",
+                &t.0.join("none.toml").display().to_string(),
+                "--",
+                "true",
+            ],
+            &[],
+        );
+        assert!(e.contains("none.toml") && e.contains("--config"), "{e}");
+    }
+
+    #[test]
+    fn the_command_comes_from_the_file_unless_given() {
+        let t = Temp::new();
+        let file = t.file(
+            "l.toml",
+            "command = [\"/bin/sh\", \"-c\", \"exit 0\"]\nelection = \"e\"",
+        );
+        let c = load(&["--config", &file], &[]).unwrap();
+        assert!(c.program.ends_with("sh"));
+        assert_eq!(c.args, [OsString::from("-c"), OsString::from("exit 0")]);
+        let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
+        assert!(c.program.ends_with("true") && c.args.is_empty());
+        let e = usage(&["--ttl", "3"], &[]);
+        assert!(
+            e.contains("COMMAND") && e.contains("configuration file"),
+            "{e}"
+        );
+        // A file inherited from a parent leaderrun: its election, id and command are the parent's.
+        let parent = [
+            ("LEADERRUN_CONFIG", file.as_str()),
+            ("LEADERRUN_KEY", "e/1"),
+        ];
+        let e = usage(&[], &parent);
+        assert!(e.contains("COMMAND"), "{e}");
+        let c = load(&["--", "true"], &parent).unwrap();
+        assert_eq!(c.election, "true");
+        let c = load(&["--config", &file], &parent[1..]).unwrap();
+        assert_eq!(c.election, "e");
+    }
+
+    #[test]
+    fn endpoints_in_the_file_are_an_array_or_a_string() {
+        let t = Temp::new();
+        for text in [
+            "endpoints = [\"https://etcd1:2379\", \"https://etcd2\"]",
+            "endpoints = \"https://etcd1:2379,https://etcd2\"",
+            "endpoints = [\"etcd1\", \"etcd2:2379\"]\ncacert = \"/dev/null\"",
+        ] {
+            let file = t.file("l.toml", text);
+            let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
+            assert_eq!(
+                c.connection.endpoints,
+                ["https://etcd1:2379", "https://etcd2:2379"],
+                "{text}"
+            );
+            assert!(c.connection.tls.is_some(), "{text}");
+        }
+        let file = t.file("l.toml", "endpoints = [\"a:1\", 2]");
+        let e = usage(&["--config", &file, "--", "true"], &[]);
+        assert!(
+            e.contains(":1: endpoints: expected an array of strings"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn schemes_follow_the_tls_options() {
+        let c = parse(&[
+            "--cacert",
+            "/dev/null",
+            "--endpoints",
+            "a,b:1",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(c.connection.endpoints, ["https://a:2379", "https://b:1"]);
+        let tls = c.connection.tls.unwrap();
+        assert_eq!(tls.cacert.as_deref(), Some(Path::new("/dev/null")));
+        assert_eq!((tls.cert, tls.key), (None, None));
+        // https without TLS options: the system's roots.
+        let c = parse(&["--endpoints", "https://a,a", "--", "true"]).unwrap();
+        assert_eq!(c.connection.endpoints, ["https://a:2379"]);
+        assert_eq!(c.connection.tls, Some(TlsFiles::default()));
+        let c = parse(&["--", "true"]).unwrap();
+        assert_eq!(c.connection.tls, None);
+        let e = usage(
+            &[
+                "--cacert",
+                "/dev/null",
+                "--endpoints",
+                "a,http://b",
+                "--",
+                "true",
+            ],
+            &[],
+        );
+        assert!(e.contains("http://b:2379") && e.contains("--cacert"), "{e}");
+        let e = usage(&["--endpoints", "https://a,b", "--", "true"], &[]);
+        assert!(
+            e.contains("http://b:2379") && e.contains("https://a:2379"),
+            "{e}"
+        );
+        let e = usage(&["--cert", "/dev/null", "--", "true"], &[]);
+        assert!(e.contains("--cert") && e.contains("--key"), "{e}");
+        let e = usage(&["--", "true"], &[("LEADERRUN_KEY_FILE", "/dev/null")]);
+        assert!(
+            e.starts_with("LEADERRUN_KEY_FILE") && e.contains("--cert"),
+            "{e}"
+        );
+        let e = usage(
+            &["--", "true"],
+            &[("LEADERRUN_CACERT", "/nonexistent/ca.pem")],
+        );
+        assert!(
+            e.contains("LEADERRUN_CACERT") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // LEADERRUN_KEY is the parent's leader key, not --key.
+        let c = load(&["--", "true"], &[("LEADERRUN_KEY", "web/1")]).unwrap();
+        assert_eq!(c.connection.tls, None);
+    }
+
+    #[test]
+    fn credentials_come_from_one_source_and_are_never_shown() {
+        let t = Temp::new();
+        let pw = t.file("pw", "s3cr3t-file\n");
+        let c = parse(&["--user", "me", "--password-file", &pw, "--", "true"]).unwrap();
+        let user = c.connection.user.clone().unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.password.as_str()),
+            ("me", "s3cr3t-file")
+        );
+        assert!(c.warnings.is_empty());
+        assert!(!format!("{c:?}").contains("s3cr3t"), "{c:?}");
+        // The environment's password, under the flag's password file.
+        let env_pw = [("LEADERRUN_PASSWORD", "s3cr3t-env")];
+        let c = load(&["--user", "me", "--", "true"], &env_pw).unwrap();
+        assert_eq!(c.connection.user.unwrap().password, "s3cr3t-env");
+        let c = load(
+            &["--user", "me", "--password-file", &pw, "--", "true"],
+            &env_pw,
+        )
+        .unwrap();
+        assert_eq!(c.connection.user.unwrap().password, "s3cr3t-file");
+        // A password file in the configuration file is under LEADERRUN_PASSWORD.
+        let file = t.file(
+            "l.toml",
+            &format!("user = \"me\"\npassword_file = \"{pw}\""),
+        );
+        let c = load(&["--config", &file, "--", "true"], &env_pw).unwrap();
+        assert_eq!(c.connection.user.unwrap().password, "s3cr3t-env");
+        let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
+        assert_eq!(c.connection.user.unwrap().password, "s3cr3t-file");
+        // etcdctl's NAME:PASSWORD: accepted, with a warning.
+        let c = parse(&["--user", "me:s3cr3t-argv", "--", "true"]).unwrap();
+        assert_eq!(c.connection.user.clone().unwrap().password, "s3cr3t-argv");
+        assert!(c.warnings[0].contains("argv"), "{:?}", c.warnings);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        // Refused: a password without a user, a user without a password, two in one layer.
+        for (args, vars, want) in [
+            (
+                &["--password-file", &pw][..],
+                &[][..],
+                "--password-file is given without a user",
+            ),
+            (
+                &[],
+                &env_pw[..],
+                "LEADERRUN_PASSWORD is given without a user",
+            ),
+            (&["--user", "me"], &[], "LEADERRUN_PASSWORD"),
+            (
+                &["--user", "me:s3cr3t", "--password-file", &pw],
+                &[],
+                "give one",
+            ),
+            (
+                &["--user", "me"],
+                &[
+                    ("LEADERRUN_PASSWORD", "s3cr3t"),
+                    ("LEADERRUN_PASSWORD_FILE", &pw),
+                ],
+                "give one",
+            ),
+            (&["--user", ":s3cr3t"], &[], "--user: the user name"),
+            (&["--user", "me:"], &[], "empty"),
+        ] {
+            let mut all = args.to_vec();
+            all.extend(["--", "true"]);
+            let e = usage(&all, vars);
+            assert!(e.contains(want), "{args:?}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+        let e = usage(&["--user", "me", "--", "true"], &[]);
+        assert!(
+            e.contains("--password-file")
+                && e.contains("LEADERRUN_PASSWORD")
+                && e.contains("--user NAME:PASSWORD"),
+            "{e}"
+        );
+        let e = usage(&["--", "true"], &[("LEADERRUN_USER", "a\u{1}:s3cr3t")]);
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let empty = t.file("empty", "\n");
+        let e = usage(
+            &["--user", "me", "--password-file", &empty, "--", "true"],
+            &[],
+        );
+        assert!(e.contains("empty"), "{e}");
     }
 }

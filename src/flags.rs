@@ -2,15 +2,18 @@
 //! flags, environment variables and defaults share.
 //!
 //! clap reads the flags only (no `env=`): every field is optional here, so that
-//! [`crate::config`] can layer the flags over the environment and the defaults. The help text
-//! gets each option's environment variable and default from [`crate::config::OPTIONS`].
+//! [`crate::config`] can layer the flags over the environment, the configuration file and the
+//! defaults. The help text gets each option's environment variable, configuration-file key and
+//! default from [`crate::config::OPTIONS`].
 
 use crate::config::{
-    Env, LogFormat, LogLevel, OnExit, Opt, Settings, Source, Sourced, DEFAULT_PORT, ELECTION,
-    ENDPOINTS, ID, LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT,
-    ON_EXIT, OPTIONS, PARENT_KEY_VAR, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
-    STOP_SIGNAL, STOP_TIMEOUT, TTL, WAIT_TIMEOUT,
+    Env, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User, CACERT,
+    CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, ID, KEY, LOG_FORMAT, LOG_LEVEL, MAX_DURATION,
+    MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS, PARENT_KEY_VAR, PASSWORD,
+    PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL, STOP_SIGNAL, STOP_TIMEOUT,
+    TTL, USER, WAIT_TIMEOUT,
 };
+use crate::config_file::ConfigFile;
 use crate::error::{
     Error, EXIT_ETCD, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING, EXIT_NO_LEADER,
     EXIT_USAGE,
@@ -20,12 +23,14 @@ use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Run COMMAND on exactly one host at a time, chosen by etcd leader election.
 ///
-/// Every option can also be set in the environment as LEADERRUN_<OPTION>; a flag wins over the
-/// environment. In the environment of leaderrun's own command, LEADERRUN_ELECTION and
+/// Every option can also be set in the environment as LEADERRUN_<OPTION> and in the
+/// configuration file; a flag wins over the environment, which wins over the file. In the
+/// environment of leaderrun's own command, LEADERRUN_ELECTION and
 /// LEADERRUN_ID describe the parent: a leaderrun started there (LEADERRUN_KEY set) does not
 /// read them.
 #[derive(Debug, Parser)]
@@ -47,7 +52,7 @@ pub struct Flags {
     /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
     /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
     /// at once.
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = ttl)]
+    #[arg(long, value_name = "SECONDS", value_parser = ttl)]
     pub ttl: Option<u64>,
 
     /// Signal sent to the child's process group to stop it (TERM, INT, HUP, QUIT, USR1, ...).
@@ -56,12 +61,7 @@ pub struct Flags {
 
     /// Time between the stop signal and SIGKILL (500ms, 3s, ...). Default 3s, shrunk to fit a
     /// small --ttl; an explicit value that does not fit the TTL is refused.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        allow_negative_numbers = true,
-        value_parser = duration
-    )]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub stop_timeout: Option<Duration>,
 
     /// What to do when the child exits on its own while leading.
@@ -70,16 +70,11 @@ pub struct Flags {
 
     /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
     /// resign and campaign again, so that a standby gets its chance (at least 1).
-    #[arg(long, value_name = "COUNT", allow_negative_numbers = true, value_parser = restart_limit)]
+    #[arg(long, value_name = "COUNT", value_parser = restart_limit)]
     pub restart_limit: Option<u32>,
 
     /// With --on-exit restart: the window in which --restart-limit exits count.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        allow_negative_numbers = true,
-        value_parser = duration
-    )]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub restart_window: Option<Duration>,
 
     /// When another candidate leads, exit at once with status 75 instead of waiting. Also
@@ -89,12 +84,7 @@ pub struct Flags {
     pub no_wait: bool,
 
     /// Give up with status 75 when not leading after this long (counted from start-up).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        allow_negative_numbers = true,
-        value_parser = wait_timeout
-    )]
+    #[arg(long, value_name = "DURATION", value_parser = wait_timeout)]
     pub wait_timeout: Option<Duration>,
 
     /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
@@ -104,12 +94,7 @@ pub struct Flags {
     pub run_id: Option<String>,
 
     /// How long a --run-id record is kept in etcd (1s to 9000000000s).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        allow_negative_numbers = true,
-        value_parser = run_id_ttl
-    )]
+    #[arg(long, value_name = "DURATION", value_parser = run_id_ttl)]
     pub run_id_ttl: Option<Duration>,
 
     /// Log format on stderr (the final line of a failure too).
@@ -120,23 +105,51 @@ pub struct Flags {
     #[arg(long, value_name = "LEVEL", value_enum, ignore_case = true)]
     pub log_level: Option<LogLevel>,
 
-    /// The command to run while leading, and its arguments (after `--`).
-    #[arg(
-        required = true,
-        num_args = 1..,
-        trailing_var_arg = true,
-        value_name = "COMMAND"
-    )]
+    /// The command to run while leading, and its arguments (after `--`). Required, unless the
+    /// configuration file names one (`command = ["./my-server", "--port", "8080"]`); this one
+    /// wins over the file's.
+    #[arg(num_args = 1.., trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 
-/// How to reach etcd: shared by `leaderrun` and `leaderrun leader`.
+/// Where settings are read from and how to reach etcd: shared by `leaderrun` and `leaderrun
+/// leader`.
 #[derive(Debug, clap::Args)]
 pub struct EtcdFlags {
-    /// etcd endpoints, comma-separated: host:port, http://host:port, [ipv6]:port; the port
-    /// defaults to 2379. Duplicates count once; at most 64.
+    /// Read settings from this TOML file: each option under its name with _ for - (shown as
+    /// [config: ...]), and command = ["PROGRAM", "ARG", ...]. Flags and variables win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// etcd endpoints, comma-separated: host:port, http://host:port, https://host:port,
+    /// [ipv6]:port; the port defaults to 2379. A bare host:port is https when a TLS option
+    /// (--cacert, --cert, --key) is given, else http. Duplicates count once; at most 64.
     #[arg(long, value_name = "ENDPOINTS", value_parser = endpoint_list)]
     pub endpoints: Vec<EndpointList>,
+
+    /// CA bundle (PEM) that signs etcd's server certificates. Default with https: the
+    /// system's roots.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM), for etcd's --client-cert-auth; needs --key.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM); needs --cert. Its variable is
+    /// LEADERRUN_KEY_FILE: LEADERRUN_KEY is the leader key leaderrun gives its command.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub key: Option<PathBuf>,
+
+    /// etcd user (etcd's --auth). Its password: --password-file or LEADERRUN_PASSWORD.
+    /// NAME:PASSWORD (etcdctl's form) works too, but puts the password where every user of
+    /// the host can read it (ps): a warning says so.
+    #[arg(long, value_name = "NAME", value_parser = user)]
+    pub user: Option<User>,
+
+    /// File holding --user's password (one trailing newline is ignored); read at start-up.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// One `--endpoints` value, checked and normalized.
@@ -171,12 +184,25 @@ fn flag<T>(opt: &'static Opt, value: Option<T>) -> Option<Sourced<T>> {
 }
 
 impl EtcdFlags {
+    /// The flags layer of the connection settings.
+    fn settings(self) -> Result<Settings, Error> {
+        Ok(Settings {
+            endpoints: self.endpoints()?,
+            cacert: flag(&CACERT, self.cacert),
+            cert: flag(&CERT, self.cert),
+            key: flag(&KEY, self.key),
+            user: flag(&USER, self.user),
+            password_file: flag(&PASSWORD_FILE, self.password_file),
+            ..Settings::default()
+        })
+    }
+
     /// Every `--endpoints` flag together, duplicates removed, the limit checked.
-    fn endpoints(self) -> Result<Option<Sourced<Vec<String>>>, Error> {
+    fn endpoints(&self) -> Result<Option<Sourced<Vec<String>>>, Error> {
         if self.endpoints.is_empty() {
             return Ok(None);
         }
-        let all: Vec<String> = self.endpoints.into_iter().flat_map(|l| l.0).collect();
+        let all: Vec<String> = self.endpoints.iter().flat_map(|l| l.0.clone()).collect();
         let list = distinct(all).map_err(|e| Error::Usage(format!("--endpoints: {e}")))?;
         Ok(flag(&ENDPOINTS, Some(list)))
     }
@@ -186,7 +212,6 @@ impl Flags {
     /// The flags layer.
     pub fn settings(self) -> Result<Settings, Error> {
         Ok(Settings {
-            endpoints: self.etcd.endpoints()?,
             election: flag(&ELECTION, self.election),
             id: flag(&ID, self.id),
             ttl: flag(&TTL, self.ttl),
@@ -202,6 +227,7 @@ impl Flags {
             run_id_ttl: flag(&RUN_ID_TTL, self.run_id_ttl),
             log_format: flag(&LOG_FORMAT, self.log_format),
             log_level: flag(&LOG_LEVEL, self.log_level),
+            ..self.etcd.settings()?
         })
     }
 }
@@ -210,26 +236,42 @@ impl LeaderFlags {
     /// The flags layer (the settings `leaderrun leader` shares with `leaderrun`).
     pub fn settings(self) -> Result<Settings, Error> {
         Ok(Settings {
-            endpoints: self.etcd.endpoints()?,
             election: flag(&ELECTION, self.election),
-            ..Settings::default()
+            ..self.etcd.settings()?
         })
     }
+}
+
+/// What the help says of the environment, the configuration file and the secrets, for both
+/// subcommands.
+fn settings_help() -> String {
+    format!(
+        "Environment: each option can also be set as its LEADERRUN_<OPTION> variable, shown \
+         as [env: ...]; an empty variable counts as unset, and words are read in any case. \
+         --key's is LEADERRUN_KEY_FILE ({PARENT_KEY_VAR} is the leader key leaderrun gives \
+         its command). The password can also be given as {}, never as a flag.\n\n\
+         Configuration file: --config FILE or {}, TOML; each option under the key shown as \
+         [config: ...] (stop_timeout = \"3s\", endpoints = [\"https://etcd1:2379\"]). A \
+         password is never read from it: password_file names the file that holds it. A flag \
+         wins over a variable, which wins over the file, which wins over the default.",
+        PASSWORD.env, CONFIG.env
+    )
 }
 
 /// `leaderrun`'s command line definition, its help annotated from the options table.
 pub fn command() -> clap::Command {
     let after = format!(
-        "Environment: each option can also be set as its LEADERRUN_<OPTION> variable, shown \
-         as [env: ...]; a flag wins over a variable, an empty variable counts as unset, and \
-         words are read in any case. The child of a leaderrun gets LEADERRUN_ELECTION, \
-         LEADERRUN_ID, {PARENT_KEY_VAR}, LEADERRUN_REVISION and LEADERRUN_LEASE; a leaderrun \
-         started where {PARENT_KEY_VAR} is set does not read LEADERRUN_ELECTION and \
-         LEADERRUN_ID (they are its parent's).\n\n\
+        "{}\n\n\
+         The child of a leaderrun gets LEADERRUN_ELECTION, LEADERRUN_ID, {PARENT_KEY_VAR}, \
+         LEADERRUN_REVISION and LEADERRUN_LEASE; a leaderrun started where {PARENT_KEY_VAR} is \
+         set does not read LEADERRUN_ELECTION and LEADERRUN_ID (they are its parent's), nor \
+         election, id and command from a file named by an inherited {}.\n\n\
          Exit status: the command's, or 128+N when signal N killed it; {EXIT_USAGE} bad usage \
          (nothing started); {EXIT_NOT_LEADING} not leading (--no-wait, --wait-timeout); \
          {EXIT_ETCD} etcd refused us; {EXIT_NOT_EXECUTABLE} and {EXIT_NOT_FOUND} COMMAND not \
-         executable or not found."
+         executable or not found.",
+        settings_help(),
+        CONFIG.env
     );
     annotate(Flags::command())
         .after_long_help(after)
@@ -247,10 +289,12 @@ pub fn command() -> clap::Command {
 /// `leaderrun leader`'s command line definition.
 pub fn leader_command() -> clap::Command {
     annotate(LeaderFlags::command()).after_long_help(format!(
-        "Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads, or the first key under \
+        "{}\n\n\
+         Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads, or the first key under \
          NAME/ is not a live candidate of NAME (a key without a lease, a candidate of a nested \
          election NAME/...): it blocks the election, and is printed as `blocked by key=...`; \
-         {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed."
+         {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed.",
+        settings_help()
     ))
 }
 
@@ -272,13 +316,22 @@ where
     LeaderFlags::from_arg_matches(&leader_command().try_get_matches_from(args)?)
 }
 
-/// Each option's help ends with its environment variable and its default.
+/// Each option's help ends with its environment variable, its configuration-file key and its
+/// default. A value that looks like a negative number is taken as the option's value (and
+/// refused by its parser with a message that names the option).
 fn annotate(cmd: clap::Command) -> clap::Command {
     cmd.mut_args(|a| {
+        let a = match a.get_action().takes_values() && a.get_long().is_some() {
+            true => a.allow_negative_numbers(true),
+            false => a,
+        };
         let Some(opt) = OPTIONS.iter().find(|o| a.get_long() == Some(o.long)) else {
             return a;
         };
         let mut note = format!("[env: {}]", opt.env);
+        if let Some(key) = opt.key {
+            note.push_str(&format!(" [config: {key}]"));
+        }
         if let Some(d) = opt.default.filter(|_| a.get_action().takes_values()) {
             note.push_str(&format!(" [default: {d}]"));
         }
@@ -300,12 +353,31 @@ fn append_help(a: Arg, note: &str) -> Arg {
 }
 
 /// The log format to report a failure in, found before the command line is validated: the
-/// `--log-format` flag if given (before COMMAND), else LEADERRUN_LOG_FORMAT, else text. A value
-/// that does not parse gives text (its error is then reported as text).
+/// `--log-format` flag if given (before COMMAND), else LEADERRUN_LOG_FORMAT, else the
+/// configuration file's `log_format`, else text. A value that does not parse, or a file that
+/// cannot be read, gives text (its error is then reported as text).
 pub fn log_format_hint(args: &[OsString], env: &Env) -> LogFormat {
+    let parse = value_enum::<LogFormat>;
+    if let Some(v) = given(args, &LOG_FORMAT) {
+        return parse(&v).unwrap_or(LogFormat::Text);
+    }
+    let from_env = env.read(&LOG_FORMAT, parse);
+    let from_file = || {
+        let file = ConfigFile::find(given(args, &CONFIG).map(PathBuf::from), env).ok()??;
+        file.read(&LOG_FORMAT, parse).ok()?
+    };
+    match from_env {
+        Ok(Some(f)) => f.value,
+        Ok(None) => from_file().map_or(LogFormat::Text, |f| f.value),
+        Err(_) => LogFormat::Text,
+    }
+}
+
+/// The last value of `opt`'s flag among leaderrun's own arguments (those before COMMAND).
+fn given(args: &[OsString], opt: &Opt) -> Option<String> {
     let cmd = command();
     let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
-    let flag = format!("--{}", LOG_FORMAT.long);
+    let flag = format!("--{}", opt.long);
     let mut given = None;
     while let Some(arg) = args.next() {
         if arg == "--" || !arg.starts_with('-') || arg == "-" {
@@ -328,14 +400,7 @@ pub fn log_format_hint(args: &[OsString], env: &Env) -> LogFormat {
             given = value;
         }
     }
-    match given {
-        Some(v) => value_enum::<LogFormat>(&v).unwrap_or(LogFormat::Text),
-        None => env
-            .read(&LOG_FORMAT, value_enum::<LogFormat>)
-            .ok()
-            .flatten()
-            .map_or(LogFormat::Text, |f| f.value),
-    }
+    given
 }
 
 // The value parsers: one per kind of value, for flags, variables and defaults alike.
@@ -445,6 +510,41 @@ pub fn value_enum<T: ValueEnum>(s: &str) -> Result<T, String> {
     })
 }
 
+/// A file that exists and can be read now (its contents are checked where it is used).
+pub fn readable_file(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let path = PathBuf::from(s);
+    let shown = crate::log::escape_controls(s);
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    match file.metadata() {
+        Ok(m) if m.is_dir() => Err(format!("cannot read {shown}: it is a directory")),
+        Ok(_) => Ok(path),
+        Err(e) => Err(format!("cannot read {shown}: {e}")),
+    }
+}
+
+/// `NAME` or `NAME:PASSWORD`, split at the first colon. Never refused here, where the value
+/// would be quoted: the name is checked with the other connection settings.
+pub fn user(s: &str) -> Result<User, String> {
+    Ok(match s.split_once(':') {
+        Some((name, password)) => User {
+            name: name.to_string(),
+            password: Some(Secret(password.to_string())),
+        },
+        None => User {
+            name: s.to_string(),
+            password: None,
+        },
+    })
+}
+
+/// A password, as it is.
+pub fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_string()))
+}
+
 fn endpoint_list(s: &str) -> Result<EndpointList, String> {
     endpoints(s).map(EndpointList)
 }
@@ -456,11 +556,20 @@ pub fn endpoints(s: &str) -> Result<Vec<String>, String> {
     distinct(list)
 }
 
-fn distinct(list: Vec<String>) -> Result<Vec<String>, String> {
+/// `list` without duplicates, at most [`MAX_ENDPOINTS`]. A bare `host:port` is the same
+/// endpoint as `http://host:port` or `https://host:port`, whichever it turns out to be (or the
+/// mix is refused): the one with a scheme is kept.
+pub fn distinct(list: Vec<String>) -> Result<Vec<String>, String> {
+    let address = |e: &str| e.split_once("://").map_or(e, |(_, a)| a).to_string();
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for e in list {
-        if !out.contains(&e) {
-            out.push(e);
+        let same = out.iter().position(|o| {
+            address(o) == address(&e) && (!o.contains("://") || !e.contains("://") || *o == e)
+        });
+        match same {
+            None => out.push(e),
+            Some(i) if !out[i].contains("://") => out[i] = e,
+            Some(_) => {}
         }
     }
     if out.len() > MAX_ENDPOINTS {
@@ -472,23 +581,21 @@ fn distinct(list: Vec<String>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// One endpoint: `[http://]host[:port]`, host a name, an IPv4 address or an IPv6 address in
-/// brackets, port 1 to 65535 (default [`DEFAULT_PORT`]). Normalized to `http://host:port`.
+/// One endpoint: `[http://|https://]host[:port]`, host a name, an IPv4 address or an IPv6
+/// address in brackets, port 1 to 65535 (default [`DEFAULT_PORT`]). Normalized to
+/// `scheme://host:port`, or `host:port` without a scheme: that one is chosen with the TLS
+/// options ([`crate::config`]).
 pub fn endpoint(s: &str) -> Result<String, String> {
     let e = s.trim();
     let bad = |why: &str| format!("bad endpoint '{}': {why}", crate::log::escape_controls(e));
     if e.is_empty() {
         return Err("empty entry in the endpoint list".into());
     }
-    let rest = match e.split_once("://") {
-        None => e,
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(bad(
-                "https:// needs TLS, which leaderrun does not support; use http://",
-            ))
-        }
-        Some(_) => return Err(bad("the scheme must be http:// (or none)")),
+    let (scheme, rest) = match e.split_once("://") {
+        None => ("", e),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => ("http://", rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => ("https://", rest),
+        Some(_) => return Err(bad("the scheme must be http:// or https:// (or none)")),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
@@ -541,21 +648,23 @@ pub fn endpoint(s: &str) -> Result<String, String> {
             _ => return Err(bad("the port must be a number from 1 to 65535")),
         },
     };
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{scheme}{host}:{port}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LEADER_OPTIONS;
 
     #[test]
     fn endpoints_are_checked_and_normalized() {
         for (given, want) in [
-            ("127.0.0.1:2379", "http://127.0.0.1:2379"),
+            ("127.0.0.1:2379", "127.0.0.1:2379"),
             ("HTTP://Etcd-1.example:1/", "http://etcd-1.example:1"),
-            ("etcd", "http://etcd:2379"),
-            (" [::1]:2380 ", "http://[::1]:2380"),
+            ("etcd", "etcd:2379"),
+            (" [::1]:2380 ", "[::1]:2380"),
             ("http://[0:0::1]", "http://[::1]:2379"),
+            ("https://Etcd-1:1", "https://etcd-1:1"),
         ] {
             assert_eq!(endpoint(given).as_deref(), Ok(want), "{given}");
         }
@@ -566,7 +675,6 @@ mod tests {
             "127.0.0.1:",
             ":2379",
             "ftp://host:2379",
-            "https://host:2379",
             "::1",
             "[::1",
             "[nope]:1",
@@ -579,6 +687,12 @@ mod tests {
             assert!(bad.is_empty() || e.contains(bad.trim()), "{bad}: {e}");
         }
         assert_eq!(endpoints("a:1,http://a:1, a:1").unwrap(), ["http://a:1"]);
+        assert_eq!(endpoints("https://a:1,a:1").unwrap(), ["https://a:1"]);
+        // Both kept, to be refused as a mix of schemes.
+        assert_eq!(
+            endpoints("http://a:1,https://a:1").unwrap(),
+            ["http://a:1", "https://a:1"]
+        );
         assert!(endpoints("a:1,,b:1").is_err());
     }
 
@@ -636,13 +750,22 @@ mod tests {
     #[test]
     fn help_names_each_variable_and_default() {
         let help = command().render_long_help().to_string();
-        for o in OPTIONS {
+        for o in OPTIONS.iter().filter(|o| ***o != PASSWORD) {
             assert!(help.contains(&format!("[env: {}]", o.env)), "{}", o.env);
+            if let Some(key) = o.key {
+                assert!(help.contains(&format!("[config: {key}]")), "{key}");
+            }
         }
+        // The password has a variable and no flag.
+        assert!(help.contains(PASSWORD.env), "{help}");
+        assert!(!help.contains("[config: password]"), "{help}");
         assert!(help.contains("[default: 10]"), "{help}");
         assert!(help.contains("1m"), "{help}");
         let help = leader_command().render_long_help().to_string();
-        assert!(help.contains("[env: LEADERRUN_ENDPOINTS]"), "{help}");
+        let flags = LEADER_OPTIONS.iter().filter(|o| ***o != PASSWORD);
+        for o in flags.chain([&&CONFIG]) {
+            assert!(help.contains(&format!("[env: {}]", o.env)), "{help}");
+        }
     }
 
     #[test]

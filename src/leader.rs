@@ -165,11 +165,7 @@ pub async fn run(config: LeaderConfig) -> Result<u8, Error> {
 }
 
 async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
-    let connection = etcd::Connection {
-        endpoints: config.endpoints.clone(),
-        ..Default::default()
-    };
-    let client = etcd::connect(&connection)
+    let client = etcd::connect(&config.connection)
         .await
         .map_err(|e| Closed::Error(e.into()))?;
     let (mut current, mut revision) = read(&client, &config.election)

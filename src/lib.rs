@@ -9,6 +9,7 @@ mod backoff;
 mod child;
 pub mod cli;
 mod config;
+mod config_file;
 mod election;
 mod error;
 mod etcd;

@@ -119,19 +119,15 @@ pub async fn run(
     let reaper = child::Reaper::start(guardian)
         .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
-    let connection = etcd::Connection {
-        endpoints: config.endpoints.clone(),
-        ..Default::default()
-    };
-    let client = match connect(&connection, &mut signals, config.ttl).await? {
+    let client = match connect(&config.connection, &mut signals, config.ttl).await? {
         Some(client) => client,
         None => return Ok(0),
     };
-    let members = etcd::members(&connection);
+    let members = etcd::members(&config.connection);
     info!(
         election = %config.election,
         id = %config.id,
-        endpoints = %config.endpoints.join(","),
+        endpoints = %config.connection.endpoints.join(","),
         pid1,
         "starting"
     );
@@ -206,7 +202,7 @@ impl Supervisor {
                 Err(e) if e.is_fatal() => return Err(e.into()),
                 Err(e) if e.kind() == Kind::Tls && !self.reached_etcd => return Err(e.into()),
                 Err(e) => {
-                    let endpoints = self.config.endpoints.join(",");
+                    let endpoints = self.config.connection.endpoints.join(",");
                     trouble.report(format_args!("{endpoints}: {e}"));
                     if let Some(exit) = self.pause(&mut give_up, backoff.next_delay()).await {
                         return Ok(exit);
@@ -317,7 +313,7 @@ impl Supervisor {
                 }
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.
-                    let endpoints = self.config.endpoints.join(",");
+                    let endpoints = self.config.connection.endpoints.join(",");
                     self.unsent.report(format_args!("{endpoints}: {e}"));
                     return Ok(State::Campaigning {
                         lease,

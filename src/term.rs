@@ -191,6 +191,8 @@ impl Gate {
                 ("LEADERRUN_REVISION".into(), leadership.revision.to_string()),
                 ("LEADERRUN_LEASE".into(), lease.hex_id()),
             ],
+            // The child needs the fencing variables, not leaderrun's credentials.
+            env_remove: vec!["LEADERRUN_PASSWORD"],
             signal_defaults: self.signal_defaults.clone(),
         }
     }

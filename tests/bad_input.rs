@@ -1,6 +1,7 @@
 //! Bad input is refused before anything starts: the right exit status, exactly
 //! one line on stderr naming the problem, no child, no contact with etcd.
-//! And the flag-over-environment rule, checked against a real etcd.
+//! And the layering (flag over environment over configuration file), checked against a real
+//! etcd; a password is never written.
 
 mod common;
 
@@ -8,10 +9,10 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
+use common::{etcdctl_command, leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -21,7 +22,7 @@ struct Case {
     name: &'static str,
     /// Arguments after `--endpoints <silent port>`.
     args: Vec<String>,
-    env: Vec<(&'static str, &'static str)>,
+    env: Vec<(&'static str, String)>,
     code: i32,
     /// Each must appear in the error line (case-insensitive).
     mentions: Vec<String>,
@@ -34,6 +35,18 @@ fn case(name: &'static str, args: Vec<String>, code: i32, mentions: &[&str]) -> 
         env: Vec::new(),
         code,
         mentions: mentions.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+/// Environment variables, as names and values.
+type Vars<'a> = &'a [(&'static str, &'a str)];
+
+impl Case {
+    /// The case with these environment variables set.
+    fn with_env(mut self, vars: &[(&'static str, &str)]) -> Case {
+        self.env
+            .extend(vars.iter().map(|(k, v)| (*k, v.to_string())));
+        self
     }
 }
 
@@ -147,25 +160,36 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
             &["--log-format", "xml"],
         ),
     ];
-    let mut env_ttl = case("LEADERRUN_TTL=0", with(&[]), 2, &["ttl", "0"]);
-    env_ttl.env.push(("LEADERRUN_TTL", "0"));
-    cases.push(env_ttl);
-    let mut env_on_exit = case(
-        "LEADERRUN_ON_EXIT=bogus",
-        with(&["--election", "t"]),
-        2,
-        &["LEADERRUN_ON_EXIT=bogus"],
-    );
-    env_on_exit.env.push(("LEADERRUN_ON_EXIT", "bogus"));
-    cases.push(env_on_exit);
-    let mut env_timeout = case(
-        "LEADERRUN_STOP_TIMEOUT too long for --ttl 3",
-        with(&["--ttl", "3"]),
-        2,
-        &["--ttl", "--stop-timeout"],
-    );
-    env_timeout.env.push(("LEADERRUN_STOP_TIMEOUT", "5s"));
-    cases.push(env_timeout);
+    // The environment: an error names the variable; words in any case.
+    let env_cases: &[(Vars, &[&str])] = &[
+        (&[("LEADERRUN_TTL", "0")], &["ttl", "0"]),
+        (
+            &[("LEADERRUN_ON_EXIT", "bogus")],
+            &["LEADERRUN_ON_EXIT=bogus"],
+        ),
+        (&[("LEADERRUN_TTL", "abc")], &["LEADERRUN_TTL=abc"]),
+        (
+            &[("LEADERRUN_ID", "a\nforged line")],
+            &["LEADERRUN_ID=", "control"],
+        ),
+        // Reported as text.
+        (
+            &[("LEADERRUN_LOG_FORMAT", "xml")],
+            &["LEADERRUN_LOG_FORMAT=xml", "json"],
+        ),
+        (
+            &[("LEADERRUN_RUN_ID", "r"), ("LEADERRUN_ON_EXIT", "Restart")],
+            &["LEADERRUN_RUN_ID", "LEADERRUN_ON_EXIT"],
+        ),
+        (
+            &[("LEADERRUN_STOP_TIMEOUT", "5s"), ("LEADERRUN_TTL", "3")],
+            &["--ttl", "--stop-timeout"],
+        ),
+    ];
+    for (vars, mentions) in env_cases {
+        let c = case("a bad variable", with(&["--election", "t"]), 2, mentions);
+        cases.push(c.with_env(vars));
+    }
 
     // Values out of range, refused at start-up rather than wrapped, overflowed or sent to etcd.
     let over_max = ["9000000001", "10000000000", "18446744073709551616"];
@@ -298,40 +322,6 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
         ));
     }
 
-    // The environment: an error names the variable; words in any case.
-    let mut env_ttl = case(
-        "LEADERRUN_TTL=abc",
-        with(&["--election", "t"]),
-        2,
-        &["LEADERRUN_TTL=abc"],
-    );
-    env_ttl.env.push(("LEADERRUN_TTL", "abc"));
-    cases.push(env_ttl);
-    let mut env_id = case(
-        "LEADERRUN_ID with a newline",
-        with(&["--election", "t"]),
-        2,
-        &["LEADERRUN_ID=", "control"],
-    );
-    env_id.env.push(("LEADERRUN_ID", "a\nforged line"));
-    cases.push(env_id);
-    let mut env_format = case(
-        "LEADERRUN_LOG_FORMAT=xml (reported as text)",
-        with(&["--election", "t"]),
-        2,
-        &["LEADERRUN_LOG_FORMAT=xml", "json"],
-    );
-    env_format.env.push(("LEADERRUN_LOG_FORMAT", "xml"));
-    cases.push(env_format);
-    let mut env_run_id = case(
-        "LEADERRUN_RUN_ID with LEADERRUN_ON_EXIT=restart",
-        with(&["--election", "t"]),
-        2,
-        &["LEADERRUN_RUN_ID", "LEADERRUN_ON_EXIT"],
-    );
-    env_run_id.env.push(("LEADERRUN_RUN_ID", "r"));
-    env_run_id.env.push(("LEADERRUN_ON_EXIT", "Restart"));
-    cases.push(env_run_id);
     cases.push(case(
         "words in any case, then a bad --ttl",
         with(&[
@@ -349,6 +339,124 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
         2,
         &["--ttl"],
     ));
+
+    // TLS and auth: checked together, every file read at start-up (its contents later).
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "not looked at before connecting\n").unwrap();
+    let ca = ca.display().to_string();
+    let password = dir.join("password");
+    std::fs::write(&password, "hunter2\n").unwrap();
+    let password = password.display().to_string();
+    let missing = dir.join("missing.pem").display().to_string();
+    let tls = [
+        (
+            "an http:// endpoint with a TLS option",
+            vec!["--endpoints", "http://127.0.0.1:1", "--cacert", &ca],
+            vec!["http://127.0.0.1:1", "--cacert", "https"],
+        ),
+        (
+            "http and https endpoints mixed",
+            vec!["--endpoints", "https://127.0.0.1:1"],
+            vec!["https://127.0.0.1:1", "http://127.0.0.1:", "same scheme"],
+        ),
+        (
+            "--cert without --key",
+            vec!["--cert", &ca],
+            vec!["--cert", "--key"],
+        ),
+        (
+            "a CA file that does not exist",
+            vec!["--cacert", &missing],
+            vec!["--cacert", &missing],
+        ),
+        (
+            "--password-file without --user",
+            vec!["--password-file", &password],
+            vec!["--password-file", "--user"],
+        ),
+        (
+            "--user without a password",
+            vec!["--user", "me"],
+            vec![
+                "--user",
+                "--password-file",
+                "LEADERRUN_PASSWORD",
+                "NAME:PASSWORD",
+            ],
+        ),
+        // A directory: unreadable as a file, for root too.
+        (
+            "an unreadable password file",
+            vec!["--user", "me", "--password-file", &subdir],
+            vec!["--password-file", &subdir],
+        ),
+    ];
+    for (name, args, mentions) in tls {
+        let mut args = args;
+        args.extend(["--election", "t"]);
+        cases.push(case(name, with(&args), 2, &mentions));
+    }
+    cases.push(
+        case(
+            "LEADERRUN_KEY_FILE without a certificate",
+            with(&["--election", "t"]),
+            2,
+            &["LEADERRUN_KEY_FILE", "--cert"],
+        )
+        .with_env(&[("LEADERRUN_KEY_FILE", &ca)]),
+    );
+
+    // The configuration file: an error names the file, the line and the key.
+    let config = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let unknown = config("unknown.toml", "ttl = 3\nstop-timeout = \"3s\"\n");
+    let bad_value = config("bad.toml", "# leaderrun\n\nstop_timeout = \"soon\"\n");
+    let password_key = config("password.toml", "user = \"me\"\npassword = \"hunter2\"\n");
+    let absent = dir.join("absent.toml").display().to_string();
+    for (name, file, mentions) in [
+        (
+            "a configuration file that does not exist",
+            &absent,
+            vec!["--config".to_string(), absent.clone()],
+        ),
+        (
+            "an unknown key in the configuration file",
+            &unknown,
+            vec![
+                format!("{unknown}:2: stop-timeout: unknown key"),
+                "stop_timeout".into(),
+            ],
+        ),
+        (
+            "a bad value in the configuration file",
+            &bad_value,
+            vec![format!("{bad_value}:3: stop_timeout: "), "duration".into()],
+        ),
+        (
+            "a password in the configuration file",
+            &password_key,
+            vec![
+                format!("{password_key}:2: password: "),
+                "password_file".into(),
+            ],
+        ),
+    ] {
+        let mut c = case(name, with(&["--config", file, "--election", "t"]), 2, &[]);
+        c.mentions = mentions;
+        cases.push(c);
+    }
+    cases.push(
+        case(
+            "LEADERRUN_CONFIG names a file that does not exist",
+            with(&["--election", "t"]),
+            2,
+            &["LEADERRUN_CONFIG", &absent],
+        )
+        .with_env(&[("LEADERRUN_CONFIG", &absent)]),
+    );
 
     let mut failures = Vec::new();
     for c in &cases {
@@ -449,16 +557,8 @@ fn a_flag_wins_over_the_environment() {
             "-c",
             &script,
         ]);
-    let out = run_with_timeout(&mut cmd, 15 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "status {}; stderr:\n{stderr}",
-        out.status
-    );
-    let seen = std::fs::read_to_string(&seen)
-        .unwrap_or_else(|e| panic!("child did not run ({e}); stderr:\n{stderr}"));
+    let stderr = run_for(&mut cmd, 15 * SEC, 0);
+    let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "child saw {seen:?}");
     assert_eq!(
@@ -512,6 +612,29 @@ fn a_command_that_cannot_be_executed_after_winning_exits_and_resigns() {
         let keys = etcd.etcdctl_ok(&["get", "--prefix", "x/", "--keys-only"]);
         assert!(keys.trim().is_empty(), "keys left: {keys:?}");
     }
+}
+
+/// Runs `cmd` (killed after `timeout`) and checks that it exits with `code`; returns its stderr.
+fn run_for(cmd: &mut Command, timeout: Duration, code: i32) -> String {
+    let out = run_with_timeout(cmd, timeout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?}: {}; stderr:\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// What a child wrote to `path`: it must have run.
+fn child_wrote(path: &Path, stderr: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "the command did not write {} ({e}); stderr:\n{stderr}",
+            path.display()
+        )
+    })
 }
 
 /// A loopback port with nothing listening: connections are refused at once.
@@ -578,13 +701,7 @@ fn the_final_line_is_json_with_log_format_json() {
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        let out = run_with_timeout(&mut cmd, 10 * SEC);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{flags:?} {vars:?}: {stderr}"
-        );
+        let stderr = run_for(&mut cmd, 10 * SEC, code);
         assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
         let line = json_final_line(&stderr);
         assert_eq!(line["level"], "ERROR", "{line}");
@@ -597,20 +714,31 @@ fn the_final_line_is_json_with_log_format_json() {
     let mut cmd = leaderrun();
     cmd.args(["--endpoints", &closed_port(), "--log-format", "json"])
         .args(["--", "no-such-command-xyz"]);
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    let stderr = run_for(&mut cmd, 10 * SEC, 127);
     assert_eq!(
         json_final_line(&stderr)["fields"]["exit_code"],
         127,
         "{stderr}"
     );
+    // The configuration file's log_format, for its own errors too.
+    let dir = TempDir::new("leaderrun-json-config");
+    let file = dir.join("leaderrun.toml");
+    std::fs::write(&file, "log_format = \"json\"\nttl = 0\n").unwrap();
+    let mut cmd = leaderrun();
+    cmd.args(["--endpoints", &closed_port(), "--election", "t"])
+        .arg("--config")
+        .arg(&file)
+        .args(["--", "/bin/true"]);
+    let stderr = run_for(&mut cmd, 10 * SEC, 2);
+    let message = json_final_line(&stderr)["fields"]["message"].clone();
+    assert!(
+        message.as_str().unwrap_or("").contains(":2: ttl: "),
+        "{stderr}"
+    );
     // A bad --log-format itself can only be reported as text.
     let mut cmd = leaderrun();
     cmd.args(["--log-format", "xml", "--", "/bin/true"]);
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = run_for(&mut cmd, 10 * SEC, 2);
     assert!(stderr.starts_with("leaderrun: "), "{stderr}");
 }
 
@@ -662,14 +790,7 @@ fn duplicate_endpoints_count_once() {
         "3",
     ])
     .args(["--", "/bin/true"]);
-    let out = run_with_timeout(&mut cmd, 15 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}; stderr:\n{stderr}",
-        out.status
-    );
+    run_for(&mut cmd, 15 * SEC, 0);
     let mut cmd = leaderrun();
     cmd.args([
         "leader",
@@ -693,6 +814,11 @@ fn leader_refuses_bad_input_like_the_main_command() {
     let many: Vec<String> = (1..=65).map(|p| format!("127.0.0.1:{p}")).collect();
     let many = many.join(",");
     let silent = closed_port();
+    let dir = TempDir::new("leaderrun-leader-config");
+    let unknown = dir.join("leaderrun.toml");
+    std::fs::write(&unknown, "election = \"web\"\nwatch = true\n").unwrap();
+    let unknown = unknown.display().to_string();
+    let unknown_line = format!("{unknown}:2: watch");
     for (args, vars, mentions) in [
         (vec!["--election", "  "], vec![], vec!["--election"]),
         (
@@ -721,6 +847,21 @@ fn leader_refuses_bad_input_like_the_main_command() {
             vec!["--format", "yaml"],
         ),
         (vec![], vec![], vec!["--election"]),
+        (
+            vec!["--config", &unknown],
+            vec![],
+            vec![&unknown_line, "unknown key"],
+        ),
+        (
+            vec!["--election", "web", "--user", "me"],
+            vec![],
+            vec!["--user", "--password-file"],
+        ),
+        (
+            vec!["--election", "web", "--endpoints", "http://127.0.0.1:1"],
+            vec![("LEADERRUN_CACERT", "/dev/null")],
+            vec!["http://127.0.0.1:1", "LEADERRUN_CACERT"],
+        ),
     ] {
         let mut cmd = leaderrun();
         cmd.arg("leader");
@@ -868,16 +1009,8 @@ fn a_nested_leaderrun_does_not_join_its_parents_election() {
     cmd.env("LEADERRUN_ENDPOINTS", etcd.endpoints())
         .args(["--election", "parent", "--id", "parent-id", "--ttl", "3"])
         .args(["--", "/bin/sh", "-c", &nested]);
-    let out = run_with_timeout(&mut cmd, 30 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}; stderr:\n{stderr}",
-        out.status
-    );
-    let seen = std::fs::read_to_string(&seen)
-        .unwrap_or_else(|e| panic!("the nested command did not run ({e}); stderr:\n{stderr}"));
+    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+    let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 2, "{seen:?}");
     assert_eq!(fields[0], "inner-job", "stderr:\n{stderr}");
@@ -945,4 +1078,94 @@ fn a_closed_stdout_ends_leader_quietly() {
         .unwrap()
         .read_to_string(&mut stderr);
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_configuration_file_gives_the_election_ttl_and_command() {
+    let etcd = Etcd::single();
+    let dir = TempDir::new("leaderrun-config");
+    let file = dir.join("leaderrun.toml");
+    let seen = dir.join("seen");
+    let leader = dir.join("leader");
+    let lease = dir.join("lease");
+    let etcdctl = etcdctl_command(&etcd.endpoints(), &[]);
+    let etcdctl = etcdctl.get_program().to_string_lossy();
+    // While leading, the command asks `leaderrun leader --config` (the same file) who leads,
+    // and etcd how long its lease is.
+    let script = format!(
+        "echo \"$LEADERRUN_ELECTION\" > {seen}; \
+         {leaderrun} leader --config {file} > {leader} 2>&1; \
+         ETCDCTL_API=3 {etcdctl} --endpoints {endpoints} lease timetolive \"$LEADERRUN_LEASE\" \
+         > {lease} 2>&1",
+        seen = seen.display(),
+        leaderrun = env!("CARGO_BIN_EXE_leaderrun"),
+        file = file.display(),
+        leader = leader.display(),
+        endpoints = etcd.endpoints(),
+        lease = lease.display(),
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "# leaderrun's settings\n\
+             endpoints = [\"{}\"]\n\
+             election = \"from-file\"\n\
+             id = \"file-id\"\n\
+             ttl = 7\n\
+             command = [\"/bin/sh\", \"-c\", {}]\n",
+            etcd.endpoints(),
+            serde_json::Value::from(script.as_str())
+        ),
+    )
+    .unwrap();
+    let mut cmd = leaderrun();
+    cmd.args(["--config", &file.display().to_string(), "--no-wait"]);
+    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+    assert_eq!(child_wrote(&seen, &stderr).trim(), "from-file");
+    let leader = child_wrote(&leader, &stderr);
+    assert!(
+        leader.starts_with("id=file-id key=from-file/"),
+        "leaderrun leader said {leader:?}"
+    );
+    let lease = child_wrote(&lease, &stderr);
+    assert!(lease.contains("granted with TTL(7s)"), "{lease}");
+    // The command line's command wins over the file's.
+    let mut cmd = leaderrun();
+    cmd.args(["--config", &file.display().to_string(), "--no-wait"])
+        .args(["--", "/bin/sh", "-c", "exit 7"]);
+    run_for(&mut cmd, 30 * SEC, 7);
+}
+
+#[test]
+fn a_password_is_never_written_and_argv_passwords_are_warned_of() {
+    let etcd = Etcd::single();
+    let secret = "Sup3r-s3cret-passw0rd";
+    let run = |user: &str, vars: &[(&str, &str)]| {
+        let mut cmd = leaderrun();
+        cmd.args(["--endpoints", &etcd.endpoints(), "--user", user])
+            .args(["--log-level", "trace", "--election", "pw", "--ttl", "3"])
+            .args(["--no-wait", "--wait-timeout", "3s", "--", "/bin/true"]);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = run_with_timeout(&mut cmd, 20 * SEC);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.code().is_some(), "{}: {all}", out.status);
+        assert!(!all.contains(secret), "the password was written:\n{all}");
+        all
+    };
+    // This etcd has no auth: leaderrun may run or be refused; either way the password stays
+    // unsaid.
+    let all = run("root", &[("LEADERRUN_PASSWORD", secret)]);
+    assert!(!all.contains("argv"), "{all}");
+    let all = run(&format!("root:{secret}"), &[]);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("WARN") && l.contains("--user") && l.contains("argv")),
+        "no warning about the password in argv:\n{all}"
+    );
 }
