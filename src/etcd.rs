@@ -220,23 +220,89 @@ const CERTIFICATE_FAILURES: &[&str] = &[
     "received fatal alert",
     "unknownissuer",
     "notvalidforname",
+    // Our own files: a key that is not the certificate's, a file that is no PEM.
+    "keymismatch",
+    "private key",
+    "pem",
 ];
 
 fn is_certificate_failure(e: &etcd_client::Error) -> bool {
-    let mut text = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(e);
+    certificate_failure(e).is_some()
+}
+
+/// The message of the error in `e`'s chain that names the certificate failure, if any.
+fn certificate_failure(e: &etcd_client::Error) -> Option<String> {
+    let matches = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        CERTIFICATE_FAILURES.iter().any(|m| lower.contains(m))
+    };
+    // etcd-client's error does not chain its sources: start from what it wraps.
+    let mut source: Option<&dyn std::error::Error> = match e {
+        etcd_client::Error::GRpcStatus(s) if matches(s.message()) => {
+            return Some(s.message().to_string())
+        }
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        other => Some(other),
+    };
+    let mut found = None;
     while let Some(err) = source {
-        text.push_str(&err.to_string().to_ascii_lowercase());
-        text.push('\n');
+        let text = err.to_string();
+        if matches(&text) {
+            // The innermost one is the most precise.
+            found = Some(text);
+        }
         source = err.source();
     }
-    CERTIFICATE_FAILURES.iter().any(|m| text.contains(m))
+    found
+}
+
+/// What to check, for the certificate failures rustls reports.
+fn tls_hint(failure: &str) -> &'static str {
+    let f = failure.to_ascii_lowercase();
+    if f.contains("unknownissuer") || f.contains("unknown ca") {
+        "is --cacert the CA that signed etcd's server certificate?"
+    } else if f.contains("notvalidforname") {
+        "the endpoint's host name or IP is not in etcd's server certificate"
+    } else if f.contains("keymismatch") {
+        "--key is not the key of --cert"
+    } else if f.contains("pem") || f.contains("private key") {
+        "a TLS file is not a PEM certificate or key"
+    } else if f.contains("expired") {
+        "a certificate has expired"
+    } else if f.contains("certificaterequired") || f.contains("badcertificate") {
+        "etcd refused our client certificate, or wants one: check --cert and --key"
+    } else {
+        "check --cacert, --cert and --key"
+    }
+}
+
+/// The one line for an error: a certificate failure says what failed and what to check, not the
+/// whole chain of transport wrappers.
+fn describe(what: &str, kind: Kind, source: &etcd_client::Error) -> String {
+    match (kind, certificate_failure(source)) {
+        (Kind::Tls, Some(failure)) => {
+            format!("{what}: TLS: {failure} ({})", tls_hint(&failure))
+        }
+        _ => {
+            // A transport error says only "transport error": its sources say what happened.
+            let mut line = format!("{what}: {source}");
+            if let etcd_client::Error::TransportError(t) = source {
+                let mut inner = std::error::Error::source(t);
+                while let Some(err) = inner {
+                    line.push_str(&format!(": {err}"));
+                    inner = err.source();
+                }
+            }
+            line
+        }
+    }
 }
 
 /// An etcd call that failed, with what we were doing and the client's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("{what}: {source}")]
+    #[error("{}", describe(what, *kind, source))]
     Failed {
         what: &'static str,
         kind: Kind,
