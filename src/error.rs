@@ -31,6 +31,14 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
 
+    /// etcd refused a key range to our user: the role lacks a permission.
+    #[error("etcd: permission denied on the key range {range} (the user's role needs readwrite on it): {source}")]
+    Denied {
+        range: String,
+        #[source]
+        source: crate::etcd::EtcdError,
+    },
+
     /// The local machinery failed (signal handlers, fork).
     #[error("{context}: {source}")]
     Io {
@@ -47,7 +55,16 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::CommandNotFound(_) => EXIT_NOT_FOUND,
             Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-            Error::Etcd(_) | Error::Io { .. } => EXIT_ETCD,
+            Error::Etcd(_) | Error::Denied { .. } | Error::Io { .. } => EXIT_ETCD,
+        }
+    }
+
+    /// A fatal etcd error met while using the key range `range`: a refused permission names it.
+    pub fn on_range(range: String, source: crate::etcd::EtcdError) -> Self {
+        if source.to_string().contains("permission denied") {
+            Error::Denied { range, source }
+        } else {
+            Error::Etcd(source)
         }
     }
 

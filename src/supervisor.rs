@@ -309,7 +309,7 @@ impl Supervisor {
             Err(e) => match e.kind() {
                 Kind::Fatal => {
                     term::release(&self.client, lease, None).await;
-                    return Err(e.into());
+                    return Err(Error::on_range(format!("{}/", self.config.election), e));
                 }
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.

@@ -128,7 +128,10 @@ impl Gate {
                     Ok(Claim::NotLeader) => {
                         return Err(NotStarted::Unverified(Unverified::KeyChanged))
                     }
-                    Err(e) if e.is_fatal() => return Err(NotStarted::Fatal(e.into())),
+                    Err(e) if e.is_fatal() => {
+                        let range = job::run_key(&self.election, "");
+                        return Err(NotStarted::Fatal(Error::on_range(range, e)));
+                    }
                     Err(e) => return Err(NotStarted::Unverified(e.into())),
                 }
             }
