@@ -63,7 +63,9 @@ fn require_etcd() {
 /// `etcdctl --endpoints <endpoints> args...` (API v3), to spawn as one likes.
 pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(etcdctl_bin());
-    cmd.env("ETCDCTL_API", "3")
+    // etcdctl 3.5 warns about every ETCDCTL_* variable it does not know, ETCDCTL_BIN too.
+    cmd.env_remove("ETCDCTL_BIN")
+        .env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoints)
         .args(args);
@@ -524,6 +526,8 @@ impl EtcdCluster {
         if self.tls.is_none() {
             return http_healthy(port);
         }
+        // A cheap probe first (etcd logs it as a rejected connection, "EOF"): etcdctl would
+        // wait out its dial timeout on a port nobody listens on yet.
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
             return false;
