@@ -175,7 +175,12 @@ const AUTH_REFUSALS: &[&str] = &[
 
 /// A token that expired while we were idle, or an auth store that changed under it: Go's client
 /// authenticates again on these.
-const AUTH_EXPIRED: &[&str] = &["invalid auth token", "revision of auth store is old"];
+const AUTH_EXPIRED: &[&str] = &[
+    "invalid auth token",
+    "revision of auth store is old",
+    // etcd 3.5's words for the same.
+    "revision in header is old",
+];
 
 /// Classify one error from etcd-client.
 pub fn kind_of(e: &etcd_client::Error) -> Kind {

@@ -1,16 +1,26 @@
 //! Real etcd processes on free loopback ports: a single member (`Etcd`) or a
 //! cluster (`EtcdCluster`), with kill/freeze/thaw/restart controls.
+//!
+//! `Etcd::start_with` / `EtcdCluster::start_with` take `EtcdOptions`: TLS for clients
+//! (certificates from `tls::Certs`; endpoints become `https://127.0.0.1:PORT`), client
+//! certificate authentication and the auth token kind (simple, JWT) and TTL. The fixture's own
+//! calls (health checks, `etcdctl`, `put`, `get`, `leader`) follow: over TLS they present the
+//! CA and the `root` client certificate, and once `enable_auth` has run they log in as root.
+//! Auth set-up: `enable_auth`, `add_user`, `add_role`, `grant_role`, `add_user_with_prefixes`.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::tls::{jwt_keys, CertPair, Certs};
 use super::{file_tail, free_ports, run_with_timeout, signal_pid, unique_name, TempDir};
 
 /// How long a member (or a whole cluster) may take to report healthy.
@@ -53,7 +63,9 @@ fn require_etcd() {
 /// `etcdctl --endpoints <endpoints> args...` (API v3), to spawn as one likes.
 pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(etcdctl_bin());
-    cmd.env("ETCDCTL_API", "3")
+    // etcdctl 3.5 warns about every ETCDCTL_* variable it does not know, ETCDCTL_BIN too.
+    cmd.env_remove("ETCDCTL_BIN")
+        .env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoints)
         .args(args);
@@ -88,6 +100,8 @@ struct Member {
     dir: TempDir,
     child: Option<Child>,
     frozen: bool,
+    /// Clients connect over TLS (https).
+    tls: bool,
 }
 
 impl Member {
@@ -100,14 +114,15 @@ impl Member {
     }
 
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
-    fn spawn(&mut self, initial_cluster: &str, token: &str) {
+    fn spawn(&mut self, initial_cluster: &str, token: &str, extra: &[OsString]) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = self.open_log();
         let mut cmd = Command::new(etcd_bin());
@@ -124,6 +139,7 @@ impl Member {
             .args(["--initial-cluster-token", token])
             // zap avoids 3.4's capnslog deprecation noise in the log.
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log fd"))
             .stderr(log);
@@ -215,23 +231,84 @@ enum StartFailure {
     Fatal(String),
 }
 
+/// etcd's `--auth-token` kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthToken {
+    /// `--auth-token simple` (etcd's default): opaque tokens that expire after
+    /// `--auth-token-ttl` seconds without use.
+    Simple,
+    /// `--auth-token jwt,pub-key=..,priv-key=..,sign-method=ES256` with an ES256 key pair
+    /// generated at start (`auth_token_ttl` becomes the JWT's `ttl=`).
+    Jwt,
+}
+
+/// How to start etcd. `Default` is what `EtcdCluster::start` uses: plain http, no options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EtcdOptions<'a> {
+    /// Serve clients over TLS with `certs.server` (or `server_cert`): endpoints become
+    /// `https://127.0.0.1:PORT`. Clients need not present a certificate (see
+    /// `client_cert_auth`).
+    pub tls: Option<&'a Certs>,
+    /// Serve this certificate instead of `certs.server` (e.g. `certs.server_for(&["wrong.example"])`).
+    /// The fixture's own etcdctl then skips verifying the server (`--insecure-skip-tls-verify`).
+    pub server_cert: Option<&'a CertPair>,
+    /// `--client-cert-auth --trusted-ca-file <certs.ca_cert>`: clients must present a
+    /// certificate signed by the CA; with auth enabled and no token, its CN is the user.
+    /// Needs `tls`.
+    pub client_cert_auth: bool,
+    /// `--auth-token` (None: etcd's default, simple).
+    pub auth_token: Option<AuthToken>,
+    /// `--auth-token-ttl` in seconds for simple tokens; the `ttl=` option of JWT tokens.
+    pub auth_token_ttl: Option<u32>,
+}
+
+/// What the fixture's own etcdctl presents over TLS.
+#[derive(Clone, Debug)]
+struct FixtureTls {
+    cacert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    skip_verify: bool,
+}
+
+/// bcrypt's cost for the passwords of test users: the minimum, 4 (etcd's default, 10, costs
+/// tens of ms per login on a loaded machine).
+const BCRYPT_COST: &str = "4";
+
 /// A cluster of real etcd members named m0..m{n-1} on 127.0.0.1.
 /// Drop SIGKILLs every member and removes its data dir.
 #[derive(Debug)]
 pub struct EtcdCluster {
     token: String,
     members: Vec<Member>,
+    /// Extra etcd flags of every member (TLS, auth token).
+    extra: Vec<OsString>,
+    /// Set when clients connect over TLS.
+    tls: Option<FixtureTls>,
+    /// The root password once `enable_auth` has run: the fixture then logs in as root.
+    root_password: Mutex<Option<String>>,
+    /// Files shared by the members (the JWT key pair); removed on Drop.
+    shared: TempDir,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits (<= 20 s) until all report healthy.
     /// Panics with the members' log tails if that does not happen.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, EtcdOptions::default())
+    }
+
+    /// Like `start`, with TLS and auth options (see `EtcdOptions`).
+    pub fn start_with(n: usize, opts: EtcdOptions<'_>) -> EtcdCluster {
         assert!(n > 0, "a cluster needs at least one member");
+        assert!(
+            opts.tls.is_some() || (!opts.client_cert_auth && opts.server_cert.is_none()),
+            "client_cert_auth and server_cert need tls: {opts:?}"
+        );
         require_etcd();
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            let mut cluster = EtcdCluster::create(n);
+            let mut cluster = EtcdCluster::create(n, opts);
             cluster.spawn_all();
             match cluster.wait_all_healthy() {
                 Ok(()) => return cluster,
@@ -242,7 +319,54 @@ impl EtcdCluster {
         panic!("etcd hit port collisions {START_ATTEMPTS} times; last:\n{last}");
     }
 
-    fn create(n: usize) -> EtcdCluster {
+    fn create(n: usize, opts: EtcdOptions<'_>) -> EtcdCluster {
+        let shared = TempDir::new("leaderrun-etcd-shared");
+        let mut extra: Vec<OsString> = vec!["--bcrypt-cost".into(), BCRYPT_COST.into()];
+        let tls = opts.tls.map(|certs| {
+            let server = opts.server_cert.unwrap_or(&certs.server);
+            extra.push("--cert-file".into());
+            extra.push(server.cert.clone().into());
+            extra.push("--key-file".into());
+            extra.push(server.key.clone().into());
+            // etcd requires a client certificate whenever it has a --trusted-ca-file.
+            if opts.client_cert_auth {
+                extra.push("--trusted-ca-file".into());
+                extra.push(certs.ca_cert.clone().into());
+                extra.push("--client-cert-auth".into());
+            }
+            FixtureTls {
+                cacert: certs.ca_cert.clone(),
+                cert: certs.root.cert.clone(),
+                key: certs.root.key.clone(),
+                skip_verify: opts.server_cert.is_some(),
+            }
+        });
+        match opts.auth_token {
+            None => {}
+            Some(AuthToken::Simple) => {
+                extra.push("--auth-token".into());
+                extra.push("simple".into());
+            }
+            Some(AuthToken::Jwt) => {
+                let (public, private) = jwt_keys(shared.path());
+                let mut jwt = format!(
+                    "jwt,pub-key={},priv-key={},sign-method=ES256",
+                    public.display(),
+                    private.display()
+                );
+                if let Some(ttl) = opts.auth_token_ttl {
+                    jwt.push_str(&format!(",ttl={ttl}s"));
+                }
+                extra.push("--auth-token".into());
+                extra.push(jwt.into());
+            }
+        }
+        if let Some(ttl) = opts.auth_token_ttl {
+            if opts.auth_token != Some(AuthToken::Jwt) {
+                extra.push("--auth-token-ttl".into());
+                extra.push(ttl.to_string().into());
+            }
+        }
         let ports = free_ports(2 * n);
         let members = (0..n)
             .map(|i| Member {
@@ -252,11 +376,16 @@ impl EtcdCluster {
                 dir: TempDir::new(&format!("leaderrun-etcd-m{i}")),
                 child: None,
                 frozen: false,
+                tls: tls.is_some(),
             })
             .collect();
         EtcdCluster {
             token: unique_name("leaderrun-test"),
             members,
+            extra,
+            tls,
+            root_password: Mutex::new(None),
+            shared,
         }
     }
 
@@ -271,7 +400,7 @@ impl EtcdCluster {
     fn spawn_all(&mut self) {
         let initial = self.initial_cluster();
         for m in &mut self.members {
-            m.spawn(&initial, &self.token);
+            m.spawn(&initial, &self.token, &self.extra);
         }
     }
 
@@ -283,14 +412,16 @@ impl EtcdCluster {
             for &i in &pending {
                 self.check_alive(i)?;
             }
-            pending.retain(|&i| !http_healthy(self.members[i].client_port));
+            pending.retain(|&i| !self.is_healthy(i));
             if Instant::now() >= deadline && !pending.is_empty() {
                 return Err(StartFailure::Fatal(
                     self.report(&pending, "not healthy after 20 s"),
                 ));
             }
             if !pending.is_empty() {
-                thread::sleep(Duration::from_millis(50));
+                // Over TLS each check is an etcdctl run: poll less often.
+                let poll = if self.tls.is_some() { 200 } else { 50 };
+                thread::sleep(Duration::from_millis(poll));
             }
         }
         Ok(())
@@ -330,21 +461,26 @@ impl EtcdCluster {
         self.members.len()
     }
 
-    /// `http://127.0.0.1:<client port>` of member `i`.
+    /// `http://127.0.0.1:<client port>` of member `i` (`https://` over TLS).
     pub fn client_url(&self, i: usize) -> String {
         self.members[i].client_url()
     }
 
-    /// `127.0.0.1:<client port>` of member `i`.
+    /// `127.0.0.1:<client port>` of member `i` (`https://127.0.0.1:<port>` over TLS).
     pub fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.members[i].client_port)
+        if self.tls.is_some() {
+            self.client_url(i)
+        } else {
+            format!("127.0.0.1:{}", self.members[i].client_port)
+        }
     }
 
     pub fn client_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.members[i].client_port))
     }
 
-    /// Comma-separated `127.0.0.1:port` client endpoints of all members.
+    /// Comma-separated `127.0.0.1:port` client endpoints of all members
+    /// (`https://127.0.0.1:port` over TLS).
     pub fn endpoints(&self) -> String {
         (0..self.size())
             .map(|i| self.endpoint(i))
@@ -383,9 +519,33 @@ impl EtcdCluster {
         self.members[i].frozen
     }
 
-    /// Member `i` answers GET /health with true right now.
+    /// Member `i` answers GET /health with true right now (over TLS: `etcdctl endpoint
+    /// health` succeeds).
     pub fn is_healthy(&self, i: usize) -> bool {
-        http_healthy(self.members[i].client_port)
+        let port = self.members[i].client_port;
+        if self.tls.is_none() {
+            return http_healthy(port);
+        }
+        // A cheap probe first (etcd logs it as a rejected connection, "EOF"): etcdctl would
+        // wait out its dial timeout on a port nobody listens on yet.
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+            return false;
+        }
+        let mut cmd = self.etcdctl_command_at(
+            &self.endpoint(i),
+            &[
+                "--dial-timeout",
+                "2s",
+                "--command-timeout",
+                "2s",
+                "endpoint",
+                "health",
+            ],
+        );
+        run_with_timeout(&mut cmd, Duration::from_secs(10))
+            .status
+            .success()
     }
 
     /// SIGKILL member `i` and reap it. Its ports and data dir are kept.
@@ -420,7 +580,7 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            self.members[i].spawn(&initial, &self.token);
+            self.members[i].spawn(&initial, &self.token, &self.extra);
             // A bind failure shows up within a few hundred ms at most.
             thread::sleep(Duration::from_millis(300));
             match self.check_alive(i) {
@@ -460,14 +620,154 @@ impl EtcdCluster {
         }
     }
 
-    /// `etcdctl --endpoints <all members> args...`.
+    /// The flags the fixture's etcdctl adds over TLS and once auth is on: `--cacert CA --cert
+    /// root.crt --key root.key [--insecure-skip-tls-verify] [--user root:PASSWORD]`.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        let mut flags = self.tls_flags();
+        if let Some(password) = self.root_password.lock().unwrap().as_deref() {
+            flags.push("--user".into());
+            flags.push(format!("root:{password}"));
+        }
+        flags
+    }
+
+    /// `--cacert CA --cert root.crt --key root.key [--insecure-skip-tls-verify]` over TLS.
+    fn tls_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cacert", &tls.cacert),
+                ("--cert", &tls.cert),
+                ("--key", &tls.key),
+            ] {
+                flags.push(flag.to_string());
+                flags.push(path.display().to_string());
+            }
+            if tls.skip_verify {
+                flags.push("--insecure-skip-tls-verify".into());
+            }
+        }
+        flags
+    }
+
+    /// `etcdctl --endpoints <endpoints> <etcdctl_flags> args...`, to spawn as one likes.
+    fn etcdctl_command_at(&self, endpoints: &str, args: &[&str]) -> Command {
+        let mut cmd = etcdctl_command(endpoints, &[]);
+        cmd.args(self.etcdctl_flags()).args(args);
+        cmd
+    }
+
+    /// `etcdctl --endpoints <all members> <etcdctl_flags> args...`, to spawn as one likes
+    /// (e.g. `etcdctl elect -l`, through `Scene::command`).
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        self.etcdctl_command_at(&self.endpoints(), args)
+    }
+
+    /// `etcdctl --endpoints <all members> args...` (over TLS and with auth as the fixture's
+    /// root: see `etcdctl_flags`).
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        etcdctl_at(&self.endpoints(), args)
+        if self.tls.is_none() && self.root_password.lock().unwrap().is_none() {
+            return etcdctl_at(&self.endpoints(), args);
+        }
+        run_with_timeout(&mut self.etcdctl_command(args), ETCDCTL_DEADLINE)
     }
 
     /// Like `etcdctl`, panicking with stderr on failure; returns stdout.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
-        etcdctl_at_ok(&self.endpoints(), args)
+        let out = self.etcdctl(args);
+        if !out.status.success() {
+            panic!(
+                "etcdctl --endpoints {} {args:?} failed ({}):\n{}",
+                self.endpoints(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl` as `user` with `password` (over TLS with the CA and the root client
+    /// certificate, whose CN the token overrides), unchecked.
+    pub fn etcdctl_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        let mut cmd = etcdctl_command(&self.endpoints(), &[]);
+        cmd.args(self.tls_flags())
+            .arg("--user")
+            .arg(format!("{user}:{password}"))
+            .args(args);
+        run_with_timeout(&mut cmd, ETCDCTL_DEADLINE)
+    }
+
+    // -----------------------------------------------------------------------
+    // Auth set-up (as root once auth is on)
+    // -----------------------------------------------------------------------
+
+    /// Adds the user `root` with `root_password`, enables auth, and from then on runs the
+    /// fixture's etcdctl as root.
+    pub fn enable_auth(&self, root_password: &str) {
+        self.etcdctl_ok(&["user", "add", &format!("root:{root_password}")]);
+        self.etcdctl_ok(&["auth", "enable"]);
+        *self.root_password.lock().unwrap() = Some(root_password.to_string());
+    }
+
+    /// The root password given to `enable_auth`, if auth is on.
+    pub fn root_password(&self) -> Option<String> {
+        self.root_password.lock().unwrap().clone()
+    }
+
+    /// `etcdctl user add name:password`.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.etcdctl_ok(&["user", "add", &format!("{name}:{password}")]);
+    }
+
+    /// `etcdctl role add role`, then readwrite on each key prefix in `prefixes`
+    /// (`role grant-permission role --prefix=true readwrite PREFIX`).
+    pub fn add_role(&self, role: &str, prefixes: &[&str]) {
+        self.etcdctl_ok(&["role", "add", role]);
+        for prefix in prefixes {
+            self.etcdctl_ok(&[
+                "role",
+                "grant-permission",
+                role,
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ]);
+        }
+    }
+
+    /// `etcdctl user grant-role user role`.
+    pub fn grant_role(&self, user: &str, role: &str) {
+        self.etcdctl_ok(&["user", "grant-role", user, role]);
+    }
+
+    /// A user `name` with `password` whose only role, `<name>-role`, has readwrite on each
+    /// prefix in `prefixes` (none: a user without permissions).
+    pub fn add_user_with_prefixes(&self, name: &str, password: &str, prefixes: &[&str]) {
+        self.add_user(name, password);
+        let role = format!("{name}-role");
+        self.add_role(&role, prefixes);
+        self.grant_role(name, &role);
+    }
+
+    /// The ids (hex, as etcdctl prints them) of all leases, as root.
+    pub fn lease_list(&self) -> Vec<String> {
+        // "found 2 leases\n694d7c...\n694d7c...\n"
+        self.etcdctl_ok(&["lease", "list"])
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The keys under `prefix`, as root.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.etcdctl_ok(&["get", "--prefix", prefix, "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Puts `key`, retrying for up to 20 s: a write in flight when the
@@ -512,7 +812,7 @@ impl EtcdCluster {
             if !self.is_running(i) || self.is_frozen(i) {
                 return false;
             }
-            let out = etcdctl_at(
+            let mut cmd = self.etcdctl_command_at(
                 &self.endpoint(i),
                 &[
                     "--command-timeout",
@@ -523,6 +823,7 @@ impl EtcdCluster {
                     "simple",
                 ],
             );
+            let out = run_with_timeout(&mut cmd, ETCDCTL_DEADLINE);
             // "<endpoint>, <id>, <version>, <db size>, <is leader>, ..."
             let text = String::from_utf8_lossy(&out.stdout);
             out.status.success() && text.split(", ").nth(4) == Some("true")
@@ -578,7 +879,14 @@ impl Etcd {
         }
     }
 
-    /// `127.0.0.1:<client port>`.
+    /// One member started with `opts` (TLS, auth token); waits until healthy.
+    pub fn start_with(opts: EtcdOptions<'_>) -> Etcd {
+        Etcd {
+            cluster: EtcdCluster::start_with(1, opts),
+        }
+    }
+
+    /// `127.0.0.1:<client port>` (`https://127.0.0.1:<client port>` over TLS).
     pub fn endpoint(&self) -> String {
         self.cluster.endpoint(0)
     }
@@ -588,7 +896,7 @@ impl Etcd {
         self.cluster.endpoints()
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (`https://` over TLS).
     pub fn client_url(&self) -> String {
         self.cluster.client_url(0)
     }
@@ -663,5 +971,50 @@ impl Etcd {
 
     pub fn cluster(&mut self) -> &mut EtcdCluster {
         &mut self.cluster
+    }
+
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        self.cluster.etcdctl_flags()
+    }
+
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        self.cluster.etcdctl_command(args)
+    }
+
+    pub fn etcdctl_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        self.cluster.etcdctl_as(user, password, args)
+    }
+
+    pub fn enable_auth(&self, root_password: &str) {
+        self.cluster.enable_auth(root_password)
+    }
+
+    pub fn root_password(&self) -> Option<String> {
+        self.cluster.root_password()
+    }
+
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.cluster.add_user(name, password)
+    }
+
+    pub fn add_role(&self, role: &str, prefixes: &[&str]) {
+        self.cluster.add_role(role, prefixes)
+    }
+
+    pub fn grant_role(&self, user: &str, role: &str) {
+        self.cluster.grant_role(user, role)
+    }
+
+    pub fn add_user_with_prefixes(&self, name: &str, password: &str, prefixes: &[&str]) {
+        self.cluster
+            .add_user_with_prefixes(name, password, prefixes)
+    }
+
+    pub fn lease_list(&self) -> Vec<String> {
+        self.cluster.lease_list()
+    }
+
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.cluster.keys_with_prefix(prefix)
     }
 }

@@ -2,7 +2,7 @@
 //! (`etcd`), a TCP fault-injection proxy (`proxy`), the fenced child's
 //! record files (`records`), /proc lookups (`procs`), and the harness that
 //! runs leaderrun in a test (`scene`: start here, its doc has an example),
-//! plus small process/time helpers.
+//! certificates made at test time (`tls`), plus small process/time helpers.
 //!
 //! Each integration test crate compiles this module on its own and uses only
 //! part of it, hence the module-wide allows.
@@ -14,8 +14,11 @@ pub mod procs;
 pub mod proxy;
 pub mod records;
 pub mod scene;
+pub mod tls;
 
-pub use etcd::{etcdctl_at, etcdctl_at_ok, etcdctl_command, Etcd, EtcdCluster};
+pub use etcd::{
+    etcdctl_at, etcdctl_at_ok, etcdctl_command, AuthToken, Etcd, EtcdCluster, EtcdOptions,
+};
 pub use members::{
     busiest_member, bytes_sent_by_port, keepalive_member, move_raft_leader, move_raft_leader_off,
 };
@@ -27,6 +30,7 @@ pub use records::{
     assert_no_overlap, fenced_child_path, mono_now_ns, Ending, RecordParser, Records, Run,
 };
 pub use scene::*;
+pub use tls::{jwt_keys, CertPair, Certs};
 
 use std::io::Read;
 use std::net::TcpListener;

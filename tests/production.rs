@@ -1,0 +1,1113 @@
+//! leaderrun against etcd as it runs in production: TLS (`--cacert`, `--cert`, `--key`), client
+//! certificate authentication, users and roles (`--user` with `--password-file` or
+//! `LEADERRUN_PASSWORD`), auth tokens that expire (simple) or go stale (JWT), least privilege,
+//! and a `--config` file.
+//!
+//! The `fixture_*` tests prove the fixtures (certificates from `common::tls`, etcd started with
+//! `EtcdOptions`) with etcdctl alone; the others run leaderrun. Every test starts its own etcd
+//! and fails loudly (never skips) when etcd or the certificates are missing.
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+const ROOT_PASSWORD: &str = "root-secret";
+/// The election of every test here, and the key prefixes a role for it needs.
+const ELECTION: &str = "web";
+const ELECTION_PREFIX: &str = "web/";
+const RUNS_PREFIX: &str = "leaderrun.runs/web/";
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temp path")
+}
+
+/// `--cacert <the CA>`.
+fn cacert(certs: &Certs) -> Vec<OsString> {
+    vec!["--cacert".into(), certs.ca_cert.clone().into()]
+}
+
+/// `--cert <pair.cert> --key <pair.key>`.
+fn client_cert(pair: &CertPair) -> Vec<OsString> {
+    vec![
+        "--cert".into(),
+        pair.cert.clone().into(),
+        "--key".into(),
+        pair.key.clone().into(),
+    ]
+}
+
+/// `--user <user> --password-file <file>`.
+fn user_flags(user: &str, password_file: &Path) -> Vec<OsString> {
+    vec![
+        "--user".into(),
+        user.into(),
+        "--password-file".into(),
+        password_file.into(),
+    ]
+}
+
+/// Writes `password` and a newline (as `echo` would) to `<scene dir>/<name>`, mode 0600.
+fn password_file(scene: &Scene, name: &str, password: &str) -> PathBuf {
+    let path = scene.path(name);
+    std::fs::write(&path, format!("{password}\n")).expect("write password file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+    path
+}
+
+/// A single etcd with auth on (root: ROOT_PASSWORD) and a scene on it, election "web".
+fn etcd_with_auth(opts: EtcdOptions<'_>) -> (Etcd, Scene) {
+    let etcd = Etcd::start_with(opts);
+    etcd.enable_auth(ROOT_PASSWORD);
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    (etcd, scene)
+}
+
+/// The candidates' ids under `web/`, oldest first, read as the fixture's root (over TLS, with
+/// auth): the scene's own `candidates()` uses plain etcdctl.
+fn candidates(etcd: &Etcd) -> Vec<String> {
+    let out = etcd.etcdctl(&[
+        "--command-timeout",
+        "2s",
+        "get",
+        "--prefix",
+        ELECTION_PREFIX,
+        "--sort-by",
+        "CREATE",
+        "--order",
+        "ASCEND",
+        "--print-value-only",
+    ]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    stdout_of(&out)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until exactly these ids (any order) campaign or lead in `web/`.
+fn wait_candidates(etcd: &Etcd, ids: &[&str], timeout: std::time::Duration) {
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let got = poll_for(
+        timeout,
+        || {
+            let mut got = candidates(etcd);
+            got.sort();
+            got
+        },
+        |got| *got == want,
+    );
+    if let Err(got) = got {
+        panic!("candidates in etcd: want {want:?}, have {got:?} after {timeout:?}");
+    }
+}
+
+/// The lines of leaderrun's final-line format (`leaderrun: ...`) in `text`.
+fn final_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("leaderrun: "))
+        .collect()
+}
+
+/// Asserts that `lr` exits 1 within `within` (it is given 20 s), that its log ends with one
+/// final line (`leaderrun: ...`) and no other, and that the line names one of `names` (a file,
+/// an endpoint, a permission). Returns the line.
+fn expect_fatal(lr: &mut Lr, within: std::time::Duration, names: &[&str], what: &str) -> String {
+    let (status, took) = lr.expect_exit_timed(20 * SEC);
+    let log = lr.log_text();
+    assert_eq!(status.code(), Some(1), "{what}: {status}; log:\n{log}");
+    assert!(
+        took < within,
+        "{what}: exited after {took:?}, not within {within:?}: retried what retrying cannot fix; log:\n{log}"
+    );
+    let finals = final_lines(&log);
+    assert_eq!(
+        finals.len(),
+        1,
+        "{what}: one final line wanted; log:\n{log}"
+    );
+    let line = finals[0].to_string();
+    assert_eq!(
+        log.lines().last(),
+        Some(line.as_str()),
+        "{what}: the final line is not last; log:\n{log}"
+    );
+    assert!(
+        names.iter().any(|n| line.contains(n)),
+        "{what}: the line names none of {names:?}: {line}"
+    );
+    assert!(
+        !log.contains("still failing"),
+        "{what}: retried before giving up; log:\n{log}"
+    );
+    line
+}
+
+/// A role with readwrite on `web/` and `leaderrun.runs/web/` is all leaderrun needs: no
+/// warning about a refused permission.
+fn assert_no_permission_warnings(lr: &Lr) {
+    let refused: Vec<String> = lr
+        .warnings()
+        .into_iter()
+        .filter(|l| l.to_lowercase().contains("permission"))
+        .collect();
+    assert!(refused.is_empty(), "{}: {refused:#?}", lr.id);
+}
+
+/// `127.0.0.1:PORT` of an https endpoint, as a line may name it.
+fn host_port(endpoint: &str) -> &str {
+    endpoint.rsplit("://").next().unwrap_or(endpoint)
+}
+
+/// The file name of `p`, as a line may name it (it may also give the whole path).
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).expect("a file name")
+}
+
+/// `leaderrun leader --endpoints <etcd> --election web extra...`, started in the scene.
+fn leader_watch(scene: &Scene, id: &str, extra: &[OsString]) -> Lr {
+    let mut cmd = leaderrun();
+    cmd.args(["leader", "--endpoints", &scene.etcd, "--election", ELECTION])
+        .args(extra)
+        .arg("--watch");
+    scene.command(id, cmd).spawn()
+}
+
+/// The `id=` of a `leaderrun leader` line.
+fn id_of(line: &str) -> &str {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no id= in {line:?}"))
+}
+
+/// etcdctl's stderr, printed for the record (`--nocapture`) and returned.
+fn refused(what: &str, out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{what}: etcdctl succeeded: {}",
+        stdout_of(out)
+    );
+    let err = stderr_of(out);
+    eprintln!("[{what}] etcdctl said: {}", err.trim());
+    err
+}
+
+/// etcd's log lines about refused connections (TLS handshakes), printed for the record.
+fn print_rejections(etcd: &Etcd, what: &str) {
+    for line in etcd.log_tail().lines() {
+        if line.contains("rejected connection") || line.contains("handshake") {
+            eprintln!("[{what}] etcd logged: {line}");
+        }
+    }
+}
+
+/// POSTs `body` (JSON) to etcd's gRPC gateway at `path` on a plain-http member, with
+/// `Authorization: token` when given; returns the response body. A client that keeps its
+/// token, unlike etcdctl, which logs in at every run.
+fn gateway(etcd: &Etcd, path: &str, body: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(etcd.client_addr()).expect("connect etcd");
+    stream.set_read_timeout(Some(10 * SEC)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(response)
+}
+
+/// A token for `user` from the gateway's /v3/auth/authenticate.
+fn gateway_token(etcd: &Etcd, user: &str, password: &str) -> String {
+    let body = gateway(
+        etcd,
+        "/v3/auth/authenticate",
+        &format!("{{\"name\":\"{user}\",\"password\":\"{password}\"}}"),
+        None,
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON: {body:?}: {e}"));
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {body}"))
+        .to_string()
+}
+
+/// A range request for `web/` with `token`, through the gateway: its response body.
+fn gateway_get_web(etcd: &Etcd, token: &str) -> String {
+    // "d2ViLw==" is "web/" in base64.
+    gateway(etcd, "/v3/kv/range", "{\"key\":\"d2ViLw==\"}", Some(token))
+}
+
+// ---------------------------------------------------------------------------
+// The fixtures, proved with etcdctl
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fixture_tls_etcd_serves_https_to_clients_that_trust_its_ca() {
+    let certs = Certs::generate();
+    let mut etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        ..Default::default()
+    });
+    let endpoint = etcd.endpoints();
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    assert_eq!(etcd.endpoint(), endpoint);
+    assert_eq!(etcd.client_url(), endpoint);
+    assert!(etcd.is_healthy());
+    etcd.put("k", "v");
+    assert_eq!(etcd.get("k").as_deref(), Some("v"));
+    // Restarts wait for health over TLS too.
+    etcd.restart();
+    assert!(etcd.is_healthy());
+    assert_eq!(etcd.cluster().leader(), Some(0));
+
+    // The CA alone verifies the server: the IP SAN, and the DNS SAN for localhost.
+    let ca = path_str(&certs.ca_cert);
+    let localhost = endpoint.replace("127.0.0.1", "localhost");
+    for ep in [endpoint.as_str(), localhost.as_str()] {
+        let out = etcdctl_at(ep, &["--cacert", ca, "get", "k", "--print-value-only"]);
+        assert!(out.status.success(), "{ep}: {}", stderr_of(&out));
+        assert_eq!(stdout_of(&out), "v\n");
+    }
+
+    // Another CA does not verify it; nor does plain http reach it.
+    let (other_ca, _) = certs.other_ca("x");
+    let out = etcdctl_at(
+        &endpoint,
+        &[
+            "--cacert",
+            path_str(&other_ca),
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "3s",
+            "get",
+            "k",
+        ],
+    );
+    refused("unknown CA", &out);
+    let plain = endpoint.replace("https://", "http://");
+    let out = etcdctl_at(
+        &plain,
+        &[
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "3s",
+            "get",
+            "k",
+        ],
+    );
+    refused("http:// to a TLS port", &out);
+    print_rejections(&etcd, "TLS");
+}
+
+#[test]
+fn fixture_server_certificate_for_a_wrong_name_fails_verification() {
+    let certs = Certs::generate();
+    let wrong = certs.server_for(&["wrong.example"]);
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        server_cert: Some(&wrong),
+        ..Default::default()
+    });
+    // The fixture itself skips verification, so it works.
+    etcd.put("k", "v");
+    let out = etcdctl_at(
+        &etcd.endpoints(),
+        &[
+            "--cacert",
+            path_str(&certs.ca_cert),
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "3s",
+            "get",
+            "k",
+        ],
+    );
+    let err = refused("server certificate for wrong.example", &out);
+    assert!(
+        err.contains("127.0.0.1") || err.contains("wrong.example"),
+        "{err}"
+    );
+    print_rejections(&etcd, "wrong name");
+}
+
+#[test]
+fn fixture_client_cert_auth_refuses_missing_expired_foreign_and_mismatched_certificates() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    etcd.put("k", "v");
+    let ep = etcd.endpoints();
+    let ca = path_str(&certs.ca_cert);
+    let get = |extra: &[&str]| {
+        let mut args = vec![
+            "--cacert",
+            ca,
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["get", "k", "--print-value-only"]);
+        etcdctl_at(&ep, &args)
+    };
+
+    let alice = certs.client("alice");
+    let out = get(&[
+        "--cert",
+        path_str(&alice.cert),
+        "--key",
+        path_str(&alice.key),
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "v\n");
+
+    refused("no client certificate", &get(&[]));
+    let expired = certs.expired_client("alice");
+    refused(
+        "expired client certificate",
+        &get(&[
+            "--cert",
+            path_str(&expired.cert),
+            "--key",
+            path_str(&expired.key),
+        ]),
+    );
+    let (_, foreign) = certs.other_ca("alice");
+    refused(
+        "client certificate of another CA",
+        &get(&[
+            "--cert",
+            path_str(&foreign.cert),
+            "--key",
+            path_str(&foreign.key),
+        ]),
+    );
+    let mismatched = certs.mismatched_client("alice");
+    refused(
+        "key that does not match the certificate",
+        &get(&[
+            "--cert",
+            path_str(&mismatched.cert),
+            "--key",
+            path_str(&mismatched.key),
+        ]),
+    );
+    print_rejections(&etcd, "client-cert-auth");
+}
+
+#[test]
+fn fixture_cn_of_a_client_certificate_is_the_user_and_roles_limit_it_to_a_prefix() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    etcd.enable_auth(ROOT_PASSWORD);
+    assert_eq!(etcd.root_password().as_deref(), Some(ROOT_PASSWORD));
+    etcd.add_user_with_prefixes("web-svc", "pw", &[ELECTION_PREFIX, RUNS_PREFIX]);
+    // The fixture (root) still works once auth is on.
+    etcd.put("web/by-root", "1");
+    assert!(etcd.is_healthy());
+
+    let svc = certs.client("web-svc");
+    let as_svc = |args: &[&str]| {
+        let mut all = vec![
+            "--cacert",
+            path_str(&certs.ca_cert),
+            "--cert",
+            path_str(&svc.cert),
+            "--key",
+            path_str(&svc.key),
+            "--command-timeout",
+            "3s",
+        ];
+        all.extend_from_slice(args);
+        etcdctl_at(&etcd.endpoints(), &all)
+    };
+    let out = as_svc(&["put", "web/x", "1"]);
+    assert!(
+        out.status.success(),
+        "CN web-svc on web/: {}",
+        stderr_of(&out)
+    );
+    let out = as_svc(&["put", "leaderrun.runs/web/r", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = refused(
+        "CN web-svc outside its role",
+        &as_svc(&["put", "other/x", "1"]),
+    );
+    assert!(err.contains("permission denied"), "{err}");
+
+    // An unknown CN is no user.
+    let nobody = certs.client("nobody");
+    let out = etcdctl_at(
+        &etcd.endpoints(),
+        &[
+            "--cacert",
+            path_str(&certs.ca_cert),
+            "--cert",
+            path_str(&nobody.cert),
+            "--key",
+            path_str(&nobody.key),
+            "--command-timeout",
+            "3s",
+            "put",
+            "web/y",
+            "1",
+        ],
+    );
+    refused("CN of no user", &out);
+    assert_eq!(
+        etcd.keys_with_prefix(ELECTION_PREFIX),
+        ["web/by-root", "web/x"]
+    );
+}
+
+#[test]
+fn fixture_simple_tokens_with_a_ttl_and_users_with_passwords() {
+    let (etcd, _scene) = etcd_with_auth(EtcdOptions {
+        auth_token: Some(AuthToken::Simple),
+        auth_token_ttl: Some(2),
+        ..Default::default()
+    });
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid().unwrap())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("--auth-token simple") && cmdline.contains("--auth-token-ttl 2"),
+        "{cmdline}"
+    );
+    etcd.add_user_with_prefixes("web-user", "pw1", &[ELECTION_PREFIX]);
+    etcd.add_user_with_prefixes("bare", "pw2", &[]);
+    let out = etcd.etcdctl_as("web-user", "pw1", &["put", "web/a", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let err = refused(
+        "user outside its role",
+        &etcd.etcdctl_as("web-user", "pw1", &["put", "leaderrun.runs/web/a", "1"]),
+    );
+    assert!(err.contains("permission denied"), "{err}");
+    let err = refused(
+        "wrong password",
+        &etcd.etcdctl_as("web-user", "nope", &["get", "web/a"]),
+    );
+    assert!(err.contains("authentication failed"), "{err}");
+    let err = refused(
+        "no role at all",
+        &etcd.etcdctl_as("bare", "pw2", &["get", "web/a"]),
+    );
+    assert!(err.contains("permission denied"), "{err}");
+    // Without credentials: refused.
+    let out = etcdctl_at(&etcd.endpoints(), &["get", "web/a"]);
+    refused("no user", &out);
+    // A lease and its listing, as root.
+    let granted = etcd.etcdctl_ok(&["lease", "grant", "60"]);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    assert_eq!(etcd.lease_list(), vec![id.as_str()]);
+    etcd.etcdctl_ok(&["lease", "revoke", &id]);
+    assert!(etcd.lease_list().is_empty());
+}
+
+#[test]
+fn fixture_simple_tokens_expire_after_the_ttl_unused_and_jwts_go_stale_on_auth_changes() {
+    // Simple tokens, TTL 2 s: a token unused for 4 s is refused.
+    let (etcd, _scene) = etcd_with_auth(EtcdOptions {
+        auth_token: Some(AuthToken::Simple),
+        auth_token_ttl: Some(2),
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes("web-user", "pw", &[ELECTION_PREFIX]);
+    let token = gateway_token(&etcd, "web-user", "pw");
+    let fresh = gateway_get_web(&etcd, &token);
+    assert!(
+        fresh.contains("\"header\""),
+        "a fresh token is refused: {fresh}"
+    );
+    std::thread::sleep(4 * SEC);
+    let expired = gateway_get_web(&etcd, &token);
+    eprintln!("[simple token unused for 2 TTLs] etcd said: {expired}");
+    assert!(expired.contains("invalid auth token"), "{expired}");
+    drop(etcd);
+
+    // JWT: a token from before an auth change is refused.
+    let (etcd, _scene) = etcd_with_auth(EtcdOptions {
+        auth_token: Some(AuthToken::Jwt),
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes("web-user", "pw", &[ELECTION_PREFIX]);
+    let token = gateway_token(&etcd, "web-user", "pw");
+    assert!(token.starts_with("ey"), "not a JWT: {token}");
+    let fresh = gateway_get_web(&etcd, &token);
+    assert!(
+        fresh.contains("\"header\""),
+        "a fresh JWT is refused: {fresh}"
+    );
+    etcd.add_user("another", "pw");
+    let stale = gateway_get_web(&etcd, &token);
+    eprintln!("[JWT after an auth change] etcd said: {stale}");
+    // etcd 3.4: "etcdserver: revision of auth store is old" (code 3); 3.5.1's gateway:
+    // "auth: revision in header is old" (code 2).
+    assert!(
+        stale.contains("revision of auth store is old")
+            || stale.contains("revision in header is old"),
+        "{stale}"
+    );
+    let renewed = gateway_token(&etcd, "web-user", "pw");
+    let fresh = gateway_get_web(&etcd, &renewed);
+    assert!(
+        fresh.contains("\"header\""),
+        "a new JWT is refused: {fresh}"
+    );
+}
+
+#[test]
+fn fixture_jwt_tokens_signed_with_es256() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        auth_token: Some(AuthToken::Jwt),
+        auth_token_ttl: Some(60),
+        ..Default::default()
+    });
+    etcd.enable_auth(ROOT_PASSWORD);
+    etcd.add_user_with_prefixes("web-user", "pw", &[ELECTION_PREFIX]);
+    let out = etcd.etcdctl_as("web-user", "pw", &["put", "web/a", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(etcd.get("web/a").as_deref(), Some("1"));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid().unwrap())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("--auth-token jwt,") && cmdline.contains("sign-method=ES256"),
+        "{cmdline}"
+    );
+    // etcd logs which token provider it set up; a bad key would have made it exit.
+    let log = etcd.log_tail();
+    assert!(!log.contains("failed to create"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn over_https_a_leader_hands_over_to_its_standby_on_sigterm() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    assert!(scene.etcd.starts_with("https://127.0.0.1:"));
+    let mut opts = cacert(&certs);
+    opts.extend(os(&["--ttl", "3"]));
+
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let _b = scene.leaderrun("B").args(&opts).spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+
+    scene.mark("SIGTERM to A");
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
+    scene.report(&format!("handover over TLS: {:.3}s", secs(took)));
+    assert!(took < ns(2 * SEC), "handover took {:.3}s", secs(took));
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    wait_candidates(&etcd, &["B"], 5 * SEC);
+}
+
+#[test]
+fn mutual_tls_a_client_certificate_leads_and_without_one_leaderrun_exits_1() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let host = certs.client("host-a");
+    let mut opts = cacert(&certs);
+    opts.extend(client_cert(&host));
+    opts.extend(os(&["--ttl", "3"]));
+    let _a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+
+    // No client certificate: etcd refuses the handshake. That is no outage to wait out.
+    let mut b = scene
+        .leaderrun("B")
+        .args(&cacert(&certs))
+        .args(&["--ttl", "3"])
+        .spawn();
+    let line = expect_fatal(
+        &mut b,
+        10 * SEC,
+        &["certificate", "Certificate", "--cert"],
+        "without a client certificate",
+    );
+    scene.report(&format!("no client certificate: {line}"));
+    assert!(runs_of(&scene.runs(), "B").is_empty(), "B's child ran");
+    assert!(running_now(&scene.current(run_a.pid)), "A's child stopped");
+    assert_eq!(candidates(&etcd), ["A"]);
+}
+
+#[test]
+fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
+    let certs = Certs::generate();
+    let (etcd, scene) = etcd_with_auth(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes("web-svc", "unused", &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let svc = certs.client("web-svc");
+    let mut opts = cacert(&certs);
+    opts.extend(client_cert(&svc));
+    opts.extend(os(&["--ttl", "3"]));
+
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let _b = scene.leaderrun("B").args(&opts).spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    assert_no_permission_warnings(&a);
+    let (_, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
+    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    assert_no_overlap(&scene.runs());
+}
+
+// ---------------------------------------------------------------------------
+// What retrying cannot fix
+// ---------------------------------------------------------------------------
+
+/// Starts candidate "A" with `opts` (and `--ttl 3`) and expects a fatal exit within 10 s
+/// naming one of `names`, its child never started.
+fn fatal_at_start(scene: &Scene, opts: &[OsString], names: &[&str], what: &str) -> String {
+    let mut a = scene
+        .leaderrun("A")
+        .args(opts)
+        .args(&["--ttl", "3"])
+        .spawn();
+    let line = expect_fatal(&mut a, 10 * SEC, names, what);
+    scene.report(&format!("{what}: {line}"));
+    assert!(scene.runs().is_empty(), "{what}: the child ran");
+    line
+}
+
+#[test]
+fn an_unknown_ca_is_fatal_at_start_naming_the_endpoint_or_the_cacert() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let (other_ca, _) = certs.other_ca("x");
+    fatal_at_start(
+        &scene,
+        &["--cacert".into(), other_ca.clone().into()],
+        &[host_port(&scene.etcd), file_name(&other_ca)],
+        "--cacert of another CA",
+    );
+    assert!(candidates(&etcd).is_empty());
+}
+
+#[test]
+fn a_server_certificate_for_another_name_is_fatal_at_start() {
+    let certs = Certs::generate();
+    let wrong = certs.server_for(&["wrong.example"]);
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        server_cert: Some(&wrong),
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    fatal_at_start(
+        &scene,
+        &cacert(&certs),
+        &[host_port(&scene.etcd), "wrong.example"],
+        "server certificate for wrong.example",
+    );
+    assert!(candidates(&etcd).is_empty());
+}
+
+#[test]
+fn an_expired_client_certificate_is_fatal_at_start() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let expired = certs.expired_client("host-a");
+    let mut opts = cacert(&certs);
+    opts.extend(client_cert(&expired));
+    fatal_at_start(
+        &scene,
+        &opts,
+        &[host_port(&scene.etcd), file_name(&expired.cert)],
+        "expired client certificate",
+    );
+    assert!(candidates(&etcd).is_empty());
+}
+
+#[test]
+fn a_key_that_does_not_match_its_certificate_is_fatal_at_start() {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let mismatched = certs.mismatched_client("host-a");
+    let mut opts = cacert(&certs);
+    opts.extend(client_cert(&mismatched));
+    fatal_at_start(
+        &scene,
+        &opts,
+        &[
+            host_port(&scene.etcd),
+            file_name(&mismatched.key),
+            file_name(&mismatched.cert),
+        ],
+        "a key that does not match its certificate",
+    );
+    assert!(candidates(&etcd).is_empty());
+}
+
+#[test]
+fn an_http_endpoint_with_tls_options_is_a_usage_error() {
+    let certs = Certs::generate();
+    // No etcd: a usage error is found before connecting.
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut cmd = leaderrun();
+    cmd.args(["--endpoints", &endpoint, "--election", ELECTION])
+        .args(cacert(&certs))
+        .args(["--", "/bin/true"]);
+    let out = run_with_timeout(&mut cmd, 10 * SEC);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    // It names the http:// endpoint, not an unknown option.
+    assert!(
+        err.starts_with("leaderrun: ") && err.contains("http://"),
+        "{err:?}"
+    );
+    assert!(!err.contains("unexpected argument"), "{err:?}");
+    // `leaderrun leader` takes the same options, and the same check.
+    let mut cmd = leaderrun();
+    cmd.args(["leader", "--endpoints", &endpoint, "--election", ELECTION])
+        .args(cacert(&certs));
+    let out = run_with_timeout(&mut cmd, 10 * SEC);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "leader: {err}");
+    assert_eq!(err.lines().count(), 1, "leader: {err:?}");
+    assert!(err.contains("http://"), "leader: {err:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Auth tokens: expired (simple) and stale (JWT)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
+    const USER: &str = "web-user";
+    const PASSWORD: &str = "web-pass";
+    let (etcd, scene) = etcd_with_auth(EtcdOptions {
+        auth_token: Some(AuthToken::Simple),
+        auth_token_ttl: Some(2),
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let mut opts = user_flags(USER, &pw);
+    opts.extend(os(&["--ttl", "3"]));
+
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    // B takes its password from the environment.
+    let mut b = scene
+        .leaderrun("B")
+        .args(&["--user", USER, "--ttl", "3"])
+        .env("LEADERRUN_PASSWORD", PASSWORD)
+        .spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    let watch = leader_watch(&scene, "watch", &user_flags(USER, &pw));
+    let shown = watch.wait_out_lines(1, 10 * SEC);
+    assert_eq!(id_of(&shown[0]), "A", "{shown:?}");
+
+    // Six token lifetimes with no call but keepalives (and a blocked campaign).
+    scene.mark("idle");
+    let idle = holds_for(12 * SEC, || {
+        let runs = scene.runs();
+        runs.len() == 1 && running_now(&runs[0])
+    });
+    assert!(idle, "A's child stopped or B's started while idle");
+    assert!(a.is_running() && b.is_running());
+
+    scene.mark("SIGTERM to A");
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
+    scene.report(&format!("handover with expired tokens: {:.3}s", secs(took)));
+    assert!(
+        took < ns(3 * SEC),
+        "handover with expired tokens took {:.3}s",
+        secs(took)
+    );
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    let shown = watch.wait_out_lines(2, 5 * SEC);
+    assert_eq!(id_of(&shown[1]), "B", "{shown:?}");
+
+    // A new standby; then the leader is SIGKILLed: C waits out B's lease (TTL 3 s).
+    let _c = scene.leaderrun("C").args(&opts).spawn();
+    wait_candidates(&etcd, &["B", "C"], 10 * SEC);
+    let t0 = scene.mark("SIGKILL to B");
+    b.kill();
+    let run_c = scene.wait_leading("C", 1, 10 * SEC);
+    let took = since(t0, run_c.start_ns);
+    scene.report(&format!("C leads {:.3}s after SIGKILL to B", secs(took)));
+    assert!(
+        took > ns(2 * SEC) && took < ns(7 * SEC),
+        "C started {:.3}s after B was killed (lease TTL 3 s)",
+        secs(took)
+    );
+    assert_ne!(run_b.pid, run_c.pid);
+    let shown = watch.wait_out_lines(3, 5 * SEC);
+    assert_eq!(id_of(&shown[2]), "C", "{shown:?}");
+    assert_no_overlap(&scene.after_running(run_c.pid, 300 * MS));
+}
+
+#[test]
+fn a_leader_with_a_jwt_goes_on_leading_through_auth_changes() {
+    const USER: &str = "web-user";
+    const PASSWORD: &str = "web-pass";
+    let certs = Certs::generate();
+    let (etcd, scene) = etcd_with_auth(EtcdOptions {
+        tls: Some(&certs),
+        auth_token: Some(AuthToken::Jwt),
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let mut opts = cacert(&certs);
+    opts.extend(user_flags(USER, &pw));
+    opts.extend(os(&["--ttl", "3"]));
+
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let _b = scene.leaderrun("B").args(&opts).spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+
+    // Each change moves the auth store's revision: tokens issued before it are refused with
+    // "revision of auth store is old".
+    scene.mark("auth changes");
+    etcd.add_user("another", "pw");
+    etcd.add_role("another-role", &["another/"]);
+    etcd.grant_role("another", "another-role");
+    etcd.grant_role(USER, "another-role");
+    let out = etcd.etcdctl_as(USER, PASSWORD, &["put", "another/k", "1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // Longer than a lease TTL: A renews and keeps leading; its child is the same.
+    scene.only_child_runs_for(run_a.pid, 5 * SEC, "after the auth changes");
+    assert!(a.is_running());
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
+    scene.report(&format!("handover after auth changes: {:.3}s", secs(took)));
+    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+}
+
+// ---------------------------------------------------------------------------
+// Least privilege
+// ---------------------------------------------------------------------------
+
+/// `/bin/sh -c` that appends `$LEADERRUN_ID` to `marker`.
+fn record_id(marker: &Path) -> String {
+    format!("echo \"$LEADERRUN_ID\" >> '{}'", marker.display())
+}
+
+#[test]
+fn a_user_with_readwrite_on_its_prefixes_only_leads_hands_over_and_runs_a_job_once() {
+    const USER: &str = "web-user";
+    const PASSWORD: &str = "web-pass";
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let mut opts = user_flags(USER, &pw);
+    opts.extend(os(&["--ttl", "3"]));
+
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let mut b = scene.leaderrun("B").args(&opts).spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
+    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    assert_no_permission_warnings(&a);
+    assert_no_permission_warnings(&b);
+    b.signal(Signal::SIGTERM);
+    b.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+
+    // A --run-id job: runs once, a late host does not run it again.
+    let marker = scene.path("ran");
+    let mut job_opts = opts.clone();
+    job_opts.extend(os(&["--run-id", "R1"]));
+    let mut h1 = scene
+        .leaderrun("host1")
+        .args(&job_opts)
+        .sh(&record_id(&marker))
+        .spawn();
+    h1.expect_exit_code(15 * SEC, 0, "the job ran and exited 0");
+    let mut h2 = scene
+        .leaderrun("host2")
+        .args(&job_opts)
+        .sh(&record_id(&marker))
+        .spawn();
+    h2.expect_exit_code(15 * SEC, 0, "the run is recorded: exit 0 without running");
+    assert_eq!(lines(&marker), ["host1"]);
+    assert_eq!(
+        etcd.keys_with_prefix("leaderrun.runs/"),
+        ["leaderrun.runs/web/R1"]
+    );
+    assert!(etcd.keys_with_prefix(ELECTION_PREFIX).is_empty());
+}
+
+#[test]
+fn a_user_without_the_election_prefix_exits_1_naming_the_permission() {
+    const USER: &str = "runs-only";
+    const PASSWORD: &str = "pw";
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[RUNS_PREFIX, "webx/"]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let line = fatal_at_start(
+        &scene,
+        &user_flags(USER, &pw),
+        &["permission"],
+        "a user without web/",
+    );
+    assert!(
+        line.contains(ELECTION),
+        "the line does not name the election's range: {line}"
+    );
+    assert!(etcd.keys_with_prefix(ELECTION_PREFIX).is_empty());
+    assert!(candidates(&etcd).is_empty());
+}
+
+#[test]
+fn a_user_without_the_runs_prefix_and_a_run_id_exits_1_and_leaves_nothing_behind() {
+    const USER: &str = "election-only";
+    const PASSWORD: &str = "pw";
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let marker = scene.path("ran");
+    let mut a = scene
+        .leaderrun("A")
+        .args(&user_flags(USER, &pw))
+        .args(&["--ttl", "3", "--run-id", "R1"])
+        .sh(&record_id(&marker))
+        .spawn();
+    let line = expect_fatal(
+        &mut a,
+        10 * SEC,
+        &["permission", "leaderrun.runs/"],
+        "--run-id without leaderrun.runs/web/",
+    );
+    scene.report(&format!("--run-id without its prefix: {line}"));
+    assert!(lines(&marker).is_empty(), "the job ran");
+    assert!(
+        etcd.lease_list().is_empty(),
+        "leases left behind: {:?}",
+        etcd.lease_list()
+    );
+    assert!(etcd.keys_with_prefix(ELECTION_PREFIX).is_empty());
+    assert!(etcd.keys_with_prefix("leaderrun.runs/").is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// --config
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_config_file_alone_gives_endpoints_tls_user_election_and_ttl() {
+    const USER: &str = "web-user";
+    const PASSWORD: &str = "web-pass";
+    let certs = Certs::generate();
+    let (etcd, scene) = etcd_with_auth(EtcdOptions {
+        tls: Some(&certs),
+        ..Default::default()
+    });
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let pw = password_file(&scene, "password", PASSWORD);
+    let config = scene.path("leaderrun.toml");
+    let toml = format!(
+        "endpoints = [\"{}\"]\ncacert = \"{}\"\nuser = \"{USER}\"\npassword_file = \"{}\"\n\
+         election = \"{ELECTION}\"\nttl = 3\n",
+        etcd.endpoints(),
+        certs.ca_cert.display(),
+        pw.display()
+    );
+    std::fs::write(&config, &toml).expect("write config");
+
+    let mut cmd = leaderrun();
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--")
+        .args(scene.fenced(&[]));
+    let mut a = scene.command("A", cmd).spawn();
+    let run = scene.wait_nth_run(1, 10 * SEC, "the child of leaderrun --config");
+    assert!(running_now(&run), "{run:?}");
+    // It campaigns in the election of the file, with the file's TTL.
+    let keys = etcd.keys_with_prefix(ELECTION_PREFIX);
+    assert_eq!(keys.len(), 1, "{keys:?}\nconfig:\n{toml}");
+    let lease = keys[0].strip_prefix(ELECTION_PREFIX).unwrap();
+    let ttl = etcd.etcdctl_ok(&["lease", "timetolive", lease]);
+    assert!(ttl.contains("granted with TTL(3s)"), "{ttl}");
+    a.signal(Signal::SIGTERM);
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_eq!(scene.current(run.pid).ending, Ending::Term);
+}
