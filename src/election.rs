@@ -7,8 +7,8 @@ use crate::etcd::{self, EtcdError};
 use crate::lease::Lease;
 use crate::trouble::Trouble;
 use etcd_client::{
-    Client, EventType, GetOptions, KeyValue, LeaderKey, ResignOptions, SortOrder, SortTarget,
-    WatchOptions,
+    Client, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions, SortOrder,
+    SortTarget, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -75,13 +75,16 @@ pub async fn first_candidate(
     name: &str,
     wait: Duration,
 ) -> Result<(Option<KeyValue>, i64), EtcdError> {
-    let mut client = client.clone();
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
-    let read = client.get(prefix_of(name.as_bytes()), Some(options));
-    let mut resp = etcd::call("reading the election", wait, read).await?;
+    let prefix = prefix_of(name.as_bytes());
+    let mut resp = etcd::call_as("reading the election", wait, client, |mut c| {
+        let (prefix, options) = (prefix.clone(), options.clone());
+        async move { c.get(prefix, Some(options)).await }
+    })
+    .await?;
     let revision = resp.header().map_or(0, |h| h.revision());
     Ok((resp.take_kvs().into_iter().next(), revision))
 }
@@ -183,10 +186,9 @@ const OWN_KEY_POLL: Duration = Duration::from_millis(10);
 /// resigns when that member wakes and sees its request cancelled, deleting the key the retry
 /// waits with. The campaign itself would not notice until the leader changes.
 pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration) {
-    let mut c = client.clone();
     let mut poll = Backoff::new(OWN_KEY_POLL, retry);
     loop {
-        match c.get(key, None).await {
+        match read_key(client, key, retry).await {
             Ok(resp) => {
                 if let Some(kv) = resp.kvs().first() {
                     let at = resp.header().map_or(kv.mod_revision(), |h| h.revision());
@@ -198,6 +200,16 @@ pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration)
             Err(_) => sleep(retry).await,
         }
     }
+}
+
+/// Read one key, bounded (a hung member must not hold the loops above for ever).
+async fn read_key(client: &Client, key: &[u8], retry: Duration) -> Result<GetResponse, EtcdError> {
+    let wait = (retry * 4).max(Duration::from_secs(1));
+    etcd::call_as("reading our key", wait, client, |mut c| {
+        let key = key.to_vec();
+        async move { c.get(key, None).await }
+    })
+    .await
 }
 
 /// Resolves when `key` (created at `created`) is deleted after revision `seen`.
@@ -243,7 +255,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
         }
         sleep(retry).await;
         // Events may be compacted away while the watch was down: look at the key itself.
-        match client.get(key.clone(), None).await {
+        match read_key(&client, &key, retry).await {
             Ok(resp) => {
                 let alive = resp
                     .kvs()
@@ -263,9 +275,12 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
 
 /// Give up leadership: delete our key so the next candidate is elected at once.
 pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
-    let mut client = client.clone();
     let options = ResignOptions::new().with_leader(leader_key.clone());
-    match etcd::call("resign", wait, client.resign(Some(options))).await {
+    let resigned = etcd::call_as("resign", wait, client, |mut c| {
+        let options = options.clone();
+        async move { c.resign(Some(options)).await }
+    });
+    match resigned.await {
         Ok(_) => tracing::debug!("resigned"),
         Err(e) => tracing::warn!(error = %e, "revoking the lease instead"),
     }

@@ -31,6 +31,15 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
 
+    /// A TLS failure retrying cannot fix: which endpoints, which files.
+    #[error("etcd at {endpoints}: {source} [{files}]")]
+    Tls {
+        endpoints: String,
+        files: String,
+        #[source]
+        source: crate::etcd::EtcdError,
+    },
+
     /// etcd refused a key range to our user: the role lacks a permission.
     #[error("etcd: permission denied on the key range {range} (the user's role needs readwrite on it): {source}")]
     Denied {
@@ -55,7 +64,9 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::CommandNotFound(_) => EXIT_NOT_FOUND,
             Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-            Error::Etcd(_) | Error::Denied { .. } | Error::Io { .. } => EXIT_ETCD,
+            Error::Etcd(_) | Error::Tls { .. } | Error::Denied { .. } | Error::Io { .. } => {
+                EXIT_ETCD
+            }
         }
     }
 
@@ -65,6 +76,39 @@ impl Error {
             Error::Denied { range, source }
         } else {
             Error::Etcd(source)
+        }
+    }
+
+    /// A fatal etcd error on `connection`: a TLS failure names the endpoints and the files.
+    pub fn on_connection(
+        connection: &crate::etcd::Connection,
+        source: crate::etcd::EtcdError,
+    ) -> Self {
+        if source.kind() != crate::etcd::Kind::Tls {
+            return Error::Etcd(source);
+        }
+        let files = connection.tls.as_ref().map_or(String::new(), |t| {
+            let named = [
+                ("--cacert", &t.cacert),
+                ("--cert", &t.cert),
+                ("--key", &t.key),
+            ];
+            let given: Vec<String> = named
+                .iter()
+                .filter_map(|(flag, p)| p.as_ref().map(|p| format!("{flag} {}", p.display())))
+                .collect();
+            if t.cacert.is_none() {
+                [vec!["the system's roots".to_string()], given]
+                    .concat()
+                    .join(", ")
+            } else {
+                given.join(", ")
+            }
+        });
+        Error::Tls {
+            endpoints: connection.endpoints.join(","),
+            files,
+            source,
         }
     }
 

@@ -350,6 +350,28 @@ impl EtcdError {
     }
 }
 
+/// One unary call made by `f` on a clone of `client`, bounded by `wait`. An expired token is
+/// refreshed and the call made once more: etcd-client's own refresh misses "revision of auth
+/// store is old" (an auth change makes every older token stale). The token is shared by every
+/// clone of the client, so one refresh serves them all.
+pub async fn call_as<T, Fut>(
+    what: &'static str,
+    wait: Duration,
+    client: &Client,
+    f: impl Fn(Client) -> Fut,
+) -> Result<T, EtcdError>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    match call(what, wait, f(client.clone())).await {
+        Err(e) if e.kind() == Kind::AuthExpired => {
+            call("authenticating", wait, client.refresh_token()).await?;
+            call(what, wait, f(client.clone())).await
+        }
+        done => done,
+    }
+}
+
 /// One unary call, bounded by `wait` (never a client-wide timeout: it would cut `campaign`).
 pub async fn call<T>(
     what: &'static str,

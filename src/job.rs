@@ -41,10 +41,10 @@ pub async fn claim(
     run: &RunId,
     wait: Duration,
 ) -> Result<Claim, EtcdError> {
-    let mut client = client.clone();
     let key = run_key(election, &run.id);
     let ttl = i64::try_from(run.ttl.as_secs()).unwrap_or(i64::MAX);
-    let record_lease = etcd::call("run record lease", wait, client.lease_grant(ttl, None))
+    let grant = |mut c: Client| async move { c.lease_grant(ttl, None).await };
+    let record_lease = etcd::call_as("run record lease", wait, client, grant)
         .await?
         .id();
     let value = format!(
@@ -67,7 +67,11 @@ pub async fn claim(
             Some(PutOptions::new().with_lease(record_lease)),
         )])
         .or_else(vec![TxnOp::get(key.clone(), None)]);
-    let resp = etcd::call("run record", wait, client.txn(txn)).await;
+    let resp = etcd::call_as("run record", wait, client, |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .await;
     if let Ok(resp) = &resp {
         if resp.succeeded() {
             return Ok(Claim::Claimed(Record {
@@ -77,7 +81,7 @@ pub async fn claim(
         }
     }
     // The record lease holds nothing: drop it rather than leave it for a day.
-    let _ = etcd::call("run record lease", wait, client.lease_revoke(record_lease)).await;
+    let _ = revoke(client, record_lease, wait).await;
     let taken = resp?.op_responses().into_iter().find_map(|r| match r {
         TxnOpResponse::Get(g) => g
             .kvs()
@@ -94,14 +98,15 @@ pub async fn claim(
 /// The run did not start after all: delete its record (by revoking the record's lease), so that
 /// another host may run it.
 pub async fn withdraw(client: &Client, record: Record, wait: Duration) -> Result<(), EtcdError> {
-    let mut client = client.clone();
-    etcd::call(
-        "run record withdrawal",
-        wait,
-        client.lease_revoke(record.lease),
-    )
-    .await
-    .map(drop)
+    revoke(client, record.lease, wait).await
+}
+
+/// Revoke a record's lease, deleting the record with it.
+async fn revoke(client: &Client, lease: i64, wait: Duration) -> Result<(), EtcdError> {
+    let revoke = |mut c: Client| async move { c.lease_revoke(lease).await };
+    etcd::call_as("run record lease revoke", wait, client, revoke)
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -167,10 +167,13 @@ pub async fn run(config: LeaderConfig) -> Result<u8, Error> {
 async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
     let client = etcd::connect(&config.connection)
         .await
-        .map_err(|e| Closed::Error(e.into()))?;
-    let (mut current, mut revision) = read(&client, &config.election)
-        .await
-        .map_err(Closed::Error)?;
+        .map_err(|e| Closed::Error(Error::on_connection(&config.connection, e)))?;
+    // The first read is the first contact: a TLS failure there names the endpoints and files.
+    let (mut current, mut revision) =
+        read(&client, &config.election).await.map_err(|e| match e {
+            Error::Etcd(e) => Closed::Error(Error::on_connection(&config.connection, e)),
+            e => Closed::Error(e),
+        })?;
     print(&render(&current, config.format))?;
     if !config.watch {
         return Ok(current.exit_code());

@@ -61,15 +61,10 @@ impl Lease {
             detail,
         };
         let requested = Timing::new(ttl, stop_timeout).map_err(|e| unexpected(e.to_string()))?;
-        let mut c = client.clone();
         let sent = Instant::now();
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let resp = etcd::call(
-            "lease grant",
-            requested.request_timeout(),
-            c.lease_grant(secs, None),
-        )
-        .await?;
+        let grant = |mut c: Client| async move { c.lease_grant(secs, None).await };
+        let resp = etcd::call_as("lease grant", requested.request_timeout(), client, grant).await?;
         // The granted TTL, never the requested one: it is what the server enforces.
         let granted = Duration::from_secs(resp.ttl().max(0) as u64);
         let timing = Timing::new(granted, stop_timeout)

@@ -199,8 +199,9 @@ impl Supervisor {
                         after: Duration::ZERO,
                     });
                 }
-                Err(e) if e.is_fatal() => return Err(e.into()),
-                Err(e) if e.kind() == Kind::Tls && !self.reached_etcd => return Err(e.into()),
+                Err(e) if e.is_fatal() || (e.kind() == Kind::Tls && !self.reached_etcd) => {
+                    return Err(Error::on_connection(&self.config.connection, e))
+                }
                 Err(e) => {
                     let endpoints = self.config.connection.endpoints.join(",");
                     trouble.report(format_args!("{endpoints}: {e}"));
@@ -310,6 +311,15 @@ impl Supervisor {
                 Kind::Fatal => {
                     term::release(&self.client, lease, None).await;
                     return Err(Error::on_range(format!("{}/", self.config.election), e));
+                }
+                Kind::AuthExpired => {
+                    // Refused before it reached the election: authenticate, then a fresh start.
+                    warn!(error = %e, "authenticating again");
+                    if let Err(e) = self.client.refresh_token().await {
+                        warn!(error = %e, "authentication failed");
+                    }
+                    term::release(&self.client, lease, None).await;
+                    return Ok(State::Connecting { after: retry });
                 }
                 Kind::NeverSent => {
                     // It reached no member: nothing can act on it later, the lease stays clean.
@@ -539,7 +549,7 @@ async fn connect(
                 return Ok(Some(client));
             }
             Waited::Done(Err(e)) if matches!(e.kind(), Kind::Fatal | Kind::Tls) => {
-                return Err(e.into())
+                return Err(Error::on_connection(connection, e))
             }
             Waited::Done(Err(e)) => {
                 let endpoints = connection.endpoints.join(",");
