@@ -719,6 +719,18 @@ fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
 
 /// Starts candidate "A" with `opts` (and `--ttl 3`) and expects a fatal exit within 10 s
 /// naming one of `names`, its child never started.
+/// A fresh CA, an etcd requiring client certificates signed by it, and a scene on it.
+fn mutual_tls_etcd() -> (Certs, Etcd, Scene) {
+    let certs = Certs::generate();
+    let etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    (certs, etcd, scene)
+}
+
 fn fatal_at_start(scene: &Scene, opts: &[OsString], names: &[&str], what: &str) -> String {
     let mut a = scene
         .leaderrun("A")
@@ -770,13 +782,7 @@ fn a_server_certificate_for_another_name_is_fatal_at_start() {
 
 #[test]
 fn an_expired_client_certificate_is_fatal_at_start() {
-    let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let (certs, etcd, scene) = mutual_tls_etcd();
     let expired = certs.expired_client("host-a");
     let mut opts = cacert(&certs);
     opts.extend(client_cert(&expired));
@@ -791,13 +797,7 @@ fn an_expired_client_certificate_is_fatal_at_start() {
 
 #[test]
 fn a_key_that_does_not_match_its_certificate_is_fatal_at_start() {
-    let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let (certs, etcd, scene) = mutual_tls_etcd();
     let mismatched = certs.mismatched_client("host-a");
     let mut opts = cacert(&certs);
     opts.extend(client_cert(&mismatched));
