@@ -55,16 +55,16 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/leaderrun-test.XXXXXX")
 bg_pids=()
-# Interrupted: stop the running suites (through their timeout processes, which pass the
-# SIGTERM on to the suite's process group) and the loops that run them.
+# Interrupted: stop the loops that run the suites, then each running suite's whole process
+# group (see run_suite).
 cleanup() {
   local rc=$? p f
   trap - EXIT INT TERM
   for p in "${bg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for f in "$work"/*.pid; do
-    [[ -f $f ]] && kill -TERM "$(cat "$f")" 2>/dev/null || true
-  done
   for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for f in "$work"/*.pid; do
+    [[ -f $f ]] && stop_group "$(cat "$f")"
+  done
   rm -rf "$work"
   exit "$rc"
 }
@@ -101,9 +101,20 @@ mapfile -t suites < <(awk -F'\t' '$1 == "test" { print $2 "\t" $3 }' "$work/targ
 # ---- running suites --------------------------------------------------------------------------
 # run_suite ID LABEL SOURCE EXE ETCD ETCDCTL: runs one test executable the way cargo test does
 # (from the package root, CARGO set), output to $work/ID.log; then writes "RC SECONDS" to
-# $work/ID.done. GNU timeout runs the suite in a process group of its own and stops the whole
-# group (the suite's etcd processes too) when the time is up, or when the cleanup below sends
-# it SIGTERM (its pid is in $work/ID.pid while it runs).
+# $work/ID.done. GNU timeout runs the suite in a process group of its own (its pid is the
+# group's id, in $work/ID.pid while it runs). A suite stopped by the timeout, or by the cleanup
+# below, can leave processes it started behind (leaderrun candidates, etcd): stop_group ends
+# what is left of that group.
+# stop_group PGID: SIGTERM to what is left of the process group, SIGKILL after 5 s.
+stop_group() {
+  local i
+  kill -TERM -- "-$1" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null || true
+}
 run_suite() {
   local id=$1 t0 rc=0 pid
   t0=$(now_us)
@@ -113,10 +124,11 @@ run_suite() {
   pid=$!
   echo "$pid" >"$work/$id.pid"
   wait "$pid" || rc=$?
-  rm -f "$work/$id.pid"
   if ((rc == 124 || rc == 137)); then
     printf 'test: %s stopped after %s s (LEADERRUN_SUITE_TIMEOUT)\n' "$3" "$SUITE_TIMEOUT" >>"$work/$id.log"
+    stop_group "$pid"
   fi
+  rm -f "$work/$id.pid"
   echo "$rc $(secs_since "$t0")" >"$work/$id.done"
 }
 
@@ -198,12 +210,16 @@ for j in "${all_jobs[@]}"; do
   read -r rc secs <"$work/$id.done"
   # cargo's own line: "test result: ok. 47 passed; 0 failed; 1 ignored; ..."
   res=$(sed -n 's/^test result: \([A-Za-z]*\)\. \([0-9]*\) passed; \([0-9]*\) failed;.*/\1 \2 \3/p' "$work/$id.log" | tail -n 1)
-  read -r word p f <<<"${res:-none 0 0}"
+  if [[ -z $res ]]; then
+    # A suite that crashed or was stopped has no result line: count the tests it reported, and
+    # the suite itself as one failure if no test failed.
+    res="none $(grep -c '^test .* \.\.\. ok$' "$work/$id.log" || true) $(grep -c '^test .* \.\.\. FAILED$' "$work/$id.log" || true)"
+  fi
+  read -r word p f <<<"$res"
   result=ok
   if ((rc != 0)) || [[ $word != ok ]]; then
     result=FAILED
     bad=1
-    # A suite that crashed or was stopped has no result line: count it as one failure.
     ((f > 0)) || f=1
   fi
   total_pass=$((total_pass + p))
@@ -215,7 +231,7 @@ for j in "${all_jobs[@]}"; do
   printf '%-14s %-28s %-7s %8s %8s %9s\n' "${label/unit tests/-}" "$src" "$result" "$p" "$f" "$secs"
   if [[ $result == FAILED ]]; then
     sed -n 's/^test \(.*\) \.\.\. FAILED$/    failed: \1/p' "$work/$id.log"
-    [[ -n $res ]] || echo "    (exit status $rc, no test result line: crashed or stopped)"
+    [[ $word != none ]] || echo "    (exit status $rc, no test result line: crashed or stopped)"
   fi
 done
 echo
