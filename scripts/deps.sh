@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian or Ubuntu machine lacks to build and test leaderrun:
-# protoc and the well-known protos (etcd-client's build), etcd and etcdctl (the tests' real etcd),
-# and a Rust toolchain if there is none. Skips what is present.
+# protoc and the well-known protos (etcd-client's build), a C compiler (the Rust linker driver),
+# etcd and etcdctl (the tests' real etcd: Debian's 3.4), pip (scripts/fetch-etcd.sh fetches etcd 3.5
+# with it into the checkout), and a Rust toolchain if there is none. Skips what is present; quiet
+# unless it installs something.
 set -euo pipefail
 
 need=()
@@ -9,17 +11,26 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# pip without its recommends (build-essential, python3-dev): it only downloads a wheel here.
+lean=()
+python3 -m pip --version >/dev/null 2>&1 || lean+=(python3-pip)
 
-if [ ${#need[@]} -gt 0 ]; then
+if [ $((${#need[@]} + ${#lean[@]})) -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "deps: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { echo "deps: need root or sudo to install: ${need[*]} ${lean[*]}" >&2; exit 1; }
     sudo="sudo"
   fi
-  echo "deps: installing ${need[*]}" >&2
+  echo "deps: installing ${need[*]} ${lean[*]}" >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ ${#lean[@]} -gt 0 ]; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
