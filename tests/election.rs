@@ -320,17 +320,21 @@ fn sighup_and_usr1_reach_the_childs_whole_group() {
     let ready = scene.dir.join("ready");
     // A shell with a background subshell: both in the child's process group.
     // Both loops end once the temp dir is gone, so a failed test leaks nothing.
+    // Each writes its ready file once its trap is set.
+    let ready_sub = scene.dir.join("ready-grandchild");
     let script = format!(
-        "(trap 'echo hup-grandchild >> {got}' HUP; while [ -e {dir} ]; do sleep 0.1; done) & \
+        "(trap 'echo hup-grandchild >> {got}' HUP; echo ready > {ready_sub}; \
+          while [ -e {dir} ]; do sleep 0.1; done) & \
          trap 'echo hup-child >> {got}' HUP; trap 'echo usr1-child >> {got}' USR1; \
          echo ready > {ready}; while [ -e {dir} ]; do sleep 0.1; done",
         got = got.display(),
         ready = ready.display(),
+        ready_sub = ready_sub.display(),
         dir = scene.dir.path().display(),
     );
     let mut a = scene.candidate_sh("A", &["--ttl", "3"], &script);
     assert!(
-        wait_until(10 * SEC, POLL, || ready.exists()),
+        wait_until(10 * SEC, POLL, || ready.exists() && ready_sub.exists()),
         "the child never started"
     );
 

@@ -126,6 +126,8 @@ impl Member {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = self.open_log();
         let mut cmd = Command::new(etcd_bin());
+        // etcd reads every ETCD_* variable as a flag of its own.
+        cmd.env_remove("ETCD_BIN").env_remove("ETCDCTL_BIN");
         cmd.arg("--name")
             .arg(&self.name)
             .arg("--data-dir")

@@ -97,7 +97,13 @@ impl Records {
 /// Parses a whole record file; Err names the offending line.
 pub fn parse(text: &str) -> Result<Vec<Run>, String> {
     let mut parser = RecordParser::default();
-    for (n, line) in text.lines().enumerate() {
+    // A reader can see a line that is still being written (a read takes no lock against the
+    // write): only whole lines count.
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    for (n, line) in whole.lines().enumerate() {
         parser
             .line(line)
             .map_err(|e| format!("line {}: {e}: {line:?}", n + 1))?;
