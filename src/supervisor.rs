@@ -134,7 +134,7 @@ pub async fn run(
     let give_up_at = config
         .wait_timeout
         .and_then(|d| Instant::now().checked_add(d));
-    let gate = Gate::new(&config, client.clone(), reaper, signals.child_defaults());
+    let gate = Gate::new(&config, reaper, signals.child_defaults());
     let mut sup = Supervisor {
         config,
         client,
@@ -166,6 +166,9 @@ impl Supervisor {
         let mut give_up = pin!(give_up(self.give_up_at));
         if let Some(exit) = self.pause(&mut give_up, after).await {
             return Ok(exit);
+        }
+        if self.reached_etcd {
+            self.reconnect(&mut give_up).await;
         }
         let mut backoff = retry_backoff(self.config.ttl);
         let mut trouble = Trouble::new("connecting to etcd");
@@ -210,6 +213,19 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// A new client for a new candidacy, with the TLS files as they are now (certificates
+    /// rotate). If it cannot be built in time, the old one goes on: the grant will tell.
+    async fn reconnect(&mut self, give_up: &mut (impl Future<Output = ()> + Unpin)) {
+        let wait = (self.config.ttl / 5).max(Duration::from_secs(1));
+        let connect = tokio::time::timeout(wait, etcd::connect(&self.config.connection));
+        match until_shutdown(&mut self.signals, give_up, connect).await {
+            Waited::Done(Ok(Ok(client))) => self.client = client,
+            Waited::Done(Ok(Err(e))) => debug!(error = %e, "keeping the current client"),
+            // The grant that follows sees the same signal or give-up time.
+            _ => {}
         }
     }
 
@@ -338,7 +354,7 @@ impl Supervisor {
                 }
             },
         };
-        match self.gate.start(&lease, &elected).await {
+        match self.gate.start(&self.client, &lease, &elected).await {
             Ok((leadership, child)) => Ok(State::Leading(Term {
                 lease,
                 leadership,
@@ -433,7 +449,7 @@ impl Supervisor {
                     }
                 }
                 _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
-                    match self.gate.start(&term.lease, leadership.leader_key()).await {
+                    match self.gate.start(&self.client, &term.lease, leadership.leader_key()).await {
                         Ok((_, child)) => {
                             term.run = Run::Running { child, started: Instant::now() };
                             return State::Leading(term);

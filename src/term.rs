@@ -61,7 +61,6 @@ pub enum NotStarted {
 
 /// What the gate needs: the command and how to start it.
 pub struct Gate {
-    client: Client,
     reaper: Reaper,
     election: String,
     id: String,
@@ -74,14 +73,8 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(
-        config: &Config,
-        client: Client,
-        reaper: Reaper,
-        signal_defaults: &[Signal],
-    ) -> Gate {
+    pub fn new(config: &Config, reaper: Reaper, signal_defaults: &[Signal]) -> Gate {
         Gate {
-            client,
             reaper,
             election: config.election.clone(),
             id: config.id.clone(),
@@ -101,27 +94,21 @@ impl Gate {
     /// The start gate: verify, claim the run, check the deadline, spawn.
     pub async fn start(
         &mut self,
+        client: &Client,
         lease: &Lease,
         elected: &LeaderKey,
     ) -> Result<(Leadership, Child), NotStarted> {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
         }
-        let leadership = election::verify(&self.client, elected, lease)
+        let leadership = election::verify(client, elected, lease)
             .await
             .map_err(NotStarted::Unverified)?;
         let wait = lease.timing().request_timeout();
         let record = match &self.run_id {
             None => None,
             Some(run) => {
-                let claim = job::claim(
-                    &self.client,
-                    &self.election,
-                    &self.id,
-                    &leadership,
-                    run,
-                    wait,
-                );
+                let claim = job::claim(client, &self.election, &self.id, &leadership, run, wait);
                 match claim.await {
                     Ok(Claim::Claimed(record)) => Some(record),
                     Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
@@ -151,7 +138,7 @@ impl Gate {
                 if let Some(record) = record {
                     // A run that did not start must not count as done.
                     let key = record.key.clone();
-                    match job::withdraw(&self.client, record, wait).await {
+                    match job::withdraw(client, record, wait).await {
                         Ok(()) => {
                             warn!(run_key = %key, "the run did not start: its record is withdrawn, another host may run it")
                         }
