@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian or Ubuntu machine lacks to build and test leaderrun:
 # protoc and the well-known protos (etcd-client's build), etcd and etcdctl (the tests' real etcd),
-# and a Rust toolchain if there is none. Skips what is present.
+# openssl (the certificates of `scripts/bench.sh --tls`), and a Rust toolchain if there is none.
+# Skips what is present.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
