@@ -9,7 +9,12 @@
 #   peak RSS             VmHWM of a leading leaderrun and a leading `etcdctl lock` after ~5 s of
 #                        leading (keepalives flowing)
 #
-# Usage: bash scripts/bench.sh [--runs N]     (default 7; medians of N runs)
+# Usage: bash scripts/bench.sh [--tls] [--runs N]     (default 7; medians of N runs)
+#
+#   --tls   also measure everything over mutual TLS, interleaved with the plain runs, and print
+#           both tables: a second throwaway etcd serves https on 127.0.0.1 with
+#           --client-cert-auth, with a CA, server and client certificate made in the temp dir
+#           (openssl, ECDSA P-256); leaderrun and `etcdctl lock` both use --cacert/--cert/--key.
 #
 # The children are a tiny C program (compiled with cc into the temp dir) that records
 # CLOCK_MONOTONIC timestamps, so the gaps compare clocks of one kind across processes.
@@ -18,6 +23,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=7
+TLS=""           # --tls: also over mutual TLS
 TTL=5            # leaderrun --ttl and etcdctl lock --ttl: the same session TTL for both
 CHILD_MS=300     # how long the leader's child lives in the child-exit figure
 RSS_LEAD_S=5     # how long each leads before its VmHWM is read
@@ -30,11 +36,12 @@ RSS_LEAD_S=5     # how long each leads before its VmHWM is read
 SETTLE_MS=300
 MIN_QUEUED_MS=150
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case $1 in
     --runs) [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; RUNS=$2; shift 2 ;;
     --runs=*) RUNS=${1#--runs=}; [[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; shift ;;
+    --tls) TLS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -47,6 +54,7 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 bash "$root/scripts/deps.sh"
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v cc >/dev/null 2>&1 || die "needs a C compiler (cc) for the timestamping child"
+[[ -z $TLS ]] || command -v openssl >/dev/null 2>&1 || die "--tls needs the openssl command"
 say "building leaderrun (cargo build --release)"
 bin=$(cd "$root" && cargo build --release --message-format=json-render-diagnostics |
   sed -n 's/.*"executable":"\([^"]*\/leaderrun\)".*/\1/p' | tail -n 1)
@@ -54,6 +62,7 @@ bin=$(cd "$root" && cargo build --release --message-format=json-render-diagnosti
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/leaderrun-bench.XXXXXX")
 etcd_pid=""
+etcd_plain_pid=""   # with --tls, the plain etcd while etcd_pid is the TLS one
 started=()   # every leaderrun / etcdctl pid started here
 
 # sleep that a trapped SIGTERM interrupts at once (a foreground sleep would delay the trap).
@@ -99,10 +108,11 @@ cleanup() {
     wait_gone "$pid" 300 || kill -KILL "$pid" 2>/dev/null
     { wait "$pid"; } 2>/dev/null
   done
-  if alive "$etcd_pid"; then
-    kill -TERM "$etcd_pid"; wait_gone "$etcd_pid" 500 || kill -KILL "$etcd_pid"
-    { wait "$etcd_pid"; } 2>/dev/null
-  fi
+  for pid in "$etcd_pid" "$etcd_plain_pid"; do
+    alive "$pid" || continue
+    kill -TERM "$pid"; wait_gone "$pid" 500 || kill -KILL "$pid"
+    { wait "$pid"; } 2>/dev/null
+  done
   kill_marked KILL
   if [[ -n ${BENCH_KEEP:-} ]]; then say "kept $tmp"; else rm -rf "$tmp"; fi
   exit "$rc"
@@ -194,26 +204,92 @@ cc -O2 -Wall -o "$tmp/stamp" "$tmp/stamp.c" || die "cannot compile the timestamp
 STAMP=$tmp/stamp
 mono_now() { "$STAMP" now; }
 
-# ---- a throwaway etcd -------------------------------------------------------------------------
+# ---- certificates (--tls) ---------------------------------------------------------------------
+# make_certs DIR: a CA, etcd's server certificate (IP:127.0.0.1, DNS:localhost; server and client
+# auth, as etcd 3.4's gateway dials its own https port with it) and a client certificate, ECDSA
+# P-256, valid one day: DIR/ca.crt, server.crt/.key, client.crt/.key. Its own config file, so
+# the system's openssl.cnf adds nothing.
+make_certs() {
+  local d=$1 f
+  mkdir -p "$d"
+  cat >"$d/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = req_dn
+[req_dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  (
+    openssl req -x509 -config "$d/openssl.cnf" -extensions ca "${ec[@]}" -days 1 \
+      -subj "/CN=leaderrun bench CA" -keyout "$d/ca.key" -out "$d/ca.crt" &&
+    for f in server client; do
+      openssl req -new -config "$d/openssl.cnf" "${ec[@]}" -subj "/CN=leaderrun bench $f" \
+        -keyout "$d/$f.key" -out "$d/$f.csr" &&
+      openssl x509 -req -in "$d/$f.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+        -set_serial "0x$(openssl rand -hex 8)" -days 1 \
+        -extfile "$d/openssl.cnf" -extensions "$f" -out "$d/$f.crt" || exit 1
+    done &&
+    openssl verify -CAfile "$d/ca.crt" "$d/server.crt" "$d/client.crt"
+  ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the TLS certificates"; }
+  chmod 600 "$d"/*.key
+}
+
+# ---- a throwaway etcd (and with --tls, a second one with mutual TLS) ---------------------------
 source "$root/scripts/local-etcd.sh"
 start_etcd bench
 EP=$ETCD_ENDPOINT
+CONN_plain=(--endpoints "$EP")
+MODES=(plain)
+if [[ -n $TLS ]]; then
+  make_certs "$tmp/pki"
+  etcd_plain_pid=$etcd_pid
+  start_etcd bench-tls --tls "$tmp/pki"
+  EP_TLS=$ETCD_ENDPOINT
+  CONN_tls=(--endpoints "$EP_TLS" --cacert "$tmp/pki/ca.crt" --cert "$tmp/pki/client.crt" --key "$tmp/pki/client.key")
+  MODES+=(tls)
+fi
 export ETCDCTL_API=3
 export BENCH_DIR=$tmp
-ctl() { timeout 10 etcdctl --endpoints "$EP" --command-timeout=3s "$@"; }
+# use_mode plain|tls: what lr, lk and ctl connect with ($CONN: endpoint and TLS options, the same
+# for leaderrun and etcdctl) and where their files go ($mode).
+use_mode() {
+  mode=$1
+  if [[ $1 == tls ]]; then CONN=("${CONN_tls[@]}"); else CONN=("${CONN_plain[@]}"); fi
+}
+use_mode plain
+# tag MODE: how a line names its mode; nothing when only plain runs.
+tag() { [[ -z $TLS ]] || { if [[ $1 == tls ]]; then printf '[TLS] '; else printf '[plain] '; fi; }; }
+ctl() { timeout 10 etcdctl "${CONN[@]}" --command-timeout=3s "$@"; }
 say "etcd $(etcd --version | sed -n 's/^etcd Version: //p') on $EP; $(nproc) CPUs; $RUNS runs per figure"
+[[ -z $TLS ]] || say "and over TLS (mutual): etcd with --client-cert-auth on $EP_TLS; CA, server and client certificates ECDSA P-256, made with $(openssl version | cut -d' ' -f1-2); leaderrun and etcdctl both with --cacert/--cert/--key"
 
 # ---- candidates ------------------------------------------------------------------------------
 # lr NAME ID FILE MS: a leaderrun candidate whose child is `stamp FILE MS`; sets $last_pid.
 lr() {
-  "$bin" --endpoints "$EP" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit \
-    -- "$STAMP" "$3" "$4" >>"$tmp/$1.$2.log" 2>&1 &
+  "$bin" "${CONN[@]}" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit \
+    -- "$STAMP" "$3" "$4" >>"$tmp/$mode.$1.$2.log" 2>&1 &
   last_pid=$!
   started+=("$last_pid")
 }
 # lk NAME ID FILE MS: the same as an `etcdctl lock` candidate.
 lk() {
-  etcdctl --endpoints "$EP" lock --ttl "$TTL" "$1" -- "$STAMP" "$3" "$4" >>"$tmp/$1.$2.log" 2>&1 &
+  etcdctl "${CONN[@]}" lock --ttl "$TTL" "$1" -- "$STAMP" "$3" "$4" >>"$tmp/$mode.$1.$2.log" 2>&1 &
   last_pid=$!
   started+=("$last_pid")
 }
@@ -236,11 +312,13 @@ wait_keys() {
 }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b - a) / 1e6 }'; }
 
-# One handover. KIND: exit-lr | exit-lock | term-lr. Appends the gap (ms) to $tmp/KIND.ms,
-# or returns 1 (run discarded, reason in $why). Runs in this shell, so cleanup knows its pids.
+
+# One handover in the current mode. KIND: exit-lr | exit-lock | term-lr. Appends the gap (ms) to
+# $tmp/MODE.KIND.ms, or returns 1 (run discarded, reason in $why). Runs in this shell, so cleanup
+# knows its pids.
 handover() {
-  local kind=$1 run=$2 name="$1-$2" ms_a queued t_kill
-  a="$tmp/$1-$2.a" b="$tmp/$1-$2.b" pa="" pb=""
+  local kind=$1 run=$2 name="$1-$2" ms_a queued t_kill r="$tmp/$mode"
+  a="$tmp/$mode.$1-$2.a" b="$tmp/$mode.$1-$2.b" pa="" pb=""
   local start=lr
   [[ $kind == exit-lock ]] && start=lk
   if [[ $kind == term-lr ]]; then ms_a=0; else ms_a=$CHILD_MS; fi
@@ -262,17 +340,16 @@ handover() {
     teardown; return 1
   fi
   wait_line "$b" start 1000 || { why="no handover in 10 s"; teardown; return 1; }
-  ms "$(field "$a" end 2)" "$(field "$b" start 2)" >>"$tmp/$kind.ms"
+  ms "$(field "$a" end 2)" "$(field "$b" start 2)" >>"$r.$kind.ms"
   if [[ $kind == term-lr ]]; then
-    ms "$t_kill" "$(field "$a" end 2)" >>"$tmp/term-lr.stop.ms"
+    ms "$t_kill" "$(field "$a" end 2)" >>"$r.term-lr.stop.ms"
     wait_gone "$pa" 300 || true
     local st=0; { wait "$pa"; } 2>/dev/null || st=$?
-    echo "$st" >>"$tmp/term-lr.status"
+    echo "$st" >>"$r.term-lr.status"
   fi
   teardown
   return 0
 }
-
 # Stop a handover's processes ($pa, $pb, children recorded in $a, $b): the children first, as
 # etcdctl lock only lets go when its child ends, then the supervisors.
 teardown() {
@@ -294,92 +371,135 @@ stats() {
     printf "%.2f %.2f %.2f\n", m, v[1], v[NR] }'
 }
 
-# ---- 1 and 2: handovers, interleaved so drift hits all three alike ------------------------------
+# ---- 1 and 2: handovers, interleaved so drift hits all three (with --tls: all six) alike ----------
 say "child-exit handover (child lives ${CHILD_MS} ms) and SIGTERM handover, $RUNS runs each"
-: >"$tmp/exit-lr.ms"; : >"$tmp/exit-lock.ms"; : >"$tmp/term-lr.ms"; : >"$tmp/term-lr.stop.ms"; : >"$tmp/term-lr.status"
-discarded=0
-declare -A done_runs=([exit-lr]=0 [exit-lock]=0 [term-lr]=0)
+KINDS=(exit-lr exit-lock term-lr)
+declare -A done_runs=() discarded=()
+for m in "${MODES[@]}"; do
+  for kind in "${KINDS[@]}"; do : >"$tmp/$m.$kind.ms"; done_runs[$m/$kind]=0; done
+  : >"$tmp/$m.term-lr.stop.ms"; : >"$tmp/$m.term-lr.status"
+  discarded[$m]=0
+done
+unfinished() {
+  local k
+  for k in "${!done_runs[@]}"; do ((done_runs[$k] < RUNS)) && return 0; done
+  return 1
+}
 attempt=0
 max_attempts=$((RUNS * 2 + 2))   # per kind: discarded runs are retried, within a bound
-while ((done_runs[exit-lr] < RUNS || done_runs[exit-lock] < RUNS || done_runs[term-lr] < RUNS)); do
+while unfinished; do
   attempt=$((attempt + 1))
   ((attempt <= max_attempts)) || { say "giving up after $max_attempts rounds"; break; }
-  for kind in exit-lr exit-lock term-lr; do
-    ((done_runs[$kind] < RUNS)) || continue
-    why=""
-    if handover "$kind" "$attempt"; then
-      done_runs[$kind]=$((done_runs[$kind] + 1))
-    else
-      discarded=$((discarded + 1))
-      say "  $kind run $attempt discarded: $why"
-    fi
+  for m in "${MODES[@]}"; do
+    use_mode "$m"
+    for kind in "${KINDS[@]}"; do
+      ((done_runs[$mode/$kind] < RUNS)) || continue
+      why=""
+      if handover "$kind" "$attempt"; then
+        done_runs[$mode/$kind]=$((done_runs[$mode/$kind] + 1))
+      else
+        discarded[$mode]=$((discarded[$mode] + 1))
+        say "  $(tag "$mode")$kind run $attempt discarded: $why"
+      fi
+    done
+    printf 'bench:   %sround %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms\n' "$(tag "$mode")" "$attempt" \
+      "$(tail -n 1 "$tmp/$mode.exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.term-lr.ms" 2>/dev/null)"
   done
-  printf 'bench:   round %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms\n' "$attempt" \
-    "$(tail -n 1 "$tmp/exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/term-lr.ms" 2>/dev/null)"
 done
 
 # ---- 2b: what SIGTERM does to etcdctl lock ---------------------------------------------------
-say "SIGTERM to a leading \`etcdctl lock\` (with a queued standby), then 2 s of watching:"
-a="$tmp/term-lock.a"; b="$tmp/term-lock.b"
-lk term-lock A "$a" 0; pa=$last_pid
-wait_line "$a" start 1000 || die "etcdctl lock's child did not start"
-lk term-lock B "$b" 0; pb=$last_pid
-wait_keys term-lock 2 250 || die "etcdctl lock standby not queued"
-child_a=$(field "$a" start 3)
-kill -TERM "$pa"
-pause 2
-if alive "$pa"; then lock_proc="still running"; else lock_proc="exited"; fi
-if [[ -n $(field "$a" end 2) ]]; then lock_child="ended ($(field "$a" end 4))"
-elif gone "$child_a"; then lock_child="gone without a trace"
-else lock_child="STILL RUNNING"; fi
-if [[ -n $(field "$b" start 2) ]]; then lock_standby="took over"; else lock_standby="did not take over"; fi
-lock_keys=$(ctl get --prefix term-lock/ --keys-only 2>/dev/null | grep -c . || true)
-say "  etcdctl lock: $lock_proc; its child (pid $child_a): $lock_child; standby: $lock_standby; keys under term-lock/: $lock_keys"
-term_lock_summary="n/a (child keeps running)"
-[[ $lock_child == "STILL RUNNING" ]] || term_lock_summary="n/a (child $lock_child)"
-kill -TERM "$child_a" 2>/dev/null || true
-wait_gone "$pa" 300 || true
-if wait_line "$b" start 300; then
-  say "  after the child itself was stopped, the standby took over $(ms "$(field "$a" end 2)" "$(field "$b" start 2)") ms later"
-fi
-kill -TERM "$(field "$b" start 3)" 2>/dev/null || true
-stop_pid "$pb"; stop_pid "$pa"
+declare -A term_lock_summary=()
+for m in "${MODES[@]}"; do
+  use_mode "$m"
+  say "$(tag "$mode")SIGTERM to a leading \`etcdctl lock\` (with a queued standby), then 2 s of watching:"
+  a="$tmp/$mode.term-lock.a"; b="$tmp/$mode.term-lock.b"
+  lk term-lock A "$a" 0; pa=$last_pid
+  wait_line "$a" start 1000 || die "etcdctl lock's child did not start"
+  lk term-lock B "$b" 0; pb=$last_pid
+  wait_keys term-lock 2 250 || die "etcdctl lock standby not queued"
+  child_a=$(field "$a" start 3)
+  kill -TERM "$pa"
+  pause 2
+  if alive "$pa"; then lock_proc="still running"; else lock_proc="exited"; fi
+  if [[ -n $(field "$a" end 2) ]]; then lock_child="ended ($(field "$a" end 4))"
+  elif gone "$child_a"; then lock_child="gone without a trace"
+  else lock_child="STILL RUNNING"; fi
+  if [[ -n $(field "$b" start 2) ]]; then lock_standby="took over"; else lock_standby="did not take over"; fi
+  lock_keys=$(ctl get --prefix term-lock/ --keys-only 2>/dev/null | grep -c . || true)
+  say "  etcdctl lock: $lock_proc; its child (pid $child_a): $lock_child; standby: $lock_standby; keys under term-lock/: $lock_keys"
+  term_lock_summary[$mode]="n/a (child keeps running)"
+  [[ $lock_child == "STILL RUNNING" ]] || term_lock_summary[$mode]="n/a (child $lock_child)"
+  kill -TERM "$child_a" 2>/dev/null || true
+  wait_gone "$pa" 300 || true
+  if wait_line "$b" start 300; then
+    say "  after the child itself was stopped, the standby took over $(ms "$(field "$a" end 2)" "$(field "$b" start 2)") ms later"
+  fi
+  kill -TERM "$(field "$b" start 3)" 2>/dev/null || true
+  stop_pid "$pb"; stop_pid "$pa"
+done
 
 # ---- 3: peak RSS -----------------------------------------------------------------------------
 say "peak RSS: a leading leaderrun and a leading etcdctl lock, both --ttl $TTL, after ${RSS_LEAD_S} s of leading"
-lr rss-lr A "$tmp/rss-lr.a" 0; p_lr=$last_pid
-lk rss-lock A "$tmp/rss-lock.a" 0; p_lk=$last_pid
-wait_line "$tmp/rss-lr.a" start 1000 || die "leaderrun did not lead"
-wait_line "$tmp/rss-lock.a" start 1000 || die "etcdctl lock did not lock"
+[[ -z $TLS ]] || say "  (plain and over TLS at the same time, each on its own etcd)"
+declare -A p_lr=() p_lk=() hwm_lr=() hwm_lk=()
+for m in "${MODES[@]}"; do
+  use_mode "$m"
+  lr rss-lr A "$tmp/$mode.rss-lr.a" 0; p_lr[$mode]=$last_pid
+  lk rss-lock A "$tmp/$mode.rss-lock.a" 0; p_lk[$mode]=$last_pid
+done
+for m in "${MODES[@]}"; do
+  wait_line "$tmp/$m.rss-lr.a" start 1000 || die "$(tag "$m")leaderrun did not lead"
+  wait_line "$tmp/$m.rss-lock.a" start 1000 || die "$(tag "$m")etcdctl lock did not lock"
+done
 pause "$RSS_LEAD_S"
 kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
-hwm_lr=$(kb "$p_lr" VmHWM); rss_lr=$(kb "$p_lr" VmRSS); thr_lr=$(awk '$1 == "Threads:" { print $2 }' "/proc/$p_lr/status")
-hwm_lk=$(kb "$p_lk" VmHWM); rss_lk=$(kb "$p_lk" VmRSS); thr_lk=$(awk '$1 == "Threads:" { print $2 }' "/proc/$p_lk/status")
-say "  leaderrun:    VmHWM $(mib "$hwm_lr") MiB, VmRSS $(mib "$rss_lr") MiB, $thr_lr threads"
-say "  etcdctl lock: VmHWM $(mib "$hwm_lk") MiB, VmRSS $(mib "$rss_lk") MiB, $thr_lk threads"
-kill -TERM "$(field "$tmp/rss-lock.a" start 3)" 2>/dev/null || true
-stop_pid "$p_lr"; stop_pid "$p_lk"
+for m in "${MODES[@]}"; do
+  hwm_lr[$m]=$(kb "${p_lr[$m]}" VmHWM); rss_lr=$(kb "${p_lr[$m]}" VmRSS); thr_lr=$(kb "${p_lr[$m]}" Threads)
+  hwm_lk[$m]=$(kb "${p_lk[$m]}" VmHWM); rss_lk=$(kb "${p_lk[$m]}" VmRSS); thr_lk=$(kb "${p_lk[$m]}" Threads)
+  say "  $(tag "$m")leaderrun:    VmHWM $(mib "${hwm_lr[$m]}") MiB, VmRSS $(mib "$rss_lr") MiB, $thr_lr threads"
+  say "  $(tag "$m")etcdctl lock: VmHWM $(mib "${hwm_lk[$m]}") MiB, VmRSS $(mib "$rss_lk") MiB, $thr_lk threads"
+done
+for m in "${MODES[@]}"; do
+  kill -TERM "$(field "$tmp/$m.rss-lock.a" start 3)" 2>/dev/null || true
+  stop_pid "${p_lr[$m]}"; stop_pid "${p_lk[$m]}"
+done
 
 # ---- summary ---------------------------------------------------------------------------------
-read -r e_lr_med e_lr_min e_lr_max < <(stats "$tmp/exit-lr.ms")
-read -r e_lk_med e_lk_min e_lk_max < <(stats "$tmp/exit-lock.ms")
-read -r t_lr_med t_lr_min t_lr_max < <(stats "$tmp/term-lr.ms")
-read -r s_med s_min s_max < <(stats "$tmp/term-lr.stop.ms")
-ratio=$(awk -v a="$e_lr_med" -v b="$e_lk_med" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
-statuses=$(sort -u "$tmp/term-lr.status" | paste -sd, -)
-
-echo
-say "runs kept: leaderrun exit ${done_runs[exit-lr]}, etcdctl lock exit ${done_runs[exit-lock]}, leaderrun SIGTERM ${done_runs[term-lr]}; discarded $discarded"
-say "child-exit handover, ms (median / min / max): leaderrun $e_lr_med / $e_lr_min / $e_lr_max; etcdctl lock $e_lk_med / $e_lk_min / $e_lk_max"
-say "SIGTERM handover, ms (median / min / max): leaderrun $t_lr_med / $t_lr_min / $t_lr_max (SIGTERM to child end: median $s_med ms; exit status $statuses)"
-echo
-printf '%-32s %-12s %s\n' "figure" "leaderrun" "etcdctl lock"
 one() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f ms", v }'; }
-printf '%-32s %-12s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
-printf '%-32s %-12s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "$term_lock_summary"
-printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "$hwm_lr") MiB" "$(mib "$hwm_lk") MiB"
+declare -A table=()
 echo
+for m in "${MODES[@]}"; do
+  r="$tmp/$m"
+  read -r e_lr_med e_lr_min e_lr_max < <(stats "$r.exit-lr.ms")
+  read -r e_lk_med e_lk_min e_lk_max < <(stats "$r.exit-lock.ms")
+  read -r t_lr_med t_lr_min t_lr_max < <(stats "$r.term-lr.ms")
+  read -r s_med s_min s_max < <(stats "$r.term-lr.stop.ms")
+  ratio=$(awk -v a="$e_lr_med" -v b="$e_lk_med" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
+  statuses=$(sort -u "$r.term-lr.status" | paste -sd, -)
+  say "$(tag "$m")runs kept: leaderrun exit ${done_runs[$m/exit-lr]}, etcdctl lock exit ${done_runs[$m/exit-lock]}, leaderrun SIGTERM ${done_runs[$m/term-lr]}; discarded ${discarded[$m]}"
+  say "$(tag "$m")child-exit handover, ms (median / min / max): leaderrun $e_lr_med / $e_lr_min / $e_lr_max; etcdctl lock $e_lk_med / $e_lk_min / $e_lk_max"
+  say "$(tag "$m")SIGTERM handover, ms (median / min / max): leaderrun $t_lr_med / $t_lr_min / $t_lr_max (SIGTERM to child end: median $s_med ms; exit status $statuses)"
+  heading="figure"
+  [[ -z $TLS ]] || { if [[ $m == tls ]]; then heading="figure, over TLS (mutual)"; else heading="figure, plain (no TLS)"; fi; }
+  table[$m]=$(
+    printf '%-32s %-12s %s\n' "$heading" "leaderrun" "etcdctl lock"
+    printf '%-32s %-12s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
+    printf '%-32s %-12s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "${term_lock_summary[$m]}"
+    printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "${hwm_lr[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB"
+  )
+done
+for m in "${MODES[@]}"; do
+  echo
+  printf '%s\n' "${table[$m]}"
+done
+echo
+etcd_v=$(etcd --version | sed -n 's/^etcd Version: //p')
 say "gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby"
-say "queued >= $MIN_QUEUED_MS ms before (see SETTLE_MS in this script); $(nproc) CPUs, loopback, one etcd $(etcd --version | sed -n 's/^etcd Version: //p')"
+if [[ -z $TLS ]]; then
+  say "queued >= $MIN_QUEUED_MS ms before (see SETTLE_MS in this script); $(nproc) CPUs, loopback, one etcd $etcd_v"
+else
+  say "queued >= $MIN_QUEUED_MS ms before (see SETTLE_MS in this script); $(nproc) CPUs, loopback, two etcd $etcd_v"
+  say "(plain http, and https with --client-cert-auth), each run on one of them, plain and TLS runs interleaved"
+fi
 say "RSS in MiB (VmHWM is in KiB); TTL $TTL s for both tools"

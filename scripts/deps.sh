@@ -2,8 +2,8 @@
 # Install what a fresh Debian or Ubuntu machine lacks to build and test leaderrun:
 # protoc and the well-known protos (etcd-client's build), a C compiler (the Rust linker driver),
 # etcd and etcdctl (the tests' real etcd: Debian's 3.4), pip (scripts/fetch-etcd.sh fetches etcd 3.5
-# with it into the checkout), and a Rust toolchain if there is none. Skips what is present; quiet
-# unless it installs something.
+# with it into the checkout), openssl (the certificates of `scripts/bench.sh --tls`), and a Rust
+# toolchain if there is none. Skips what is present; quiet unless it installs something.
 set -euo pipefail
 
 need=()
@@ -13,6 +13,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # pip without its recommends (build-essential, python3-dev): it only downloads a wheel here.
 lean=()
 python3 -m pip --version >/dev/null 2>&1 || lean+=(python3-pip)
