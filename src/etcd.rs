@@ -171,6 +171,8 @@ const AUTH_REFUSALS: &[&str] = &[
     "user name not found",
     "authentication failed",
     "permission denied",
+    // --user given to an etcd without authentication: etcdctl refuses it too.
+    "authentication is not enabled",
 ];
 
 /// A token that expired while we were idle, or an auth store that changed under it: Go's client

@@ -119,9 +119,13 @@ pub async fn run(
     let reaper = child::Reaper::start(guardian)
         .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
-    let client = match connect(&config.connection, &mut signals, config.ttl).await? {
-        Some(client) => client,
-        None => return Ok(0),
+    // --wait-timeout counts from start-up, the connection included.
+    let give_up_at = config
+        .wait_timeout
+        .and_then(|d| Instant::now().checked_add(d));
+    let client = match connect(&config.connection, &mut signals, config.ttl, give_up_at).await? {
+        Ok(client) => client,
+        Err(code) => return Ok(code),
     };
     let members = etcd::members(&config.connection);
     info!(
@@ -131,9 +135,6 @@ pub async fn run(
         pid1,
         "starting"
     );
-    let give_up_at = config
-        .wait_timeout
-        .and_then(|d| Instant::now().checked_add(d));
     let gate = Gate::new(&config, reaper, signals.child_defaults());
     let mut sup = Supervisor {
         config,
@@ -549,34 +550,38 @@ impl Supervisor {
 }
 
 /// Build the client, retrying while etcd is unreachable (with credentials, building it is a
-/// round trip). None: TERM/INT came first.
+/// round trip). Err(exit status): TERM/INT (0) or the give-up time (75) came first.
 async fn connect(
     connection: &etcd::Connection,
     signals: &mut Signals,
     ttl: Duration,
-) -> Result<Option<Client>, Error> {
-    let mut never = pin!(std::future::pending::<()>());
+    give_up_at: Option<Instant>,
+) -> Result<Result<Client, u8>, Error> {
+    let mut give_up = pin!(give_up(give_up_at));
     let mut backoff = retry_backoff(ttl);
     let mut trouble = Trouble::new("connecting to etcd");
+    let wait = (ttl / 5).max(Duration::from_secs(1));
     loop {
-        match until_shutdown(signals, &mut never, etcd::connect(connection)).await {
-            Waited::Done(Ok(client)) => {
+        let attempt = tokio::time::timeout(wait, etcd::connect(connection));
+        let error = match until_shutdown(signals, &mut give_up, attempt).await {
+            Waited::Done(Ok(Ok(client))) => {
                 trouble.clear();
-                return Ok(Some(client));
+                return Ok(Ok(client));
             }
-            Waited::Done(Err(e)) if matches!(e.kind(), Kind::Fatal | Kind::Tls) => {
+            Waited::Done(Ok(Err(e))) if matches!(e.kind(), Kind::Fatal | Kind::Tls) => {
                 return Err(Error::on_connection(connection, e))
             }
-            Waited::Done(Err(e)) => {
-                let endpoints = connection.endpoints.join(",");
-                trouble.report(format_args!("{endpoints}: {e}"));
-            }
-            Waited::Shutdown | Waited::GaveUp => return Ok(None),
-        }
-        let pause = sleep(backoff.next_delay());
-        if let Waited::Shutdown | Waited::GaveUp = until_shutdown(signals, &mut never, pause).await
-        {
-            return Ok(None);
+            Waited::Done(Ok(Err(e))) => e.to_string(),
+            Waited::Done(Err(_)) => format!("connecting: no answer within {wait:?}"),
+            Waited::Shutdown => return Ok(Err(0)),
+            Waited::GaveUp => return Ok(Err(EXIT_NOT_LEADING)),
+        };
+        let endpoints = connection.endpoints.join(",");
+        trouble.report(format_args!("{endpoints}: {error}"));
+        match until_shutdown(signals, &mut give_up, sleep(backoff.next_delay())).await {
+            Waited::Done(()) => {}
+            Waited::Shutdown => return Ok(Err(0)),
+            Waited::GaveUp => return Ok(Err(EXIT_NOT_LEADING)),
         }
     }
 }
