@@ -119,6 +119,13 @@ pub async fn run(
     let reaper = child::Reaper::start(guardian)
         .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
+    info!(
+        election = %config.election,
+        id = %config.id,
+        endpoints = %config.connection.endpoints.join(","),
+        pid1,
+        "starting"
+    );
     // --wait-timeout counts from start-up, the connection included.
     let give_up_at = config
         .wait_timeout
@@ -128,13 +135,6 @@ pub async fn run(
         Err(code) => return Ok(code),
     };
     let members = etcd::members(&config.connection);
-    info!(
-        election = %config.election,
-        id = %config.id,
-        endpoints = %config.connection.endpoints.join(","),
-        pid1,
-        "starting"
-    );
     let gate = Gate::new(&config, reaper, signals.child_defaults());
     let mut sup = Supervisor {
         config,
