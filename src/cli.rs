@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::flags;
 use crate::guardian::Guardian;
 use crate::log;
+use crate::notify::Notifier;
 use crate::status::Status;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use std::error::Error as _;
@@ -55,11 +56,19 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
-    runtime.block_on(crate::supervisor::run(
-        config,
-        Status::default(),
-        Some(guardian),
-    ))
+    let status = Status::default();
+    let notifier = Notifier::from_env(&config.election);
+    runtime.block_on(async {
+        // On the supervisor's own thread: its watchdog pings stop when that thread stops.
+        let notifying = notifier.map(|n| tokio::spawn(n.run(status.subscribe())));
+        let result = crate::supervisor::run(config, status, Some(guardian)).await;
+        // The status channel closed with the supervisor: the notifier sends STOPPING=1 (if it
+        // has not yet) and ends.
+        if let Some(task) = notifying {
+            let _ = task.await;
+        }
+        result
+    })
 }
 
 fn leader_main(args: &[OsString], env: &Env) -> u8 {

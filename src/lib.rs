@@ -19,6 +19,7 @@ mod job;
 mod leader;
 mod lease;
 mod log;
+mod notify;
 mod restart;
 mod signals;
 pub mod status;

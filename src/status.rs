@@ -1,5 +1,5 @@
-//! The supervisor's role, published on a watch channel: logs, and later the HTTP status endpoint
-//! and metrics, read it from here.
+//! The supervisor's role, published on a watch channel: systemd's notifications (`notify`), and
+//! later the HTTP status endpoint and metrics, read it from here.
 
 use tokio::sync::watch;
 
@@ -17,6 +17,9 @@ pub enum Role {
     },
     /// Leadership is ending: the child is being stopped.
     Stopping,
+    /// leaderrun is exiting (TERM/INT, or nothing left to do): the child, if any, is being
+    /// stopped, then the process ends.
+    Exiting,
 }
 
 /// The sending side, owned by the supervisor.

@@ -85,7 +85,12 @@ impl State {
                 revision: term.leadership.revision,
                 pid: term.pid(),
             },
-            State::Stopping { .. } | State::Exit(_) => Role::Stopping,
+            State::Stopping {
+                end: End::Shutdown | End::Exit(_) | End::Fatal(_),
+                ..
+            }
+            | State::Exit(_) => Role::Exiting,
+            State::Stopping { .. } => Role::Stopping,
         }
     }
 }

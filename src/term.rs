@@ -12,6 +12,7 @@ use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::job::{self, Claim};
 use crate::lease::Lease;
+use crate::notify;
 use crate::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use nix::sys::signal::Signal;
@@ -181,8 +182,9 @@ impl Gate {
                 ("LEADERRUN_REVISION".into(), leadership.revision.to_string()),
                 ("LEADERRUN_LEASE".into(), lease.hex_id()),
             ],
-            // The child needs the fencing variables, not leaderrun's credentials.
-            env_remove: vec!["LEADERRUN_PASSWORD"],
+            // The child needs the fencing variables, not leaderrun's credentials, nor systemd's
+            // notify socket and watchdog, which are leaderrun's (crate::notify).
+            env_remove: [&["LEADERRUN_PASSWORD"][..], &notify::VARS].concat(),
             signal_defaults: self.signal_defaults.clone(),
         }
     }
