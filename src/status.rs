@@ -15,7 +15,8 @@ pub enum Role {
         revision: i64,
         pid: Option<u32>,
     },
-    /// Leadership is ending: the child is being stopped.
+    /// Leadership is ending (lost, or the child exited): the child's group is being stopped;
+    /// then leaderrun campaigns again, or exits.
     Stopping,
     /// leaderrun is exiting (TERM/INT, or nothing left to do): the child, if any, is being
     /// stopped, then the process ends.
