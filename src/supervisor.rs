@@ -404,9 +404,9 @@ impl Supervisor {
         }
     }
 
-    /// Who is first under the prefix (never us: our key does not exist before our campaign),
-    /// by the value it proclaims. Warns once about a key that
-    /// blocks the election without being a live candidate of it.
+    /// Who is first under the prefix, by the value it proclaims (never us: our key does not
+    /// exist before our campaign). Warns once about a key that blocks the election without
+    /// being a live candidate of it.
     async fn look_ahead(&mut self, wait: Duration) -> Option<String> {
         let first = match election::first_candidate(&self.client, &self.config.election, wait).await
         {
