@@ -23,6 +23,7 @@
 
 use crate::log::escape_controls;
 use crate::status::Role;
+use crate::trouble::Trouble;
 use std::ffi::{OsStr, OsString};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +31,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::{interval, Interval, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// systemd's variables: leaderrun's own, never passed to the child (which is not the unit's
 /// main process and must not ping the watchdog for the supervisor).
@@ -58,8 +59,8 @@ pub struct Notifier {
     unsent: bool,
     /// Since when the role is Connecting (wall clock, for the status line).
     waiting_since: Option<SystemTime>,
-    /// Sending fails: logged once until it works again.
-    failing: bool,
+    /// Sending fails: logged when it starts, as a reminder, and when it works again.
+    trouble: Trouble,
 }
 
 impl Notifier {
@@ -114,7 +115,7 @@ impl Notifier {
             stopping: false,
             unsent: false,
             waiting_since: None,
-            failing: false,
+            trouble: Trouble::new("notifying systemd (NOTIFY_SOCKET)"),
         })
     }
 
@@ -207,24 +208,15 @@ impl Notifier {
         }
     }
 
-    /// One datagram, never blocking; whether it went out. A failure is logged when sending
-    /// starts failing, and once more when it works again.
+    /// One datagram, never blocking; whether it went out.
     fn send(&mut self, msg: &str) -> bool {
         match self.socket.send_to_addr(msg.as_bytes(), &self.address) {
             Ok(_) => {
-                if self.failing {
-                    info!(socket = %self.name, "notifying systemd: working again");
-                    self.failing = false;
-                }
+                self.trouble.clear();
                 true
             }
             Err(e) => {
-                if self.failing {
-                    debug!(socket = %self.name, error = %e, "notifying systemd: failed");
-                } else {
-                    warn!(socket = %self.name, error = %e, "cannot notify systemd (NOTIFY_SOCKET); going on without");
-                    self.failing = true;
-                }
+                self.trouble.report(format_args!("{}: {e}", self.name));
                 false
             }
         }
