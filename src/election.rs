@@ -91,8 +91,9 @@ pub async fn first_candidate(
 
 /// The verify-before-start rule. A campaign can answer "elected" although our lease expired
 /// while we waited (phantom leadership): believe it only if our key still exists with the
-/// returned create revision, is the first-created key under the prefix, and the lease deadline
-/// leaves time to run the child. Every start of the child goes through here.
+/// returned create revision and our lease, and is the first-created key under the prefix. Only
+/// the start gate ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline
+/// itself, last, right before the spawn.
 pub async fn verify(
     client: &Client,
     elected: &LeaderKey,
@@ -107,9 +108,6 @@ pub async fn verify(
         || first.lease() != lease.id()
     {
         return Err(Unverified::NotFirst);
-    }
-    if !lease.may_start() {
-        return Err(Unverified::DeadlineNear);
     }
     Ok(Leadership {
         key: String::from_utf8_lossy(elected.key()).into_owned(),

@@ -220,15 +220,14 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
     }
 }
 
-/// Open the keepalive stream on `member` within `wait`. A stream is not covered by the client's
-/// own token refresh: an expired token is refreshed here and the stream opened once more.
+/// Open the keepalive stream on `member` within `wait` (an expired token is refreshed and the
+/// stream opened once more, as for any call).
 async fn open(
     member: &mut Member,
     id: i64,
     wait: Duration,
 ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
     let deadline = Instant::now() + wait;
-    let left = || deadline.saturating_duration_since(Instant::now());
     let client = match timeout_at(deadline, member.client()).await {
         Ok(client) => client?,
         Err(_) => {
@@ -238,11 +237,7 @@ async fn open(
             })
         }
     };
-    match etcd::call("keepalive stream", left(), client.lease_keep_alive(id)).await {
-        Err(e) if e.kind() == Kind::AuthExpired => {
-            etcd::call("authenticating", left(), client.refresh_token()).await?;
-            etcd::call("keepalive stream", left(), client.lease_keep_alive(id)).await
-        }
-        opened => opened,
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let open = |mut c: Client| async move { c.lease_keep_alive(id).await };
+    etcd::call_as("keepalive stream", left, client, open).await
 }

@@ -124,7 +124,7 @@ impl Gate {
                 }
             }
         };
-        // The claim took round trips of its own: the deadline must still allow a start.
+        // The deadline rule, checked here only, last: verifying and claiming took round trips.
         // Err(None): not spawned, the deadline is too near.
         let spawned = if lease.may_start() {
             self.reaper
