@@ -23,7 +23,7 @@ use crate::child::{self, ExitStatus};
 use crate::config::{Config, OnExit};
 use crate::election::{self, Candidate};
 use crate::error::{Error, EXIT_NOT_LEADING};
-use crate::etcd::{self, Kind, Member};
+use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
 use crate::lease::Lease;
 use crate::log::escape_controls;
@@ -31,6 +31,7 @@ use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
 use crate::term::{self, Gate, NotStarted, Run, Term};
+use crate::timing;
 use crate::trouble::Trouble;
 use etcd_client::Client;
 use std::future::Future;
@@ -173,66 +174,49 @@ impl Supervisor {
         if let Some(exit) = self.pause(&mut give_up, after).await {
             return Ok(exit);
         }
-        if self.reached_etcd {
-            self.reconnect(&mut give_up).await;
-        }
-        let mut backoff = retry_backoff(self.config.ttl);
-        let mut trouble = Trouble::new("connecting to etcd");
-        loop {
-            let grant = Lease::grant(
-                &self.client,
-                &self.members,
-                self.config.ttl,
-                self.config.stop_timeout,
-            );
-            let granted = match until_shutdown(&mut self.signals, &mut give_up, grant).await {
-                Waited::Done(r) => r,
-                Waited::Shutdown => return Ok(State::Exit(0)),
-                Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
+        let connection = &self.config.connection;
+        let (ttl, stop_timeout) = (self.config.ttl, self.config.stop_timeout);
+        let (members, reached) = (&self.members, self.reached_etcd);
+        let wait = timing::request_timeout(ttl);
+        let current = &self.client;
+        let attempt = || async move {
+            // After the first, a new client for each candidacy: the TLS files as they are now
+            // (certificates rotate).
+            let client = if reached {
+                within(wait, etcd::connect(connection)).await?
+            } else {
+                current.clone()
             };
-            match granted {
-                Ok(lease) => {
-                    trouble.clear();
-                    self.reached_etcd = true;
-                    let t = lease.timing();
-                    info!(
-                        lease = %lease.hex_id(),
-                        ttl = ?t.ttl,
-                        keepalive = ?t.keepalive,
-                        stop_timeout = ?t.stop_timeout,
-                        margin = ?t.margin,
-                        "lease granted"
-                    );
-                    return Ok(State::Campaigning {
-                        lease,
-                        after: Duration::ZERO,
-                    });
-                }
-                Err(e) if e.is_fatal() || (e.kind() == Kind::Tls && !self.reached_etcd) => {
-                    return Err(Error::on_connection(&self.config.connection, e))
-                }
-                Err(e) => {
-                    let endpoints = self.config.connection.endpoints.join(",");
-                    trouble.report(format_args!("{endpoints}: {e}"));
-                    if let Some(exit) = self.pause(&mut give_up, backoff.next_delay()).await {
-                        return Ok(exit);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A new client for a new candidacy, with the TLS files as they are now (certificates
-    /// rotate). If it cannot be built in time, the old one goes on: the grant will tell.
-    async fn reconnect(&mut self, give_up: &mut (impl Future<Output = ()> + Unpin)) {
-        let wait = (self.config.ttl / 5).max(Duration::from_secs(1));
-        let connect = tokio::time::timeout(wait, etcd::connect(&self.config.connection));
-        match until_shutdown(&mut self.signals, give_up, connect).await {
-            Waited::Done(Ok(Ok(client))) => self.client = client,
-            Waited::Done(Ok(Err(e))) => debug!(error = %e, "keeping the current client"),
-            // The grant that follows sees the same signal or give-up time.
-            _ => {}
-        }
+            let lease = Lease::grant(&client, members, ttl, stop_timeout).await?;
+            Ok((client, lease))
+        };
+        let granted = retrying(
+            &mut self.signals,
+            &mut give_up,
+            connection,
+            ttl,
+            reached,
+            attempt,
+        );
+        let (client, lease) = match granted.await? {
+            Ok(granted) => granted,
+            Err(code) => return Ok(State::Exit(code)),
+        };
+        self.client = client;
+        self.reached_etcd = true;
+        let t = lease.timing();
+        info!(
+            lease = %lease.hex_id(),
+            ttl = ?t.ttl,
+            keepalive = ?t.keepalive,
+            stop_timeout = ?t.stop_timeout,
+            margin = ?t.margin,
+            "lease granted"
+        );
+        Ok(State::Campaigning {
+            lease,
+            after: Duration::ZERO,
+        })
     }
 
     /// Wait `d`, unless TERM/INT or the give-up time comes first (then: the state to go to).
@@ -564,32 +548,62 @@ async fn connect(
     give_up_at: Option<Instant>,
 ) -> Result<Result<Client, u8>, Error> {
     let mut give_up = pin!(give_up(give_up_at));
+    let wait = timing::request_timeout(ttl);
+    let connect = || within(wait, etcd::connect(connection));
+    retrying(signals, &mut give_up, connection, ttl, false, connect).await
+}
+
+/// Make `attempt` until it works, with the one backoff while etcd is unreachable, honouring
+/// TERM/INT and the give-up time: Err(exit status) when one of those comes first. What retrying
+/// cannot fix ends it: a refusal, or a certificate refused before etcd was ever `reached`.
+async fn retrying<T, Fut>(
+    signals: &mut Signals,
+    give_up: &mut (impl Future<Output = ()> + Unpin),
+    connection: &etcd::Connection,
+    ttl: Duration,
+    reached: bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<Result<T, u8>, Error>
+where
+    Fut: Future<Output = Result<T, EtcdError>>,
+{
     let mut backoff = retry_backoff(ttl);
     let mut trouble = Trouble::new("connecting to etcd");
-    let wait = (ttl / 5).max(Duration::from_secs(1));
     loop {
-        let attempt = tokio::time::timeout(wait, etcd::connect(connection));
-        let error = match until_shutdown(signals, &mut give_up, attempt).await {
-            Waited::Done(Ok(Ok(client))) => {
+        match until_shutdown(signals, give_up, attempt()).await {
+            Waited::Done(Ok(done)) => {
                 trouble.clear();
-                return Ok(Ok(client));
+                return Ok(Ok(done));
             }
-            Waited::Done(Ok(Err(e))) if matches!(e.kind(), Kind::Fatal | Kind::Tls) => {
+            Waited::Done(Err(e)) if e.is_fatal() || (e.kind() == Kind::Tls && !reached) => {
                 return Err(Error::on_connection(connection, e))
             }
-            Waited::Done(Ok(Err(e))) => e.to_string(),
-            Waited::Done(Err(_)) => format!("connecting: no answer within {wait:?}"),
+            Waited::Done(Err(e)) => {
+                let endpoints = connection.endpoints.join(",");
+                trouble.report(format_args!("{endpoints}: {e}"));
+            }
             Waited::Shutdown => return Ok(Err(0)),
             Waited::GaveUp => return Ok(Err(EXIT_NOT_LEADING)),
-        };
-        let endpoints = connection.endpoints.join(",");
-        trouble.report(format_args!("{endpoints}: {error}"));
-        match until_shutdown(signals, &mut give_up, sleep(backoff.next_delay())).await {
+        }
+        match until_shutdown(signals, give_up, sleep(backoff.next_delay())).await {
             Waited::Done(()) => {}
             Waited::Shutdown => return Ok(Err(0)),
             Waited::GaveUp => return Ok(Err(EXIT_NOT_LEADING)),
         }
     }
+}
+
+/// `fut`, or a time-out error after `wait`.
+async fn within<T>(
+    wait: Duration,
+    fut: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(wait, fut)
+        .await
+        .unwrap_or(Err(EtcdError::TimedOut {
+            what: "connecting",
+            after: wait,
+        }))
 }
 
 /// The backoff of every retry of an unreachable etcd: from RETRY_BASE up to TTL/2, kept

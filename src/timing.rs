@@ -91,8 +91,14 @@ impl Timing {
 
     /// How long one unary request to etcd may take before we give up on it and retry.
     pub fn request_timeout(&self) -> Duration {
-        self.keepalive.max(Duration::from_secs(1))
+        request_timeout(self.ttl)
     }
+}
+
+/// How long one unary request to etcd (or building a client) may take for a lease of `ttl`:
+/// a keepalive interval, at least a second.
+pub fn request_timeout(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_secs(1))
 }
 
 /// D: the instant until which the lease is known to live. It only moves forward.
