@@ -3,7 +3,7 @@
 //! Bad input ends here with one line (text, or JSON with `--log-format json`) and status 2,
 //! before anything is started or etcd contacted.
 
-use crate::config::{Config, Env, LeaderConfig, LogFormat};
+use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
 use crate::error::Error;
 use crate::flags;
 use crate::guardian::Guardian;
@@ -19,9 +19,12 @@ use std::sync::Arc;
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
     let env = Env::from_process();
-    // `leaderrun leader ...` asks who leads; a command named `leader` runs with `-- leader`.
-    if args.get(1).is_some_and(|a| a == "leader") {
-        return leader_main(&args[1..], &env);
+    // `leaderrun leader ...` asks who leads, `leaderrun resign ...` asks the leader to hand
+    // over; a command named `leader` or `resign` runs with `-- leader`, `-- resign`.
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("leader") => return leader_main(&args[1..], &env),
+        Some("resign") => return resign_main(&args[1..], &env),
+        _ => {}
     }
     // Known first, so that even a failure to parse the rest is reported in this format.
     let format = flags::log_format_hint(&args, &env);
@@ -72,22 +75,38 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
 }
 
 fn leader_main(args: &[OsString], env: &Env) -> u8 {
-    let format = LogFormat::Text;
     let parsed = flags::parse_leader(args);
-    let config = match configure(format, parsed, |f| LeaderConfig::load(f, env)) {
+    let mut config = match configure(LogFormat::Text, parsed, |f| LeaderConfig::load(f, env)) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    log::init(format, tracing::Level::WARN);
-    warn(&config.warnings);
+    let warnings = std::mem::take(&mut config.warnings);
+    warn_then(&warnings, crate::leader::run(config))
+}
+
+fn resign_main(args: &[OsString], env: &Env) -> u8 {
+    let parsed = flags::parse_resign(args);
+    let mut config = match configure(LogFormat::Text, parsed, |f| ResignConfig::load(f, env)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let warnings = std::mem::take(&mut config.warnings);
+    warn_then(&warnings, crate::resign::run(config))
+}
+
+/// A subcommand's run once its configuration is loaded: warnings only are logged, its own
+/// output goes to stdout.
+fn warn_then(warnings: &[String], run: impl std::future::Future<Output = Result<u8, Error>>) -> u8 {
+    log::init(LogFormat::Text, tracing::Level::WARN);
+    warn(warnings);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the runtime", e))
-        .and_then(|runtime| runtime.block_on(crate::leader::run(config)));
+        .and_then(|runtime| runtime.block_on(run));
     match result {
         Ok(code) => code,
-        Err(e) => fail(format, &e),
+        Err(e) => fail(LogFormat::Text, &e),
     }
 }
 
@@ -138,9 +157,10 @@ fn clap_message(e: &clap::Error) -> String {
         Some(ContextValue::String(s)) => Some(s.as_str()),
         _ => None,
     };
+    // An empty value with InvalidValue is a missing one: clap's own words say so.
     if let (Some(arg), Some(value)) = (
         string(ContextKind::InvalidArg),
-        string(ContextKind::InvalidValue),
+        string(ContextKind::InvalidValue).filter(|v| !v.is_empty()),
     ) {
         let value = log::escape_controls(value);
         match e.kind() {
@@ -194,6 +214,9 @@ mod tests {
         let m = clap_message(&e);
         assert!(!m.contains('\n'), "{m}");
         assert!(m.contains("--ttl") && m.contains("1\\n\\n2"), "{m}");
+        let e = flags::parse(["leaderrun", "--election"]).unwrap_err();
+        let m = clap_message(&e);
+        assert!(m.contains("a value is required for '--election"), "{m}");
         let e = flags::parse(["leaderrun", "--on-exit", "x\ny", "--", "true"]).unwrap_err();
         let m = clap_message(&e);
         assert!(

@@ -14,7 +14,7 @@
 use crate::config_file::ConfigFile;
 use crate::error::Error;
 use crate::etcd::{Connection, Credentials, TlsFiles};
-use crate::flags::{self, Flags, LeaderFlags};
+use crate::flags::{self, Flags, LeaderFlags, ResignFlags};
 use crate::leader::Format;
 use crate::timing::Timing;
 use clap::ValueEnum;
@@ -868,6 +868,39 @@ impl LeaderConfig {
             election,
             format,
             watch,
+            warnings,
+        })
+    }
+}
+
+/// `leaderrun resign`'s settings.
+#[derive(Debug, Clone)]
+pub struct ResignConfig {
+    pub connection: Connection,
+    pub election: String,
+    pub timeout: Duration,
+    pub format: Format,
+    /// Said once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+impl ResignConfig {
+    /// The connection and the election, read as `leaderrun leader` reads them.
+    pub fn load(mut flags: ResignFlags, env: &Env) -> Result<ResignConfig, Error> {
+        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
+        let (timeout, format) = (flags.timeout, flags.format);
+        let mut s = layers(LEADER_OPTIONS, || flags.settings(), env, file.as_ref())?;
+        let election = s
+            .election
+            .take()
+            .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
+            .value;
+        let mut warnings = Vec::new();
+        Ok(ResignConfig {
+            connection: connection(&mut s, &mut warnings)?,
+            election,
+            timeout,
+            format,
             warnings,
         })
     }

@@ -75,10 +75,22 @@ pub async fn first_candidate(
     name: &str,
     wait: Duration,
 ) -> Result<(Option<KeyValue>, i64), EtcdError> {
+    let (first, revision) = first_candidates(client, name, 1, wait).await?;
+    Ok((first.into_iter().next(), revision))
+}
+
+/// The `n` first-created keys under `NAME/`, in the order of the queue, with the store revision
+/// they were read at.
+pub async fn first_candidates(
+    client: &Client,
+    name: &str,
+    n: i64,
+    wait: Duration,
+) -> Result<(Vec<KeyValue>, i64), EtcdError> {
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1);
+        .with_limit(n);
     let prefix = prefix_of(name.as_bytes());
     let mut resp = etcd::call_as("reading the election", wait, client, |mut c| {
         let (prefix, options) = (prefix.clone(), options.clone());
@@ -86,7 +98,7 @@ pub async fn first_candidate(
     })
     .await?;
     let revision = resp.header().map_or(0, |h| h.revision());
-    Ok((resp.take_kvs().into_iter().next(), revision))
+    Ok((resp.take_kvs(), revision))
 }
 
 /// The verify-before-start rule. A campaign can answer "elected" although our lease expired

@@ -48,6 +48,10 @@ pub enum Error {
         source: crate::etcd::EtcdError,
     },
 
+    /// `leaderrun resign`: the leader did not hand over (nobody to hand over to, or no answer).
+    #[error("{0}")]
+    NoHandover(String),
+
     /// The local machinery failed (signal handlers, fork).
     #[error("{context}: {source}")]
     Io {
@@ -64,9 +68,11 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::CommandNotFound(_) => EXIT_NOT_FOUND,
             Error::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
-            Error::Etcd(_) | Error::Tls { .. } | Error::Denied { .. } | Error::Io { .. } => {
-                EXIT_ETCD
-            }
+            Error::Etcd(_)
+            | Error::Tls { .. }
+            | Error::Denied { .. }
+            | Error::NoHandover(_)
+            | Error::Io { .. } => EXIT_ETCD,
         }
     }
 

@@ -176,6 +176,28 @@ pub struct LeaderFlags {
     pub watch: bool,
 }
 
+/// Ask the leader of an election to hand over: it stops its command, resigns and campaigns
+/// again behind the others, so that a standby takes over at once.
+#[derive(Debug, Parser)]
+#[command(name = "leaderrun resign", version, long_about = None)]
+pub struct ResignFlags {
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
+
+    /// The election whose leader should step down.
+    #[arg(long, value_name = "NAME", value_parser = text)]
+    pub election: Option<String>,
+
+    /// Give up (status 1) when no other candidate leads after this long: the leader's stop
+    /// timeout and a handover must fit in it.
+    #[arg(long, value_name = "DURATION", value_parser = resign_timeout, default_value = "30s")]
+    pub timeout: Duration,
+
+    /// Output: `text` (the old and the new leader, a line each) or `json` (one object).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
 fn flag<T>(opt: &'static Opt, value: Option<T>) -> Option<Sourced<T>> {
     value.map(|value| Sourced {
         value,
@@ -242,6 +264,16 @@ impl LeaderFlags {
     }
 }
 
+impl ResignFlags {
+    /// The flags layer (the settings `leaderrun resign` shares with `leaderrun`).
+    pub fn settings(self) -> Result<Settings, Error> {
+        Ok(Settings {
+            election: flag(&ELECTION, self.election),
+            ..self.etcd.settings()?
+        })
+    }
+}
+
 /// What the help says of the environment, the configuration file and the secrets, for both
 /// subcommands.
 fn settings_help() -> String {
@@ -269,7 +301,10 @@ pub fn command() -> clap::Command {
          Exit status: the command's, or 128+N when signal N killed it; {EXIT_USAGE} bad usage \
          (nothing started); {EXIT_NOT_LEADING} not leading (--no-wait, --wait-timeout); \
          {EXIT_ETCD} etcd refused us; {EXIT_NOT_EXECUTABLE} and {EXIT_NOT_FOUND} COMMAND not \
-         executable or not found.",
+         executable or not found.\n\n\
+         Other commands: `leaderrun leader --election NAME` prints who leads; `leaderrun \
+         resign --election NAME` asks the leader to hand over (each has its --help). A \
+         command named `leader` or `resign` runs with `leaderrun -- leader`.",
         settings_help(),
         CONFIG.env
     );
@@ -296,6 +331,31 @@ pub fn leader_command() -> clap::Command {
          {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed.",
         settings_help()
     ))
+}
+
+/// `leaderrun resign`'s command line definition.
+pub fn resign_command() -> clap::Command {
+    annotate(ResignFlags::command()).after_long_help(format!(
+        "{}\n\n\
+         The request is bound to the leader it was meant for (its key and create revision): it \
+         cannot unseat a later leader. Only a leaderrun leader listens; an `etcdctl elect` \
+         leader does not, and the request times out. The request is written to \
+         leaderrun.resign/NAME, which the operator's role must be able to write.\n\n\
+         Exit status: 0 another candidate leads now (the old and the new leader are printed); \
+         {EXIT_NO_LEADER} nobody leads, or what leads is not a live candidate; 1 no other \
+         candidate waits, or no handover within --timeout, or etcd refused us; {EXIT_USAGE} \
+         bad usage.",
+        settings_help()
+    ))
+}
+
+/// Parse `leaderrun resign`'s flags (the first item is `resign`).
+pub fn parse_resign<I, T>(args: I) -> Result<ResignFlags, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    ResignFlags::from_arg_matches(&resign_command().try_get_matches_from(args)?)
 }
 
 /// Parse `leaderrun`'s flags (the first item is the program name).
@@ -459,6 +519,15 @@ pub fn wait_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// --run-id-ttl: a lease TTL, at least one second.
+/// `leaderrun resign --timeout`: 1s to 1h; an operator waits on it.
+pub fn resign_timeout(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+        return Err("must be between 1s and 1h".into());
+    }
+    Ok(d)
+}
+
 pub fn run_id_ttl(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),

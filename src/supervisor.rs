@@ -30,6 +30,7 @@ use crate::log::escape_controls;
 use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
+use crate::step_down;
 use crate::term::{self, Gate, NotStarted, Run, Term};
 use crate::timing;
 use crate::trouble::Trouble;
@@ -69,6 +70,8 @@ enum End {
     Lost,
     /// TERM/INT: exit with the child's status.
     Shutdown,
+    /// `leaderrun resign` asked us to hand over: resign, then campaign again behind the others.
+    StepDown,
     /// The command could not be restarted: exit with this status.
     Exit(u8),
     /// etcd refused us for good.
@@ -426,6 +429,8 @@ impl Supervisor {
         let leadership = term.leadership.clone();
         let client = self.client.clone();
         let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
+        let election = self.config.election.clone();
+        let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
         loop {
             let restart_at = match &term.run {
                 Run::Restarting { at, .. } => Some(*at),
@@ -460,6 +465,10 @@ impl Supervisor {
                 _ = &mut deleted => {
                     warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
                     return State::Stopping { term, end: End::Lost };
+                }
+                _ = &mut step_down => {
+                    info!(key = %leadership.key, "step-down requested (leaderrun resign): stopping the child, resigning, campaigning again behind the others");
+                    return State::Stopping { term, end: End::StepDown };
                 }
                 req = self.signals.recv() => match req {
                     Request::Forward(sig) => match &term.run {
@@ -519,11 +528,12 @@ impl Supervisor {
             End::Exit(code) => State::Exit(code),
             End::Shutdown => State::Exit(status.code()),
             // A run under --run-id starts once per process, whatever became of it.
-            End::Lost | End::ChildExited { .. } if self.gate.run_started() => {
+            End::Lost | End::StepDown | End::ChildExited { .. } if self.gate.run_started() => {
                 warn!(%status, "the run was started once under its run ID: it is not started again");
                 State::Exit(status.code())
             }
-            End::Lost => State::Connecting {
+            // A new lease and a new key: behind every candidate already waiting.
+            End::Lost | End::StepDown => State::Connecting {
                 after: Duration::ZERO,
             },
             End::ChildExited { ran } => match self.config.on_exit {

@@ -26,6 +26,7 @@ const ROOT_PASSWORD: &str = "root-secret";
 const ELECTION: &str = "web";
 const ELECTION_PREFIX: &str = "web/";
 const RUNS_PREFIX: &str = "leaderrun.runs/web/";
+const RESIGN_KEY: &str = "leaderrun.resign/web";
 
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
@@ -160,8 +161,8 @@ fn expect_fatal(lr: &mut Lr, within: std::time::Duration, names: &[&str], what: 
     line
 }
 
-/// A role with readwrite on `web/` and `leaderrun.runs/web/` is all leaderrun needs: no
-/// warning about a refused permission.
+/// A role with readwrite on `web/` and `leaderrun.runs/web/`, and read on
+/// `leaderrun.resign/web`, is all leaderrun needs: no warning about a refused permission.
 fn assert_no_permission_warnings(lr: &Lr) {
     let refused: Vec<String> = lr
         .warnings()
@@ -859,6 +860,9 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
         ..Default::default()
     });
     etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    // Read on the step-down request key (leaderrun resign), the one key, not a prefix.
+    let role = format!("{USER}-role");
+    etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
     let pw = password_file(&scene, "password", PASSWORD);
     let mut opts = user_flags(USER, &pw);
     opts.extend(os(&["--ttl", "3"]));
@@ -974,6 +978,9 @@ fn a_user_with_readwrite_on_its_prefixes_only_leads_hands_over_and_runs_a_job_on
     const PASSWORD: &str = "web-pass";
     let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
     etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    // Read on the step-down request key (leaderrun resign), the one key, not a prefix.
+    let role = format!("{USER}-role");
+    etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
     let pw = password_file(&scene, "password", PASSWORD);
     let mut opts = user_flags(USER, &pw);
     opts.extend(os(&["--ttl", "3"]));
