@@ -8,8 +8,10 @@
 #
 # Each suite's output starts with a header naming the etcd version, from the binary's own
 # --version (`== etcd 3.5.1: tests/faults.rs ==`). Every suite runs even if an earlier one failed;
-# the end is a summary (per version, per suite: passed/failed and seconds) and one line
-# `N passed, N failed` counting tests. Exits non-zero if anything failed.
+# then the packaging check (scripts/package.sh --check: the .deb builds, installs, and its binary
+# runs). The end is a summary (per version, per suite: passed/failed and seconds; the packaging
+# check as one more row) and one line `N passed, N failed` counting tests, the packaging check as
+# one. Exits non-zero if anything failed.
 #
 # Knobs (environment):
 #   LEADERRUN_TEST_PARALLEL=1   run the 3.4 and the 3.5 passes at the same time (the default;
@@ -199,6 +201,15 @@ for p in "${bg_pids[@]}"; do wait "$p" || true; done
 bg_pids=()
 wall=$(secs_since "$t_all")
 
+# ---- packaging: the .deb builds, installs, and its binary runs -------------------------------
+# After the suites, whose timing the release build would disturb.
+say "packaging: bash scripts/package.sh --check"
+t_pkg=$(now_us)
+pkg_rc=0
+bash scripts/package.sh --check </dev/null >"$work/package.log" 2>&1 || pkg_rc=$?
+pkg_secs=$(secs_since "$t_pkg")
+cat "$work/package.log"
+
 # ---- summary ---------------------------------------------------------------------------------
 total_pass=0 total_fail=0 bad=0
 declare -A ver_secs=() ver_pass=() ver_fail=()
@@ -234,6 +245,17 @@ for j in "${all_jobs[@]}"; do
     [[ $word != none ]] || echo "    (exit status $rc, no test result line: crashed or stopped)"
   fi
 done
+# The packaging check counts as one test.
+pkg_result=ok
+if ((pkg_rc == 0)); then
+  total_pass=$((total_pass + 1))
+else
+  pkg_result=FAILED
+  bad=1
+  total_fail=$((total_fail + 1))
+fi
+printf '%-14s %-28s %-7s %8s %8s %9s\n' "-" "packaging (.deb)" "$pkg_result" "-" "-" "$pkg_secs"
+((pkg_rc == 0)) || sed -n 's/^package: error: /    failed: /p' "$work/package.log"
 echo
 for v in "unit tests" "${VERSIONS[@]}"; do
   name=$v

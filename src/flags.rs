@@ -358,6 +358,18 @@ where
     ResignFlags::from_arg_matches(&resign_command().try_get_matches_from(args)?)
 }
 
+/// Every command, for the man pages and the shell completions: `leaderrun` with its
+/// subcommands attached. For documentation only: `cli` dispatches a subcommand on the first
+/// word and parses it with its own definition. A new subcommand is one line here.
+pub fn commands() -> clap::Command {
+    command()
+        .subcommand(leader_command().name("leader"))
+        .subcommand(resign_command().name("resign"))
+        // As on the command line: a subcommand takes the place of COMMAND.
+        .args_conflicts_with_subcommands(true)
+        .subcommand_negates_reqs(true)
+}
+
 /// Parse `leaderrun`'s flags (the first item is the program name).
 pub fn parse<I, T>(args: I) -> Result<Flags, clap::Error>
 where

@@ -14,6 +14,7 @@ mod election;
 mod error;
 mod etcd;
 mod flags;
+pub mod generate;
 mod guardian;
 mod job;
 mod leader;

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Builds the Debian package; the last line of its output is the .deb's path
+# (target/debian/leaderrun_<version>-1_<arch>.deb).
+#
+#   bash scripts/package.sh            build it
+#   bash scripts/package.sh --check    build it, install it, and check the installed files
+#
+# The package ([package.metadata.deb] in Cargo.toml): the release binary (cargo build --release,
+# reused when fresh), the man pages and the bash, zsh and fish completions generated from the
+# clap definitions (examples/generate.rs), the systemd units of systemd/ with the packaged
+# binary's path (/usr/bin/leaderrun), and /etc/default/leaderrun (packaging/default, a conffile).
+# Installs what the build needs (scripts/deps.sh), and cargo-deb (the pinned version below, into
+# ~/.cargo/bin) when it is missing.
+#
+# --check, when run as root on a machine without leaderrun nor /etc/default/leaderrun (and unless
+# LEADERRUN_PACKAGE_INSTALL=extract), installs the package with `dpkg -i`, runs the installed
+# binary and purges it. Always, in a scratch directory (dpkg-deb -x): every file in place, the
+# binary runs (--version, --help), the man pages render, the completions load (bash; zsh and
+# fish when installed), the units run the packaged binary, /etc/default/leaderrun sets nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_DEB_VERSION=3.8.0
+ASSETS=target/deb-assets
+
+say() { printf 'package: %s\n' "$*" >&2; }
+die() { printf 'package: error: %s\n' "$*" >&2; exit 1; }
+
+check=0
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) die "unknown argument '$1' (usage: scripts/package.sh [--check])" ;;
+esac
+
+bash scripts/deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || die "no cargo (bash scripts/deps.sh installs a Rust toolchain)"
+if [[ $(cargo deb --version 2>/dev/null) != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+  say "installing cargo-deb $CARGO_DEB_VERSION (cargo install, once)"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
+# ---- the generated assets ----------------------------------------------------------------------
+rm -rf "$ASSETS"
+say "generating the man pages and completions (examples/generate.rs)"
+cargo run --quiet --example generate -- "$ASSETS" >/dev/null
+gzip -9n "$ASSETS"/man/*.1
+# The units run /usr/local/bin/leaderrun (a binary installed by hand); the package's is in /usr/bin.
+mkdir -p "$ASSETS/systemd"
+for unit in systemd/*; do
+  sed 's#/usr/local/bin/leaderrun #/usr/bin/leaderrun #g' "$unit" >"$ASSETS/systemd/${unit##*/}"
+done
+! grep -q '/usr/local/bin/leaderrun' "$ASSETS"/systemd/* ||
+  die "a unit still names /usr/local/bin/leaderrun: $(grep -l '/usr/local/bin/leaderrun' "$ASSETS"/systemd/*)"
+
+# ---- the package -------------------------------------------------------------------------------
+say "building the release binary (cargo build --release)"
+cargo build --release --quiet --bin leaderrun
+deb=$(cargo deb --no-build --quiet)
+[[ -f $deb ]] || die "cargo deb gave no package (it said '$deb')"
+say "built $deb ($(stat -c %s "$deb") bytes)"
+
+# run_installed BINARY: the installed binary runs, and is this version.
+run_installed() {
+  local version out
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+  out=$("$1" --version) || die "$1 --version failed"
+  [[ $out == "leaderrun $version" ]] || die "$1 --version says '$out'"
+  "$1" --help | grep -q -- '--election' || die "$1 --help"
+  "$1" leader --help | grep -q -- '--watch' || die "$1 leader --help"
+}
+
+if ((check)); then
+  # Everything the package must hold, as installed paths.
+  expected=(
+    /usr/bin/leaderrun
+    /usr/share/man/man1/leaderrun.1.gz
+    /usr/share/man/man1/leaderrun-leader.1.gz
+    /usr/share/bash-completion/completions/leaderrun
+    /usr/share/zsh/vendor-completions/_leaderrun
+    /usr/share/fish/vendor_completions.d/leaderrun.fish
+    /lib/systemd/system/leaderrun@.service
+    /lib/systemd/system/leaderrun-job@.service
+    /lib/systemd/system/leaderrun-job@.timer
+    /etc/default/leaderrun
+  )
+  dpkg-deb --field "$deb" Depends | grep -qx 'libc6 (>= 2.34), libgcc-s1' ||
+    die "Depends is '$(dpkg-deb --field "$deb" Depends)'"
+  dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/default/leaderrun ||
+    die "/etc/default/leaderrun is not a conffile"
+
+  scratch=$(mktemp -d "${TMPDIR:-/tmp}/leaderrun-package.XXXXXX")
+  installed=0 how="unpacked"
+  cleanup() {
+    if ((installed)); then dpkg --purge leaderrun >/dev/null || true; fi
+    rm -rf "$scratch"
+  }
+  trap cleanup EXIT
+
+  # Installed for real where that is harmless; only the binary and dpkg's record are checked
+  # there, as a machine may exclude paths from installation (a container's dpkg.cfg.d often
+  # drops /usr/share/man and /usr/share/doc).
+  # Not where a leaderrun or an /etc/default/leaderrun is already there: the purge would
+  # remove them.
+  if [[ ${LEADERRUN_PACKAGE_INSTALL:-} != extract && $(id -u) == 0 ]] &&
+    [[ ! -e /usr/bin/leaderrun && ! -e /etc/default/leaderrun ]] &&
+    ! dpkg-query -W -f '${Status}' leaderrun 2>/dev/null | grep -q installed; then
+    say "installing it (dpkg -i; purged afterwards)"
+    dpkg -i "$deb" >/dev/null
+    installed=1
+    [[ $(dpkg-query -W -f '${Status}' leaderrun) == "install ok installed" ]] || die "dpkg says it is not installed"
+    dpkg -L leaderrun | grep -qx /usr/bin/leaderrun || die "dpkg -L does not list /usr/bin/leaderrun"
+    run_installed /usr/bin/leaderrun
+    dpkg --purge leaderrun >/dev/null
+    installed=0 how="installed (dpkg -i), run, purged; unpacked"
+    [[ ! -e /usr/bin/leaderrun && ! -e /etc/default/leaderrun ]] || die "dpkg --purge left files behind"
+  fi
+
+  # Every file, from the package itself.
+  root=$scratch/root
+  dpkg-deb -x "$deb" "$root"
+  for f in "${expected[@]}"; do [[ -f $root$f ]] || die "not in the package: $f"; done
+  [[ -x $root/usr/bin/leaderrun ]] || die "/usr/bin/leaderrun is not executable"
+  run_installed "$root/usr/bin/leaderrun"
+
+  # The man pages render without warnings (man, else groff, else the roff source is checked).
+  for page in "$root"/usr/share/man/man1/leaderrun*.1.gz; do
+    if command -v man >/dev/null; then
+      text=$(MANWIDTH=100 man --warnings -l "$page" 2>"$scratch/man.err") || die "man -l ${page##*/} failed"
+    elif command -v groff >/dev/null; then
+      text=$(zcat "$page" | groff -man -Tutf8 -ww 2>"$scratch/man.err") || die "groff ${page##*/} failed"
+    else
+      text=$(zcat "$page")
+      : >"$scratch/man.err"
+    fi
+    [[ ! -s $scratch/man.err ]] || die "${page##*/}: $(head -n 3 "$scratch/man.err")"
+    grep -q -- 'election' <<<"$text" || die "${page##*/} does not mention the election"
+  done
+
+  # The completions load: bash registers them; zsh and fish parse them when installed.
+  bash -c "source '$root/usr/share/bash-completion/completions/leaderrun' && complete -p leaderrun" >/dev/null ||
+    die "the bash completion does not load"
+  if command -v zsh >/dev/null; then zsh -n "$root/usr/share/zsh/vendor-completions/_leaderrun" || die "zsh completion"; fi
+  if command -v fish >/dev/null; then fish -n "$root/usr/share/fish/vendor_completions.d/leaderrun.fish" || die "fish completion"; fi
+
+  # The units run the installed binary; the default file sets nothing until edited.
+  for u in leaderrun@.service leaderrun-job@.service; do
+    grep -q '^ExecStart=.*/usr/bin/leaderrun ' "$root/lib/systemd/system/$u" || die "$u does not run /usr/bin/leaderrun"
+  done
+  ! grep -q '^[^#]' "$root/etc/default/leaderrun" || die "/etc/default/leaderrun sets something"
+  say "checked: $(dpkg-deb --show --showformat '${Package} ${Version} ${Architecture}' "$deb"): $how, every file checked"
+fi
+echo "$deb"
