@@ -15,6 +15,7 @@ mod error;
 mod etcd;
 mod flags;
 mod guardian;
+mod health;
 mod job;
 mod leader;
 mod lease;
