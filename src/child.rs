@@ -62,7 +62,8 @@ type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>;
 
 /// Reaps every child that exits (as PID 1 or a subreaper that includes orphans) and hands the
 /// status of the ones we spawned to their [`Child`]. Create it before the first spawn, so that
-/// no SIGCHLD is missed.
+/// no SIGCHLD is missed. Clones share the reaping.
+#[derive(Clone)]
 pub struct Reaper {
     waiters: Waiters,
     guardian: Option<Arc<Guardian>>,
@@ -94,6 +95,17 @@ impl Reaper {
     /// Call it from the thread that lives as long as the process (the current-thread runtime's):
     /// the parent-death signal fires when the forking *thread* exits.
     pub fn spawn(&self, cmd: &Command) -> std::io::Result<Child> {
+        let mut child = self.spawn_unguarded(cmd)?;
+        if let Some(g) = &self.guardian {
+            g.watch(child.pid.as_raw());
+        }
+        child.guardian = self.guardian.clone();
+        Ok(child)
+    }
+
+    /// `spawn`, but the guardian is not told: for a short-lived helper (a health check) that
+    /// must not replace the child's group in the guardian's care.
+    pub fn spawn_unguarded(&self, cmd: &Command) -> std::io::Result<Child> {
         let parent = nix::unistd::getpid();
         let defaults = cmd.signal_defaults.clone();
         let mut command = std::process::Command::new(&cmd.program);
@@ -127,14 +139,11 @@ impl Reaper {
         let (tx, rx) = oneshot::channel();
         // No await since spawn: the reaper task (same thread) cannot have reaped it yet.
         self.waiters.lock().unwrap().insert(pid.as_raw(), tx);
-        if let Some(g) = &self.guardian {
-            g.watch(pid.as_raw());
-        }
         Ok(Child {
             pid,
             exit: rx,
             status: None,
-            guardian: self.guardian.clone(),
+            guardian: None,
         })
     }
 }

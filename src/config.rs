@@ -15,6 +15,7 @@ use crate::config_file::ConfigFile;
 use crate::error::Error;
 use crate::etcd::{Connection, Credentials, TlsFiles};
 use crate::flags::{self, Flags, LeaderFlags, ResignFlags};
+use crate::health::{HealthCheck, HttpTarget, Probe};
 use crate::leader::Format;
 use crate::timing::Timing;
 use clap::ValueEnum;
@@ -163,6 +164,55 @@ opt!(
     Some("24h")
 );
 opt!(
+    HEALTH_CMD,
+    "health-cmd",
+    "LEADERRUN_HEALTH_CMD",
+    Some("health_cmd"),
+    None
+);
+opt!(
+    HEALTH_HTTP,
+    "health-http",
+    "LEADERRUN_HEALTH_HTTP",
+    Some("health_http"),
+    None
+);
+opt!(
+    HEALTH_INTERVAL,
+    "health-interval",
+    "LEADERRUN_HEALTH_INTERVAL",
+    Some("health_interval"),
+    Some("10s")
+);
+opt!(
+    HEALTH_TIMEOUT,
+    "health-timeout",
+    "LEADERRUN_HEALTH_TIMEOUT",
+    Some("health_timeout"),
+    Some("5s")
+);
+opt!(
+    HEALTH_RETRIES,
+    "health-retries",
+    "LEADERRUN_HEALTH_RETRIES",
+    Some("health_retries"),
+    Some("3")
+);
+opt!(
+    HEALTH_START_PERIOD,
+    "health-start-period",
+    "LEADERRUN_HEALTH_START_PERIOD",
+    Some("health_start_period"),
+    Some("0s")
+);
+opt!(
+    HEALTH_HOLDOFF,
+    "health-holdoff",
+    "LEADERRUN_HEALTH_HOLDOFF",
+    Some("health_holdoff"),
+    Some("10s")
+);
+opt!(
     LOG_FORMAT,
     "log-format",
     "LEADERRUN_LOG_FORMAT",
@@ -203,6 +253,13 @@ pub const OPTIONS: &[&Opt] = &[
     &WAIT_TIMEOUT,
     &RUN_ID,
     &RUN_ID_TTL,
+    &HEALTH_CMD,
+    &HEALTH_HTTP,
+    &HEALTH_INTERVAL,
+    &HEALTH_TIMEOUT,
+    &HEALTH_RETRIES,
+    &HEALTH_START_PERIOD,
+    &HEALTH_HOLDOFF,
     &LOG_FORMAT,
     &LOG_LEVEL,
 ];
@@ -363,6 +420,13 @@ settings! {
     wait_timeout: Duration = WAIT_TIMEOUT, flags::wait_timeout;
     run_id: String = RUN_ID, flags::text;
     run_id_ttl: Duration = RUN_ID_TTL, flags::run_id_ttl;
+    health_cmd: String = HEALTH_CMD, flags::text;
+    health_http: HttpTarget = HEALTH_HTTP, HttpTarget::parse;
+    health_interval: Duration = HEALTH_INTERVAL, flags::positive_duration;
+    health_timeout: Duration = HEALTH_TIMEOUT, flags::positive_duration;
+    health_retries: u32 = HEALTH_RETRIES, flags::restart_limit;
+    health_start_period: Duration = HEALTH_START_PERIOD, flags::duration;
+    health_holdoff: Duration = HEALTH_HOLDOFF, flags::duration;
     log_format: LogFormat = LOG_FORMAT, flags::value_enum::<LogFormat>;
     log_level: LogLevel = LOG_LEVEL, flags::value_enum::<LogLevel>;
 }
@@ -545,6 +609,8 @@ pub struct Config {
     pub wait_timeout: Option<Duration>,
     /// Run at most once per this ID, recorded for `ttl`.
     pub run_id: Option<RunId>,
+    /// `--health-cmd` or `--health-http`, and how often: leadership follows the child's health.
+    pub health: Option<HealthCheck>,
     /// The command, resolved to a path that exists and is executable.
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -609,6 +675,7 @@ impl Config {
         let mut warnings = Vec::new();
         let connection = connection(&mut s, &mut warnings)?;
 
+        let health = health_check(&mut s)?;
         let ttl = Duration::from_secs(required(s.ttl, &TTL)?.value);
         let stop_timeout = s.stop_timeout.map(|g| g.value);
         Timing::new(ttl, stop_timeout).map_err(|e| Error::Usage(e.to_string()))?;
@@ -663,6 +730,7 @@ impl Config {
             no_wait,
             wait_timeout,
             run_id,
+            health,
             program,
             args,
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
@@ -670,6 +738,48 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The health check, if a probe is given: one probe, and the tuning only with one.
+fn health_check(s: &mut Settings) -> Result<Option<HealthCheck>, Error> {
+    let probe = match (s.health_cmd.take(), s.health_http.take()) {
+        (Some(c), Some(h)) => {
+            return Err(Error::Usage(format!(
+                "{} and {} are both given: one health check at a time",
+                c.from, h.from
+            )))
+        }
+        (Some(c), None) => Probe::Cmd(c.value),
+        (None, Some(h)) => Probe::Http(h.value),
+        (None, None) => {
+            // A tuning value set by the user (not a default) without a probe is a mistake.
+            let tuning = [
+                s.health_interval.as_ref().map(|v| &v.from),
+                s.health_timeout.as_ref().map(|v| &v.from),
+                s.health_retries.as_ref().map(|v| &v.from),
+                s.health_start_period.as_ref().map(|v| &v.from),
+                s.health_holdoff.as_ref().map(|v| &v.from),
+            ];
+            if let Some(from) = tuning
+                .into_iter()
+                .flatten()
+                .find(|f| !matches!(f, Source::Default(_)))
+            {
+                return Err(Error::Usage(format!(
+                    "{from} needs --health-cmd or --health-http"
+                )));
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(HealthCheck {
+        probe,
+        interval: required(s.health_interval.take(), &HEALTH_INTERVAL)?.value,
+        timeout: required(s.health_timeout.take(), &HEALTH_TIMEOUT)?.value,
+        retries: required(s.health_retries.take(), &HEALTH_RETRIES)?.value,
+        start_period: required(s.health_start_period.take(), &HEALTH_START_PERIOD)?.value,
+        holdoff: required(s.health_holdoff.take(), &HEALTH_HOLDOFF)?.value,
+    }))
 }
 
 fn on_exit_name(o: OnExit) -> String {

@@ -8,16 +8,18 @@
 
 use crate::config::{
     Env, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User, CACERT,
-    CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, ID, KEY, LOG_FORMAT, LOG_LEVEL, MAX_DURATION,
-    MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS, PARENT_KEY_VAR, PASSWORD,
-    PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL, STOP_SIGNAL, STOP_TIMEOUT,
-    TTL, USER, WAIT_TIMEOUT,
+    CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, HEALTH_CMD, HEALTH_HOLDOFF, HEALTH_HTTP,
+    HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, ID, KEY, LOG_FORMAT,
+    LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS,
+    PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
+    STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
 };
 use crate::config_file::ConfigFile;
 use crate::error::{
     Error, EXIT_ETCD, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING, EXIT_NO_LEADER,
     EXIT_USAGE,
 };
+use crate::health::HttpTarget;
 use crate::leader::Format;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nix::sys::signal::Signal;
@@ -96,6 +98,38 @@ pub struct Flags {
     /// How long a --run-id record is kept in etcd (1s to 9000000000s).
     #[arg(long, value_name = "DURATION", value_parser = run_id_ttl)]
     pub run_id_ttl: Option<Duration>,
+
+    /// Leadership follows the child's health: while leading, run this shell command (sh -c,
+    /// with the child's environment) every --health-interval; exit status 0 is healthy. After
+    /// --health-retries failures in a row, the child is stopped, leadership handed over, and
+    /// this host stays out of the election for --health-holdoff.
+    #[arg(long, value_name = "CMD", value_parser = text)]
+    pub health_cmd: Option<String>,
+
+    /// Like --health-cmd, with a GET of this http:// URL: 2xx and 3xx are healthy.
+    #[arg(long, value_name = "URL", value_parser = HttpTarget::parse)]
+    pub health_http: Option<HttpTarget>,
+
+    /// Time between health checks (the first comes one interval after the child starts).
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub health_interval: Option<Duration>,
+
+    /// A check that takes longer fails (a command is killed with its process group).
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub health_timeout: Option<Duration>,
+
+    /// Failures in a row that make the leader unhealthy (at least 1).
+    #[arg(long, value_name = "COUNT", value_parser = restart_limit)]
+    pub health_retries: Option<u32>,
+
+    /// Failures within this time after the child starts do not count; a success ends it.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub health_start_period: Option<Duration>,
+
+    /// After handing over for ill health, stay out of the election this long, so a standby
+    /// takes over; then campaign again.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub health_holdoff: Option<Duration>,
 
     /// Log format on stderr (the final line of a failure too).
     #[arg(long, value_name = "FORMAT", value_enum, ignore_case = true)]
@@ -247,6 +281,13 @@ impl Flags {
             wait_timeout: flag(&WAIT_TIMEOUT, self.wait_timeout),
             run_id: flag(&RUN_ID, self.run_id),
             run_id_ttl: flag(&RUN_ID_TTL, self.run_id_ttl),
+            health_cmd: flag(&HEALTH_CMD, self.health_cmd),
+            health_http: flag(&HEALTH_HTTP, self.health_http),
+            health_interval: flag(&HEALTH_INTERVAL, self.health_interval),
+            health_timeout: flag(&HEALTH_TIMEOUT, self.health_timeout),
+            health_retries: flag(&HEALTH_RETRIES, self.health_retries),
+            health_start_period: flag(&HEALTH_START_PERIOD, self.health_start_period),
+            health_holdoff: flag(&HEALTH_HOLDOFF, self.health_holdoff),
             log_format: flag(&LOG_FORMAT, self.log_format),
             log_level: flag(&LOG_LEVEL, self.log_level),
             ..self.etcd.settings()?
@@ -518,6 +559,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// A duration above zero (an interval, a timeout).
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
 }
 
 /// --wait-timeout: more than nothing (not waiting at all is --no-wait).

@@ -16,6 +16,7 @@ mod etcd;
 mod flags;
 pub mod generate;
 mod guardian;
+mod health;
 mod job;
 mod leader;
 mod lease;

@@ -25,6 +25,7 @@ use crate::election::{self, Candidate};
 use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
+use crate::health;
 use crate::lease::Lease;
 use crate::log::escape_controls;
 use crate::restart::Restarts;
@@ -72,6 +73,8 @@ enum End {
     Shutdown,
     /// `leaderrun resign` asked us to hand over: resign, then campaign again behind the others.
     StepDown,
+    /// The child failed its health check: resign, stay out of the election for the holdoff.
+    Unhealthy,
     /// The command could not be restarted: exit with this status.
     Exit(u8),
     /// etcd refused us for good.
@@ -431,6 +434,21 @@ impl Supervisor {
         let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
         let election = self.config.election.clone();
         let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
+        let (reaper, env) = self.gate.for_checks(&leadership, &term.lease);
+        let check = self.config.health.clone();
+        let started = match &term.run {
+            Run::Running { started, .. } => Some(*started),
+            _ => None,
+        };
+        let mut sick = pin!(async {
+            match (&check, started) {
+                (Some(check), Some(started)) => {
+                    health::unhealthy(check, &reaper, &env, started, |_| {}).await
+                }
+                // No check, or no child to check (waiting to restart).
+                _ => std::future::pending().await,
+            }
+        });
         loop {
             let restart_at = match &term.run {
                 Run::Restarting { at, .. } => Some(*at),
@@ -465,6 +483,11 @@ impl Supervisor {
                 _ = &mut deleted => {
                     warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
                     return State::Stopping { term, end: End::Lost };
+                }
+                why = &mut sick => {
+                    let holdoff = self.config.health.as_ref().map(|h| h.holdoff).unwrap_or_default();
+                    warn!(%why, ?holdoff, "unhealthy: stopping the child, resigning, staying out of the election for the holdoff");
+                    return State::Stopping { term, end: End::Unhealthy };
                 }
                 _ = &mut step_down => {
                     info!(key = %leadership.key, "step-down requested (leaderrun resign): stopping the child, resigning, campaigning again behind the others");
@@ -528,13 +551,22 @@ impl Supervisor {
             End::Exit(code) => State::Exit(code),
             End::Shutdown => State::Exit(status.code()),
             // A run under --run-id starts once per process, whatever became of it.
-            End::Lost | End::StepDown | End::ChildExited { .. } if self.gate.run_started() => {
+            End::Lost | End::StepDown | End::Unhealthy | End::ChildExited { .. }
+                if self.gate.run_started() =>
+            {
                 warn!(%status, "the run was started once under its run ID: it is not started again");
                 State::Exit(status.code())
             }
             // A new lease and a new key: behind every candidate already waiting.
             End::Lost | End::StepDown => State::Connecting {
                 after: Duration::ZERO,
+            },
+            End::Unhealthy => State::Connecting {
+                after: self
+                    .config
+                    .health
+                    .as_ref()
+                    .map_or(Duration::ZERO, |h| h.holdoff),
             },
             End::ChildExited { ran } => match self.config.on_exit {
                 OnExit::Exit => State::Exit(status.code()),

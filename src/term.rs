@@ -171,6 +171,12 @@ impl Gate {
         Ok((leadership, child))
     }
 
+    /// What a health check needs: a reaper that leaves the guardian alone, and the child's
+    /// command (its environment is the check's).
+    pub fn for_checks(&self, leadership: &Leadership, lease: &Lease) -> (Reaper, Command) {
+        (self.reaper.clone(), self.command(leadership, lease))
+    }
+
     fn command(&self, leadership: &Leadership, lease: &Lease) -> Command {
         Command {
             program: self.program.clone(),

@@ -1,0 +1,308 @@
+//! Leadership that follows the child's health: a check (`--health-cmd`, `--health-http`) run
+//! every interval while leading, in Docker's HEALTHCHECK sense. After `retries` failures in a
+//! row the leader is unhealthy: the supervisor hands over (stop, resign) and stays out of the
+//! election for the holdoff.
+//!
+//! Failures during the start period (counted from each start of the child) do not count; a
+//! success ends it. A check runs in its own process group with the child's environment and is
+//! killed with its group when it outlives its timeout.
+
+use crate::child::{Child, Command, ExitStatus, Reaper};
+use nix::sys::signal::Signal;
+use std::fmt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, Instant};
+
+/// What to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `/bin/sh -c CMD`: healthy on exit status 0.
+    Cmd(String),
+    /// `GET` of an http:// URL: healthy on 2xx and 3xx.
+    Http(HttpTarget),
+}
+
+/// An http:// URL, split for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// As given, for messages.
+    pub url: String,
+    /// `host:port` to connect to (IPv6 in brackets).
+    pub addr: String,
+    /// The Host header.
+    pub authority: String,
+    /// Path and query, `/` at least.
+    pub path: String,
+}
+
+impl HttpTarget {
+    /// Parse `http://host[:port][/path]`. https is not spoken here: a `--health-cmd` with
+    /// curl covers it.
+    pub fn parse(url: &str) -> Result<HttpTarget, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            if url.starts_with("https://") {
+                "https is not supported; use --health-cmd 'curl -fsS https://...'".to_string()
+            } else {
+                "must be an http:// URL".to_string()
+            }
+        })?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err("needs a host (and no user:password@)".into());
+        }
+        if path.chars().any(|c| c.is_control() || c == ' ') || authority.contains(' ') {
+            return Err("must not contain spaces or control characters".into());
+        }
+        let has_port = match authority.rfind(']') {
+            Some(close) => authority[close..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let (host, port) = match authority.rsplit_once(':').filter(|_| has_port) {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|&p| p > 0)),
+            None => (authority, Some(80)),
+        };
+        let port = port.ok_or("the port must be a number from 1 to 65535")?;
+        if host.is_empty() || host == "[]" {
+            return Err("needs a host".into());
+        }
+        Ok(HttpTarget {
+            url: url.to_string(),
+            addr: format!("{host}:{port}"),
+            authority: authority.to_string(),
+            path,
+        })
+    }
+}
+
+/// How and how often to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+    /// How long an unhealthy leader stays out of the election after handing over.
+    pub holdoff: Duration,
+}
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Exit(ExitStatus),
+    Status(u16),
+    TimedOut(Duration),
+    Error(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Exit(s) => write!(f, "the check ended with {s}"),
+            Failure::Status(code) => write!(f, "HTTP status {code}"),
+            Failure::TimedOut(d) => {
+                write!(f, "no answer within {}", humantime::format_duration(*d))
+            }
+            Failure::Error(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The child's health, as the status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// In the start period, no success yet.
+    Starting,
+    Healthy,
+    /// Failing, `failures` in a row (fewer than the retries).
+    Failing {
+        failures: u32,
+    },
+}
+
+/// Resolves when the child started at `started` is unhealthy: `retries` failures in a row
+/// outside the start period. Returns the last failure. `env` is the child's environment;
+/// `report` hears every change of health.
+pub async fn unhealthy(
+    check: &HealthCheck,
+    reaper: &Reaper,
+    env: &Command,
+    started: Instant,
+    mut report: impl FnMut(Health),
+) -> Failure {
+    let mut failures = 0;
+    let mut starting = !check.start_period.is_zero();
+    report(if starting {
+        Health::Starting
+    } else {
+        Health::Healthy
+    });
+    let mut next = started + check.interval;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let result = probe(check, reaper, env).await;
+        // Not a fixed rate: a slow check never queues the next one behind it.
+        next = Instant::now() + check.interval;
+        match result {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(after = failures, "health check passing again");
+                }
+                failures = 0;
+                starting = false;
+                report(Health::Healthy);
+            }
+            Err(why) if starting && started.elapsed() < check.start_period => {
+                tracing::debug!(%why, "health check failed in the start period: not counted");
+            }
+            Err(why) => {
+                starting = false;
+                failures += 1;
+                tracing::warn!(%why, failures, retries = check.retries, "health check failed");
+                if failures >= check.retries {
+                    return why;
+                }
+                report(Health::Failing { failures });
+            }
+        }
+    }
+}
+
+/// One check, bounded by its timeout.
+async fn probe(check: &HealthCheck, reaper: &Reaper, env: &Command) -> Result<(), Failure> {
+    match &check.probe {
+        Probe::Cmd(script) => run_cmd(script, check.timeout, reaper, env).await,
+        Probe::Http(target) => match timeout(check.timeout, get(target)).await {
+            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
+            Ok(Ok(code)) => Err(Failure::Status(code)),
+            Ok(Err(e)) => Err(Failure::Error(format!("{}: {e}", target.url))),
+            Err(_) => Err(Failure::TimedOut(check.timeout)),
+        },
+    }
+}
+
+/// `/bin/sh -c script` in its own group with the child's environment; its group is killed if
+/// it outlives `limit`.
+async fn run_cmd(
+    script: &str,
+    limit: Duration,
+    reaper: &Reaper,
+    env: &Command,
+) -> Result<(), Failure> {
+    let cmd = Command {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..env.clone()
+    };
+    let check = reaper
+        .spawn_unguarded(&cmd)
+        .map_err(|e| Failure::Error(format!("cannot run the check: {e}")))?;
+    let mut check = KillOnDrop(Some(check));
+    let Some(child) = check.0.as_mut() else {
+        return Err(Failure::Error("the check vanished".into()));
+    };
+    let result = match timeout(limit, child.wait()).await {
+        Ok(ExitStatus::Code(0)) => Ok(()),
+        Ok(status) => Err(Failure::Exit(status)),
+        Err(_) => Err(Failure::TimedOut(limit)),
+    };
+    // Whatever the check left in its group goes too; the reaper collects them.
+    drop(check);
+    result
+}
+
+/// A check's process group is killed when the check is dropped: after it ended, when it timed
+/// out, and when the term ends while it runs.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            child.signal_group(Signal::SIGKILL);
+        }
+    }
+}
+
+/// The largest status line and headers read before the status code is taken.
+const MAX_HEAD: usize = 4096;
+
+/// `GET target`, HTTP/1.0 (no chunking, the server closes): the status code.
+async fn get(target: &HttpTarget) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect(&target.addr).await?;
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: leaderrun-health\r\nConnection: close\r\n\r\n",
+        target.path, target.authority
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < MAX_HEAD {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    status_code(&head).ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+}
+
+/// The code of an `HTTP/1.x NNN ...` status line.
+fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    if !words.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    words
+        .next()?
+        .parse()
+        .ok()
+        .filter(|c| (100..600).contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_are_split_and_checked() {
+        let t = HttpTarget::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1:8080", "127.0.0.1:8080", "/healthz?x=1")
+        );
+        let t = HttpTarget::parse("http://localhost").unwrap();
+        assert_eq!((t.addr.as_str(), t.path.as_str()), ("localhost:80", "/"));
+        let t = HttpTarget::parse("http://[::1]:9/").unwrap();
+        assert_eq!(t.addr, "[::1]:9");
+        let t = HttpTarget::parse("http://[::1]").unwrap();
+        assert_eq!(t.addr, "[::1]:80");
+        for bad in [
+            "https://x/",
+            "x:80",
+            "http://",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://u:p@h/",
+            "http://h/a b",
+            "http://h/\n",
+        ] {
+            assert!(HttpTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_status_code_is_read_from_the_status_line_only() {
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code(b"HTTP/1.0 503\r\n\r\n"), Some(503));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 99999 x\r\n"), None);
+        assert_eq!(status_code(b""), None);
+    }
+}
