@@ -6,6 +6,10 @@
 #                        (leaderrun --on-exit exit, and `etcdctl lock NAME -- CHILD`)
 #   SIGTERM handover     SIGTERM to the leading leaderrun; same gap. For `etcdctl lock`, shows
 #                        what SIGTERM does to it and its child.
+#   supervisor SIGKILLed kill -9 to the leading leaderrun (its guardian kills the child's group,
+#                        then revokes the lease); time from the kill to the standby's child start,
+#                        p50 / p99. For `etcdctl lock`, the standby waits out the TTL, and the
+#                        killed one's child runs on (counted)
 #   peak RSS             VmHWM of a leading leaderrun and a leading `etcdctl lock` after ~5 s of
 #                        leading (keepalives flowing)
 #
@@ -319,19 +323,30 @@ ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b - a) / 1e6 }'; }
 handover() {
   local kind=$1 run=$2 name="$1-$2" ms_a queued t_kill r="$tmp/$mode"
   a="$tmp/$mode.$1-$2.a" b="$tmp/$mode.$1-$2.b" pa="" pb=""
-  local start=lr
-  [[ $kind == exit-lock ]] && start=lk
-  if [[ $kind == term-lr ]]; then ms_a=0; else ms_a=$CHILD_MS; fi
+  local start=lr child_a
+  [[ $kind == exit-lock || $kind == kill-lock ]] && start=lk
+  if [[ $kind == term-lr || $kind == kill-* ]]; then ms_a=0; else ms_a=$CHILD_MS; fi
   $start "$name" A "$a" "$ms_a"; pa=$last_pid
   wait_line "$a" start 1000 || { why="leader's child did not start in 10 s"; teardown; return 1; }
   # Only now the standby: no race for the first turn.
   $start "$name" B "$b" 0; pb=$last_pid
   wait_keys "$name" 2 250 || { why="standby not queued in 5 s"; teardown; return 1; }
   queued=$(mono_now)
-  if [[ $kind == term-lr ]]; then
+  if [[ $kind == term-lr || $kind == kill-* ]]; then
     pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
     t_kill=$(mono_now)
-    kill -TERM "$pa"
+    if [[ $kind == term-lr ]]; then kill -TERM "$pa"; else kill -KILL "$pa"; fi
+  fi
+  if [[ $kind == kill-* ]]; then
+    # A SIGKILLed child leaves no end line: time the kill to the standby's child start, and
+    # look whether the old child is still there when it does.
+    child_a=$(field "$a" start 3)
+    wait_line "$b" start $((TTL * 100 + 1000)) || { why="no takeover in TTL + 10 s"; teardown; return 1; }
+    ms "$t_kill" "$(field "$b" start 2)" >>"$r.$kind.ms"
+    if gone "$child_a"; then echo gone; else echo running; fi >>"$r.$kind.old"
+    { wait "$pa"; } 2>/dev/null || true
+    teardown
+    return 0
   fi
   wait_line "$a" end 1000 || { why="old child did not end in 10 s"; teardown; return 1; }
   if [[ $kind != term-lr ]] && ((queued + MIN_QUEUED_MS * 1000000 > $(field "$a" end 2))); then
@@ -371,13 +386,21 @@ stats() {
     printf "%.2f %.2f %.2f\n", m, v[1], v[NR] }'
 }
 
+# pct FILE P: the P-th percentile (nearest rank) of the numbers in FILE.
+pct() {
+  sort -g "$1" | awk -v p="$2" '{ v[NR] = $1 } END {
+    if (NR == 0) { print "-"; exit }
+    r = int((p * NR + 99) / 100); if (r < 1) r = 1
+    printf "%.2f\n", v[r] }'
+}
+
 # ---- 1 and 2: handovers, interleaved so drift hits all three (with --tls: all six) alike ----------
-say "child-exit handover (child lives ${CHILD_MS} ms) and SIGTERM handover, $RUNS runs each"
-KINDS=(exit-lr exit-lock term-lr)
+say "child-exit handover (child lives ${CHILD_MS} ms), SIGTERM handover and SIGKILLed supervisor, $RUNS runs each"
+KINDS=(exit-lr exit-lock term-lr kill-lr kill-lock)
 declare -A done_runs=() discarded=()
 for m in "${MODES[@]}"; do
   for kind in "${KINDS[@]}"; do : >"$tmp/$m.$kind.ms"; done_runs[$m/$kind]=0; done
-  : >"$tmp/$m.term-lr.stop.ms"; : >"$tmp/$m.term-lr.status"
+  : >"$tmp/$m.term-lr.stop.ms"; : >"$tmp/$m.term-lr.status"; : >"$tmp/$m.kill-lr.old"; : >"$tmp/$m.kill-lock.old"
   discarded[$m]=0
 done
 unfinished() {
@@ -402,8 +425,9 @@ while unfinished; do
         say "  $(tag "$mode")$kind run $attempt discarded: $why"
       fi
     done
-    printf 'bench:   %sround %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms\n' "$(tag "$mode")" "$attempt" \
-      "$(tail -n 1 "$tmp/$mode.exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.term-lr.ms" 2>/dev/null)"
+    printf 'bench:   %sround %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms | SIGKILL: leaderrun %s ms, etcdctl lock %s ms\n' "$(tag "$mode")" "$attempt" \
+      "$(tail -n 1 "$tmp/$mode.exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.term-lr.ms" 2>/dev/null)" \
+      "$(tail -n 1 "$tmp/$mode.kill-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.kill-lock.ms" 2>/dev/null)"
   done
 done
 
@@ -477,15 +501,21 @@ for m in "${MODES[@]}"; do
   read -r s_med s_min s_max < <(stats "$r.term-lr.stop.ms")
   ratio=$(awk -v a="$e_lr_med" -v b="$e_lk_med" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
   statuses=$(sort -u "$r.term-lr.status" | paste -sd, -)
-  say "$(tag "$m")runs kept: leaderrun exit ${done_runs[$m/exit-lr]}, etcdctl lock exit ${done_runs[$m/exit-lock]}, leaderrun SIGTERM ${done_runs[$m/term-lr]}; discarded ${discarded[$m]}"
+  k_lr_50=$(pct "$r.kill-lr.ms" 50); k_lr_99=$(pct "$r.kill-lr.ms" 99)
+  k_lk_50=$(pct "$r.kill-lock.ms" 50); k_lk_99=$(pct "$r.kill-lock.ms" 99)
+  k_lr_old=$(grep -c running "$r.kill-lr.old" || true); k_lk_old=$(grep -c running "$r.kill-lock.old" || true)
+  say "$(tag "$m")runs kept: leaderrun exit ${done_runs[$m/exit-lr]}, etcdctl lock exit ${done_runs[$m/exit-lock]}, leaderrun SIGTERM ${done_runs[$m/term-lr]}, leaderrun SIGKILL ${done_runs[$m/kill-lr]}, etcdctl lock SIGKILL ${done_runs[$m/kill-lock]}; discarded ${discarded[$m]}"
   say "$(tag "$m")child-exit handover, ms (median / min / max): leaderrun $e_lr_med / $e_lr_min / $e_lr_max; etcdctl lock $e_lk_med / $e_lk_min / $e_lk_max"
   say "$(tag "$m")SIGTERM handover, ms (median / min / max): leaderrun $t_lr_med / $t_lr_min / $t_lr_max (SIGTERM to child end: median $s_med ms; exit status $statuses)"
+  say "$(tag "$m")supervisor SIGKILLed, kill to the standby's child start, ms (p50 / p99): leaderrun $k_lr_50 / $k_lr_99 (old child still there at the takeover: $k_lr_old of ${done_runs[$m/kill-lr]}); etcdctl lock $k_lk_50 / $k_lk_99 (old child runs on: $k_lk_old of ${done_runs[$m/kill-lock]})"
   heading="figure"
   [[ -z $TLS ]] || { if [[ $m == tls ]]; then heading="figure, over TLS (mutual)"; else heading="figure, plain (no TLS)"; fi; }
   table[$m]=$(
     printf '%-32s %-12s %s\n' "$heading" "leaderrun" "etcdctl lock"
     printf '%-32s %-12s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
     printf '%-32s %-12s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "${term_lock_summary[$m]}"
+    printf '%-32s %-12s %s\n' "supervisor SIGKILLed (p50/p99)" "$(one "$k_lr_50") / $(one "$k_lr_99")" \
+      "$(one "$k_lk_50") / $(one "$k_lk_99") (TTL-bound; old child runs on: $k_lk_old of ${done_runs[$m/kill-lock]})"
     printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "${hwm_lr[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB"
   )
 done

@@ -11,8 +11,10 @@
 # Knobs (environment): SOAK_FAULTS (200), SOAK_MAX_SECS (1800: wall-time cap), SOAK_TTL (3),
 # SOAK_SEED (random; printed, to replay a run), SOAK_KINDS (comma-separated subset of
 # link-blackhole, link-reset, link-latency, member-kill, member-freeze, raft-leader-kill,
-# cluster-freeze, leader-sigkill, leader-sigterm, key-delete, lease-revoke), SOAK_STRICT (1:
-# overlaps during a key delete / lease revoke count too: docs/SAFETY.md calls those a forced
+# cluster-freeze, leader-sigkill (the supervisor SIGKILLed: its guardian revokes the lease once
+# the child's group is gone), leader-sigkill-cut (SIGKILLed while cut off from etcd: the
+# guardian gives up, the lease expires), leader-sigterm, key-delete, lease-revoke), SOAK_STRICT
+# (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md calls those a forced
 # takeover), LEADERRUN_KEEP_TMP=1 (keep the logs, records and journal for a post-mortem).
 set -euo pipefail
 cd "$(dirname "$0")/.."

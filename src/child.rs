@@ -90,6 +90,14 @@ impl Reaper {
         Ok(reaper)
     }
 
+    /// Tell the guardian, if any, which lease to revoke should leaderrun die (0: none). It
+    /// revokes it only once the child's group is confirmed gone.
+    pub fn guard_lease(&self, id: i64) {
+        if let Some(g) = &self.guardian {
+            g.lease(id);
+        }
+    }
+
     /// Spawn `cmd` in a new process group, with SIGKILL as its parent-death signal.
     ///
     /// Call it from the thread that lives as long as the process (the current-thread runtime's):
@@ -328,13 +336,13 @@ impl Child {
 
 #[cfg(test)]
 #[allow(clippy::await_holding_lock)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
     // Every reaper collects every child of the process: tests that spawn must not overlap.
     static SPAWNING: Mutex<()> = Mutex::new(());
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
+    pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
         SPAWNING.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -35,8 +35,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let format = config.log_format;
     log::init(format, config.log_level);
     warn(&config.warnings);
-    // SAFETY: one thread so far; the runtime is built below.
-    let guardian = match unsafe { Guardian::start() } {
+    // SAFETY: one thread so far; the runtime is built below. The guardian revokes the lease
+    // after a crash, with the same connection settings.
+    let guardian = match unsafe { Guardian::start(config.connection.clone()) } {
         Ok(g) => Arc::new(g),
         Err(e) => return fail(format, &Error::io("starting the guardian process", e)),
     };

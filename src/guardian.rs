@@ -1,14 +1,41 @@
-//! The guardian: a tiny process forked at start-up that kills the child's whole process group
-//! if leaderrun dies without doing so itself (SIGKILL, a crash).
+//! The guardian: a tiny process forked at start-up that cleans up after leaderrun if it dies
+//! without doing so itself (SIGKILL, the OOM killer, a panic or abort).
 //!
 //! The parent-death signal reaches only the direct child; the guardian covers the rest of its
-//! group. It learns the current group over a pipe, and notices leaderrun's death by the pipe's
-//! end of file, which the kernel delivers whatever way leaderrun ended.
+//! group. It learns the current group and the current lease over a pipe, and notices leaderrun's
+//! death by the pipe's end of file, which the kernel delivers whatever way leaderrun ended. Then:
+//!
+//! 1. SIGKILL to the child's group, until /proc shows no live member of it ("confirmed gone");
+//! 2. only then, revoke the lease, so a standby wins at once instead of waiting out the TTL.
+//!
+//! The revoke is bounded ([`REVOKE_BOUND`]); if etcd cannot be reached in that time, or the group
+//! cannot be confirmed gone, the guardian exits quietly and the lease expires as it would have.
+//! While it waits, the guardian holds only the connection settings: the runtime and the etcd
+//! client are built when it fires, so it stays as small as a forked process can be.
 
+use crate::etcd::{self, Connection, Kind};
+use nix::errno::Errno;
 use nix::sys::signal::{killpg, signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::io::{PipeWriter, Read, Write};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the guardian may try to revoke the lease (connecting and authenticating included):
+/// past this, the lease expires by itself, as it would without a guardian.
+const REVOKE_BOUND: Duration = Duration::from_secs(2);
+/// How long SIGKILL may take to empty the group before the guardian gives up on the revoke.
+/// A process stuck in an uninterruptible sleep is not dead: the lease then expires instead.
+const CONFIRM_BOUND: Duration = Duration::from_secs(2);
+/// How often the group is looked for in /proc while it dies (SIGKILL acts in microseconds).
+const CONFIRM_POLL: Duration = Duration::from_millis(1);
+
+/// One message on the pipe: a tag and a value, written at once (atomic: under PIPE_BUF).
+const MESSAGE: usize = 9;
+/// The child's process group (0: none).
+const TAG_GROUP: u8 = b'G';
+/// The lease to revoke (0: none).
+const TAG_LEASE: u8 = b'L';
 
 /// The handle leaderrun keeps: the pipe's write end.
 #[derive(Debug)]
@@ -18,17 +45,18 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Fork the guardian.
+    /// Fork the guardian; it revokes leases through `conn` (the same endpoints, TLS files and
+    /// credentials as leaderrun).
     ///
     /// # Safety
     /// The process must have one thread (call it before the runtime starts): the forked copy
     /// runs ordinary code.
-    pub unsafe fn start() -> std::io::Result<Guardian> {
+    pub unsafe fn start(conn: Connection) -> std::io::Result<Guardian> {
         let (reader, writer) = std::io::pipe()?;
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(writer);
-                guard(reader)
+                guard(reader, conn)
             }
             ForkResult::Parent { child } => Ok(Guardian {
                 pid: child,
@@ -41,10 +69,12 @@ impl Guardian {
         self.pid
     }
 
-    /// leaderrun is exiting with no child left: close the pipe (the guardian exits at its end of
-    /// file) and reap the guardian, so it does not linger as a zombie under PID 1.
+    /// leaderrun is exiting with no child left and its leases released: forget the lease (no
+    /// revoke is due), close the pipe (the guardian exits at its end of file) and reap the
+    /// guardian, so it does not linger as a zombie under PID 1.
     pub fn finish(self) {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        self.lease(0);
         let pid = self.pid;
         drop(self);
         // It exits at once; bounded all the same, so an exit never hangs on it.
@@ -61,15 +91,29 @@ impl Guardian {
 
     /// The child's group to kill should leaderrun die now; 0 for none.
     pub fn watch(&self, pgid: i32) {
+        self.send(TAG_GROUP, i64::from(pgid));
+    }
+
+    /// The lease to revoke should leaderrun die now, once the group is confirmed gone; 0 for
+    /// none (then the lease expires by itself).
+    pub fn lease(&self, id: i64) {
+        self.send(TAG_LEASE, id);
+    }
+
+    fn send(&self, tag: u8, value: i64) {
+        let mut message = [0u8; MESSAGE];
+        message[0] = tag;
+        message[1..].copy_from_slice(&value.to_le_bytes());
         let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = pipe.write_all(&pgid.to_le_bytes()) {
+        if let Err(e) = pipe.write_all(&message) {
             tracing::warn!(error = %e, "the guardian is gone: a crash would leave the child's group running");
         }
     }
 }
 
-/// The guardian's whole life: follow the current group; at end of file, kill it and exit.
-fn guard(mut pipe: std::io::PipeReader) -> ! {
+/// The guardian's whole life: follow the current group and lease; at end of file, kill the
+/// group, and once it is confirmed gone, revoke the lease; exit.
+fn guard(mut pipe: std::io::PipeReader, conn: Connection) -> ! {
     // It must outlive leaderrun: deaf to the signals aimed at leaderrun or its terminal.
     for sig in [
         Signal::SIGINT,
@@ -99,13 +143,164 @@ fn guard(mut pipe: std::io::PipeReader) -> ! {
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
-    let mut pgid = 0i32;
-    let mut buf = [0u8; 4];
+    let (mut pgid, mut lease) = (0i64, 0i64);
+    let mut buf = [0u8; MESSAGE];
     while pipe.read_exact(&mut buf).is_ok() {
-        pgid = i32::from_le_bytes(buf);
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&buf[1..]);
+        let value = i64::from_le_bytes(value);
+        match buf[0] {
+            TAG_GROUP => pgid = value,
+            TAG_LEASE => lease = value,
+            _ => {}
+        }
     }
-    if pgid > 0 {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    let pgid = i32::try_from(pgid).unwrap_or(0);
+    let gone = pgid <= 0 || kill_group(Pid::from_raw(pgid), CONFIRM_BOUND);
+    if gone && lease != 0 {
+        revoke(&conn, lease, REVOKE_BOUND);
     }
     std::process::exit(0)
+}
+
+/// SIGKILL the group until no live member is left; false if some member still runs after
+/// `bound` (uninterruptible sleep): the group is then not confirmed gone.
+fn kill_group(pgid: Pid, bound: Duration) -> bool {
+    let until = Instant::now() + bound;
+    loop {
+        // Again each round: a member that was forking when the first one came is covered too.
+        if let Err(Errno::ESRCH) = killpg(pgid, Signal::SIGKILL) {
+            return true;
+        }
+        if !group_has_live_member(pgid.as_raw()) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(CONFIRM_POLL);
+    }
+}
+
+/// Whether /proc shows a process of group `pgid` that is not a zombie. A zombie runs nothing;
+/// it stays until its new parent (PID 1, a subreaper) reaps it, which may be late or never, so
+/// `kill(-pgid, 0)` alone would wait for that. A zombie whose other threads still run (its main
+/// thread exited first) counts as live.
+fn group_has_live_member(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        // No /proc: nothing can be confirmed.
+        return true;
+    };
+    procs.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        match stat(&format!("/proc/{pid}/stat")) {
+            Some((state, group)) if group == pgid => live(state) || live_thread(pid),
+            _ => false,
+        }
+    })
+}
+
+fn live(state: char) -> bool {
+    state != 'Z' && state != 'X'
+}
+
+/// Whether a thread of `pid` still runs (its main thread, which /proc/PID/stat shows, may have
+/// exited before the others).
+fn live_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        stat(&t.path().join("stat").to_string_lossy()).is_some_and(|(state, _)| live(state))
+    })
+}
+
+/// The state letter and the process group from a /proc stat file.
+fn stat(path: &str) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Revoke `lease` through `conn`, trying again until `bound` has passed; quietly, whatever
+/// happens (nobody reads the guardian's output).
+fn revoke(conn: &Connection, lease: i64, bound: Duration) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let until = tokio::time::Instant::now() + bound;
+    runtime.block_on(async {
+        let _ = tokio::time::timeout_at(until, async {
+            loop {
+                if revoke_once(conn, lease, until).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    });
+}
+
+/// One attempt: true when nothing is left to do (revoked, already gone, or refused for good).
+async fn revoke_once(conn: &Connection, lease: i64, until: tokio::time::Instant) -> bool {
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    let client = match tokio::time::timeout(left, etcd::connect(conn)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return e.is_fatal(),
+        Err(_) => return true,
+    };
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    let revoke = |mut c: etcd_client::Client| async move { c.lease_revoke(lease).await };
+    match etcd::call_as("lease revoke", left, &client, revoke).await {
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), Kind::LeaseGone | Kind::Fatal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_state_and_group_whatever_the_name() {
+        let dir = std::env::temp_dir().join(format!("lr-guardian-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stat");
+        std::fs::write(&path, "42 (a) b) (c) Z 1 4242 4242 0 -1\n").unwrap();
+        assert_eq!(stat(&path.to_string_lossy()), Some(('Z', 4242)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_group_of_zombies_is_gone_and_a_running_one_is_not() {
+        use std::os::unix::process::CommandExt;
+        // Not beside the tests that count or reap every child of the process.
+        let _serial = crate::child::tests::serial();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        assert!(group_has_live_member(pgid));
+        // Killed but not reaped: a zombie, which the guardian counts as gone.
+        assert!(kill_group(Pid::from_raw(pgid), Duration::from_secs(2)));
+        assert!(!group_has_live_member(pgid));
+        child.wait().unwrap();
+        assert!(kill_group(Pid::from_raw(pgid), Duration::from_secs(2)));
+    }
 }

@@ -210,6 +210,7 @@ impl Supervisor {
         };
         self.client = client;
         self.reached_etcd = true;
+        self.gate.guard_lease(&lease);
         let t = lease.timing();
         info!(
             lease = %lease.hex_id(),

@@ -87,6 +87,13 @@ impl Gate {
         }
     }
 
+    /// Tell the guardian the lease of this candidacy: after a crash it revokes it once the
+    /// child's group (if any) is confirmed gone, so the next candidate need not wait the TTL.
+    /// A standby's too: its key then leaves the queue at once.
+    pub fn guard_lease(&self, lease: &Lease) {
+        self.reaper.guard_lease(lease.id());
+    }
+
     /// Whether a `--run-id` run was started by this process: it is then done here for good.
     pub fn run_started(&self) -> bool {
         self.run_started
@@ -124,6 +131,9 @@ impl Gate {
                 }
             }
         };
+        // The guardian forgets the lease while the child's group is not yet known to it: a crash
+        // in between must let the lease expire, not revoke it under a group that may live.
+        self.reaper.guard_lease(0);
         // The deadline rule, checked here only, last: verifying and claiming took round trips.
         // Err(None): not spawned, the deadline is too near.
         let spawned = if lease.may_start() {
@@ -133,6 +143,8 @@ impl Gate {
         } else {
             Err(None)
         };
+        // The group is known now (or there is none).
+        self.guard_lease(lease);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {

@@ -902,7 +902,8 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
     let shown = watch.wait_out_lines(2, 5 * SEC);
     assert_eq!(id_of(&shown[1]), "B", "{shown:?}");
 
-    // A new standby; then the leader is SIGKILLed: C waits out B's lease (TTL 3 s).
+    // A new standby; then the leader is SIGKILLed: its guardian revokes B's lease (with B's
+    // credentials) once B's child is gone, and C takes over at once.
     let _c = scene.leaderrun("C").args(&opts).spawn();
     wait_candidates(&etcd, &["B", "C"], 10 * SEC);
     let t0 = scene.mark("SIGKILL to B");
@@ -911,8 +912,8 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
     let took = since(t0, run_c.start_ns);
     scene.report(&format!("C leads {:.3}s after SIGKILL to B", secs(took)));
     assert!(
-        took > ns(2 * SEC) && took < ns(7 * SEC),
-        "C started {:.3}s after B was killed (lease TTL 3 s)",
+        took < ns(2 * SEC),
+        "C started {:.3}s after B was killed: B's lease was not revoked",
         secs(took)
     );
     assert_ne!(run_b.pid, run_c.pid);

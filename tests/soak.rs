@@ -44,6 +44,7 @@ const KINDS: &[&str] = &[
     "raft-leader-kill",
     "cluster-freeze",
     "leader-sigkill",
+    "leader-sigkill-cut",
     "leader-sigterm",
     "key-delete",
     "lease-revoke",
@@ -535,24 +536,18 @@ impl Soak {
                 (format!("all members for {hold:?}"), None)
             }
             "leader-sigkill" => {
-                let child = self.tail.running();
-                self.current(leader).guard.kill();
-                self.current(leader).ended("SIGKILLed by the soak".into());
-                // Its child must die with it (parent-death signal, guardian).
-                let mut orphan = None;
-                for i in child {
-                    let pid = self.tail.runs()[i].pid;
-                    let died = wait_until(2 * SEC, 10 * MS, || !process_alive(pid));
-                    if !died {
-                        orphan = Some(pid);
-                    }
-                }
-                if let Some(pid) = orphan {
-                    self.anomaly(format!(
-                        "the SIGKILLed leader c{leader}'s child {pid} outlived it by 2 s"
-                    ));
-                }
+                // Its guardian kills the child's group, then revokes the lease: a fast failover.
+                self.sigkill(leader);
                 std::thread::sleep(self.rng.between(100 * MS, SEC));
+                (format!("c{leader}"), Some(leader))
+            }
+            "leader-sigkill-cut" => {
+                // Cut off first: its guardian (same endpoints) cannot revoke, gives up within
+                // 2 s, and the standby waits for the lease to expire.
+                self.set_link(leader, Mode::Blackhole);
+                self.sigkill(leader);
+                std::thread::sleep(self.rng.between(2500 * MS, 4 * SEC));
+                self.set_link(leader, Mode::Pass);
                 (format!("c{leader}"), Some(leader))
             }
             "leader-sigterm" => {
@@ -590,6 +585,27 @@ impl Soak {
                 (format!("{key} ({value})"), None)
             }
             other => panic!("unknown fault kind {other}"),
+        }
+    }
+
+    /// SIGKILL the leading candidate; its child must die with it (parent-death signal,
+    /// guardian), else an anomaly.
+    fn sigkill(&mut self, leader: usize) {
+        let child = self.tail.running();
+        self.current(leader).guard.kill();
+        self.current(leader).ended("SIGKILLed by the soak".into());
+        let mut orphan = None;
+        for i in child {
+            let pid = self.tail.runs()[i].pid;
+            let died = wait_until(2 * SEC, 10 * MS, || !process_alive(pid));
+            if !died {
+                orphan = Some(pid);
+            }
+        }
+        if let Some(pid) = orphan {
+            self.anomaly(format!(
+                "the SIGKILLed leader c{leader}'s child {pid} outlived it by 2 s"
+            ));
         }
     }
 
