@@ -26,4 +26,5 @@ pub mod status;
 mod supervisor;
 mod term;
 mod timing;
+mod tls;
 mod trouble;
