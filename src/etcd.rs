@@ -1,7 +1,9 @@
 //! The etcd client: how we connect, which errors are worth retrying, and how long to wait.
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use crate::tls::{self, TlsError};
+use etcd_client::{Client, ConnectOptions};
 use std::time::Duration;
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 /// HTTP/2 ping interval: etcd's minimum (`--grpc-keepalive-min-time`); faster pings get the
@@ -50,18 +52,38 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Build a client for `conn`. The TLS files are read here, so every new client uses the
-/// certificates as they are now (cert-manager and Vault rotate them). Without credentials no
-/// request is made (the channel connects lazily); with them, etcd-client authenticates at once,
-/// a round trip that fails like any call while etcd is unreachable: callers retry it.
+/// Build a client for `conn`. Without credentials no request is made (the channel connects
+/// lazily); with them, etcd-client authenticates at once, a round trip that fails like any call
+/// while etcd is unreachable: callers retry it.
+///
+/// Over TLS every new connection of the client, the ones its channel makes by itself later
+/// included, reads the TLS files again ([`crate::tls`]): a renewed certificate or CA is used
+/// without a restart. They are also read here once, so that files that make no configuration
+/// (no PEM, a key that is not the certificate's) are reported at once, naming the file.
 ///
 /// No client-wide timeout: it would also cut `campaign`, which blocks until elected. Single
 /// calls get [`call`] instead.
 pub async fn connect(conn: &Connection) -> Result<Client, EtcdError> {
-    let options = options(conn)?;
-    Client::connect(&conn.endpoints, Some(options))
-        .await
-        .map_err(|e| EtcdError::new("connecting", e))
+    let options = options(conn);
+    let client = match &conn.tls {
+        None => Client::connect(&conn.endpoints, Some(options)).await,
+        Some(files) => {
+            tls::client_config(files)?;
+            let channel = tls::channel(&conn.endpoints, files, http2_settings)
+                .map_err(|e| EtcdError::new("connecting", e))?;
+            Client::from_channel(channel, Some(options)).await
+        }
+    };
+    client.map_err(|e| EtcdError::new("connecting", e))
+}
+
+/// What `options` gives etcd-client's own endpoints, for the TLS channel's endpoints.
+fn http2_settings(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .keep_alive_while_idle(true)
+        .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
 }
 
 /// One member's own client, for the keepalive stream: the balanced client may open a new stream
@@ -105,7 +127,9 @@ pub fn members(conn: &Connection) -> Vec<Member> {
         .collect()
 }
 
-fn options(conn: &Connection) -> Result<ConnectOptions, EtcdError> {
+/// The client's options; over TLS the channel is ours ([`tls::channel`]) and these give it only
+/// the require-leader flag and the user.
+fn options(conn: &Connection) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT)
         .with_keep_alive_while_idle(true)
@@ -119,28 +143,7 @@ fn options(conn: &Connection) -> Result<ConnectOptions, EtcdError> {
             .with_user(user.name.clone(), user.password.clone())
             .with_auto_token_refresh(true);
     }
-    if let Some(files) = &conn.tls {
-        options = options.with_tls(tls_options(files)?);
-    }
-    Ok(options)
-}
-
-fn tls_options(files: &TlsFiles) -> Result<TlsOptions, EtcdError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| EtcdError::File {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let mut tls = TlsOptions::new();
-    tls = match &files.cacert {
-        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => tls.with_native_roots(),
-    };
-    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-    }
-    Ok(tls)
+    options
 }
 
 /// What an etcd error means for the caller: the one place etcd's answers are classified.
@@ -321,13 +324,17 @@ pub enum EtcdError {
     /// An answer no etcd should give (a lease granted with TTL 0): we cannot work with it.
     #[error("{what}: {detail}")]
     Unexpected { what: &'static str, detail: String },
-    /// A TLS file that cannot be read when a connection is made.
-    #[error("cannot read {}: {source}", path.display())]
-    File {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// TLS files that make no configuration as they are now (unreadable, no PEM, a key that is
+    /// not the certificate's): fatal at start-up, retried later (a rotation may be under way).
+    #[error("TLS: {0}")]
+    Tls(#[source] Box<TlsError>),
+}
+
+impl From<TlsError> for EtcdError {
+    fn from(e: TlsError) -> Self {
+        // Boxed: every Result of the supervisor carries an EtcdError.
+        EtcdError::Tls(Box::new(e))
+    }
 }
 
 impl EtcdError {
@@ -343,7 +350,8 @@ impl EtcdError {
         match self {
             EtcdError::Failed { kind, .. } => *kind,
             EtcdError::TimedOut { .. } => Kind::Retry,
-            EtcdError::Unexpected { .. } | EtcdError::File { .. } => Kind::Fatal,
+            EtcdError::Tls(_) => Kind::Tls,
+            EtcdError::Unexpected { .. } => Kind::Fatal,
         }
     }
 

@@ -30,4 +30,5 @@ mod step_down;
 mod supervisor;
 mod term;
 mod timing;
+mod tls;
 mod trouble;

@@ -714,6 +714,151 @@ fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
     assert_no_overlap(&scene.runs());
 }
 
+/// `host`'s own copies of the CA and of a client certificate with CN `host`, from `certs`' CA
+/// as it is now, at fixed paths in the scene (`<host>-ca.crt`, `<host>.crt`, `<host>.key`), each
+/// replaced by an atomic rename as a certificate renewal does; returns the flags naming them.
+fn host_tls_files(scene: &Scene, certs: &Certs, host: &str) -> Vec<OsString> {
+    let pair = certs.client(host);
+    let ca = scene.path(&format!("{host}-ca.crt"));
+    let own = CertPair {
+        cert: scene.path(&format!("{host}.crt")),
+        key: scene.path(&format!("{host}.key")),
+    };
+    common::tls::install(&certs.ca_cert, &ca);
+    common::tls::install(&pair.key, &own.key);
+    common::tls::install(&pair.cert, &own.cert);
+    let mut flags = vec!["--cacert".into(), ca.into()];
+    flags.extend(client_cert(&own));
+    flags
+}
+
+/// Certificates rotate under a running leader (cert-manager, Vault), even to a new CA: every
+/// new connection reads `--cacert`, `--cert` and `--key` again, those the leader's long-lived
+/// main client makes by itself included, so no restart of leaderrun is needed. etcd is
+/// restarted trusting only the new CA: no old connection survives and every old file is
+/// refused, so the graceful handover after the rotation (resign and revoke, on the main
+/// client) works only over connections made with the new files.
+#[test]
+fn certificates_are_read_again_at_every_new_connection_so_a_leader_follows_a_rotation() {
+    let mut certs = Certs::generate();
+    let mut etcd = Etcd::start_with(EtcdOptions {
+        tls: Some(&certs),
+        client_cert_auth: true,
+        ..Default::default()
+    });
+    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    // The default TTL (10 s): an etcd restart on a loaded machine stays well inside it.
+    let a_files = host_tls_files(&scene, &certs, "host-a");
+    let b_files = host_tls_files(&scene, &certs, "host-b");
+    let mut a = scene.leaderrun("A").args(&a_files).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let b = scene.leaderrun("B").args(&b_files).spawn();
+    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+
+    scene.mark("rotation: new CA, new certificates on both hosts, etcd restarted");
+    certs.rotate_ca();
+    let a_renewed = host_tls_files(&scene, &certs, "host-a");
+    let b_renewed = host_tls_files(&scene, &certs, "host-b");
+    assert_eq!((&a_renewed, &b_renewed), (&a_files, &b_files), "same paths");
+    etcd.restart();
+    let restarted = scene.mark("etcd serves the new certificate and trusts only the new CA");
+
+    // Both candidates are back in etcd over new connections; A leads, its child never stopped
+    // (or, on a machine slow enough for the lease to run out, A leads again). B's campaign
+    // broke with the restart: the key of its first lease goes when that lease expires (10 s).
+    wait_candidates(&etcd, &["A", "B"], 30 * SEC);
+    let back = scene.mark("both candidates back in etcd");
+    scene.report(&format!(
+        "candidates back {:.3}s after etcd's restart",
+        secs(since(restarted, back))
+    ));
+    assert_eq!(candidates(&etcd).first().map(String::as_str), Some("A"));
+    let leading = the_running(&scene.runs()).expect("a child runs after the rotation");
+    assert_eq!(
+        leading.id.as_deref(),
+        Some("A"),
+        "A leads after the rotation"
+    );
+    scene.report(&format!(
+        "after the rotation A's first child {}",
+        if leading.pid == run_a.pid {
+            "runs on"
+        } else {
+            "was replaced"
+        }
+    ));
+
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 15 * SEC);
+    scene.report(&format!("handover after the rotation: {:.3}s", secs(took)));
+    assert!(
+        took < ns(3 * SEC),
+        "handover took {:.3}s: the leader's resign did not reach etcd",
+        secs(took)
+    );
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    for lr in [&a, &b] {
+        assert!(
+            final_lines(&lr.log_text()).is_empty(),
+            "no fatal line: {}",
+            lr.log_text()
+        );
+    }
+    wait_candidates(&etcd, &["B"], 5 * SEC);
+}
+
+/// Over TLS, several endpoints fail over as they do without: a member killed, then another
+/// frozen (its sockets open, answering nothing), and the leader's child runs on; the graceful
+/// handover afterwards is quick, so the main client's calls reach a live member.
+#[test]
+fn over_tls_a_member_killed_or_frozen_does_not_restart_the_child() {
+    let certs = Certs::generate();
+    let mut cluster = EtcdCluster::start_with(
+        3,
+        EtcdOptions {
+            tls: Some(&certs),
+            client_cert_auth: true,
+            ..Default::default()
+        },
+    );
+    let scene = Scene::with_election(&cluster.endpoints(), ELECTION);
+    let host = certs.client("host-a");
+    let mut opts = cacert(&certs);
+    opts.extend(client_cert(&host));
+    // The default TTL (10 s): a member frozen while it is the raft leader costs an election.
+    let mut a = scene.leaderrun("A").args(&opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 15 * SEC);
+    let b = scene.leaderrun("B").args(&opts).spawn();
+    poll_for(
+        15 * SEC,
+        || b.log_text(),
+        |log| log.contains("standby: campaigning"),
+    )
+    .unwrap_or_else(|log| panic!("B never campaigned: {log}"));
+
+    // Longer than T - m - G (6 s): a keepalive that did not move would have stopped the child.
+    let window = 8 * SEC;
+    scene.mark("kill member m0");
+    cluster.kill(0);
+    scene.only_child_runs_for(run_a.pid, window, "member m0 killed");
+    cluster.restart(0);
+    scene.mark("member m0 back; freeze member m1");
+    cluster.freeze(1);
+    scene.only_child_runs_for(run_a.pid, window, "member m1 frozen");
+    cluster.thaw(1);
+    cluster.wait_healthy(1, 20 * SEC);
+    scene.mark("member m1 thawed");
+
+    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 15 * SEC);
+    scene.report(&format!(
+        "handover over TLS after the faults: {:.3}s",
+        secs(took)
+    ));
+    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+}
+
 // ---------------------------------------------------------------------------
 // What retrying cannot fix
 // ---------------------------------------------------------------------------

@@ -4,6 +4,9 @@
 //! expired client certificate, a certificate from another CA, a server certificate for a wrong
 //! name, a key that does not match its certificate, and an ES256 key pair for etcd's JWT tokens.
 //!
+//! `rotate_ca` replaces the CA and every certificate above in place (at the same paths, with
+//! atomic renames), as a rotation to a new CA does on a real host.
+//!
 //! ```ignore
 //! let certs = Certs::generate();
 //! let etcd = Etcd::start_with(EtcdOptions { tls: Some(&certs), ..Default::default() });
@@ -57,8 +60,20 @@ fn rc<T>(what: &str, r: Result<T, rcgen::Error>) -> T {
     r.unwrap_or_else(|e| panic!("generating {what}: {e}"))
 }
 
+/// Writes `text` to a temp file beside `path`, then renames it over `path`, as cert-manager and
+/// Vault agents replace certificates: a reader sees the old file or the new one, never half.
 fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+}
+
+/// Copies `from` to `to` the same way (`write`'s rename).
+pub fn install(from: &Path, to: &Path) {
+    let text =
+        std::fs::read_to_string(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    write(to, &text);
 }
 
 fn new_key(what: &str) -> KeyPair {
@@ -152,6 +167,25 @@ impl Certs {
             server,
             root,
         }
+    }
+
+    /// Replaces the CA by a new one, in place: `ca.crt`, etcd's server certificate and the
+    /// fixture's `root` client certificate are rewritten at their paths, signed by the new CA
+    /// (with new keys); later certificates (`client`, ...) come from it too. etcd reads its CA
+    /// at start: restart it to make it trust the new CA only.
+    pub fn rotate_ca(&mut self) {
+        self.ca = Ca::new(self.dir.path(), "ca");
+        assert_eq!(self.ca.cert, self.ca_cert, "the CA file keeps its path");
+        self.server = self.ca.sign(
+            self.dir.path(),
+            "server",
+            &leaf_params("etcd", &["127.0.0.1", "localhost"], SERVER_AND_CLIENT),
+        );
+        self.root = self.ca.sign(
+            self.dir.path(),
+            "client-root",
+            &leaf_params("root", &[], CLIENT),
+        );
     }
 
     /// The temp dir holding every file.
