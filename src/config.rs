@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +164,13 @@ opt!(
     Some("24h")
 );
 opt!(
+    STATUS_ADDR,
+    "status-addr",
+    "LEADERRUN_STATUS_ADDR",
+    Some("status_addr"),
+    None
+);
+opt!(
     LOG_FORMAT,
     "log-format",
     "LEADERRUN_LOG_FORMAT",
@@ -203,6 +211,7 @@ pub const OPTIONS: &[&Opt] = &[
     &WAIT_TIMEOUT,
     &RUN_ID,
     &RUN_ID_TTL,
+    &STATUS_ADDR,
     &LOG_FORMAT,
     &LOG_LEVEL,
 ];
@@ -363,6 +372,7 @@ settings! {
     wait_timeout: Duration = WAIT_TIMEOUT, flags::wait_timeout;
     run_id: String = RUN_ID, flags::text;
     run_id_ttl: Duration = RUN_ID_TTL, flags::run_id_ttl;
+    status_addr: SocketAddr = STATUS_ADDR, flags::status_addr;
     log_format: LogFormat = LOG_FORMAT, flags::value_enum::<LogFormat>;
     log_level: LogLevel = LOG_LEVEL, flags::value_enum::<LogLevel>;
 }
@@ -545,6 +555,8 @@ pub struct Config {
     pub wait_timeout: Option<Duration>,
     /// Run at most once per this ID, recorded for `ttl`.
     pub run_id: Option<RunId>,
+    /// --status-addr: where the HTTP status endpoint listens; None: off.
+    pub status_addr: Option<SocketAddr>,
     /// The command, resolved to a path that exists and is executable.
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -663,6 +675,7 @@ impl Config {
             no_wait,
             wait_timeout,
             run_id,
+            status_addr: s.status_addr.map(|a| a.value),
             program,
             args,
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
