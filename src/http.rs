@@ -10,46 +10,29 @@
 //! **It shares the supervisor's thread.** The server is a task on the supervisor's
 //! current-thread runtime: an answer proves that the thread which keeps the lease and stops the
 //! child runs, and no answer ever says "leader" about a supervisor that could no longer act.
-//! So nothing a client does may hold that thread: every connection is bounded (headers read
-//! within [`HEADER_TIMEOUT`], at most [`MAX_BUF`] bytes buffered, [`MAX_HEADERS`] headers, closed
-//! after [`CONNECTION_LIFETIME`] whatever happens), at most [`MAX_CONNECTIONS`] at a time (more
-//! are closed at once), and hyper's HTTP/1.1 parser answers garbage with 400. No handler waits
-//! on anything but `/status` on a standby, which reads the leader's id from etcd on demand
-//! within [`LEADER_READ_TIMEOUT`] (no standing watch per standby: etcd's load matters with
-//! hundreds of them).
+//! So nothing a client does may hold that thread: every connection is bounded by
+//! [`crate::http1`] (request head within 5 s and 8 KiB, garbage answered 400) and closed after
+//! [`CONNECTION_LIFETIME`] whatever happens, and at most [`MAX_CONNECTIONS`] are served at a
+//! time (more are closed at once). No handler waits on anything but `/status` on a standby,
+//! which reads the leader's id from etcd on demand within [`LEADER_READ_TIMEOUT`] (no standing
+//! watch per standby: etcd's load matters with hundreds of them).
 
 use crate::election::{self, Candidate};
 use crate::error::Error;
 use crate::etcd::{self, Connection};
+use crate::http1::{self, Request, Response};
 use crate::metrics::{self, LeaseFacts};
 use crate::status::Role;
 use crate::trouble::Trouble;
-use bytes::Bytes;
 use etcd_client::Client;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-/// A client must send its request line and headers within this (an idle kept-alive
-/// connection too): a client that never sends is closed after it.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Any connection is closed after this, busy or not.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// Read buffer per connection: a longer request line or header block is refused (hyper's
-/// minimum is 8 KiB).
-pub const MAX_BUF: usize = 16 * 1024;
-/// Headers per request; more are refused.
-pub const MAX_HEADERS: usize = 64;
 /// Connections served at once; more are closed as soon as they are accepted.
 pub const MAX_CONNECTIONS: usize = 128;
 /// `/status` on a standby: how long the read of the leader's id may take.
@@ -126,17 +109,7 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Context) {
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(answer(&ctx, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_BUF)
-                .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service);
-            // A connection error (garbage, a reset, a time-out) concerns that client only.
+            let conn = http1::serve(stream, |req| answer(&ctx, req));
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
             drop(slot);
         });
@@ -164,11 +137,10 @@ pub fn verdicts(role: &Role, lease: Option<LeaseFacts>, alive: bool, now: Instan
     }
 }
 
-async fn answer(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+async fn answer(ctx: &Context, req: Request) -> Response {
+    if req.method != "GET" && req.method != "HEAD" {
+        let mut r = text(405, "only GET and HEAD\n");
+        r.headers.push("Allow: GET, HEAD".into());
         return r;
     }
     let role = ctx.roles.borrow().clone();
@@ -179,30 +151,26 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let v = verdicts(&role, lease, alive, now);
     let yes_no = |ok: bool, yes: &'static str, no: &'static str| {
         if ok {
-            text(StatusCode::OK, yes)
+            text(200, yes)
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, no)
+            text(503, no)
         }
     };
-    match req.uri().path() {
+    match req.path.as_str() {
         "/leader" => yes_no(v.leader, "leader\n", "not leader\n"),
         "/standby" => yes_no(v.standby, "standby\n", "not standby\n"),
         "/health" => yes_no(v.health, "ok\n", "unhealthy\n"),
-        "/metrics" => body(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics::encode_text(v.leader),
-        ),
+        "/metrics" => Response::new(200, metrics::CONTENT_TYPE, metrics::encode_text(v.leader)),
         "/status" => {
             let leader = match &role {
                 Role::Leading { .. } => Ok(Some(ctx.id.clone())),
                 _ => leader_id(ctx).await,
             };
             let json = status_json(ctx, &role, lease, v, leader, Instant::now());
-            body(StatusCode::OK, "application/json", format!("{json}\n"))
+            Response::new(200, "application/json", format!("{json}\n"))
         }
         _ => text(
-            StatusCode::NOT_FOUND,
+            404,
             "not found: /leader, /standby, /health, /status, /metrics\n",
         ),
     }
@@ -285,21 +253,8 @@ async fn leader_id(ctx: &Context) -> Result<Option<String>, String> {
     }
 }
 
-fn text(status: StatusCode, body_text: &'static str) -> Response<Full<Bytes>> {
-    body(status, "text/plain; charset=utf-8", body_text)
-}
-
-fn body(
-    status: StatusCode,
-    content_type: &'static str,
-    b: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(b.into()));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+fn text(status: u16, body: &'static str) -> Response {
+    Response::new(status, "text/plain; charset=utf-8", body)
 }
 
 #[cfg(test)]

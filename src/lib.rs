@@ -16,6 +16,7 @@ mod etcd;
 mod flags;
 mod guardian;
 mod http;
+mod http1;
 mod job;
 mod leader;
 mod lease;

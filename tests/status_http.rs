@@ -102,7 +102,7 @@ fn each_endpoint_answers_for_a_leader_and_a_standby() {
     let page = get(a_addr, "/metrics").unwrap();
     assert!(
         page.header("content-type")
-            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
         "{page:?}"
     );
     let samples = parse_metrics(&page.body);
@@ -146,10 +146,35 @@ fn each_endpoint_answers_for_a_leader_and_a_standby() {
     assert!(b_page.contains(&("leaderrun_leader".to_string(), 0.0)));
 }
 
-/// The samples of an OpenMetrics page, `name{labels}` and value; panics on a line that is
-/// neither a sample nor a comment, or a page without its `# EOF`.
+/// The samples of a Prometheus text page, `name{labels}` and value; panics on a line that is
+/// neither a sample nor a `# HELP` or `# TYPE` line, or a sample without its `# TYPE`.
 fn parse_metrics(text: &str) -> Vec<(String, f64)> {
-    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let mut typed = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with('#')) {
+        let words: Vec<&str> = l.split(' ').collect();
+        assert!(
+            words.len() >= 4 && matches!(words[1], "HELP" | "TYPE"),
+            "{l:?}"
+        );
+        if words[1] == "TYPE" {
+            assert!(
+                matches!(words[3], "counter" | "gauge" | "histogram"),
+                "{l:?}"
+            );
+            typed.push(words[2].to_string());
+        }
+    }
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.iter().any(|t| t == f))
+            })
+            .unwrap_or(name);
+        assert!(typed.iter().any(|t| t == family), "{l:?} has no # TYPE");
+    }
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
