@@ -144,17 +144,15 @@ struct Metrics {
     lease: Mutex<Option<LeaseFacts>>,
 }
 
-const ZERO: AtomicU64 = AtomicU64::new(0);
-
 static METRICS: Metrics = Metrics {
-    terms: ZERO,
-    losses: [ZERO; Reason::ALL.len()],
-    child_starts: ZERO,
-    child_exits: [ZERO; 2],
-    rtt_buckets: [ZERO; RTT_BUCKETS],
-    rtt_count: ZERO,
-    rtt_sum_ns: ZERO,
-    etcd_errors: [ZERO; ERROR_KINDS.len()],
+    terms: AtomicU64::new(0),
+    losses: [const { AtomicU64::new(0) }; Reason::ALL.len()],
+    child_starts: AtomicU64::new(0),
+    child_exits: [const { AtomicU64::new(0) }; 2],
+    rtt_buckets: [const { AtomicU64::new(0) }; RTT_BUCKETS],
+    rtt_count: AtomicU64::new(0),
+    rtt_sum_ns: AtomicU64::new(0),
+    etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
     lease: Mutex::new(None),
 };
 
