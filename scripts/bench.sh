@@ -12,6 +12,10 @@
 #                        killed one's child runs on (counted)
 #   peak RSS             VmHWM of a leading leaderrun and a leading `etcdctl lock` after ~5 s of
 #                        leading (keepalives flowing)
+#   status endpoint      VmHWM of a leading leaderrun with --status-addr, its /metrics scraped
+#                        every second and its /leader asked 100 times a second (a new connection
+#                        each, as a load balancer's check) for the same ~5 s; /leader's latency
+#                        (connect to the server's close) p50 / p99
 #
 # Usage: bash scripts/bench.sh [--tls] [--runs N]     (default 7; medians of N runs)
 #
@@ -40,7 +44,7 @@ RSS_LEAD_S=5     # how long each leads before its VmHWM is read
 SETTLE_MS=300
 MIN_QUEUED_MS=150
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case $1 in
     --runs) [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; RUNS=$2; shift 2 ;;
@@ -208,6 +212,76 @@ cc -O2 -Wall -o "$tmp/stamp" "$tmp/stamp.c" || die "cannot compile the timestamp
 STAMP=$tmp/stamp
 mono_now() { "$STAMP" now; }
 
+# ---- the HTTP client for the status endpoint --------------------------------------------------
+cat >"$tmp/hget.c" <<'EOF'
+/* hget PORT PATH RATE SECONDS   GET http://127.0.0.1:PORT/PATH RATE times a second for SECONDS,
+ *                               a new connection each, on a fixed schedule (a late request goes
+ *                               out at once, the schedule is kept); prints "<latency us> <code>"
+ *                               per request (connect to the server's close), code 0: no answer. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int get(int port, const char *path) {
+  int s = socket(AF_INET, SOCK_STREAM, 0), code = 0, one = 1;
+  if (s < 0) return 0;
+  struct timeval tv = { 2, 0 };
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((unsigned short)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  char req[256], buf[65536];
+  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+  if (connect(s, (struct sockaddr *)&a, sizeof a) == 0 && write(s, req, (size_t)n) == n) {
+    ssize_t got, total = 0;
+    while ((got = read(s, buf + total, sizeof buf - 1 - (size_t)total)) > 0) {
+      total += got;
+      if ((size_t)total >= sizeof buf - 1) total = 16; /* keep the status line, drop the rest */
+    }
+    buf[total] = 0;
+    if (total > 12 && strncmp(buf, "HTTP/1.", 7) == 0) code = atoi(buf + 9);
+  }
+  close(s);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 5) { fprintf(stderr, "usage: hget PORT PATH RATE SECONDS\n"); return 2; }
+  int port = atoi(argv[1]), rate = atoi(argv[3]), secs = atoi(argv[4]);
+  long long period = 1000000000LL / (rate > 0 ? rate : 1), start = mono_ns();
+  for (long long i = 0; i < (long long)rate * secs; i++) {
+    long long at = start + i * period, left = at - mono_ns();
+    if (left > 0) {
+      struct timespec ts = { (time_t)(left / 1000000000LL), (long)(left % 1000000000LL) };
+      nanosleep(&ts, NULL);
+    }
+    long long t0 = mono_ns();
+    int code = get(port, argv[2]);
+    printf("%lld %d\n", (mono_ns() - t0) / 1000, code);
+    fflush(stdout);
+  }
+  return 0;
+}
+EOF
+cc -O2 -Wall -o "$tmp/hget" "$tmp/hget.c" || die "cannot compile the HTTP client"
+HGET=$tmp/hget
+
 # ---- certificates (--tls) ---------------------------------------------------------------------
 # make_certs DIR: a CA, etcd's server certificate (IP:127.0.0.1, DNS:localhost; server and client
 # auth, as etcd 3.4's gateway dials its own https port with it) and a client certificate, ECDSA
@@ -290,6 +364,21 @@ lr() {
     -- "$STAMP" "$3" "$4" >>"$tmp/$mode.$1.$2.log" 2>&1 &
   last_pid=$!
   started+=("$last_pid")
+}
+# lr_http NAME ID FILE MS: lr with --status-addr on a free loopback port, found by trying (a
+# port another process holds makes leaderrun exit 2 at once); sets $last_pid and $last_port.
+lr_http() {
+  local try
+  for try in 1 2 3 4 5 6 7 8; do
+    last_port=$((20000 + RANDOM % 30000))
+    "$bin" "${CONN[@]}" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit \
+      --status-addr "127.0.0.1:$last_port" -- "$STAMP" "$3" "$4" >>"$tmp/$mode.$1.$2.log" 2>&1 &
+    last_pid=$!
+    started+=("$last_pid")
+    pause 0.3
+    alive "$last_pid" && return 0
+  done
+  die "leaderrun --status-addr found no free port"
 }
 # lk NAME ID FILE MS: the same as an `etcdctl lock` candidate.
 lk() {
@@ -465,28 +554,44 @@ done
 # ---- 3: peak RSS -----------------------------------------------------------------------------
 say "peak RSS: a leading leaderrun and a leading etcdctl lock, both --ttl $TTL, after ${RSS_LEAD_S} s of leading"
 [[ -z $TLS ]] || say "  (plain and over TLS at the same time, each on its own etcd)"
-declare -A p_lr=() p_lk=() hwm_lr=() hwm_lk=()
+say "  and a leading leaderrun --status-addr: /metrics scraped every second, /leader asked 100 times a second"
+declare -A p_lr=() p_lk=() p_http=() port_http=() hwm_lr=() hwm_lk=() hwm_http=()
+loaders=()
 for m in "${MODES[@]}"; do
   use_mode "$m"
   lr rss-lr A "$tmp/$mode.rss-lr.a" 0; p_lr[$mode]=$last_pid
   lk rss-lock A "$tmp/$mode.rss-lock.a" 0; p_lk[$mode]=$last_pid
+  lr_http rss-http A "$tmp/$mode.rss-http.a" 0; p_http[$mode]=$last_pid; port_http[$mode]=$last_port
 done
 for m in "${MODES[@]}"; do
   wait_line "$tmp/$m.rss-lr.a" start 1000 || die "$(tag "$m")leaderrun did not lead"
   wait_line "$tmp/$m.rss-lock.a" start 1000 || die "$(tag "$m")etcdctl lock did not lock"
+  wait_line "$tmp/$m.rss-http.a" start 1000 || die "$(tag "$m")leaderrun --status-addr did not lead"
+  "$HGET" "${port_http[$m]}" /metrics 1 "$RSS_LEAD_S" >"$tmp/$m.metrics.lat" & loaders+=($!)
+  "$HGET" "${port_http[$m]}" /leader 100 "$RSS_LEAD_S" >"$tmp/$m.leader.lat" & loaders+=($!)
 done
 pause "$RSS_LEAD_S"
+for pid in "${loaders[@]}"; do wait "$pid" || true; done
 kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# codes FILE: how many answers of each status code hget saw (0: none).
+codes() { awk '{ c[$2]++ } END { for (k in c) printf "%s%s x%d", (n++ ? ", " : ""), k, c[k] }' "$1"; }
+# pct FILE P: the P-th percentile (nearest rank) of hget's latencies in FILE, in ms.
+pct() { awk '{ print $1 }' "$1" | sort -g | awk -v p="$2" '{ v[NR] = $1 } END {
+  if (NR == 0) { print "-"; exit }
+  r = int((p / 100) * NR + 0.999999); if (r < 1) r = 1; if (r > NR) r = NR
+  printf "%.2f\n", v[r] / 1000 }'; }
 for m in "${MODES[@]}"; do
   hwm_lr[$m]=$(kb "${p_lr[$m]}" VmHWM); rss_lr=$(kb "${p_lr[$m]}" VmRSS); thr_lr=$(kb "${p_lr[$m]}" Threads)
   hwm_lk[$m]=$(kb "${p_lk[$m]}" VmHWM); rss_lk=$(kb "${p_lk[$m]}" VmRSS); thr_lk=$(kb "${p_lk[$m]}" Threads)
   say "  $(tag "$m")leaderrun:    VmHWM $(mib "${hwm_lr[$m]}") MiB, VmRSS $(mib "$rss_lr") MiB, $thr_lr threads"
   say "  $(tag "$m")etcdctl lock: VmHWM $(mib "${hwm_lk[$m]}") MiB, VmRSS $(mib "$rss_lk") MiB, $thr_lk threads"
+  hwm_http[$m]=$(kb "${p_http[$m]}" VmHWM); rss_http=$(kb "${p_http[$m]}" VmRSS)
+  say "  $(tag "$m")leaderrun --status-addr, scraped: VmHWM $(mib "${hwm_http[$m]}") MiB, VmRSS $(mib "$rss_http") MiB; status codes of /leader: $(codes "$tmp/$m.leader.lat"), of /metrics: $(codes "$tmp/$m.metrics.lat")"
 done
 for m in "${MODES[@]}"; do
   kill -TERM "$(field "$tmp/$m.rss-lock.a" start 3)" 2>/dev/null || true
-  stop_pid "${p_lr[$m]}"; stop_pid "${p_lk[$m]}"
+  stop_pid "${p_lr[$m]}"; stop_pid "${p_lk[$m]}"; stop_pid "${p_http[$m]}"
 done
 
 # ---- summary ---------------------------------------------------------------------------------
@@ -517,6 +622,9 @@ for m in "${MODES[@]}"; do
     printf '%-32s %-12s %s\n' "supervisor SIGKILLed (p50/p99)" "$(one "$k_lr_50") / $(one "$k_lr_99")" \
       "$(one "$k_lk_50") / $(one "$k_lk_99") (TTL-bound; old child runs on: $k_lk_old of ${done_runs[$m/kill-lock]})"
     printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "${hwm_lr[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB"
+    printf '%-32s %-12s %-12s %s\n' "peak RSS, --status-addr scraped" "$(mib "${hwm_http[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB" \
+      "ratio $(awk -v a="${hwm_http[$m]:-0}" -v b="${hwm_lk[$m]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+    printf '%-32s %-12s %s\n' "/leader at 100 rps, p50 / p99" "$(pct "$r.leader.lat" 50) / $(pct "$r.leader.lat" 99) ms" "-"
   )
 done
 for m in "${MODES[@]}"; do

@@ -7,6 +7,7 @@ use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
 use crate::error::Error;
 use crate::flags;
 use crate::guardian::Guardian;
+use crate::http;
 use crate::log;
 use crate::notify::Notifier;
 use crate::status::Status;
@@ -61,10 +62,17 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
     let status = Status::default();
+    // Bound before anything starts: an address that cannot be used is exit 2.
+    let listener = config.status_addr.map(http::bind).transpose()?;
     let notifier = Notifier::from_env(&config.election);
     runtime.block_on(async {
         // On the supervisor's own thread: its watchdog pings stop when that thread stops.
         let notifying = notifier.map(|n| tokio::spawn(n.run(status.subscribe())));
+        // Also on that thread: an answer proves the thread that stops the child runs.
+        let roles = status.subscribe();
+        let context =
+            || http::Context::new(roles, &config.election, &config.id, &config.connection);
+        let _serving = listener.map(|l| AbortOnDrop(tokio::spawn(http::serve(l, context()))));
         let result = crate::supervisor::run(config, status, Some(guardian)).await;
         // The status channel closed with the supervisor: the notifier sends STOPPING=1 (if it
         // has not yet) and ends.
@@ -73,6 +81,15 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
         }
         result
     })
+}
+
+/// Ends the task when dropped: the status endpoint stops answering as the supervisor returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn leader_main(args: &[OsString], env: &Env) -> u8 {

@@ -23,6 +23,7 @@ use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -213,6 +214,13 @@ opt!(
     Some("10s")
 );
 opt!(
+    STATUS_ADDR,
+    "status-addr",
+    "LEADERRUN_STATUS_ADDR",
+    Some("status_addr"),
+    None
+);
+opt!(
     LOG_FORMAT,
     "log-format",
     "LEADERRUN_LOG_FORMAT",
@@ -260,6 +268,7 @@ pub const OPTIONS: &[&Opt] = &[
     &HEALTH_RETRIES,
     &HEALTH_START_PERIOD,
     &HEALTH_HOLDOFF,
+    &STATUS_ADDR,
     &LOG_FORMAT,
     &LOG_LEVEL,
 ];
@@ -427,6 +436,7 @@ settings! {
     health_retries: u32 = HEALTH_RETRIES, flags::restart_limit;
     health_start_period: Duration = HEALTH_START_PERIOD, flags::duration;
     health_holdoff: Duration = HEALTH_HOLDOFF, flags::duration;
+    status_addr: SocketAddr = STATUS_ADDR, flags::status_addr;
     log_format: LogFormat = LOG_FORMAT, flags::value_enum::<LogFormat>;
     log_level: LogLevel = LOG_LEVEL, flags::value_enum::<LogLevel>;
 }
@@ -611,6 +621,8 @@ pub struct Config {
     pub run_id: Option<RunId>,
     /// `--health-cmd` or `--health-http`, and how often: leadership follows the child's health.
     pub health: Option<HealthCheck>,
+    /// --status-addr: where the HTTP status endpoint listens; None: off.
+    pub status_addr: Option<SocketAddr>,
     /// The command, resolved to a path that exists and is executable.
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -731,6 +743,7 @@ impl Config {
             wait_timeout,
             run_id,
             health,
+            status_addr: s.status_addr.map(|a| a.value),
             program,
             args,
             log_format: required(s.log_format, &LOG_FORMAT)?.value,

@@ -339,11 +339,9 @@ impl From<TlsError> for EtcdError {
 
 impl EtcdError {
     pub fn new(what: &'static str, source: etcd_client::Error) -> EtcdError {
-        EtcdError::Failed {
-            what,
-            kind: kind_of(&source),
-            source,
-        }
+        let kind = kind_of(&source);
+        crate::metrics::etcd_error(crate::metrics::kind_label(kind));
+        EtcdError::Failed { what, kind, source }
     }
 
     pub fn kind(&self) -> Kind {
@@ -391,7 +389,10 @@ pub async fn call<T>(
     match tokio::time::timeout(wait, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(EtcdError::new(what, e)),
-        Err(_) => Err(EtcdError::TimedOut { what, after: wait }),
+        Err(_) => {
+            crate::metrics::etcd_error("timed_out");
+            Err(EtcdError::TimedOut { what, after: wait })
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::config::{
     HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, ID, KEY, LOG_FORMAT,
     LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS,
     PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
-    STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
+    STATUS_ADDR, STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
 };
 use crate::config_file::ConfigFile;
 use crate::error::{
@@ -24,7 +24,7 @@ use crate::leader::Format;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -130,6 +130,12 @@ pub struct Flags {
     /// takes over; then campaign again.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub health_holdoff: Option<Duration>,
+
+    /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
+    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
+    /// Off by default.
+    #[arg(long, value_name = "HOST:PORT", value_parser = status_addr)]
+    pub status_addr: Option<SocketAddr>,
 
     /// Log format on stderr (the final line of a failure too).
     #[arg(long, value_name = "FORMAT", value_enum, ignore_case = true)]
@@ -288,6 +294,7 @@ impl Flags {
             health_retries: flag(&HEALTH_RETRIES, self.health_retries),
             health_start_period: flag(&HEALTH_START_PERIOD, self.health_start_period),
             health_holdoff: flag(&HEALTH_HOLDOFF, self.health_holdoff),
+            status_addr: flag(&STATUS_ADDR, self.status_addr),
             log_format: flag(&LOG_FORMAT, self.log_format),
             log_level: flag(&LOG_LEVEL, self.log_level),
             ..self.etcd.settings()?
@@ -579,6 +586,37 @@ pub fn wait_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// --status-addr: `IP:PORT`, an IPv6 address in brackets, the port 1-65535 (no name to
+/// resolve: the address is bound before anything starts, and must mean one thing).
+pub fn status_addr(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    let shown = crate::log::escape_controls(t);
+    let (host, port) = t
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{shown}' is not HOST:PORT (127.0.0.1:9110, [::1]:9110)"))?;
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(format!(
+                "'{shown}': the port must be a number from 1 to 65535"
+            ))
+        }
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "'{shown}': an IPv6 address must be in brackets: [::1]:9110"
+        ));
+    }
+    let ip: std::net::IpAddr = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map(Into::into),
+        None => host.parse::<Ipv4Addr>().map(Into::into),
+    }
+    .map_err(|_| {
+        format!("'{shown}': the host must be an IP address (0.0.0.0 for every interface)")
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// --run-id-ttl: a lease TTL, at least one second.
 /// `leaderrun resign --timeout`: 1s to 1h; an operator waits on it.
 pub fn resign_timeout(s: &str) -> Result<Duration, String> {
@@ -785,6 +823,35 @@ pub fn endpoint(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::config::LEADER_OPTIONS;
+
+    #[test]
+    fn status_addr_is_an_ip_and_a_port() {
+        for (given, want) in [
+            ("127.0.0.1:9110", "127.0.0.1:9110"),
+            (" 0.0.0.0:1 ", "0.0.0.0:1"),
+            ("[::1]:9110", "[::1]:9110"),
+            ("[0:0::1]:65535", "[::1]:65535"),
+        ] {
+            assert_eq!(status_addr(given).unwrap().to_string(), want, "{given}");
+        }
+        for bad in [
+            "",
+            "9110",
+            ":9110",
+            "localhost:9110",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.0.0.1:x",
+            "::1:9110",
+            "[::1]",
+            "[nope]:1",
+            "1.2.3:80",
+            "127.0.0.1:9110\n1",
+        ] {
+            assert!(status_addr(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn endpoints_are_checked_and_normalized() {

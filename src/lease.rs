@@ -73,6 +73,7 @@ impl Lease {
             deadline: Deadline::acknowledged(sent, timing.ttl),
             gone: false,
         });
+        crate::metrics::lease_granted(resp.id(), timing, tx.borrow().deadline.at());
         let keeper = tokio::spawn(keep_alive(members.to_vec(), resp.id(), timing, tx));
         Ok(Lease {
             id: resp.id(),
@@ -141,6 +142,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.keeper.abort();
+        crate::metrics::lease_ended(self.id);
     }
 }
 
@@ -151,6 +153,7 @@ impl Drop for Lease {
 async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch::Sender<State>) {
     let acknowledged = |sent: Instant| {
         tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
+        crate::metrics::keepalive_acknowledged(id, sent, tx.borrow().deadline.at());
     };
     let gone = || {
         tracing::warn!(lease = %format!("{id:x}"), "etcd reports the lease gone");
@@ -214,6 +217,7 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
                 },
             }
         };
+        crate::metrics::etcd_error("keepalive_stream");
         trouble.report(format_args!(
             "{endpoint}: {broken}; moving to the next member"
         ));

@@ -1,5 +1,6 @@
-//! The supervisor's role, published on a watch channel: systemd's notifications (`notify`), and
-//! later the HTTP status endpoint and metrics, read it from here.
+//! The supervisor's role, published on a watch channel: systemd's notifications (`notify`) and
+//! the HTTP status endpoint (`http`) read it from here. Every change passes through
+//! [`Status::set`], which also counts terms and child starts for the metrics.
 
 use tokio::sync::watch;
 
@@ -45,6 +46,7 @@ impl Status {
             if *r == role {
                 return false;
             }
+            count(r, &role);
             *r = role;
             true
         });
@@ -53,5 +55,25 @@ impl Status {
     /// Follow the role: the HTTP status endpoint and sd_notify read it from here.
     pub fn subscribe(&self) -> watch::Receiver<Role> {
         self.tx.subscribe()
+    }
+}
+
+/// Terms and child starts, from the change `from` → `to` (seen here, every one of them, where a
+/// subscriber may see only the latest).
+fn count(from: &Role, to: &Role) {
+    let Role::Leading { pid: Some(pid), .. } = to else {
+        return;
+    };
+    match from {
+        Role::Leading { pid: before, .. } => {
+            // A restart in place: the same term, a new child.
+            if *before != Some(*pid) {
+                crate::metrics::child_started();
+            }
+        }
+        _ => {
+            crate::metrics::term_started();
+            crate::metrics::child_started();
+        }
     }
 }

@@ -28,6 +28,7 @@ use crate::guardian::Guardian;
 use crate::health;
 use crate::lease::Lease;
 use crate::log::escape_controls;
+use crate::metrics::{self, Reason};
 use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
 use crate::status::{Role, Status};
@@ -473,16 +474,19 @@ impl Supervisor {
                         Err(NotStarted::Fatal(e)) => return State::Stopping { term, end: End::Fatal(e) },
                         Err(not) => {
                             warn!(why = ?not, "leadership not verified for the restart; campaigning again");
+                            metrics::term_ended(Reason::Unverified);
                             return State::Stopping { term, end: End::Lost };
                         }
                     }
                 }
                 loss = term.lease.lost() => {
                     warn!(%loss, key = %leadership.key, "leadership lost: stopping the child before the lease can expire");
+                    metrics::term_ended(loss.into());
                     return State::Stopping { term, end: End::Lost };
                 }
                 _ = &mut deleted => {
                     warn!(key = %leadership.key, "leader key deleted in etcd: stopping the child");
+                    metrics::term_ended(Reason::KeyDeleted);
                     return State::Stopping { term, end: End::Lost };
                 }
                 why = &mut sick => {
@@ -515,6 +519,7 @@ impl Supervisor {
     /// lead. None: it restarts in place; Some: the term ends.
     async fn child_exited(&mut self, term: &mut Term, status: ExitStatus) -> Option<End> {
         info!(%status, "child exited");
+        metrics::child_exited(metrics::Exit::OnItsOwn);
         let Run::Running { child, started } = &mut term.run else {
             return None;
         };
@@ -544,6 +549,9 @@ impl Supervisor {
     /// The end path, then the next state.
     async fn stopping(&mut self, term: Term, end: End) -> Result<State, Error> {
         let resign = !matches!(end, End::Lost);
+        if resign {
+            metrics::term_ended(Reason::Graceful);
+        }
         let status = term
             .end(&self.client, self.config.stop_signal, resign)
             .await;

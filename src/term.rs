@@ -222,7 +222,11 @@ impl Term {
     /// lease. Returns how the child ended, if it ever ran this term.
     pub async fn end(mut self, client: &Client, stop_signal: Signal, resign: bool) -> ExitStatus {
         let status = match &mut self.run {
-            Run::Running { child, .. } => stop(child, &self.lease, stop_signal).await,
+            Run::Running { child, .. } => {
+                let status = stop(child, &self.lease, stop_signal).await;
+                crate::metrics::child_exited(crate::metrics::Exit::Stopped);
+                status
+            }
             Run::Restarting { last, .. } => *last,
             Run::Finished(status) => *status,
         };

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod http;
 pub mod members;
 pub mod procs;
 pub mod proxy;

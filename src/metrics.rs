@@ -1,0 +1,412 @@
+//! What `/metrics` and `/status` report beyond the role: counters fed by one-line hooks in the
+//! supervisor, the lease and the etcd calls, and the live facts of the current lease; the
+//! Prometheus text format (0.0.4) written out by hand.
+//!
+//! One set per process, like the logger: the hooks are plain function calls, with no handle to
+//! thread through the state machine. Each is an atomic add on a static, whether or not anything
+//! is served (`--status-addr` off). Nothing here can fail or block for long: the lease facts sit
+//! behind a mutex held for a copy.
+//!
+//! No metrics crate: the set is fixed (no dynamic labels, one histogram), and
+//! prometheus-client, measured, added about 0.5 MB to the resident memory of every leader
+//! (its registry, locks and hashing touch code spread over the binary, and the kernel maps it
+//! in 64 KB steps) where these statics touch next to nothing.
+
+use crate::etcd::Kind;
+use crate::lease::Loss;
+use crate::timing::Timing;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use tokio::time::Instant;
+
+/// Why a term of leadership ended (`leaderrun_leadership_losses_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A keepalive answer said the lease is gone (TTL 0): expired or revoked.
+    LeaseExpired,
+    /// Our leader key was deleted in etcd.
+    KeyDeleted,
+    /// No acknowledged keepalive: the stop time `D - m - G` came.
+    Deadline,
+    /// A restart in place could not verify leadership any more.
+    Unverified,
+    /// Given up on purpose: TERM/INT, the child's exit, a step-down, an exit.
+    Graceful,
+}
+
+impl Reason {
+    const ALL: [Reason; 5] = [
+        Reason::LeaseExpired,
+        Reason::KeyDeleted,
+        Reason::Deadline,
+        Reason::Unverified,
+        Reason::Graceful,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::LeaseExpired => "lease_expired",
+            Reason::KeyDeleted => "key_deleted",
+            Reason::Deadline => "deadline",
+            Reason::Unverified => "unverified",
+            Reason::Graceful => "graceful",
+        }
+    }
+}
+
+impl From<Loss> for Reason {
+    fn from(loss: Loss) -> Reason {
+        match loss {
+            Loss::Gone => Reason::LeaseExpired,
+            Loss::DeadlineNear => Reason::Deadline,
+        }
+    }
+}
+
+/// How a child ended (`leaderrun_child_exits_total{how}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited on its own.
+    OnItsOwn,
+    /// leaderrun stopped it (end of a term, TERM/INT).
+    Stopped,
+}
+
+impl Exit {
+    fn label(self) -> &'static str {
+        match self {
+            Exit::OnItsOwn => "on_its_own",
+            Exit::Stopped => "stopped",
+        }
+    }
+}
+
+/// The kinds of etcd errors, as `crate::etcd::Kind` classifies them, plus time-outs and broken
+/// keepalive streams (`leaderrun_etcd_errors_total{kind}`).
+pub const ERROR_KINDS: [&str; 8] = [
+    "retry",
+    "never_sent",
+    "lease_gone",
+    "auth_expired",
+    "tls",
+    "fatal",
+    "timed_out",
+    "keepalive_stream",
+];
+
+/// The label of an error of `kind`.
+pub fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Retry => "retry",
+        Kind::NeverSent => "never_sent",
+        Kind::LeaseGone => "lease_gone",
+        Kind::AuthExpired => "auth_expired",
+        Kind::Tls => "tls",
+        Kind::Fatal => "fatal",
+    }
+}
+
+/// The current lease, as the keepalive task last saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseFacts {
+    pub id: i64,
+    pub timing: Timing,
+    /// D: the lease lives at least until then.
+    pub deadline: Instant,
+    /// When the newest acknowledged keepalive was answered.
+    pub acknowledged: Instant,
+}
+
+impl LeaseFacts {
+    /// Whether the child may still run by the deadline rule: the stop time `D - m - G` is
+    /// ahead. The supervisor stops the child at that moment; `/leader` says 503 from then on
+    /// even if its answer is computed a hair before the supervisor acts.
+    pub fn stop_time_ahead(&self, now: Instant) -> bool {
+        now < self.timing.stop_at(self.deadline)
+    }
+}
+
+/// Upper bounds of the keepalive round-trip buckets: 0.5 ms doubling to about 8 s.
+const RTT_BUCKETS: usize = 15;
+const RTT_FIRST_NS: u64 = 500_000;
+
+struct Metrics {
+    terms: AtomicU64,
+    losses: [AtomicU64; Reason::ALL.len()],
+    child_starts: AtomicU64,
+    child_exits: [AtomicU64; 2],
+    /// Per bucket (not cumulative), then the count and the sum in ns.
+    rtt_buckets: [AtomicU64; RTT_BUCKETS],
+    rtt_count: AtomicU64,
+    rtt_sum_ns: AtomicU64,
+    etcd_errors: [AtomicU64; ERROR_KINDS.len()],
+    lease: Mutex<Option<LeaseFacts>>,
+}
+
+static METRICS: Metrics = Metrics {
+    terms: AtomicU64::new(0),
+    losses: [const { AtomicU64::new(0) }; Reason::ALL.len()],
+    child_starts: AtomicU64::new(0),
+    child_exits: [const { AtomicU64::new(0) }; 2],
+    rtt_buckets: [const { AtomicU64::new(0) }; RTT_BUCKETS],
+    rtt_count: AtomicU64::new(0),
+    rtt_sum_ns: AtomicU64::new(0),
+    etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
+    lease: Mutex::new(None),
+};
+
+// ---- hooks ------------------------------------------------------------------------------------
+
+/// A term began: the first child of a verified leadership started.
+pub fn term_started() {
+    METRICS.terms.fetch_add(1, Relaxed);
+}
+
+/// A term ended, for `reason`.
+pub fn term_ended(reason: Reason) {
+    METRICS.losses[reason as usize].fetch_add(1, Relaxed);
+}
+
+pub fn child_started() {
+    METRICS.child_starts.fetch_add(1, Relaxed);
+}
+
+pub fn child_exited(how: Exit) {
+    METRICS.child_exits[how as usize].fetch_add(1, Relaxed);
+}
+
+/// One failed etcd call, of one of [`ERROR_KINDS`] (another word is not counted).
+pub fn etcd_error(kind: &'static str) {
+    if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+        METRICS.etcd_errors[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// A lease was granted: it is the current one, known to live until `deadline`.
+pub fn lease_granted(id: i64, timing: Timing, deadline: Instant) {
+    *lease_facts() = Some(LeaseFacts {
+        id,
+        timing,
+        deadline,
+        acknowledged: Instant::now(),
+    });
+}
+
+/// A keepalive sent at `sent` was acknowledged; D is now `deadline`.
+pub fn keepalive_acknowledged(id: i64, sent: Instant, deadline: Instant) {
+    let now = Instant::now();
+    let rtt = u64::try_from(now.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
+    let m = &METRICS;
+    if let Some(b) = (0..RTT_BUCKETS).find(|b| rtt <= RTT_FIRST_NS << b) {
+        m.rtt_buckets[b].fetch_add(1, Relaxed);
+    }
+    m.rtt_count.fetch_add(1, Relaxed);
+    m.rtt_sum_ns.fetch_add(rtt, Relaxed);
+    if let Some(f) = lease_facts().as_mut().filter(|f| f.id == id) {
+        f.deadline = deadline;
+        f.acknowledged = now;
+    }
+}
+
+/// The lease `id` is no longer kept alive (released, lost, dropped).
+pub fn lease_ended(id: i64) {
+    let mut facts = lease_facts();
+    if facts.is_some_and(|f| f.id == id) {
+        *facts = None;
+    }
+}
+
+// ---- readers ----------------------------------------------------------------------------------
+
+/// The current lease, if any.
+pub fn lease() -> Option<LeaseFacts> {
+    *lease_facts()
+}
+
+fn lease_facts() -> std::sync::MutexGuard<'static, Option<LeaseFacts>> {
+    // A panic elsewhere while holding it cannot leave a torn Copy value: go on with it.
+    METRICS.lease.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The content type of [`encode_text`]'s page.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Prometheus text of every metric, `leading` being the `/leader` verdict.
+pub fn encode_text(leading: bool) -> String {
+    let m = &METRICS;
+    let now = Instant::now();
+    let (left, age) = match lease() {
+        Some(f) => (
+            signed_secs(now, f.deadline),
+            now.saturating_duration_since(f.acknowledged).as_secs_f64(),
+        ),
+        None => (0.0, 0.0),
+    };
+    let get = |a: &AtomicU64| a.load(Relaxed);
+    let mut p = Page(String::with_capacity(4096));
+    p.head(
+        "leader",
+        "gauge",
+        "1 while this candidate leads and its child runs, else 0",
+    );
+    p.sample("leader", "", u64::from(leading));
+    p.head(
+        "leadership_terms_total",
+        "counter",
+        "Terms of leadership begun (elected, verified, child started)",
+    );
+    p.sample("leadership_terms_total", "", get(&m.terms));
+    p.head(
+        "leadership_losses_total",
+        "counter",
+        "Terms of leadership ended, by reason",
+    );
+    for r in Reason::ALL {
+        let labels = format!("reason=\"{}\"", r.label());
+        p.sample(
+            "leadership_losses_total",
+            &labels,
+            get(&m.losses[r as usize]),
+        );
+    }
+    p.head("child_starts_total", "counter", "Children started");
+    p.sample("child_starts_total", "", get(&m.child_starts));
+    p.head(
+        "child_exits_total",
+        "counter",
+        "Children ended: on their own, or stopped by leaderrun",
+    );
+    for e in [Exit::OnItsOwn, Exit::Stopped] {
+        let labels = format!("how=\"{}\"", e.label());
+        p.sample(
+            "child_exits_total",
+            &labels,
+            get(&m.child_exits[e as usize]),
+        );
+    }
+    p.head(
+        "keepalive_rtt_seconds",
+        "histogram",
+        "Round trip of acknowledged keepalives",
+    );
+    let mut cumulative = 0;
+    for (b, count) in m.rtt_buckets.iter().enumerate() {
+        cumulative += get(count);
+        let le = (RTT_FIRST_NS << b) as f64 / 1e9;
+        p.sample(
+            "keepalive_rtt_seconds_bucket",
+            &format!("le=\"{le}\""),
+            cumulative,
+        );
+    }
+    let count = get(&m.rtt_count);
+    p.sample("keepalive_rtt_seconds_bucket", "le=\"+Inf\"", count);
+    p.float("keepalive_rtt_seconds_sum", get(&m.rtt_sum_ns) as f64 / 1e9);
+    p.sample("keepalive_rtt_seconds_count", "", count);
+    p.head(
+        "deadline_remaining_seconds",
+        "gauge",
+        "Time left until the lease deadline D (0 without a lease)",
+    );
+    p.float("deadline_remaining_seconds", left);
+    p.head(
+        "keepalive_age_seconds",
+        "gauge",
+        "Time since the last acknowledged keepalive (0 without a lease)",
+    );
+    p.float("keepalive_age_seconds", age);
+    p.head("etcd_errors_total", "counter", "Failed etcd calls, by kind");
+    for (i, k) in ERROR_KINDS.iter().enumerate() {
+        p.sample(
+            "etcd_errors_total",
+            &format!("kind=\"{k}\""),
+            get(&m.etcd_errors[i]),
+        );
+    }
+    p.head("build_info", "gauge", "The version of leaderrun");
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    p.sample("build_info", &version, 1);
+    p.0
+}
+
+/// A page of the text format; every name gets the `leaderrun_` prefix. Writing to a String
+/// cannot fail.
+struct Page(String);
+
+impl Page {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(
+            self.0,
+            "# HELP leaderrun_{name} {help}\n# TYPE leaderrun_{name} {kind}"
+        );
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: u64) {
+        let _ = match labels {
+            "" => writeln!(self.0, "leaderrun_{name} {value}"),
+            l => writeln!(self.0, "leaderrun_{name}{{{l}}} {value}"),
+        };
+    }
+
+    fn float(&mut self, name: &str, value: f64) {
+        let _ = writeln!(self.0, "leaderrun_{name} {value}");
+    }
+}
+
+/// `to - from` in seconds, negative when `to` is past.
+pub fn signed_secs(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        (to - from).as_secs_f64()
+    } else {
+        -(from - to).as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_has_every_series_with_prometheus_names() {
+        term_started();
+        term_ended(Reason::Deadline);
+        child_started();
+        child_exited(Exit::Stopped);
+        etcd_error("timed_out");
+        let text = encode_text(true);
+        for series in [
+            "leaderrun_leader 1",
+            "leaderrun_leadership_terms_total ",
+            "leaderrun_leadership_losses_total{reason=\"deadline\"} ",
+            "leaderrun_leadership_losses_total{reason=\"graceful\"} ",
+            "leaderrun_child_starts_total ",
+            "leaderrun_child_exits_total{how=\"stopped\"} ",
+            "leaderrun_keepalive_rtt_seconds_bucket{le=\"0.0005\"} ",
+            "leaderrun_keepalive_rtt_seconds_bucket{le=\"8.192\"} ",
+            "leaderrun_keepalive_rtt_seconds_bucket{le=\"+Inf\"} ",
+            "# TYPE leaderrun_etcd_errors_total counter",
+            "leaderrun_deadline_remaining_seconds ",
+            "leaderrun_keepalive_age_seconds ",
+            "leaderrun_etcd_errors_total{kind=\"timed_out\"} ",
+            "leaderrun_build_info{version=\"",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+        assert!(encode_text(false).contains("leaderrun_leader 0"));
+    }
+
+    #[test]
+    fn lease_facts_follow_only_the_current_lease() {
+        let timing = Timing::new(std::time::Duration::from_secs(10), None).unwrap();
+        let t0 = Instant::now();
+        lease_granted(7, timing, t0 + timing.ttl);
+        keepalive_acknowledged(8, t0, t0 + 2 * timing.ttl);
+        assert_eq!(lease().unwrap().deadline, t0 + timing.ttl);
+        lease_ended(8);
+        assert!(lease().is_some());
+        assert!(lease().unwrap().stop_time_ahead(t0));
+        lease_ended(7);
+        assert!(lease().is_none());
+    }
+}
