@@ -67,11 +67,19 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     let notifier = Notifier::from_env(&config.election);
     runtime.block_on(async {
         // On the supervisor's own thread: its watchdog pings stop when that thread stops.
-        let notifying = notifier.map(|n| tokio::spawn(n.run(status.subscribe())));
+        let notifying =
+            notifier.map(|n| tokio::spawn(n.run(status.subscribe(), status.subscribe_health())));
         // Also on that thread: an answer proves the thread that stops the child runs.
-        let roles = status.subscribe();
-        let context =
-            || http::Context::new(roles, &config.election, &config.id, &config.connection);
+        let (roles, health) = (status.subscribe(), status.subscribe_health());
+        let context = || {
+            http::Context::new(
+                roles,
+                health,
+                &config.election,
+                &config.id,
+                &config.connection,
+            )
+        };
         let _serving = listener.map(|l| AbortOnDrop(tokio::spawn(http::serve(l, context()))));
         let result = crate::supervisor::run(config, status, Some(guardian)).await;
         // The status channel closed with the supervisor: the notifier sends STOPPING=1 (if it

@@ -280,7 +280,9 @@ pub const LEADER_OPTIONS: &[&Opt] = OPTIONS.split_at(9).0.split_at(1).1;
 /// A parent leaderrun sets these for its child: in the child's environment they describe the
 /// parent's election, not a setting for a nested leaderrun. The same holds for these keys (and
 /// the command) in a configuration file the child finds through an inherited LEADERRUN_CONFIG.
-pub const FROM_PARENT: &[&Opt] = &[&ELECTION, &ID];
+/// The status address too: the parent listens there, so a nested leaderrun inheriting it could
+/// only fail to bind.
+pub const FROM_PARENT: &[&Opt] = &[&ELECTION, &ID, &STATUS_ADDR];
 
 /// Values never shown in a message: a password, or a user given as `NAME:PASSWORD`.
 const SECRETS: &[&Opt] = &[&USER, &PASSWORD];

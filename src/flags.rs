@@ -344,8 +344,9 @@ pub fn command() -> clap::Command {
         "{}\n\n\
          The child of a leaderrun gets LEADERRUN_ELECTION, LEADERRUN_ID, {PARENT_KEY_VAR}, \
          LEADERRUN_REVISION and LEADERRUN_LEASE; a leaderrun started where {PARENT_KEY_VAR} is \
-         set does not read LEADERRUN_ELECTION and LEADERRUN_ID (they are its parent's), nor \
-         election, id and command from a file named by an inherited {}.\n\n\
+         set does not read LEADERRUN_ELECTION, LEADERRUN_ID and LEADERRUN_STATUS_ADDR (they are \
+         its parent's), nor election, id, status_addr and command from a file named by an \
+         inherited {}.\n\n\
          Exit status: the command's, or 128+N when signal N killed it; {EXIT_USAGE} bad usage \
          (nothing started); {EXIT_NOT_LEADING} not leading (--no-wait, --wait-timeout); \
          {EXIT_ETCD} etcd refused us; {EXIT_NOT_EXECUTABLE} and {EXIT_NOT_FOUND} COMMAND not \

@@ -119,10 +119,23 @@ pub enum Health {
     /// In the start period, no success yet.
     Starting,
     Healthy,
-    /// Failing, `failures` in a row (fewer than the retries).
+    /// Failing, `failures` in a row (fewer than `retries`, which makes it unhealthy).
     Failing {
         failures: u32,
+        retries: u32,
     },
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Health::Starting => f.write_str("starting"),
+            Health::Healthy => f.write_str("healthy"),
+            Health::Failing { failures, retries } => {
+                write!(f, "failing ({failures} of {retries})")
+            }
+        }
+    }
 }
 
 /// Resolves when the child started at `started` is unhealthy: `retries` failures in a row
@@ -150,6 +163,7 @@ pub async fn unhealthy(
         next = Instant::now() + check.interval;
         match result {
             Ok(()) => {
+                crate::metrics::health_check(true);
                 if failures > 0 {
                     tracing::info!(after = failures, "health check passing again");
                 }
@@ -158,16 +172,21 @@ pub async fn unhealthy(
                 report(Health::Healthy);
             }
             Err(why) if starting && started.elapsed() < check.start_period => {
+                crate::metrics::health_check(false);
                 tracing::debug!(%why, "health check failed in the start period: not counted");
             }
             Err(why) => {
+                crate::metrics::health_check(false);
                 starting = false;
                 failures += 1;
                 tracing::warn!(%why, failures, retries = check.retries, "health check failed");
                 if failures >= check.retries {
                     return why;
                 }
-                report(Health::Failing { failures });
+                report(Health::Failing {
+                    failures,
+                    retries: check.retries,
+                });
             }
         }
     }

@@ -20,6 +20,7 @@
 use crate::election::{self, Candidate};
 use crate::error::Error;
 use crate::etcd::{self, Connection};
+use crate::health::Health;
 use crate::http1::{self, Request, Response};
 use crate::metrics::{self, LeaseFacts};
 use crate::status::Role;
@@ -50,6 +51,8 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
 /// What the answers are made of.
 pub struct Context {
     pub roles: watch::Receiver<Role>,
+    /// The child's health while leading with a health check.
+    pub health: watch::Receiver<Option<Health>>,
     pub election: String,
     pub id: String,
     pub connection: Connection,
@@ -61,12 +64,14 @@ pub struct Context {
 impl Context {
     pub fn new(
         roles: watch::Receiver<Role>,
+        health: watch::Receiver<Option<Health>>,
         election: &str,
         id: &str,
         connection: &Connection,
     ) -> Context {
         Context {
             roles,
+            health,
             election: election.to_string(),
             id: id.to_string(),
             connection: connection.clone(),
@@ -202,6 +207,7 @@ fn status_json(
         "ttl_seconds": lease.map(|l| l.timing.ttl.as_secs_f64()),
         "leader_id": leader.as_ref().ok().cloned().flatten(),
         "pid": pid,
+        "health": ctx.health.borrow().map(|h| h.to_string()),
         "since_keepalive_seconds": lease.map(|l| now.saturating_duration_since(l.acknowledged).as_secs_f64()),
         "deadline_in_seconds": lease.map(|l| metrics::signed_secs(now, l.deadline)),
     });

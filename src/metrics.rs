@@ -31,16 +31,19 @@ pub enum Reason {
     Deadline,
     /// A restart in place could not verify leadership any more.
     Unverified,
+    /// The child failed its health check (`--health-cmd`, `--health-http`).
+    Unhealthy,
     /// Given up on purpose: TERM/INT, the child's exit, a step-down, an exit.
     Graceful,
 }
 
 impl Reason {
-    const ALL: [Reason; 5] = [
+    const ALL: [Reason; 6] = [
         Reason::LeaseExpired,
         Reason::KeyDeleted,
         Reason::Deadline,
         Reason::Unverified,
+        Reason::Unhealthy,
         Reason::Graceful,
     ];
 
@@ -50,6 +53,7 @@ impl Reason {
             Reason::KeyDeleted => "key_deleted",
             Reason::Deadline => "deadline",
             Reason::Unverified => "unverified",
+            Reason::Unhealthy => "unhealthy",
             Reason::Graceful => "graceful",
         }
     }
@@ -141,6 +145,8 @@ struct Metrics {
     rtt_count: AtomicU64,
     rtt_sum_ns: AtomicU64,
     etcd_errors: [AtomicU64; ERROR_KINDS.len()],
+    /// Health checks that failed, then passed.
+    health_checks: [AtomicU64; 2],
     lease: Mutex<Option<LeaseFacts>>,
 }
 
@@ -153,6 +159,7 @@ static METRICS: Metrics = Metrics {
     rtt_count: AtomicU64::new(0),
     rtt_sum_ns: AtomicU64::new(0),
     etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
+    health_checks: [const { AtomicU64::new(0) }; 2],
     lease: Mutex::new(None),
 };
 
@@ -174,6 +181,11 @@ pub fn child_started() {
 
 pub fn child_exited(how: Exit) {
     METRICS.child_exits[how as usize].fetch_add(1, Relaxed);
+}
+
+/// One health check ended, passing or not.
+pub fn health_check(passed: bool) {
+    METRICS.health_checks[usize::from(passed)].fetch_add(1, Relaxed);
 }
 
 /// One failed etcd call, of one of [`ERROR_KINDS`] (another word is not counted).
@@ -316,6 +328,18 @@ pub fn encode_text(leading: bool) -> String {
         "Time since the last acknowledged keepalive (0 without a lease)",
     );
     p.float("keepalive_age_seconds", age);
+    p.head(
+        "health_checks_total",
+        "counter",
+        "Health checks of the child (--health-cmd, --health-http), by result",
+    );
+    for (i, result) in ["fail", "pass"].iter().enumerate() {
+        p.sample(
+            "health_checks_total",
+            &format!("result=\"{result}\""),
+            get(&m.health_checks[i]),
+        );
+    }
     p.head("etcd_errors_total", "counter", "Failed etcd calls, by kind");
     for (i, k) in ERROR_KINDS.iter().enumerate() {
         p.sample(

@@ -21,6 +21,7 @@
 //! sent is logged once and never takes the supervisor down; a READY or STATUS that failed is sent
 //! again with the next watchdog ping.
 
+use crate::health::Health;
 use crate::log::escape_controls;
 use crate::status::Role;
 use crate::trouble::Trouble;
@@ -59,6 +60,10 @@ pub struct Notifier {
     unsent: bool,
     /// Since when the role is Connecting (wall clock, for the status line).
     waiting_since: Option<SystemTime>,
+    /// The child's health, when a health check runs.
+    health: Option<Health>,
+    /// The health channel closed (with the supervisor): no more changes from it.
+    health_closed: bool,
     /// Sending fails: logged when it starts, as a reminder, and when it works again.
     trouble: Trouble,
 }
@@ -115,6 +120,8 @@ impl Notifier {
             stopping: false,
             unsent: false,
             waiting_since: None,
+            health: None,
+            health_closed: false,
             trouble: Trouble::new("notifying systemd (NOTIFY_SOCKET)"),
         })
     }
@@ -122,7 +129,11 @@ impl Notifier {
     /// Follow the role until the supervisor drops its status channel (it is returning), then
     /// make sure STOPPING=1 went out. Pings the watchdog meanwhile. Spawn it on the supervisor's
     /// runtime, and await it after the supervisor returned.
-    pub async fn run(mut self, mut roles: watch::Receiver<Role>) {
+    pub async fn run(
+        mut self,
+        mut roles: watch::Receiver<Role>,
+        mut health: watch::Receiver<Option<Health>>,
+    ) {
         let mut pings = self.ping.map(|period| {
             let mut pings = interval(period);
             // After a freeze, one ping, not a burst that would hide it.
@@ -138,7 +149,18 @@ impl Notifier {
                         break;
                     }
                     let role = roles.borrow_and_update().clone();
+                    self.health = *health.borrow_and_update();
                     self.tell(&role);
+                }
+                changed = health.changed(), if !self.health_closed => {
+                    match changed {
+                        Ok(()) => {
+                            self.health = *health.borrow_and_update();
+                            let role = roles.borrow().clone();
+                            self.tell(&role);
+                        }
+                        Err(_) => self.health_closed = true,
+                    }
                 }
                 _ = tick(&mut pings) => {
                     if self.unsent {
@@ -198,8 +220,12 @@ impl Notifier {
                     Some(pid) => format!("child pid {pid}"),
                     None => "child restarting".to_string(),
                 };
+                let health = match self.health {
+                    Some(h) => format!(", health {h}"),
+                    None => String::new(),
+                };
                 format!(
-                    "leading: key {}, revision {revision}, {child}",
+                    "leading: key {}, revision {revision}, {child}{health}",
                     escape_controls(key)
                 )
             }
@@ -358,6 +384,15 @@ mod tests {
             n.status_line(&leading),
             "leading: key web/694d, revision 42, child pid 7"
         );
+        let mut n = n;
+        n.health = Some(Health::Failing {
+            failures: 1,
+            retries: 3,
+        });
+        assert_eq!(
+            n.status_line(&leading),
+            "leading: key web/694d, revision 42, child pid 7, health failing (1 of 3)"
+        );
         assert_eq!(
             n.status_line(&Role::Standby),
             "standby: campaigning on web\\n1"
@@ -381,7 +416,7 @@ mod tests {
         systemd.set_nonblocking(true).unwrap();
         let n = notifier(&[("NOTIFY_SOCKET", path.to_str().unwrap())]).unwrap();
         let status = crate::status::Status::default();
-        let task = tokio::spawn(n.run(status.subscribe()));
+        let task = tokio::spawn(n.run(status.subscribe(), status.subscribe_health()));
         tokio::task::yield_now().await;
         for role in [Role::Standby, Role::Connecting, Role::Standby] {
             status.set(role);
@@ -404,7 +439,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let n = notifier(&[("NOTIFY_SOCKET", path.to_str().unwrap())]).unwrap();
         let status = crate::status::Status::default();
-        let task = tokio::spawn(n.run(status.subscribe()));
+        let task = tokio::spawn(n.run(status.subscribe(), status.subscribe_health()));
         status.set(Role::Standby);
         tokio::task::yield_now().await;
         drop(status);

@@ -2,6 +2,8 @@
 //! the HTTP status endpoint (`http`) read it from here. Every change passes through
 //! [`Status::set`], which also counts terms and child starts for the metrics.
 
+use crate::health::Health;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +30,15 @@ pub enum Role {
 #[derive(Debug)]
 pub struct Status {
     tx: watch::Sender<Role>,
+    /// The child's health while leading with a health check; None otherwise.
+    health: Arc<watch::Sender<Option<Health>>>,
 }
 
 impl Default for Status {
     fn default() -> Self {
         Status {
             tx: watch::Sender::new(Role::Connecting),
+            health: Arc::new(watch::Sender::new(None)),
         }
     }
 }
@@ -55,6 +60,30 @@ impl Status {
     /// Follow the role: the HTTP status endpoint and sd_notify read it from here.
     pub fn subscribe(&self) -> watch::Receiver<Role> {
         self.tx.subscribe()
+    }
+
+    /// Where the health check reports (the supervisor's leading state).
+    pub(crate) fn health_reporter(&self) -> HealthReporter {
+        HealthReporter(self.health.clone())
+    }
+
+    /// Follow the child's health.
+    pub fn subscribe_health(&self) -> watch::Receiver<Option<Health>> {
+        self.health.subscribe()
+    }
+}
+
+/// Publishes the child's health; subscribers wake only when it changed.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthReporter(Arc<watch::Sender<Option<Health>>>);
+
+impl HealthReporter {
+    pub fn set(&self, health: Option<Health>) {
+        self.0.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
     }
 }
 

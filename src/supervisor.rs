@@ -31,7 +31,7 @@ use crate::log::escape_controls;
 use crate::metrics::{self, Reason};
 use crate::restart::Restarts;
 use crate::signals::{Request, Signals};
-use crate::status::{Role, Status};
+use crate::status::{HealthReporter, Role, Status};
 use crate::step_down;
 use crate::term::{self, Gate, NotStarted, Run, Term};
 use crate::timing;
@@ -116,6 +116,8 @@ struct Supervisor {
     blocked_by: Option<Vec<u8>>,
     /// Campaigns that could not reach etcd, retried on the same lease.
     unsent: Trouble,
+    /// Where the health check publishes the child's health.
+    health: HealthReporter,
     /// Whether etcd ever granted us a lease: a certificate refused before that is a
     /// misconfiguration (exit 1), after it a renewal in progress (retried).
     reached_etcd: bool,
@@ -158,6 +160,7 @@ pub async fn run(
         give_up_at,
         blocked_by: None,
         unsent: Trouble::new("campaign"),
+        health: status.health_reporter(),
         reached_etcd: false,
     };
     let mut state = State::Connecting {
@@ -165,6 +168,10 @@ pub async fn run(
     };
     loop {
         status.set(state.role());
+        if !matches!(state, State::Leading(_)) {
+            // Health is the child's, checked while leading only.
+            sup.health.set(None);
+        }
         state = match state {
             State::Connecting { after } => sup.connecting(after).await?,
             State::Campaigning { lease, after } => sup.campaigning(lease, after).await?,
@@ -438,6 +445,7 @@ impl Supervisor {
         let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
         let (reaper, env) = self.gate.for_checks(&leadership, &term.lease);
         let check = self.config.health.clone();
+        let reporter = self.health.clone();
         let started = match &term.run {
             Run::Running { started, .. } => Some(*started),
             _ => None,
@@ -445,7 +453,8 @@ impl Supervisor {
         let mut sick = pin!(async {
             match (&check, started) {
                 (Some(check), Some(started)) => {
-                    health::unhealthy(check, &reaper, &env, started, |_| {}).await
+                    let report = |h| reporter.set(Some(h));
+                    health::unhealthy(check, &reaper, &env, started, report).await
                 }
                 // No check, or no child to check (waiting to restart).
                 _ => std::future::pending().await,
@@ -549,8 +558,10 @@ impl Supervisor {
     /// The end path, then the next state.
     async fn stopping(&mut self, term: Term, end: End) -> Result<State, Error> {
         let resign = !matches!(end, End::Lost);
-        if resign {
-            metrics::term_ended(Reason::Graceful);
+        match end {
+            End::Lost => {}
+            End::Unhealthy => metrics::term_ended(Reason::Unhealthy),
+            _ => metrics::term_ended(Reason::Graceful),
         }
         let status = term
             .end(&self.client, self.config.stop_signal, resign)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use common::http::get;
 use common::*;
 
 /// Health tuning of every candidate here: a verdict after 2 failures 500 ms apart.
@@ -122,6 +123,44 @@ impl HealthServer {
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
     }
+}
+
+/// Health shows in /status and /metrics (and, through the same channel, in sd_notify's STATUS:
+/// see `notify`'s unit tests).
+#[test]
+fn health_shows_in_status_and_metrics() {
+    let (_etcd, scene) = etcd_and_scene();
+    let (opts, flag) = file_check(&scene, "A");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr_text = addr.to_string();
+    let mut opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    opts.extend(["--status-addr", &addr_text]);
+    let (_a, run_a) = scene.leader("A", &opts, &[]);
+    let healthy = poll_for(
+        5 * SEC,
+        || get(addr, "/status"),
+        |r| {
+            r.as_ref()
+                .is_ok_and(|a| a.body.contains("\"health\":\"healthy\""))
+        },
+    );
+    assert!(healthy.is_ok(), "{healthy:?}");
+    std::fs::remove_file(&flag).expect("fail the check");
+    // Alone in the election: it hands over to nobody, and leads again after the holdoff.
+    scene.wait_ended(run_a.pid, 10 * SEC, false);
+    let counted = poll_for(
+        5 * SEC,
+        || get(addr, "/metrics"),
+        |r| {
+            r.as_ref().is_ok_and(|a| {
+                a.body
+                    .contains("leaderrun_leadership_losses_total{reason=\"unhealthy\"} 1")
+                    && a.body
+                        .contains("leaderrun_health_checks_total{result=\"fail\"} 2")
+            })
+        },
+    );
+    assert!(counted.is_ok(), "{counted:?}");
 }
 
 #[test]
