@@ -1406,7 +1406,10 @@ mod tests {
         }
         let e = usage(&["--holders", "2", "--run-id", "r", "--", "true"], &[]);
         assert!(e.contains("--run-id") && e.contains("--holders 2"), "{e}");
-        let e = usage(&["--run-id", "r", "--", "true"], &[("LEADERRUN_HOLDERS", "3")]);
+        let e = usage(
+            &["--run-id", "r", "--", "true"],
+            &[("LEADERRUN_HOLDERS", "3")],
+        );
         assert!(e.contains("LEADERRUN_HOLDERS 3"), "{e}");
         // One holder is the default, and a run ID goes with it.
         assert!(parse(&["--holders", "1", "--run-id", "r", "--", "true"]).is_ok());

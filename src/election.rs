@@ -341,8 +341,16 @@ mod tests {
             (&b"web/c"[..], 12, 0xc),
         ];
         // One holder: only the first.
-        assert!(holds(first[..1].to_vec(), &leader_key("web/a", 10, 0xa), 0xa));
-        assert!(!holds(first[..1].to_vec(), &leader_key("web/b", 11, 0xb), 0xb));
+        assert!(holds(
+            first[..1].to_vec(),
+            &leader_key("web/a", 10, 0xa),
+            0xa
+        ));
+        assert!(!holds(
+            first[..1].to_vec(),
+            &leader_key("web/b", 11, 0xb),
+            0xb
+        ));
         // Three holders: any of the three, with its create revision and our lease.
         assert!(holds(first.to_vec(), &leader_key("web/c", 12, 0xc), 0xc));
         assert!(!holds(first.to_vec(), &leader_key("web/d", 13, 0xd), 0xd));

@@ -140,7 +140,10 @@ async fn read(client: &Client, election: &str, holders: u32) -> Result<(Vec<View
         first_candidates(client, election, i64::from(holders), READ_TIMEOUT).await?;
     let views = match first.is_empty() {
         true => vec![View::Nobody],
-        false => first.iter().map(|kv| View::of(election, Some(kv))).collect(),
+        false => first
+            .iter()
+            .map(|kv| View::of(election, Some(kv)))
+            .collect(),
     };
     Ok((views, revision))
 }
@@ -191,10 +194,9 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
         .await
         .map_err(|e| Closed::Error(Error::on_connection(&config.connection, e)))?;
     // The first read is the first contact: a TLS failure there names the endpoints and files.
-    let (mut current, mut revision) =
-        read(&client, &config.election, config.holders)
-            .await
-            .map_err(|e| match e {
+    let (mut current, mut revision) = read(&client, &config.election, config.holders)
+        .await
+        .map_err(|e| match e {
             Error::Etcd(e) => Closed::Error(Error::on_connection(&config.connection, e)),
             e => Closed::Error(e),
         })?;

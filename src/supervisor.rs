@@ -427,8 +427,7 @@ impl Supervisor {
                 return Err(Error::Usage(line));
             }
         }
-        let first = match election::first_candidates(&self.client, election, n.into(), wait).await
-        {
+        let first = match election::first_candidates(&self.client, election, n.into(), wait).await {
             Ok((first, _)) if first.len() < n as usize => return Ok(None),
             Ok((first, _)) => first.into_iter().next(),
             Err(e) => {

@@ -21,7 +21,10 @@ fn running(scene: &Scene) -> Vec<Run> {
 /// no other starting; returns them.
 fn settled(scene: &Scene, n: usize, timeout: Duration, what: &str) -> Vec<Run> {
     let got = poll_for(timeout, || running(scene), |r| r.len() == n).unwrap_or_else(|r| {
-        panic!("{what}: {} children run, not {n}, after {timeout:?}: {r:#?}", r.len())
+        panic!(
+            "{what}: {} children run, not {n}, after {timeout:?}: {r:#?}",
+            r.len()
+        )
     });
     let pids: Vec<u32> = got.iter().map(|r| r.pid).collect();
     let mut now = Vec::new();
@@ -86,7 +89,10 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     let ttl = TTL.to_string();
     let opts = ["--holders", "3", "--ttl", ttl.as_str()];
     let ids = ["A", "B", "C", "D", "E"];
-    let mut lrs: Vec<Lr> = ids.iter().map(|id| scene.candidate(id, &opts, &[])).collect();
+    let mut lrs: Vec<Lr> = ids
+        .iter()
+        .map(|id| scene.candidate(id, &opts, &[]))
+        .collect();
     scene.wait_candidates(&ids, 10 * SEC);
     let holding = settled(&scene, 3, 10 * SEC, "five candidates, three places");
     assert_eq!(scene.runs().len(), 3, "{:#?}", scene.runs());
@@ -96,15 +102,24 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     holders.sort();
     let mut first3 = line[..3].to_vec();
     first3.sort();
-    assert_eq!(holders, first3, "the holders are not the first three: {line:?}");
+    assert_eq!(
+        holders, first3,
+        "the holders are not the first three: {line:?}"
+    );
 
     // SIGTERM the first holder: the fourth in line starts within a handover.
     let (from, next) = (line[0].clone(), line[3].clone());
     let victim = ids.iter().position(|id| **id == *from).unwrap();
-    let old = holding.iter().find(|r| r.id.as_deref() == Some(&from)).unwrap();
+    let old = holding
+        .iter()
+        .find(|r| r.id.as_deref() == Some(&from))
+        .unwrap();
     scene.mark(&format!("SIGTERM to {from}"));
     let (new, took) = scene.handover(&lrs[victim], Signal::SIGTERM, &next, 5 * SEC);
-    scene.report(&format!("{next} holds {:.1} ms after {from}'s SIGTERM", ms_of(took)));
+    scene.report(&format!(
+        "{next} holds {:.1} ms after {from}'s SIGTERM",
+        ms_of(took)
+    ));
     assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
     lrs[victim].expect_exit_code(5 * SEC, 0, "a holder exits 0 on SIGTERM");
     let mut gone = vec![victim];
@@ -119,7 +134,10 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     assert_eq!(line.len(), 4, "{line:?}");
     let (from, next) = (line[0].clone(), line[3].clone());
     let victim = ids.iter().position(|id| **id == *from).unwrap();
-    let old = holding.iter().find(|r| r.id.as_deref() == Some(&from)).unwrap();
+    let old = holding
+        .iter()
+        .find(|r| r.id.as_deref() == Some(&from))
+        .unwrap();
     let t0 = scene.mark(&format!("SIGKILL to {from}"));
     lrs[victim].kill();
     gone.push(victim);
@@ -170,13 +188,20 @@ fn a_holders_link_blackholed_stops_its_child_before_the_next_candidate_starts() 
     let line = queue(&scene);
     let (cut, next) = (line[0].clone(), line[3].clone());
     let victim = ids.iter().position(|id| **id == *cut).unwrap();
-    let old = holding.iter().find(|r| r.id.as_deref() == Some(&cut)).unwrap();
+    let old = holding
+        .iter()
+        .find(|r| r.id.as_deref() == Some(&cut))
+        .unwrap();
 
     let t0 = scene.mark(&format!("blackhole {cut}'s link"));
     proxies[victim].set_mode(Mode::Blackhole);
     let new = scene.wait_leading(&next, 1, (TTL + 8) * SEC);
     let ended = scene.current(old.pid);
-    assert_eq!(ended.ending, Ending::Term, "stopped gracefully in time: {ended:?}");
+    assert_eq!(
+        ended.ending,
+        Ending::Term,
+        "stopped gracefully in time: {ended:?}"
+    );
     let old_end = since(t0, ended.last_seen_ns);
     assert!(
         old_end < ns(TTL * SEC),
@@ -219,7 +244,10 @@ fn whole_cluster_frozen_longer_than_the_ttl_then_thawed_runs_n_children_again() 
     let ttl = TTL.to_string();
     let opts = ["--holders", "2", "--ttl", ttl.as_str()];
     let ids = ["A", "B", "C"];
-    let mut lrs: Vec<Lr> = ids.iter().map(|id| scene.candidate(id, &opts, &[])).collect();
+    let mut lrs: Vec<Lr> = ids
+        .iter()
+        .map(|id| scene.candidate(id, &opts, &[]))
+        .collect();
     scene.wait_candidates(&ids, 10 * SEC);
     let holding = settled(&scene, 2, 10 * SEC, "three candidates, two places");
 
@@ -230,9 +258,17 @@ fn whole_cluster_frozen_longer_than_the_ttl_then_thawed_runs_n_children_again() 
     for old in &holding {
         let ended = scene.wait_ended(old.pid, (TTL + 2) * SEC, false);
         let end = since(t0, ended.last_seen_ns);
-        assert!(end < ns(TTL * SEC), "{ended:?} ended {:.3}s after the freeze", secs(end));
+        assert!(
+            end < ns(TTL * SEC),
+            "{ended:?} ended {:.3}s after the freeze",
+            secs(end)
+        );
         assert_eq!(ended.ending, Ending::Term, "{ended:?}");
-        scene.report(&format!("{:?} ended {:.3}s after the freeze", ended.id, secs(end)));
+        scene.report(&format!(
+            "{:?} ended {:.3}s after the freeze",
+            ended.id,
+            secs(end)
+        ));
     }
     let quiet_until = t0 + ns((TTL + 2) * SEC);
     assert!(
@@ -247,8 +283,15 @@ fn whole_cluster_frozen_longer_than_the_ttl_then_thawed_runs_n_children_again() 
         cluster.thaw(i);
     }
     let back = settled(&scene, 2, (2 * TTL + 15) * SEC, "after the thaw");
-    let took = back.iter().map(|r| since(t1, r.start_ns)).max().unwrap_or(0);
-    scene.report(&format!("two children again {:.3}s after the thaw", secs(took)));
+    let took = back
+        .iter()
+        .map(|r| since(t1, r.start_ns))
+        .max()
+        .unwrap_or(0);
+    scene.report(&format!(
+        "two children again {:.3}s after the thaw",
+        secs(took)
+    ));
     scene.wait_candidates(&ids, 20 * SEC);
     let runs = scene.runs();
     assert_at_most_concurrent(&runs, 2);
@@ -324,7 +367,10 @@ fn leader_lists_the_holders() {
     let shown: Vec<&str> = text.lines().collect();
     assert_eq!(shown.len(), 3, "{text}");
     for (row, id) in shown.iter().zip(&line) {
-        assert!(row.starts_with(&format!("id={id} key=web/")), "{row} for {id}");
+        assert!(
+            row.starts_with(&format!("id={id} key=web/")),
+            "{row} for {id}"
+        );
     }
 
     let out = ask_leader(&scene, &["--holders", "3", "--format", "json"]);
@@ -333,7 +379,8 @@ fn leader_lists_the_holders() {
     let ids_shown: Vec<String> = text
         .lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
             v["id"].as_str().unwrap_or_default().to_string()
         })
         .collect();
