@@ -395,3 +395,86 @@ fn leader_lists_the_holders() {
     let out = ask_leader(&scene, &[]);
     assert_eq!(stdout_of(&out).lines().count(), 1, "{}", stdout_of(&out));
 }
+
+/// `leaderrun resign` asks the oldest holder to hand over: its child stops, and the next
+/// candidate in line gets the place within a handover; still never more than N at once.
+#[test]
+fn leaderrun_resign_hands_the_oldest_holders_place_to_the_next_in_line() {
+    let (_etcd, scene) = etcd_and_scene();
+    let opts = ["--holders", "2", "--ttl", "5"];
+    let ids = ["A", "B", "C"];
+    let _lrs: Vec<Lr> = ids
+        .iter()
+        .map(|id| scene.candidate(id, &opts, &[]))
+        .collect();
+    scene.wait_candidates(&ids, 10 * SEC);
+    let holding = settled(&scene, 2, 10 * SEC, "three candidates, two places");
+    let line = queue(&scene);
+    let old = holding
+        .iter()
+        .find(|r| r.id.as_deref() == Some(&line[0]))
+        .unwrap();
+
+    let t0 = scene.mark(&format!("leaderrun resign: {} should hand over", line[0]));
+    let mut c = leaderrun();
+    c.args([
+        "resign",
+        "--endpoints",
+        &scene.etcd,
+        "--election",
+        &scene.election,
+    ]);
+    let out = run_with_timeout(&mut c, 40 * SEC);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let new = scene.wait_leading(&line[2], 1, 10 * SEC);
+    let ended = scene.current(old.pid);
+    assert_eq!(ended.ending, Ending::Term, "{ended:?}");
+    assert!(new.start_ns > ended.last_seen_ns, "{ended:?} then {new:?}");
+    let took = since(t0, new.start_ns);
+    scene.report(&format!(
+        "resign to {}'s child: {:.1} ms",
+        line[2],
+        ms_of(took)
+    ));
+    assert!(
+        took < ns(3 * SEC),
+        "took {:.3}s: an expiry, not a handover",
+        secs(took)
+    );
+    settled(&scene, 2, 10 * SEC, "after the step-down");
+    assert_at_most_concurrent(&scene.runs(), 2);
+}
+
+/// A waiting candidate whose key is deleted by hand (its lease stays) must not hold out of
+/// turn: it gets back in line behind the others, and the next place goes to the one ahead.
+#[test]
+fn a_waiting_candidate_whose_key_was_deleted_never_holds_out_of_turn() {
+    let (etcd, scene) = etcd_and_scene();
+    let opts = ["--holders", "2", "--ttl", "10"];
+    let mut lrs: Vec<Lr> = Vec::new();
+    for (i, id) in ["A", "B", "C", "D"].iter().enumerate() {
+        // One at a time: the queue is A, B, C, D.
+        lrs.push(scene.candidate(id, &opts, &[]));
+        scene.wait_candidates(&["A", "B", "C", "D"][..=i], 10 * SEC);
+    }
+    settled(&scene, 2, 10 * SEC, "four candidates, two places");
+    let (c_key, _) = scene
+        .candidates()
+        .into_iter()
+        .find(|(_, v)| v == "C")
+        .expect("C's key");
+    scene.mark("delete C's key");
+    etcd.etcdctl_ok(&["del", &c_key]);
+    // C gets back in line with a new key, behind D.
+    let back = poll_for(10 * SEC, || queue(&scene), |q| q.len() == 4);
+    let back = back.unwrap_or_else(|q| panic!("C did not get back in line: {q:?}"));
+    assert_eq!(back, ["A", "B", "D", "C"], "C is not behind D");
+    let (run_d, _) = scene.handover(&lrs[0], Signal::SIGTERM, "D", 5 * SEC);
+    assert!(
+        holds_for(SEC, || runs_of(&scene.runs(), "C").is_empty()),
+        "C started a child out of turn while D holds: {:#?}",
+        scene.runs()
+    );
+    assert!(running_now(&scene.current(run_d.pid)));
+    assert_at_most_concurrent(&scene.runs(), 2);
+}
