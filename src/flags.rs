@@ -215,7 +215,7 @@ pub struct LeaderFlags {
     #[arg(long)]
     pub watch: bool,
 
-    /// List the first N live candidates (the holders of a --holders N election), a line each.
+    /// List the first N keys under NAME/, a line each: the holders of a --holders N election.
     #[arg(long, value_name = "N", value_parser = holders)]
     pub holders: Option<u32>,
 }

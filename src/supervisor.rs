@@ -427,14 +427,17 @@ impl Supervisor {
                 return Err(Error::Usage(line));
             }
         }
-        let first = match election::first_candidates(&self.client, election, n.into(), wait).await {
-            Ok((first, _)) if first.len() < n as usize => return Ok(None),
-            Ok((first, _)) => first.into_iter().next(),
-            Err(e) => {
-                warn!(error = %e, "cannot tell who leads; campaigning");
-                return Ok(None);
-            }
-        };
+        let (first, full) =
+            match election::first_candidates(&self.client, election, n.into(), wait).await {
+                Ok((first, _)) => {
+                    let full = first.len() >= n as usize;
+                    (first.into_iter().next(), full)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot tell who leads; campaigning");
+                    return Ok(None);
+                }
+            };
         let Some(first) = first else { return Ok(None) };
         let kind = election::classify(&self.config.election, &first);
         if kind != Candidate::Live && self.blocked_by.as_deref() != Some(first.key()) {
@@ -454,9 +457,7 @@ impl Supervisor {
             }
             self.blocked_by = Some(first.key().to_vec());
         }
-        Ok(Some(
-            escape_controls(&String::from_utf8_lossy(first.value())).into_owned(),
-        ))
+        Ok(full.then(|| escape_controls(&String::from_utf8_lossy(first.value())).into_owned()))
     }
 
     async fn leading(&mut self, mut term: Term) -> State {

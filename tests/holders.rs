@@ -478,3 +478,18 @@ fn a_waiting_candidate_whose_key_was_deleted_never_holds_out_of_turn() {
     assert!(running_now(&scene.current(run_d.pid)));
     assert_at_most_concurrent(&scene.runs(), 2);
 }
+
+/// `--no-wait` with N places: a candidate takes a free place, and exits 75 only when all N are
+/// taken.
+#[test]
+fn no_wait_takes_a_free_place_and_exits_75_when_all_are_taken() {
+    let (_etcd, scene) = etcd_and_scene();
+    let opts = ["--holders", "2", "--ttl", "3", "--no-wait"];
+    let (_a, _) = scene.leader("A", &opts, &[]);
+    let (mut b, _) = scene.leader("B", &opts, &[]);
+    let mut c = scene.candidate("C", &opts, &[]);
+    c.expect_exit_code(15 * SEC, 75, "both places are taken");
+    assert!(b.is_running());
+    assert_eq!(scene.runs().len(), 2, "{:#?}", scene.runs());
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+}
