@@ -106,6 +106,13 @@ opt!(
     None
 );
 opt!(ID, "id", "LEADERRUN_ID", Some("id"), None);
+opt!(
+    HOLDERS,
+    "holders",
+    "LEADERRUN_HOLDERS",
+    Some("holders"),
+    Some("1")
+);
 opt!(TTL, "ttl", "LEADERRUN_TTL", Some("ttl"), Some("10"));
 opt!(
     STOP_SIGNAL,
@@ -251,6 +258,7 @@ pub const OPTIONS: &[&Opt] = &[
     &PASSWORD,
     &ELECTION,
     &ID,
+    &HOLDERS,
     &TTL,
     &STOP_SIGNAL,
     &STOP_TIMEOUT,
@@ -421,6 +429,7 @@ settings! {
     password: Secret = PASSWORD, flags::secret;
     election: String = ELECTION, flags::text;
     id: String = ID, flags::text;
+    holders: u32 = HOLDERS, flags::holders;
     ttl: u64 = TTL, flags::ttl;
     stop_signal: Signal = STOP_SIGNAL, flags::signal;
     stop_timeout: Duration = STOP_TIMEOUT, flags::duration;
@@ -607,6 +616,8 @@ pub struct Config {
     pub connection: Connection,
     pub election: String,
     pub id: String,
+    /// `--holders N`: at most N children across all hosts (1: the server's own election).
+    pub holders: u32,
     /// The TTL asked for; etcd may grant more (it raises values below its minimum).
     pub ttl: Duration,
     /// The stop timeout the user set, if any (the default is derived per granted TTL).
@@ -696,6 +707,14 @@ impl Config {
 
         let on_exit = required(s.on_exit, &ON_EXIT)?;
         let run_id_ttl = required(s.run_id_ttl, &RUN_ID_TTL)?.value;
+        let holders = required(s.holders, &HOLDERS)?;
+        if let (Some(run), n @ 2..) = (&s.run_id, holders.value) {
+            return Err(Error::Usage(format!(
+                "{} cannot be combined with {} {n}: a run ID starts the command at most once, \
+                 and {n} holders would start it {n} times",
+                run.from, holders.from
+            )));
+        }
         let run_id = match s.run_id {
             Some(run) if on_exit.value != OnExit::Exit => {
                 return Err(Error::Usage(format!(
@@ -733,6 +752,7 @@ impl Config {
             connection,
             election,
             id,
+            holders: holders.value,
             ttl,
             stop_timeout,
             stop_signal: required(s.stop_signal, &STOP_SIGNAL)?.value,
@@ -969,6 +989,8 @@ fn read_password(path: &Path, from: &Source) -> Result<String, Error> {
 pub struct LeaderConfig {
     pub connection: Connection,
     pub election: String,
+    /// `--holders N`: list the first N live candidates (the holders), not only the first.
+    pub holders: u32,
     pub format: Format,
     pub watch: bool,
     /// Said once logging is set up.
@@ -981,7 +1003,9 @@ impl LeaderConfig {
     pub fn load(mut flags: LeaderFlags, env: &Env) -> Result<LeaderConfig, Error> {
         let file = ConfigFile::find(flags.etcd.config.take(), env)?;
         let (format, watch) = (flags.format, flags.watch);
-        let mut s = layers(LEADER_OPTIONS, || flags.settings(), env, file.as_ref())?;
+        // --holders too, layered alike: the same file lists as many holders as it runs.
+        let wanted = [LEADER_OPTIONS, &[&HOLDERS]].concat();
+        let mut s = layers(&wanted, || flags.settings(), env, file.as_ref())?;
         let election = s
             .election
             .take()
@@ -991,6 +1015,7 @@ impl LeaderConfig {
         Ok(LeaderConfig {
             connection: connection(&mut s, &mut warnings)?,
             election,
+            holders: required(s.holders, &HOLDERS)?.value,
             format,
             watch,
             warnings,
@@ -1382,6 +1407,27 @@ mod tests {
         assert!(c.no_wait);
         let c = load(&["--", "true"], &[("LEADERRUN_ON_EXIT", "Recampaign")]).unwrap();
         assert_eq!(c.on_exit, OnExit::Recampaign);
+    }
+
+    #[test]
+    fn holders_are_read_bounded_and_not_combined_with_a_run_id() {
+        assert_eq!(parse(&["--", "true"]).unwrap().holders, 1);
+        assert_eq!(parse(&["--holders", "3", "--", "true"]).unwrap().holders, 3);
+        let c = load(&["--", "true"], &[("LEADERRUN_HOLDERS", "1000")]).unwrap();
+        assert_eq!(c.holders, 1000);
+        for bad in ["0", "1001", "-1", "x"] {
+            let e = usage(&["--holders", bad, "--", "true"], &[]);
+            assert!(e.contains("from 1 to 1000"), "{bad}: {e}");
+        }
+        let e = usage(&["--holders", "2", "--run-id", "r", "--", "true"], &[]);
+        assert!(e.contains("--run-id") && e.contains("--holders 2"), "{e}");
+        let e = usage(
+            &["--run-id", "r", "--", "true"],
+            &[("LEADERRUN_HOLDERS", "3")],
+        );
+        assert!(e.contains("LEADERRUN_HOLDERS 3"), "{e}");
+        // One holder is the default, and a run ID goes with it.
+        assert!(parse(&["--holders", "1", "--run-id", "r", "--", "true"]).is_ok());
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Leadership {
 /// Why a campaign's "elected" was not believed.
 #[derive(Debug, thiserror::Error)]
 pub enum Unverified {
-    #[error("our key is gone or is not the first under the prefix")]
+    #[error("our key is gone or is not among the first (the holders) under the prefix")]
     NotFirst,
     #[error("the lease deadline is too near to start the child")]
     DeadlineNear,
@@ -68,17 +68,6 @@ pub async fn campaign(
     })
 }
 
-/// The first-created key under `NAME/`, the leader by definition, with the store revision it
-/// was read at. None when nobody campaigns.
-pub async fn first_candidate(
-    client: &Client,
-    name: &str,
-    wait: Duration,
-) -> Result<(Option<KeyValue>, i64), EtcdError> {
-    let (first, revision) = first_candidates(client, name, 1, wait).await?;
-    Ok((first.into_iter().next(), revision))
-}
-
 /// The `n` first-created keys under `NAME/`, in the order of the queue, with the store revision
 /// they were read at.
 pub async fn first_candidates(
@@ -103,22 +92,23 @@ pub async fn first_candidates(
 
 /// The verify-before-start rule. A campaign can answer "elected" although our lease expired
 /// while we waited (phantom leadership): believe it only if our key still exists with the
-/// returned create revision and our lease, and is the first-created key under the prefix. Only
-/// the start gate ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline
-/// itself, last, right before the spawn.
+/// returned create revision and our lease, and is among the `holders` first-created keys under
+/// the prefix (the first, with the default of one holder). Only the start gate
+/// ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline itself, last,
+/// right before the spawn.
 pub async fn verify(
     client: &Client,
     elected: &LeaderKey,
     lease: &Lease,
+    holders: u32,
 ) -> Result<Leadership, Unverified> {
     let name = String::from_utf8_lossy(elected.name());
-    let (first, revision) =
-        first_candidate(client, &name, lease.timing().request_timeout()).await?;
-    let first = first.ok_or(Unverified::NotFirst)?;
-    if first.key() != elected.key()
-        || first.create_revision() != elected.rev()
-        || first.lease() != lease.id()
-    {
+    let wait = lease.timing().request_timeout();
+    let (first, revision) = first_candidates(client, &name, i64::from(holders), wait).await?;
+    let first = first
+        .iter()
+        .map(|kv| (kv.key(), kv.create_revision(), kv.lease()));
+    if !holds(first, elected, lease.id()) {
         return Err(Unverified::NotFirst);
     }
     Ok(Leadership {
@@ -127,6 +117,18 @@ pub async fn verify(
         verified_at: revision.max(elected.rev()),
         leader_key: elected.clone(),
     })
+}
+
+/// Whether `elected`, on `lease`, is among `first` (key, create revision, lease): the
+/// first-created keys under the prefix, as many as there are holders.
+fn holds<'a>(
+    first: impl IntoIterator<Item = (&'a [u8], i64, i64)>,
+    elected: &LeaderKey,
+    lease: i64,
+) -> bool {
+    first
+        .into_iter()
+        .any(|(key, rev, l)| key == elected.key() && rev == elected.rev() && l == lease)
 }
 
 /// What a key under `NAME/` is to the election `NAME`.
@@ -296,19 +298,65 @@ pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
     }
 }
 
-/// --no-wait: resolves when the first key under the prefix is not `ours`, once ours exists (or
-/// when that cannot be told within `wait`: not knowing counts as not first). Never resolves when
-/// ours is first: the campaign wins then.
-pub async fn behind_another(client: &Client, election: &str, ours: &str, wait: Duration) {
+/// --no-wait: resolves when our key, once it exists, is not among the first `holders` keys
+/// under the prefix (or when that cannot be told within `wait`: not knowing counts as not
+/// holding). Never resolves when ours is among them: the campaign wins then.
+pub async fn behind_another(
+    client: &Client,
+    election: &str,
+    ours: &str,
+    holders: u32,
+    wait: Duration,
+) {
     let until = Instant::now() + wait;
     while Instant::now() < until {
-        match first_candidate(client, election, wait).await {
-            Ok((Some(first), _)) if first.key() == ours.as_bytes() => {
+        match first_candidates(client, election, i64::from(holders), wait).await {
+            Ok((first, _)) if first.iter().any(|kv| kv.key() == ours.as_bytes()) => {
                 return std::future::pending().await
             }
-            Ok((Some(_), _)) => return,
-            // Our campaign's key is not written yet.
-            Ok((None, _)) | Err(_) => sleep(OWN_KEY_POLL).await,
+            // Our campaign's key is not written yet while fewer keys than places exist.
+            Ok((first, _)) if first.len() >= holders as usize => return,
+            Ok(_) | Err(_) => sleep(OWN_KEY_POLL).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader_key(key: &str, rev: i64, lease: i64) -> LeaderKey {
+        LeaderKey::new()
+            .with_name("web")
+            .with_key(key)
+            .with_rev(rev)
+            .with_lease(lease)
+    }
+
+    #[test]
+    fn verify_believes_a_key_among_the_first_n_only() {
+        let first = [
+            (&b"web/a"[..], 10, 0xa),
+            (&b"web/b"[..], 11, 0xb),
+            (&b"web/c"[..], 12, 0xc),
+        ];
+        // One holder: only the first.
+        assert!(holds(
+            first[..1].to_vec(),
+            &leader_key("web/a", 10, 0xa),
+            0xa
+        ));
+        assert!(!holds(
+            first[..1].to_vec(),
+            &leader_key("web/b", 11, 0xb),
+            0xb
+        ));
+        // Three holders: any of the three, with its create revision and our lease.
+        assert!(holds(first.to_vec(), &leader_key("web/c", 12, 0xc), 0xc));
+        assert!(!holds(first.to_vec(), &leader_key("web/d", 13, 0xd), 0xd));
+        // The key again, but created anew (another revision) or on another lease: not ours.
+        assert!(!holds(first.to_vec(), &leader_key("web/b", 9, 0xb), 0xb));
+        assert!(!holds(first.to_vec(), &leader_key("web/b", 11, 0xb), 0xe));
+        assert!(!holds([], &leader_key("web/a", 10, 0xa), 0xa));
     }
 }

@@ -9,8 +9,8 @@
 use crate::config::{
     Env, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User, CACERT,
     CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, HEALTH_CMD, HEALTH_HOLDOFF, HEALTH_HTTP,
-    HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, ID, KEY, LOG_FORMAT,
-    LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS,
+    HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, HOLDERS, ID, KEY,
+    LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS,
     PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
     STATUS_ADDR, STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
 };
@@ -50,6 +50,12 @@ pub struct Flags {
     /// The value this candidate proclaims (what `etcdctl elect -l` shows). Default: hostname:pid.
     #[arg(long, value_parser = text)]
     pub id: Option<String>,
+
+    /// At most N children across all hosts at once (1 to 1000), like `consul lock -n`: the N
+    /// first candidates by create revision hold. Every candidate of one election must use the
+    /// same N (a mismatch is refused). Not with --run-id.
+    #[arg(long, value_name = "N", value_parser = holders)]
+    pub holders: Option<u32>,
 
     /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
     /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
@@ -214,6 +220,10 @@ pub struct LeaderFlags {
     /// Print every change of leader until interrupted, like `etcdctl elect -l`.
     #[arg(long)]
     pub watch: bool,
+
+    /// List the first N keys under NAME/, a line each: the holders of a --holders N election.
+    #[arg(long, value_name = "N", value_parser = holders)]
+    pub holders: Option<u32>,
 }
 
 /// Ask the leader of an election to hand over: it stops its command, resigns and campaigns
@@ -276,6 +286,7 @@ impl Flags {
         Ok(Settings {
             election: flag(&ELECTION, self.election),
             id: flag(&ID, self.id),
+            holders: flag(&HOLDERS, self.holders),
             ttl: flag(&TTL, self.ttl),
             stop_signal: flag(&STOP_SIGNAL, self.stop_signal),
             stop_timeout: flag(&STOP_TIMEOUT, self.stop_timeout),
@@ -307,6 +318,7 @@ impl LeaderFlags {
     pub fn settings(self) -> Result<Settings, Error> {
         Ok(Settings {
             election: flag(&ELECTION, self.election),
+            holders: flag(&HOLDERS, self.holders),
             ..self.etcd.settings()?
         })
     }
@@ -377,7 +389,9 @@ pub fn leader_command() -> clap::Command {
          Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads, or the first key under \
          NAME/ is not a live candidate of NAME (a key without a lease, a candidate of a nested \
          election NAME/...): it blocks the election, and is printed as `blocked by key=...`; \
-         {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed.",
+         {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot be read, or stdout was closed. With \
+         --holders N: the first N keys under NAME/, a line each, and 0 when one of them is a \
+         live candidate.",
         settings_help()
     ))
 }
@@ -632,6 +646,15 @@ pub fn run_id_ttl(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d < Duration::from_secs(1) => Err("must be at least 1s".into()),
         d => Ok(d),
+    }
+}
+
+/// --holders: 1 to [`crate::holders::MAX_HOLDERS`].
+pub fn holders(s: &str) -> Result<u32, String> {
+    let max = crate::holders::MAX_HOLDERS;
+    match s.trim().parse::<u32>() {
+        Ok(n @ 1..) if n <= max => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}")),
     }
 }
 

@@ -1,7 +1,8 @@
-//! `leaderrun leader`: who leads an election, once or (`--watch`) at every change.
+//! `leaderrun leader`: who leads an election (with `--holders N`: who holds), once or
+//! (`--watch`) at every change.
 
 use crate::config::LeaderConfig;
-use crate::election::{classify, first_candidate, Candidate};
+use crate::election::{classify, first_candidates, Candidate};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd;
 use crate::log::escape_controls;
@@ -132,9 +133,33 @@ pub fn render(view: &View, format: Format) -> String {
     }
 }
 
-async fn read(client: &Client, election: &str) -> Result<(View, i64), Error> {
-    let (first, revision) = first_candidate(client, election, READ_TIMEOUT).await?;
-    Ok((View::of(election, first.as_ref()), revision))
+/// The first `holders` keys under `NAME/`, a view each (the holders, or what takes a place
+/// without being a candidate), or `[Nobody]`; with the revision they were read at.
+async fn read(client: &Client, election: &str, holders: u32) -> Result<(Vec<View>, i64), Error> {
+    let (first, revision) =
+        first_candidates(client, election, i64::from(holders), READ_TIMEOUT).await?;
+    let views = match first.is_empty() {
+        true => vec![View::Nobody],
+        false => first
+            .iter()
+            .map(|kv| View::of(election, Some(kv)))
+            .collect(),
+    };
+    Ok((views, revision))
+}
+
+/// The exit status of a single look: 0 when somebody leads (holds), 3 otherwise.
+fn exit_code(views: &[View]) -> u8 {
+    views
+        .iter()
+        .map(View::exit_code)
+        .min()
+        .unwrap_or(EXIT_NO_LEADER)
+}
+
+/// Print the views, a line each.
+fn print_all(views: &[View], format: Format) -> Result<(), Closed> {
+    views.iter().try_for_each(|v| print(&render(v, format)))
 }
 
 /// Why output stopped.
@@ -169,14 +194,15 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
         .await
         .map_err(|e| Closed::Error(Error::on_connection(&config.connection, e)))?;
     // The first read is the first contact: a TLS failure there names the endpoints and files.
-    let (mut current, mut revision) =
-        read(&client, &config.election).await.map_err(|e| match e {
+    let (mut current, mut revision) = read(&client, &config.election, config.holders)
+        .await
+        .map_err(|e| match e {
             Error::Etcd(e) => Closed::Error(Error::on_connection(&config.connection, e)),
             e => Closed::Error(e),
         })?;
-    print(&render(&current, config.format))?;
+    print_all(&current, config.format)?;
     if !config.watch {
-        return Ok(current.exit_code());
+        return Ok(exit_code(&current));
     }
     let handler = |e| Closed::Error(Error::io("signal handler", e));
     let mut term = signal(SignalKind::terminate()).map_err(handler)?;
@@ -189,7 +215,7 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
             .with_start_revision(revision + 1);
         let watched = async {
             let mut stream = watcher.watch(prefix.clone(), Some(options)).await?;
-            // Any change under the prefix may change who is first: read it again.
+            // Any change under the prefix may change who is first (who holds): read again.
             while let Some(resp) = stream.message().await? {
                 if !resp.events().is_empty() {
                     return Ok(());
@@ -205,12 +231,12 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
             _ = term.recv() => return Ok(0),
             _ = int.recv() => return Ok(0),
         }
-        match read(&client, &config.election).await {
-            Ok((view, rev)) => {
+        match read(&client, &config.election, config.holders).await {
+            Ok((views, rev)) => {
                 revision = rev;
-                if view != current {
-                    print(&render(&view, config.format))?;
-                    current = view;
+                if views != current {
+                    print_all(&views, config.format)?;
+                    current = views;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the election; retrying"),

@@ -17,6 +17,7 @@ mod flags;
 pub mod generate;
 mod guardian;
 mod health;
+mod holders;
 mod http;
 mod http1;
 mod job;

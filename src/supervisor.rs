@@ -26,6 +26,7 @@ use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
 use crate::health;
+use crate::holders::{self, Refused};
 use crate::lease::Lease;
 use crate::log::escape_controls;
 use crate::metrics::{self, Reason};
@@ -256,7 +257,14 @@ impl Supervisor {
             return Ok(exit);
         }
         let no_wait = self.config.no_wait;
-        if let Some(leader) = self.look_ahead(wait).await {
+        let ahead = match self.look_ahead(wait).await {
+            Ok(ahead) => ahead,
+            Err(refused) => {
+                term::release(&self.client, lease, None).await;
+                return Err(refused);
+            }
+        };
+        if let Some(leader) = ahead {
             if no_wait {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
                 term::release(&self.client, lease, None).await;
@@ -266,12 +274,17 @@ impl Supervisor {
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
         // The campaign is dropped (cancelling the RPC) as soon as this block ends.
         let elected = {
-            let mut campaign = pin!(election::campaign(
-                &self.client,
-                &self.config.election,
-                &self.config.id,
-                lease.id(),
-            ));
+            let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
+            let (lease_id, holders) = (lease.id(), self.config.holders);
+            let mut campaign = pin!(async move {
+                match holders {
+                    // One holder: the server's own campaign, unchanged.
+                    1 => election::campaign(client, election, id, lease_id)
+                        .await
+                        .map_err(Refused::Etcd),
+                    n => holders::campaign(client, election, id, lease_id, n, wait, retry).await,
+                }
+            });
             // The key is `NAME/<lease hex>`, as the server's campaign makes it.
             let ours = format!("{}/{}", self.config.election, lease.hex_id());
             let mut deleted = pin!(election::candidate_key_deleted(
@@ -285,6 +298,7 @@ impl Supervisor {
                 &self.client,
                 &self.config.election,
                 &ours,
+                self.config.holders,
                 wait
             ));
             let withdraw = loop {
@@ -328,10 +342,18 @@ impl Supervisor {
                 self.unsent.clear();
                 key
             }
-            Err(e) => match e.kind() {
+            Err(Refused::Disagree(line)) => {
+                term::release(&self.client, lease, None).await;
+                return Err(Error::Usage(line));
+            }
+            Err(Refused::Etcd(e)) => match e.kind() {
                 Kind::Fatal => {
                     term::release(&self.client, lease, None).await;
-                    return Err(Error::on_range(format!("{}/", self.config.election), e));
+                    let mut range = format!("{}/", self.config.election);
+                    if self.config.holders > 1 {
+                        range = format!("{range} and {}", holders::prefix(&self.config.election));
+                    }
+                    return Err(Error::on_range(range, e));
                 }
                 Kind::AuthExpired => {
                     // Refused before it reached the election: authenticate, then a fresh start.
@@ -404,17 +426,28 @@ impl Supervisor {
     }
 
     /// Who is first under the prefix, by the value it proclaims (never us: our key does not
-    /// exist before our campaign). Warns once about a key that blocks the election without
-    /// being a live candidate of it.
-    async fn look_ahead(&mut self, wait: Duration) -> Option<String> {
-        let first = match election::first_candidate(&self.client, &self.config.election, wait).await
-        {
-            Ok((first, _)) => first?,
-            Err(e) => {
-                warn!(error = %e, "cannot tell who leads; campaigning");
-                return None;
+    /// exist before our campaign), when every place is taken (with `--holders N`: N keys).
+    /// Warns once about a key that blocks the election without being a live candidate of it.
+    /// Err: a default candidate refused by an election of N-holder candidates (exit 2).
+    async fn look_ahead(&mut self, wait: Duration) -> Result<Option<String>, Error> {
+        let (election, n) = (&self.config.election, self.config.holders);
+        if n == 1 {
+            if let Some(line) = holders::check_single(&self.client, election, wait).await {
+                return Err(Error::Usage(line));
             }
-        };
+        }
+        let (first, full) =
+            match election::first_candidates(&self.client, election, n.into(), wait).await {
+                Ok((first, _)) => {
+                    let full = first.len() >= n as usize;
+                    (first.into_iter().next(), full)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot tell who leads; campaigning");
+                    return Ok(None);
+                }
+            };
+        let Some(first) = first else { return Ok(None) };
         let kind = election::classify(&self.config.election, &first);
         if kind != Candidate::Live && self.blocked_by.as_deref() != Some(first.key()) {
             // Other tools write these keys: nothing from etcd may forge a log line.
@@ -433,7 +466,7 @@ impl Supervisor {
             }
             self.blocked_by = Some(first.key().to_vec());
         }
-        Some(escape_controls(&String::from_utf8_lossy(first.value())).into_owned())
+        Ok(full.then(|| escape_controls(&String::from_utf8_lossy(first.value())).into_owned()))
     }
 
     async fn leading(&mut self, mut term: Term) -> State {

@@ -69,6 +69,8 @@ pub struct Gate {
     args: Vec<OsString>,
     signal_defaults: Vec<Signal>,
     run_id: Option<RunId>,
+    /// `--holders`: verification looks for our key among this many first keys.
+    holders: u32,
     /// `--run-id`: the run has been started by this process (whatever became of it).
     run_started: bool,
 }
@@ -83,6 +85,7 @@ impl Gate {
             args: config.args.clone(),
             signal_defaults: signal_defaults.to_vec(),
             run_id: config.run_id.clone(),
+            holders: config.holders,
             run_started: false,
         }
     }
@@ -109,7 +112,7 @@ impl Gate {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
         }
-        let leadership = election::verify(client, elected, lease)
+        let leadership = election::verify(client, elected, lease, self.holders)
             .await
             .map_err(NotStarted::Unverified)?;
         let wait = lease.timing().request_timeout();

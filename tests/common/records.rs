@@ -196,6 +196,36 @@ pub fn assert_no_overlap(runs: &[Run]) {
     }
 }
 
+/// The most runs alive at one instant (each from its start to its last sign of life, ends
+/// inclusive, as `assert_no_overlap` counts them).
+pub fn max_concurrent(runs: &[Run]) -> usize {
+    // A start sorts before an end at the same instant: touching runs count as overlapping.
+    let mut events: Vec<(u64, i8)> = runs
+        .iter()
+        .flat_map(|r| [(r.start_ns, -1), (r.last_seen_ns, 1)])
+        .collect();
+    events.sort_unstable();
+    let (mut alive, mut most) = (0usize, 0usize);
+    for (_, kind) in events {
+        if kind < 0 {
+            alive += 1;
+            most = most.max(alive);
+        } else {
+            alive -= 1;
+        }
+    }
+    most
+}
+
+/// Panics, listing the runs, if more than `n` of them were ever alive at once.
+pub fn assert_at_most_concurrent(runs: &[Run], n: usize) {
+    let most = max_concurrent(runs);
+    assert!(
+        most <= n,
+        "{most} fenced children ran at once, more than {n}:\n  {runs:#?}"
+    );
+}
+
 /// CLOCK_MONOTONIC in ns: the clock fenced_child stamps records with.
 pub fn mono_now_ns() -> u64 {
     #[repr(C)]
