@@ -243,10 +243,9 @@ async fn leader_id(ctx: &Context) -> Result<Option<String>, String> {
             }
         };
         drop(cached);
-        let (first, _) =
-            election::first_candidates(&client, &ctx.election, 1, LEADER_READ_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
+        let (first, _) = election::first_candidates(&client, &ctx.election, 1, LEADER_READ_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(first
             .into_iter()
             .next()

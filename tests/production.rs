@@ -697,7 +697,13 @@ fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
         ..Default::default()
     });
     etcd.add_user_with_prefixes("web-svc", "unused", &[ELECTION_PREFIX, RUNS_PREFIX]);
-    etcd.etcdctl_ok(&["role", "grant-permission", "web-svc-role", "read", RESIGN_KEY]);
+    etcd.etcdctl_ok(&[
+        "role",
+        "grant-permission",
+        "web-svc-role",
+        "read",
+        RESIGN_KEY,
+    ]);
     let svc = certs.client("web-svc");
     let mut opts = cacert(&certs);
     opts.extend(client_cert(&svc));
