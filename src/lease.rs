@@ -30,6 +30,13 @@ impl std::fmt::Display for Loss {
     }
 }
 
+/// How often the keepalives go: a standby's at T/3, a leader's at T/5 (the deadline needs them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    Standby,
+    Leading,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct State {
     deadline: Deadline,
@@ -42,6 +49,7 @@ pub struct Lease {
     timing: Timing,
     state: watch::Receiver<State>,
     keeper: JoinHandle<()>,
+    pace: watch::Sender<Pace>,
     /// For the revoke: the lease service alone (a whole Client is kilobytes).
     client: LeaseClient,
 }
@@ -74,12 +82,14 @@ impl Lease {
             gone: false,
         });
         crate::metrics::lease_granted(resp.id(), timing, tx.borrow().deadline.at());
-        let keeper = tokio::spawn(keep_alive(members.to_vec(), resp.id(), timing, tx));
+        let (pace, paced) = watch::channel(Pace::Standby);
+        let keeper = tokio::spawn(keep_alive(members.to_vec(), resp.id(), timing, tx, paced));
         Ok(Lease {
             id: resp.id(),
             timing,
             state: rx,
             keeper,
+            pace,
             client: client.lease_client(),
         })
     }
@@ -105,6 +115,21 @@ impl Lease {
     /// The latest moment the child may still live: `D - m`.
     pub fn kill_at(&self) -> Instant {
         self.timing.kill_at(self.deadline())
+    }
+
+    /// Elected: keepalives at the leader's pace from now on, the first one at once, so that the
+    /// deadline is as fresh as a leader's by the time the child starts.
+    pub fn lead(&self) {
+        self.pace
+            .send_if_modified(|p| std::mem::replace(p, Pace::Leading) != Pace::Leading);
+    }
+
+    /// Wait (at most `within`) until the deadline is as fresh as a leader's keepalives keep it
+    /// ([`Timing::is_fresh`]). Returns at once when it is already.
+    pub async fn freshened(&self, within: Duration) {
+        let mut state = self.state.clone();
+        let fresh = |s: &State| s.gone || self.timing.is_fresh(s.deadline.at(), Instant::now());
+        let _ = tokio::time::timeout(within, state.wait_for(fresh)).await;
     }
 
     /// Whether a child may start now: the stop time `D - m - G` is still ahead.
@@ -150,7 +175,17 @@ impl Drop for Lease {
 /// send time of the request it answers (responses come in order). A stream that fails, ends, or
 /// leaves a request unanswered for a whole interval is re-established on the next member; its
 /// unanswered requests never move D.
-async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch::Sender<State>) {
+async fn keep_alive(
+    mut members: Vec<Member>,
+    id: i64,
+    timing: Timing,
+    tx: watch::Sender<State>,
+    mut pace: watch::Receiver<Pace>,
+) {
+    let period = |pace: &watch::Receiver<Pace>| match *pace.borrow() {
+        Pace::Standby => timing.standby_keepalive,
+        Pace::Leading => timing.keepalive,
+    };
     let acknowledged = |sent: Instant| {
         tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
         crate::metrics::keepalive_acknowledged(id, sent, tx.borrow().deadline.at());
@@ -186,10 +221,23 @@ async fn keep_alive(mut members: Vec<Member>, id: i64, timing: Timing, tx: watch
             }
         };
         let mut inflight: VecDeque<Instant> = VecDeque::new();
-        let mut tick = interval_at(Instant::now() + timing.keepalive, timing.keepalive);
+        let every = period(&pace);
+        let mut tick = interval_at(Instant::now() + every, every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let broken = loop {
             tokio::select! {
+                // Elected: one now (unless one is on its way), then every k.
+                Ok(()) = pace.changed() => {
+                    let every = period(&pace);
+                    tick = interval_at(Instant::now() + every, every);
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    if inflight.is_empty() {
+                        inflight.push_back(Instant::now());
+                        if keeper.keep_alive().await.is_err() {
+                            break "keepalive stream closed".to_string();
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     // Requests go out on these ticks: one still unanswered now has had a whole
                     // interval (its stamp is a hair after the previous tick, so no age test).

@@ -112,9 +112,16 @@ impl Gate {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
         }
-        let leadership = election::verify(client, elected, lease, self.holders)
-            .await
-            .map_err(NotStarted::Unverified)?;
+        // Keepalives at the leader's pace from now, the first at once, while the election is
+        // verified: the deadline is then as fresh as a leader's (a standby keeps its lease with
+        // sparser keepalives), which the one-lost-keepalive budget assumes. Bounded by one
+        // round trip's allowance: a slow keepalive is the deadline rule's business below.
+        lease.lead();
+        let (verified, ()) = tokio::join!(
+            election::verify(client, elected, lease, self.holders),
+            lease.freshened(lease.timing().round_trip)
+        );
+        let leadership = verified.map_err(NotStarted::Unverified)?;
         let wait = lease.timing().request_timeout();
         let record = match &self.run_id {
             None => None,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   T  lease TTL as granted by etcd
-//!   k  keepalive interval            = T/5
+//!   k  keepalive interval            = T/5 while leading (T/3 for a standby, which has no child)
 //!   r  allowance for one round trip  = k/2
 //!   m  safety margin                 = max(500 ms, T/10)
 //!   G  stop timeout (signal → KILL)  <= T - 2k - r - m
@@ -25,8 +25,11 @@ pub const MIN_MARGIN: Duration = Duration::from_millis(500);
 pub struct Timing {
     /// T: lease TTL.
     pub ttl: Duration,
-    /// k: one keepalive every k.
+    /// k: one keepalive every k while leading.
     pub keepalive: Duration,
+    /// A standby's keepalive interval, T/3 as Go's election keeps its session: a standby has no
+    /// child, so no deadline to keep; it only keeps its place in the queue.
+    pub standby_keepalive: Duration,
     /// r: what a keepalive round trip may take before the budget is hurt.
     pub round_trip: Duration,
     /// m: safety margin between SIGKILL and the deadline.
@@ -73,6 +76,7 @@ impl Timing {
         Ok(Timing {
             ttl,
             keepalive,
+            standby_keepalive: ttl / 3,
             round_trip,
             margin,
             stop_timeout,
@@ -87,6 +91,13 @@ impl Timing {
     /// When SIGKILL must go out for a lease deadline `d`: `D - m`.
     pub fn kill_at(&self, d: Instant) -> Instant {
         d - self.margin
+    }
+
+    /// Whether a deadline `d` is as fresh at `now` as a leader's keepalives keep it (the newest
+    /// acknowledged keepalive sent within k + r): the one-lost-keepalive budget holds from there.
+    /// A new leader's deadline comes from its standby keepalives, which are sparser.
+    pub fn is_fresh(&self, d: Instant, now: Instant) -> bool {
+        d >= now + self.ttl - self.keepalive - self.round_trip
     }
 
     /// How long one unary request to etcd may take before we give up on it and retry.
@@ -144,6 +155,26 @@ mod tests {
         assert_eq!(t.round_trip, ms(1000));
         assert_eq!(t.margin, ms(1000));
         assert_eq!(t.stop_timeout, ms(3000));
+    }
+
+    /// A standby's keepalives are sparser than a leader's, but a deadline they keep still
+    /// leaves time to start a child: even at the stop timeout's limit, the stop time of a
+    /// deadline acknowledged a whole standby interval (and a round trip) ago is ahead.
+    #[test]
+    fn a_standby_keepalive_interval_leaves_room_to_start() {
+        for secs in [2, 3, 5, 10, 30, 300] {
+            let ttl = Duration::from_secs(secs);
+            let t = Timing::new(ttl, None).unwrap();
+            let budget = ttl - 2 * t.keepalive - t.round_trip - t.margin;
+            let t = Timing::new(ttl, Some(budget)).unwrap();
+            assert_eq!(t.standby_keepalive, ttl / 3);
+            let now = Instant::now() + ttl;
+            let acknowledged_long_ago = now - t.standby_keepalive - t.round_trip;
+            let d = Deadline::acknowledged(acknowledged_long_ago, ttl);
+            assert!(t.stop_at(d.at()) > now, "T={secs}s");
+            assert!(!t.is_fresh(d.at(), now), "T={secs}s");
+            assert!(t.is_fresh(Deadline::acknowledged(now, ttl).at(), now));
+        }
     }
 
     #[test]
