@@ -5,7 +5,7 @@
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::timing::{Deadline, Timing};
 use crate::trouble::Trouble;
-use etcd_client::{Client, LeaseClient, LeaseKeepAliveStream, LeaseKeeper};
+use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -50,8 +50,6 @@ pub struct Lease {
     state: watch::Receiver<State>,
     keeper: JoinHandle<()>,
     pace: watch::Sender<Pace>,
-    /// For the revoke: the lease service alone (a whole Client is kilobytes).
-    client: LeaseClient,
 }
 
 impl Lease {
@@ -90,7 +88,6 @@ impl Lease {
             state: rx,
             keeper,
             pace,
-            client: client.lease_client(),
         })
     }
 
@@ -154,12 +151,22 @@ impl Lease {
 
     /// Stop the keepalives and revoke the lease, deleting its keys (best effort: if etcd cannot
     /// be reached within `wait`, the lease expires by itself).
-    pub async fn revoke(mut self, wait: Duration) {
+    /// Returns whether the lease is gone now. Through `call_as`: a token that expired while
+    /// only keepalives flowed is refreshed.
+    pub async fn revoke(self, client: &Client, wait: Duration) -> bool {
         self.keeper.abort();
-        match etcd::call("lease revoke", wait, self.client.revoke(self.id)).await {
-            Ok(_) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
-            Err(e) if e.kind() == Kind::LeaseGone => {}
-            Err(e) => tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire"),
+        let id = self.id;
+        let revoke = |mut c: Client| async move { c.lease_revoke(id).await };
+        match etcd::call_as("lease revoke", wait, client, revoke).await {
+            Ok(_) => {
+                tracing::debug!(lease = %self.hex_id(), "lease revoked");
+                true
+            }
+            Err(e) if e.kind() == Kind::LeaseGone => true,
+            Err(e) => {
+                tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire");
+                false
+            }
         }
     }
 }

@@ -258,8 +258,10 @@ pub async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> Exit
 /// Give up a candidacy with no child running: resign `key` if given, then revoke the lease.
 pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) {
     let wait = lease.timing().request_timeout();
-    if let Some(key) = key {
+    // One write: revoking the lease deletes our key with it, which elects the next candidate
+    // as a resign would, without a second write ahead of that candidate's verification read.
+    let revoked = lease.revoke(client, wait).await;
+    if let (false, Some(key)) = (revoked, key) {
         election::resign(client, key, wait).await;
     }
-    lease.revoke(wait).await;
 }
