@@ -135,15 +135,21 @@ impl Lease {
         !state.gone && Instant::now() < self.timing.stop_at(state.deadline.at())
     }
 
-    /// Resolves when the lease stops protecting the child. Cancel-safe.
+    /// Resolves when the lease stops protecting the child: at the stop time `D - m - G` while
+    /// leading. A standby has no child to stop in time: its lease is lost only at D itself,
+    /// when it may really have expired. Cancel-safe.
     pub async fn lost(&mut self) -> Loss {
         loop {
             let state = *self.state.borrow_and_update();
             if state.gone {
                 return Loss::Gone;
             }
+            let at = match *self.pace.borrow() {
+                Pace::Leading => self.timing.stop_at(state.deadline.at()),
+                Pace::Standby => state.deadline.at(),
+            };
             tokio::select! {
-                _ = sleep_until(self.timing.stop_at(state.deadline.at())) => return Loss::DeadlineNear,
+                _ = sleep_until(at) => return Loss::DeadlineNear,
                 changed = self.state.changed() => if changed.is_err() { return Loss::Gone },
             }
         }
@@ -245,8 +251,14 @@ async fn keep_alive(
                         }
                     }
                 }
+                // A request unanswered for k (the leader's interval, whatever the pace): the
+                // stream is stuck on a member that hangs; the next member gets the next one.
+                // At a standby's sparser pace the tick alone would notice too late.
+                _ = sleep_until(inflight.front().map_or_else(Instant::now, |s| *s + timing.keepalive)), if !inflight.is_empty() => {
+                    break "keepalive unanswered for a whole interval".to_string();
+                }
                 _ = tick.tick() => {
-                    // Requests go out on these ticks: one still unanswered now has had a whole
+                    // Requests go out on these ticks; one still unanswered now has had a whole
                     // interval (its stamp is a hair after the previous tick, so no age test).
                     if !inflight.is_empty() {
                         break "keepalive unanswered for a whole interval".to_string();
