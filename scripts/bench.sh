@@ -16,13 +16,26 @@
 #                        every second and its /leader asked 100 times a second (a new connection
 #                        each, as a load balancer's check) for the same ~5 s; /leader's latency
 #                        (connect to the server's close) p50 / p99
+#   health failover      a leader with --health-cmd (every 500 ms, 2 failures in a row, 500 ms
+#                        timeout) whose check starts failing at a recorded instant; time from
+#                        that instant to the standby's child start, p50 / p99. `etcdctl lock` has
+#                        no health checks.
+#   scale (--candidates) N candidates queued on one election (TTL 10 s, the default), then N
+#                        `etcdctl lock` waiters on one lock, one tool at a time, a fresh etcd
+#                        for each N: over an idle window, etcd's received gRPC messages per
+#                        second (its /metrics), the candidates' CPU (% of one core) and RSS;
+#                        then child-exit and SIGTERM handovers with N queued (medians)
 #
-# Usage: bash scripts/bench.sh [--tls] [--runs N]     (default 7; medians of N runs)
+# Usage: bash scripts/bench.sh [--tls] [--runs N] [--candidates N[,N...]]
 #
-#   --tls   also measure everything over mutual TLS, interleaved with the plain runs, and print
-#           both tables: a second throwaway etcd serves https on 127.0.0.1 with
-#           --client-cert-auth, with a CA, server and client certificate made in the temp dir
-#           (openssl, ECDSA P-256); leaderrun and `etcdctl lock` both use --cacert/--cert/--key.
+#   --runs N          medians of N runs (default 7)
+#   --tls             also measure the two-candidate figures over mutual TLS, interleaved with
+#                     the plain runs, and print both tables: a second throwaway etcd serves https
+#                     on 127.0.0.1 with --client-cert-auth, with a CA, server and client
+#                     certificate made in the temp dir (openssl, ECDSA P-256); leaderrun and
+#                     `etcdctl lock` both use --cacert/--cert/--key.
+#   --candidates N    add the scale rows for N candidates (2 to 500; a list 3,100,200 or the
+#                     option repeated); plain etcd only. Without it, only the two-candidate rows.
 #
 # The children are a tiny C program (compiled with cc into the temp dir) that records
 # CLOCK_MONOTONIC timestamps, so the gaps compare clocks of one kind across processes.
@@ -44,12 +57,23 @@ RSS_LEAD_S=5     # how long each leads before its VmHWM is read
 SETTLE_MS=300
 MIN_QUEUED_MS=150
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+SCALE=()         # --candidates: the N of each scale run
+add_candidates() {
+  local n
+  [[ $1 =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "bench: --candidates takes numbers 2..500, comma-separated, not '$1'" >&2; exit 2; }
+  for n in ${1//,/ }; do
+    ((10#$n >= 2 && 10#$n <= 500)) || { echo "bench: --candidates takes 2..500, not $n" >&2; exit 2; }
+    SCALE+=($((10#$n)))
+  done
+}
 while (($#)); do
   case $1 in
     --runs) [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; RUNS=$2; shift 2 ;;
     --runs=*) RUNS=${1#--runs=}; [[ $RUNS =~ ^[1-9][0-9]?$ ]] || { echo "bench: --runs takes 1..99" >&2; exit 2; }; shift ;;
     --tls) TLS=1; shift ;;
+    --candidates) add_candidates "${2:-}"; shift 2 ;;
+    --candidates=*) add_candidates "${1#--candidates=}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -57,6 +81,17 @@ done
 
 say() { printf 'bench: %s\n' "$*"; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# N candidates hold one client connection each to etcd, which inherits this shell's limit: raise
+# the soft limit of open files to fit the largest N (a log file, a connection, etcd's side of it,
+# and room for etcd's own files).
+if ((${#SCALE[@]})); then
+  max_n=$(printf '%s\n' "${SCALE[@]}" | sort -n | tail -n 1)
+  fds=$((max_n * 4 + 1024))
+  if (($(ulimit -n) < fds)); then
+    ulimit -n "$fds" 2>/dev/null || die "--candidates $max_n needs $fds open files; ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn))"
+  fi
+fi
 
 # ---- dependencies and build -------------------------------------------------------------------
 bash "$root/scripts/deps.sh"
@@ -77,8 +112,14 @@ started=()   # every leaderrun / etcdctl pid started here
 pause_pid=""
 pause() { sleep "$1" & pause_pid=$!; wait "$pause_pid" || true; pause_pid=""; }
 alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-# Gone for good: no such process, or a zombie not reaped yet.
-gone() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null || true); [[ -z $st || $st == Z* ]]; }
+# Gone for good: no such process, or a zombie not reaped yet. Without a fork: it is asked of
+# hundreds of processes at a time.
+gone() {
+  local line
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+  line=${line##*) }
+  [[ ${line:0:1} == Z ]]
+}
 wait_gone() {   # PID HUNDREDTHS
   local i
   for ((i = 0; i < $2; i++)); do gone "$1" && return 0; sleep 0.01; done
@@ -111,11 +152,18 @@ cleanup() {
   exec 2>/dev/null   # no job notices ("Killed ...") while tearing down
   [[ -n $pause_pid ]] && kill "$pause_pid"
   # SIGTERM to the candidates and to the children: etcdctl lock lets go only when its child ends.
+  # Up to 5 s for all of them together, then SIGKILL to what is left of ours (by the marker, so
+  # a pid reused by someone else is never hit).
   kill_marked TERM
-  for pid in "${started[@]}"; do
-    wait_gone "$pid" 300 || kill -KILL "$pid" 2>/dev/null
-    { wait "$pid"; } 2>/dev/null
+  local i left
+  for ((i = 0; i < 100; i++)); do
+    left=0
+    for pid in "${started[@]}"; do gone "$pid" || { left=1; break; }; done
+    ((left)) || break
+    sleep 0.05
   done
+  ((left)) && kill_marked KILL
+  for pid in "${started[@]}"; do { wait "$pid"; } 2>/dev/null; done
   for pid in "$etcd_pid" "$etcd_plain_pid"; do
     alive "$pid" || continue
     kill -TERM "$pid"; wait_gone "$pid" 500 || kill -KILL "$pid"
@@ -358,9 +406,10 @@ say "etcd $(etcd --version | sed -n 's/^etcd Version: //p') on $EP; $(nproc) CPU
 [[ -z $TLS ]] || say "and over TLS (mutual): etcd with --client-cert-auth on $EP_TLS; CA, server and client certificates ECDSA P-256, made with $(openssl version | cut -d' ' -f1-2); leaderrun and etcdctl both with --cacert/--cert/--key"
 
 # ---- candidates ------------------------------------------------------------------------------
-# lr NAME ID FILE MS: a leaderrun candidate whose child is `stamp FILE MS`; sets $last_pid.
+# lr NAME ID FILE MS [OPTION...]: a leaderrun candidate whose child is `stamp FILE MS`, with
+# any further leaderrun options; sets $last_pid.
 lr() {
-  "$bin" "${CONN[@]}" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit \
+  "$bin" "${CONN[@]}" --election "$1" --id "$2" --ttl "$TTL" --on-exit exit "${@:5}" \
     -- "$STAMP" "$3" "$4" >>"$tmp/$mode.$1.$2.log" 2>&1 &
   last_pid=$!
   started+=("$last_pid")
@@ -406,25 +455,45 @@ wait_keys() {
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b - a) / 1e6 }'; }
 
 
-# One handover in the current mode. KIND: exit-lr | exit-lock | term-lr. Appends the gap (ms) to
-# $tmp/MODE.KIND.ms, or returns 1 (run discarded, reason in $why). Runs in this shell, so cleanup
-# knows its pids.
+# The health check of the health failover: every 500 ms, unhealthy after 2 failures in a row.
+HEALTH=(--health-interval 500ms --health-retries 2 --health-timeout 500ms)
+
+# One handover in the current mode. KIND: exit-lr | exit-lock | term-lr | kill-lr | kill-lock |
+# health-lr. Appends the gap (ms) to $tmp/MODE.KIND.ms, or returns 1 (run discarded, reason in
+# $why). Runs in this shell, so cleanup knows its pids.
 handover() {
   local kind=$1 run=$2 name="$1-$2" ms_a queued t_kill r="$tmp/$mode"
   a="$tmp/$mode.$1-$2.a" b="$tmp/$mode.$1-$2.b" pa="" pb=""
-  local start=lr child_a
+  local start=lr child_a opts_a=() opts_b=()
   [[ $kind == exit-lock || $kind == kill-lock ]] && start=lk
-  if [[ $kind == term-lr || $kind == kill-* ]]; then ms_a=0; else ms_a=$CHILD_MS; fi
-  $start "$name" A "$a" "$ms_a"; pa=$last_pid
+  if [[ $kind == exit-* ]]; then ms_a=$CHILD_MS; else ms_a=0; fi
+  # The check fails once the file FILE.sick exists: the instant it is made is the failure's.
+  if [[ $kind == health-lr ]]; then
+    opts_a=(--health-cmd "test ! -e '$a.sick'" "${HEALTH[@]}")
+    opts_b=(--health-cmd "test ! -e '$b.sick'" "${HEALTH[@]}")
+  fi
+  $start "$name" A "$a" "$ms_a" ${opts_a[@]+"${opts_a[@]}"}; pa=$last_pid
   wait_line "$a" start 1000 || { why="leader's child did not start in 10 s"; teardown; return 1; }
   # Only now the standby: no race for the first turn.
-  $start "$name" B "$b" 0; pb=$last_pid
+  $start "$name" B "$b" 0 ${opts_b[@]+"${opts_b[@]}"}; pb=$last_pid
   wait_keys "$name" 2 250 || { why="standby not queued in 5 s"; teardown; return 1; }
   queued=$(mono_now)
+  if [[ $kind == health-lr ]]; then
+    pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
+    t_kill=$(mono_now)
+    : >"$a.sick"
+    # Detection takes 2 to 3 intervals (the failure falls anywhere in one); then a handover.
+    wait_line "$b" start 1500 || { why="no health failover in 15 s"; teardown; return 1; }
+    ms "$t_kill" "$(field "$b" start 2)" >>"$r.health-lr.ms"
+    [[ -z $(field "$a" end 2) ]] || ms "$(field "$a" end 2)" "$(field "$b" start 2)" >>"$r.health-lr.gap.ms"
+    teardown
+    return 0
+  fi
   if [[ $kind == term-lr || $kind == kill-* ]]; then
     pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
     t_kill=$(mono_now)
-    if [[ $kind == term-lr ]]; then kill -TERM "$pa"; else kill -KILL "$pa"; fi
+    # A SIGKILLed job is reaped without a "Killed" notice once disowned.
+    if [[ $kind == term-lr ]]; then kill -TERM "$pa"; else disown "$pa" 2>/dev/null || true; kill -KILL "$pa"; fi
   fi
   if [[ $kind == kill-* ]]; then
     # A SIGKILLed child leaves no end line: time the kill to the standby's child start, and
@@ -484,12 +553,12 @@ pct() {
 }
 
 # ---- 1 and 2: handovers, interleaved so drift hits all three (with --tls: all six) alike ----------
-say "child-exit handover (child lives ${CHILD_MS} ms), SIGTERM handover and SIGKILLed supervisor, $RUNS runs each"
-KINDS=(exit-lr exit-lock term-lr kill-lr kill-lock)
+say "child-exit handover (child lives ${CHILD_MS} ms), SIGTERM handover, SIGKILLed supervisor and health failover, $RUNS runs each"
+KINDS=(exit-lr exit-lock term-lr kill-lr kill-lock health-lr)
 declare -A done_runs=() discarded=()
 for m in "${MODES[@]}"; do
   for kind in "${KINDS[@]}"; do : >"$tmp/$m.$kind.ms"; done_runs[$m/$kind]=0; done
-  : >"$tmp/$m.term-lr.stop.ms"; : >"$tmp/$m.term-lr.status"; : >"$tmp/$m.kill-lr.old"; : >"$tmp/$m.kill-lock.old"
+  : >"$tmp/$m.term-lr.stop.ms"; : >"$tmp/$m.health-lr.gap.ms"; : >"$tmp/$m.term-lr.status"; : >"$tmp/$m.kill-lr.old"; : >"$tmp/$m.kill-lock.old"
   discarded[$m]=0
 done
 unfinished() {
@@ -514,9 +583,9 @@ while unfinished; do
         say "  $(tag "$mode")$kind run $attempt discarded: $why"
       fi
     done
-    printf 'bench:   %sround %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms | SIGKILL: leaderrun %s ms, etcdctl lock %s ms\n' "$(tag "$mode")" "$attempt" \
+    printf 'bench:   %sround %d: leaderrun exit %s ms | etcdctl lock exit %s ms | leaderrun SIGTERM %s ms | SIGKILL: leaderrun %s ms, etcdctl lock %s ms | health failover %s ms\n' "$(tag "$mode")" "$attempt" \
       "$(tail -n 1 "$tmp/$mode.exit-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.exit-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.term-lr.ms" 2>/dev/null)" \
-      "$(tail -n 1 "$tmp/$mode.kill-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.kill-lock.ms" 2>/dev/null)"
+      "$(tail -n 1 "$tmp/$mode.kill-lr.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.kill-lock.ms" 2>/dev/null)" "$(tail -n 1 "$tmp/$mode.health-lr.ms" 2>/dev/null)"
   done
 done
 
@@ -576,8 +645,8 @@ kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # codes FILE: how many answers of each status code hget saw (0: none).
 codes() { awk '{ c[$2]++ } END { for (k in c) printf "%s%s x%d", (n++ ? ", " : ""), k, c[k] }' "$1"; }
-# pct FILE P: the P-th percentile (nearest rank) of hget's latencies in FILE, in ms.
-pct() { awk '{ print $1 }' "$1" | sort -g | awk -v p="$2" '{ v[NR] = $1 } END {
+# lat_pct FILE P: the P-th percentile (nearest rank) of hget's latencies in FILE, in ms.
+lat_pct() { awk '{ print $1 }' "$1" | sort -g | awk -v p="$2" '{ v[NR] = $1 } END {
   if (NR == 0) { print "-"; exit }
   r = int((p / 100) * NR + 0.999999); if (r < 1) r = 1; if (r > NR) r = NR
   printf "%.2f\n", v[r] / 1000 }'; }
@@ -594,6 +663,243 @@ for m in "${MODES[@]}"; do
   stop_pid "${p_lr[$m]}"; stop_pid "${p_lk[$m]}"; stop_pid "${p_http[$m]}"
 done
 
+# ---- 4: scale (--candidates): N candidates on one election, one tool at a time ----------------
+SCALE_TTL=10     # leaderrun's default TTL: the idle figures are quoted at it (etcdctl lock the same)
+IDLE_S=10        # the idle window
+IDLE_SETTLE_S=3  # after the last candidate queued, before the window opens
+BATCH=20         # candidates started at once; each batch is queued in etcd before the next
+CLK_TCK=$(getconf CLK_TCK)
+EP_PLAIN=$EP     # the scale rows use a plain etcd of their own for each N (scale_etcd)
+etcd_plain=""
+declare -A sc=()   # sc[N/TOOL/FIGURE]: the scale figures, for the summary
+sc_pids=()         # the supervisors (leaderrun or etcdctl lock) of the current scale run
+
+# cpu_ns PID...: CPU time used so far by those of PIDS still alive, all their threads, in ns
+# (no fork per pid). From /proc/PID/task/TID/schedstat (the scheduler's run time, to the ns;
+# /proc/PID/schedstat is the main thread's only): utime + stime in /proc/PID/stat are whole
+# clock ticks per process, and an idle standby uses less than one tick in the window. Without
+# schedstat (a kernel without it), utime + stime it is.
+cpu_ns() {
+  local p line f t=0 task
+  for p in "$@"; do
+    if [[ -r /proc/$p/schedstat ]]; then
+      for task in /proc/"$p"/task/*/schedstat; do
+        { read -r line <"$task"; } 2>/dev/null && t=$((t + ${line%% *}))
+      done
+    elif { read -r line <"/proc/$p/stat"; } 2>/dev/null; then
+      read -ra f <<<"${line##*) }"
+      t=$((t + (f[11] + f[12]) * 1000000000 / CLK_TCK))
+    fi
+  done
+  echo "$t"
+}
+ppid_of() {
+  local line f
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+  read -ra f <<<"${line##*) }"
+  echo "${f[1]}"
+}
+# guardians PID...: the leaderrun-guard processes whose parent is one of PIDS.
+guardians() {
+  local -A want=()
+  local p line f
+  for p in "$@"; do want[$p]=1; done
+  for p in /proc/[0-9]*; do
+    { read -r line <"$p/stat"; } 2>/dev/null || continue
+    [[ $line == *"(leaderrun-guard)"* ]] || continue
+    read -ra f <<<"${line##*) }"
+    [[ -n ${want[${f[1]}]:-} ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+# live PID...: those of PIDS not gone.
+live() { local p; for p in "$@"; do gone "$p" || echo "$p"; done; }
+# rss PID...: "SUM MEDIAN COUNT" of VmRSS in KiB.
+rss() {
+  local p files=()
+  for p in "$@"; do files+=("/proc/$p/status"); done
+  ((${#files[@]})) || { echo "0 0 0"; return 0; }
+  awk '$1 == "VmRSS:" { print $2 }' "${files[@]}" 2>/dev/null | sort -n | awk '{ v[NR] = $1; s += $1 }
+    END { if (NR == 0) { print "0 0 0"; exit }
+          m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print s, m, NR }'
+}
+# pss PID...: the sum of their proportional set sizes in KiB (shared pages counted once).
+pss() {
+  local p files=()
+  for p in "$@"; do files+=("/proc/$p/smaps_rollup"); done
+  ((${#files[@]})) || { echo 0; return 0; }
+  awk '$1 == "Pss:" { s += $2 } END { print s + 0 }' "${files[@]}" 2>/dev/null
+}
+# etcd_msgs: etcd's grpc_server_msg_received_total, summed over all its labels.
+etcd_msgs() {
+  curl -fsS --max-time 5 "http://$EP_PLAIN/metrics" |
+    awk '/^grpc_server_msg_received_total[{ ]/ { s += $NF } END { printf "%.0f\n", s }'
+}
+# holder FILE: the pid of the child in FILE that started and has not ended (the leader's).
+holder() { awk '$1 == "start" { s[$3] = 1 } $1 == "end" { delete s[$3] } END { for (p in s) print p }' "$1" 2>/dev/null | head -n 1; }
+starts() { grep -c '^start' "$1" 2>/dev/null || true; }
+# sc_wait_keys NAME COUNT SECONDS: wait (polling every 0.2 s) until NAME/ holds COUNT keys.
+sc_wait_keys() {
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    (($(ctl get --prefix "$1/" --keys-only 2>/dev/null | grep -c . || true) >= $2)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# sc_add TOOL NAME ID FILE: one more candidate (lr or lk) with the child `stamp FILE 0`.
+sc_add() { "$1" "$2" "$3" "$4" 0; sc_pids+=("$last_pid"); }
+# sc_reap PID: reap one supervisor that ended and drop it from sc_pids (its pid may be reused).
+sc_reap() {
+  local p keep=()
+  wait_gone "$1" 500 || true
+  { wait "$1"; } 2>/dev/null || true
+  for p in "${sc_pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  sc_pids=(${keep[@]+"${keep[@]}"})
+}
+# sc_handover KIND FILE OUT: end the leading child's turn, with the queue settled: exit (SIGTERM
+# to the child itself, which handles it and exits 0: to its supervisor, the child ended on its
+# own) or term (SIGTERM to the leading supervisor). Appends the old child's end to the new
+# child's start (ms) to OUT, or returns 1 with $why.
+sc_handover() {
+  local kind=$1 f=$2 out=$3 c sup n0 i t_end t_new
+  c=$(holder "$f")
+  [[ -n $c ]] || { why="no child running"; return 1; }
+  sup=$(ppid_of "$c")
+  n0=$(starts "$f")
+  if [[ $kind == term ]]; then kill -TERM "$sup"; else kill -TERM "$c"; fi
+  for ((i = 0; i < 1000; i++)); do (($(starts "$f") > n0)) && break; sleep 0.01; done
+  ((i < 1000)) || { why="no handover in 10 s"; return 1; }
+  t_end=$(awk -v p="$c" '$1 == "end" && $3 == p { print $2; exit }' "$f")
+  t_new=$(awk '$1 == "start" { t = $2 } END { print t }' "$f")
+  [[ -n $t_end ]] || { why="the old child left no end line"; return 1; }
+  ms "$t_end" "$t_new" >>"$out"
+  sc_reap "$sup"
+}
+# sc_stop FILE: the running child first (etcdctl lock lets go only when it ends), then SIGTERM
+# to every supervisor at once; up to 10 s for all, then SIGKILL to the rest (not reaped yet, so
+# the pids are still ours); reap.
+sc_stop() {
+  local c p i left=0 killed=0
+  c=$(holder "$1")
+  [[ -z $c ]] || kill -TERM "$c" 2>/dev/null || true
+  for p in "${sc_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for ((i = 0; i < 200; i++)); do
+    left=0
+    for p in "${sc_pids[@]}"; do gone "$p" || { left=1; break; }; done
+    ((left)) || break
+    sleep 0.05
+  done
+  if ((left)); then
+    for p in "${sc_pids[@]}"; do gone "$p" || { kill -KILL "$p" 2>/dev/null; killed=$((killed + 1)); }; done
+    say "    $killed did not stop within 10 s of SIGTERM: SIGKILLed"
+  fi
+  for p in "${sc_pids[@]}"; do { wait "$p"; } 2>/dev/null || true; done
+  sc_pids=()
+}
+# sc_idle N TOOL: the idle figures of N queued candidates, over IDLE_S seconds.
+sc_idle() {
+  local n=$1 tool=$2 sups guards procs t0 t1 m0 m1 c0 c1 e0 e1 s
+  mapfile -t sups < <(live "${sc_pids[@]}")
+  guards=()
+  [[ $tool == lk ]] || mapfile -t guards < <(guardians "${sups[@]}")
+  procs=("${sups[@]}" ${guards[@]+"${guards[@]}"})
+  t0=$(mono_now); m0=$(etcd_msgs) || die "cannot read etcd's /metrics"
+  c0=$(cpu_ns "${procs[@]}"); e0=$(cpu_ns "$etcd_plain")
+  pause "$IDLE_S"
+  t1=$(mono_now); m1=$(etcd_msgs) || die "cannot read etcd's /metrics"
+  c1=$(cpu_ns "${procs[@]}"); e1=$(cpu_ns "$etcd_plain")
+  s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  sc[$n/$tool/msgs]=$(awk -v d="$((m1 - m0))" -v s="$s" 'BEGIN { printf "%.1f", d / s }')
+  sc[$n/$tool/per]=$(awk -v d="$((m1 - m0))" -v s="$s" -v n="$n" 'BEGIN { printf "%.3f", d / s / n }')
+  sc[$n/$tool/cpu]=$(awk -v d="$((c1 - c0))" -v s="$s" 'BEGIN { printf "%.2f", 100 * d / 1e9 / s }')
+  sc[$n/$tool/etcdcpu]=$(awk -v d="$((e1 - e0))" -v s="$s" 'BEGIN { printf "%.2f", 100 * d / 1e9 / s }')
+  read -r "sc[$n/$tool/rss]" "sc[$n/$tool/rssmed]" "sc[$n/$tool/count]" < <(rss "${sups[@]}")
+  read -r "sc[$n/$tool/grss]" "sc[$n/$tool/grssmed]" "sc[$n/$tool/gcount]" < <(rss ${guards[@]+"${guards[@]}"})
+  sc[$n/$tool/pss]=$(pss "${procs[@]}")
+  say "    idle ${s} s: etcd received ${sc[$n/$tool/msgs]} msgs/s (${sc[$n/$tool/per]} per candidate), etcd CPU ${sc[$n/$tool/etcdcpu]} %;" \
+    "CPU of the ${#procs[@]} processes ${sc[$n/$tool/cpu]} % of one core"
+  say "    RSS: ${sc[$n/$tool/count]} supervisors $(mib "${sc[$n/$tool/rss]}") MiB (median $(mib "${sc[$n/$tool/rssmed]}") MiB)$(
+    [[ $tool == lk ]] || printf ', %s guardians %s MiB (median %s MiB)' "${sc[$n/$tool/gcount]}" "$(mib "${sc[$n/$tool/grss]}")" "$(mib "${sc[$n/$tool/grssmed]}")"
+  ); PSS of all $(mib "${sc[$n/$tool/pss]}") MiB"
+}
+
+# stop_etcd PID: SIGTERM, up to 5 s, SIGKILL; reap.
+stop_etcd() {
+  alive "$1" || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  wait_gone "$1" 500 || kill -KILL "$1" 2>/dev/null || true
+  { wait "$1"; } 2>/dev/null || true
+}
+# scale_etcd NAME: a fresh plain etcd for one N (the one before it stopped), so that each N starts
+# from the same empty store and no earlier run's leases or watches are in the counts. (On one etcd
+# reused for every N, 200 leaderruns queued just after 100 `etcdctl lock` waiters had been stopped
+# were seen to stall at the first handover: the next in line's campaign, waiting inside etcd's
+# election service, did not return; a stall is reported as such, and that tool's runs end there.)
+scale_etcd() {
+  stop_etcd "$etcd_pid"; stop_etcd "$etcd_plain_pid"; etcd_plain_pid=""
+  start_etcd "$1"
+  EP_PLAIN=$ETCD_ENDPOINT; etcd_plain=$etcd_pid
+  CONN_plain=(--endpoints "$EP_PLAIN")
+  use_mode plain
+}
+
+if ((${#SCALE[@]})); then
+  scale_etcd scale
+  BASE_TTL=$TTL
+  TTL=$SCALE_TTL
+  say "scale: N candidates on one election, TTL $TTL s, one tool at a time, a fresh etcd for each N; idle window ${IDLE_S} s"
+  t0=$(mono_now); m0=$(etcd_msgs) || die "cannot read etcd's /metrics at http://$EP_PLAIN/metrics"
+  pause 5
+  t1=$(mono_now); m1=$(etcd_msgs) || die "cannot read etcd's /metrics"
+  sc_base=$(awk -v d="$((m1 - m0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", d / ((b - a) / 1e9) }')
+  say "  etcd with no candidates: $sc_base msgs/s received"
+  first=1
+  for n in "${SCALE[@]}"; do
+    ((first)) || scale_etcd "scale-$n"
+    first=0
+    for tool in lr lk; do
+      if [[ $tool == lr ]]; then who=leaderrun; sc_kinds=(exit term); else who="etcdctl lock"; sc_kinds=(exit); fi
+      name="scale-$n-$tool"; f="$tmp/scale.$n.$tool.stamps"; : >"$f"
+      for kind in "${sc_kinds[@]}"; do : >"$tmp/scale.$n.$tool.$kind.ms"; done
+      say "  $n x $who on $name:"
+      ts=$(mono_now)
+      # The first alone, so that it leads; then the others in batches, each queued before the next.
+      sc_add "$tool" "$name" c1 "$f"
+      wait_line "$f" start 1000 || die "$who: the first candidate's child did not start in 10 s"
+      id=1
+      while ((id < n)); do
+        for ((j = 0; j < BATCH && id < n; j++)); do id=$((id + 1)); sc_add "$tool" "$name" "c$id" "$f"; done
+        sc_wait_keys "$name" "$id" 60 || die "$who: $id candidates not queued within 60 s"
+      done
+      say "    $n queued in $(ms "$ts" "$(mono_now)") ms"
+      pause "$IDLE_SETTLE_S"
+      sc_idle "$n" "$tool"
+      # Handovers with N queued; after each, one more candidate at the end keeps N queued.
+      stalled=""
+      for ((k = 1; k <= RUNS; k++)); do
+        for kind in "${sc_kinds[@]}"; do
+          why=""
+          # After a failed handover nothing may lead any more: stop this tool's runs there.
+          sc_handover "$kind" "$f" "$tmp/scale.$n.$tool.$kind.ms" ||
+            { stalled="$kind handover $k: $why"; say "    $stalled"; break 2; }
+          id=$((id + 1)); sc_add "$tool" "$name" "c$id" "$f"
+          sc_wait_keys "$name" "$n" 30 || say "    not $n queued again within 30 s"
+          pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", 2 * m / 1000 }')"
+        done
+      done
+      for kind in "${sc_kinds[@]}"; do
+        read -r med lo hi < <(stats "$tmp/scale.$n.$tool.$kind.ms")
+        sc[$n/$tool/$kind]=$med
+        [[ -z $stalled ]] || sc[$n/$tool/stalled]=$stalled
+        say "    $kind handover with $n queued, ms (median / min / max of $(grep -c . "$tmp/scale.$n.$tool.$kind.ms" || true)): $med / $lo / $hi"
+      done
+      sc_stop "$f"
+    done
+  done
+  TTL=$BASE_TTL
+fi
+
 # ---- summary ---------------------------------------------------------------------------------
 one() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f ms", v }'; }
 declare -A table=()
@@ -609,28 +915,49 @@ for m in "${MODES[@]}"; do
   k_lr_50=$(pct "$r.kill-lr.ms" 50); k_lr_99=$(pct "$r.kill-lr.ms" 99)
   k_lk_50=$(pct "$r.kill-lock.ms" 50); k_lk_99=$(pct "$r.kill-lock.ms" 99)
   k_lr_old=$(grep -c running "$r.kill-lr.old" || true); k_lk_old=$(grep -c running "$r.kill-lock.old" || true)
-  say "$(tag "$m")runs kept: leaderrun exit ${done_runs[$m/exit-lr]}, etcdctl lock exit ${done_runs[$m/exit-lock]}, leaderrun SIGTERM ${done_runs[$m/term-lr]}, leaderrun SIGKILL ${done_runs[$m/kill-lr]}, etcdctl lock SIGKILL ${done_runs[$m/kill-lock]}; discarded ${discarded[$m]}"
+  h_50=$(pct "$r.health-lr.ms" 50); h_99=$(pct "$r.health-lr.ms" 99)
+  read -r h_gap_med _ _ < <(stats "$r.health-lr.gap.ms")
+  say "$(tag "$m")runs kept: leaderrun exit ${done_runs[$m/exit-lr]}, etcdctl lock exit ${done_runs[$m/exit-lock]}, leaderrun SIGTERM ${done_runs[$m/term-lr]}, leaderrun SIGKILL ${done_runs[$m/kill-lr]}, etcdctl lock SIGKILL ${done_runs[$m/kill-lock]}, health failover ${done_runs[$m/health-lr]}; discarded ${discarded[$m]}"
   say "$(tag "$m")child-exit handover, ms (median / min / max): leaderrun $e_lr_med / $e_lr_min / $e_lr_max; etcdctl lock $e_lk_med / $e_lk_min / $e_lk_max"
   say "$(tag "$m")SIGTERM handover, ms (median / min / max): leaderrun $t_lr_med / $t_lr_min / $t_lr_max (SIGTERM to child end: median $s_med ms; exit status $statuses)"
   say "$(tag "$m")supervisor SIGKILLed, kill to the standby's child start, ms (p50 / p99): leaderrun $k_lr_50 / $k_lr_99 (old child still there at the takeover: $k_lr_old of ${done_runs[$m/kill-lr]}); etcdctl lock $k_lk_50 / $k_lk_99 (old child runs on: $k_lk_old of ${done_runs[$m/kill-lock]})"
+  say "$(tag "$m")health failover (${HEALTH[*]}), failure to the standby's child start, ms (p50 / p99): leaderrun $h_50 / $h_99 (old child's end to the new child's start: median $h_gap_med ms); etcdctl lock has no health checks"
   heading="figure"
   [[ -z $TLS ]] || { if [[ $m == tls ]]; then heading="figure, over TLS (mutual)"; else heading="figure, plain (no TLS)"; fi; }
   table[$m]=$(
-    printf '%-32s %-12s %s\n' "$heading" "leaderrun" "etcdctl lock"
-    printf '%-32s %-12s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
-    printf '%-32s %-12s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "${term_lock_summary[$m]}"
-    printf '%-32s %-12s %s\n' "supervisor SIGKILLed (p50/p99)" "$(one "$k_lr_50") / $(one "$k_lr_99")" \
+    printf '%-32s %-20s %s\n' "$heading" "leaderrun" "etcdctl lock"
+    printf '%-32s %-20s %-12s %s\n' "child-exit handover (median)" "$(one "$e_lr_med")" "$(one "$e_lk_med")" "ratio $ratio"
+    printf '%-32s %-20s %s\n' "SIGTERM handover (median)" "$(one "$t_lr_med")" "${term_lock_summary[$m]}"
+    printf '%-32s %-20s %s\n' "supervisor SIGKILLed (p50/p99)" "$(one "$k_lr_50") / $(one "$k_lr_99")" \
       "$(one "$k_lk_50") / $(one "$k_lk_99") (TTL-bound; old child runs on: $k_lk_old of ${done_runs[$m/kill-lock]})"
-    printf '%-32s %-12s %s\n' "peak RSS (VmHWM)" "$(mib "${hwm_lr[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB"
-    printf '%-32s %-12s %-12s %s\n' "peak RSS, --status-addr scraped" "$(mib "${hwm_http[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB" \
+    printf '%-32s %-20s %s\n' "health failover (p50/p99)" "$(one "$h_50") / $(one "$h_99")" "no health checks"
+    printf '%-32s %-20s %s\n' "peak RSS (VmHWM)" "$(mib "${hwm_lr[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB"
+    printf '%-32s %-20s %-12s %s\n' "peak RSS, --status-addr scraped" "$(mib "${hwm_http[$m]}") MiB" "$(mib "${hwm_lk[$m]}") MiB" \
       "ratio $(awk -v a="${hwm_http[$m]:-0}" -v b="${hwm_lk[$m]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-    printf '%-32s %-12s %s\n' "/leader at 100 rps, p50 / p99" "$(pct "$r.leader.lat" 50) / $(pct "$r.leader.lat" 99) ms" "-"
+    printf '%-32s %-20s %s\n' "/leader at 100 rps, p50 / p99" "$(lat_pct "$r.leader.lat" 50) / $(lat_pct "$r.leader.lat" 99) ms" "-"
   )
 done
 for m in "${MODES[@]}"; do
   echo
   printf '%s\n' "${table[$m]}"
 done
+if ((${#SCALE[@]})); then
+  echo
+  printf '%-40s %-30s %s\n' "scale: N on one election, TTL $SCALE_TTL s" "leaderrun" "etcdctl lock"
+  for n in "${SCALE[@]}"; do
+    printf '%-40s %-30s %s\n' "N=$n: child-exit handover (median)" "$(one "${sc[$n/lr/exit]:--}")" "$(one "${sc[$n/lk/exit]:--}")"
+    [[ -z ${sc[$n/lr/stalled]:-} ]] || printf '%-40s %s\n' "N=$n: leaderrun STALLED" "${sc[$n/lr/stalled]}"
+    [[ -z ${sc[$n/lk/stalled]:-} ]] || printf '%-40s %s\n' "N=$n: etcdctl lock STALLED" "${sc[$n/lk/stalled]}"
+    printf '%-40s %-30s %s\n' "N=$n: SIGTERM handover (median)" "$(one "${sc[$n/lr/term]:--}")" "n/a (SIGTERM does not hand over)"
+    printf '%-40s %-30s %s\n' "N=$n: idle etcd msgs/s (per candidate)" "${sc[$n/lr/msgs]:--} (${sc[$n/lr/per]:--})" "${sc[$n/lk/msgs]:--} (${sc[$n/lk/per]:--})"
+    printf '%-40s %-30s %s\n' "N=$n: idle CPU, % of one core" "${sc[$n/lr/cpu]:--} %" "${sc[$n/lk/cpu]:--} %"
+    printf '%-40s %-30s %s\n' "N=$n: RSS sum (median per supervisor)" \
+      "$(mib "$((${sc[$n/lr/rss]:-0} + ${sc[$n/lr/grss]:-0}))") MiB ($(mib "${sc[$n/lr/rssmed]:-0}") + $(mib "${sc[$n/lr/grssmed]:-0}") guard)" \
+      "$(mib "${sc[$n/lk/rss]:-0}") MiB ($(mib "${sc[$n/lk/rssmed]:-0}"))"
+    printf '%-40s %-30s %s\n' "N=$n: PSS sum" "$(mib "${sc[$n/lr/pss]:-0}") MiB" "$(mib "${sc[$n/lk/pss]:-0}") MiB"
+    printf '%-40s %-30s %s\n' "N=$n: etcd's CPU while idle" "${sc[$n/lr/etcdcpu]:--} %" "${sc[$n/lk/etcdcpu]:--} %"
+  done
+fi
 echo
 etcd_v=$(etcd --version | sed -n 's/^etcd Version: //p')
 say "gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby"
@@ -641,3 +968,7 @@ else
   say "(plain http, and https with --client-cert-auth), each run on one of them, plain and TLS runs interleaved"
 fi
 say "RSS in MiB (VmHWM is in KiB); TTL $TTL s for both tools"
+if ((${#SCALE[@]})); then
+  say "scale: TTL $SCALE_TTL s, a fresh etcd for each N; idle figures over ${IDLE_S} s once all N were queued ${IDLE_SETTLE_S} s; etcd with nothing queued: $sc_base msgs/s;"
+  say "CPU: run time (/proc/PID/schedstat) of the supervisors (leaderrun: with their guardians) as % of one core; leaderrun's RSS sum includes its guardians"
+fi
