@@ -1,4 +1,4 @@
-//! The election, through etcd's election API: the keys are `NAME/<lease id in hex>` as
+//! The election: the keys are `NAME/<lease id in hex>` as
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
@@ -43,29 +43,6 @@ pub enum Unverified {
     KeyChanged,
     #[error("verification failed: {0}")]
     Etcd(#[from] EtcdError),
-}
-
-/// Campaign once: blocks for as long as another candidate leads (no timeout here).
-///
-/// Never campaign twice with one lease: the retry would reuse the key and its create revision,
-/// and the abandoned request, still pending on a member that hung, resigns when that member
-/// wakes, deleting the key by that very revision, even after the retry won. A failed campaign
-/// ends its lease; the next one gets a fresh lease, hence a key no stale request can match.
-pub async fn campaign(
-    client: &Client,
-    name: &str,
-    id: &str,
-    lease: i64,
-) -> Result<LeaderKey, EtcdError> {
-    let mut client = client.clone();
-    let mut resp = client
-        .campaign(name, id, lease)
-        .await
-        .map_err(|e| EtcdError::new("campaign", e))?;
-    resp.take_leader().ok_or_else(|| EtcdError::Unexpected {
-        what: "campaign",
-        detail: "answered without a leader key".into(),
-    })
 }
 
 /// The `n` first-created keys under `NAME/`, in the order of the queue, with the store revision

@@ -1,10 +1,13 @@
-//! N holders (`--holders N`, N > 1): at most N children across all hosts at once, like
-//! `consul lock -n`. The first N candidates by create revision hold.
+//! The queue, kept by the client: at most N children across all hosts at once (`--holders N`,
+//! like `consul lock -n`; N = 1 by default). The first N candidates by create revision hold.
 //!
-//! The server's Campaign RPC knows only one leader, so for N > 1 the queue is kept here, as Go's
-//! concurrency.Election keeps its own client-side: the key is still `NAME/<lease hex>` with the
-//! id as value, on the candidacy's lease, and its create revision is the fencing token. N = 1
-//! never comes here: it keeps the server's campaign ([`crate::election::campaign`]).
+//! As Go's concurrency.Election does, and not through etcd's Campaign RPC: the key is
+//! `NAME/<lease hex>` with the id as value, on the candidacy's lease (so `etcdctl elect` and Go
+//! see the same queue), written by a put-if-absent; its create revision is the fencing token.
+//! Waiting is a watch on the keys ahead, so a deletion reaches the candidate in one event and
+//! the start gate's read follows at once, without the server's own read and answer in between;
+//! and nothing is left pending in a member that hangs (a server-side campaign abandoned there
+//! resigns when the member resumes).
 //!
 //! Waiting without a herd: a candidate with r keys ahead of it (created before its own) holds
 //! when r < N. It watches exactly the N nearest keys ahead for deletion: while those N exist, at
@@ -49,7 +52,7 @@ pub enum Refused {
 
 /// Campaign for one of `n` places with `lease`: write our key, check that the election agrees
 /// on `n`, then wait until fewer than `n` keys are ahead of ours. Blocks for as long as `n`
-/// others hold. As with the server's campaign, one campaign per lease: the caller ends the
+/// others hold. One campaign per lease: the caller ends the
 /// lease after a failure (only an error that never reached etcd may be retried on it, and the
 /// write below is idempotent for that).
 pub async fn campaign(
@@ -62,7 +65,9 @@ pub async fn campaign(
     retry: Duration,
 ) -> Result<LeaderKey, Refused> {
     let ours = enter(client, election, id, lease, n, wait).await?;
-    agree(client, election, n, wait).await?;
+    if n > 1 {
+        agree(client, election, n, wait).await?;
+    }
     wait_turn(client, election, &ours, n, wait, retry).await?;
     Ok(ours)
 }
@@ -81,13 +86,15 @@ async fn enter(
     let key = format!("{election}/{lease:x}");
     let holders_key = format!("{}{lease:x}", prefix(election));
     let on_lease = || Some(PutOptions::new().with_lease(lease));
+    // One holder says nothing under the holders prefix: its role needs no permission there.
+    let mut put = vec![TxnOp::put(key.clone(), id, on_lease())];
+    if n > 1 {
+        put.push(TxnOp::put(holders_key, n.to_string(), on_lease()));
+    }
+    put.push(TxnOp::get(key.clone(), None));
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-        .and_then([
-            TxnOp::put(key.clone(), id, on_lease()),
-            TxnOp::put(holders_key, n.to_string(), on_lease()),
-            TxnOp::get(key.clone(), None),
-        ])
+        .and_then(put)
         .or_else([TxnOp::get(key.clone(), None)]);
     let resp = etcd::call_as("campaigning", wait, client, |mut c| {
         let txn = txn.clone();

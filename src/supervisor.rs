@@ -272,20 +272,15 @@ impl Supervisor {
             }
         }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
-        // The campaign is dropped (cancelling the RPC) as soon as this block ends.
+        // The campaign is dropped (its watch with it) as soon as this block ends.
         let elected = {
             let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
             let (lease_id, holders) = (lease.id(), self.config.holders);
-            let mut campaign = pin!(async move {
-                match holders {
-                    // One holder: the server's own campaign, unchanged.
-                    1 => election::campaign(client, election, id, lease_id)
-                        .await
-                        .map_err(Refused::Etcd),
-                    n => holders::campaign(client, election, id, lease_id, n, wait, retry).await,
-                }
-            });
-            // The key is `NAME/<lease hex>`, as the server's campaign makes it.
+            // The queue is kept here, for one holder as for N (crate::holders).
+            let mut campaign = pin!(holders::campaign(
+                client, election, id, lease_id, holders, wait, retry
+            ));
+            // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
             let ours = format!("{}/{}", self.config.election, lease.hex_id());
             let mut deleted = pin!(election::candidate_key_deleted(
                 &self.client,
@@ -374,7 +369,7 @@ impl Supervisor {
                     });
                 }
                 _ => {
-                    // One campaign per lease (election::campaign says why).
+                    // One campaign per lease (holders::campaign says why).
                     warn!(error = %e, "campaign failed; campaigning again with a new lease");
                     term::release(&self.client, lease, None).await;
                     return Ok(State::Connecting { after: retry });
