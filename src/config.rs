@@ -1006,14 +1006,9 @@ impl LeaderConfig {
         // --holders too, layered alike: the same file lists as many holders as it runs.
         let wanted = [LEADER_OPTIONS, &[&HOLDERS]].concat();
         let mut s = layers(&wanted, || flags.settings(), env, file.as_ref())?;
-        let election = s
-            .election
-            .take()
-            .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
-            .value;
-        let mut warnings = Vec::new();
+        let (connection, election, warnings) = target(&mut s)?;
         Ok(LeaderConfig {
-            connection: connection(&mut s, &mut warnings)?,
+            connection,
             election,
             holders: required(s.holders, &HOLDERS)?.value,
             format,
@@ -1021,6 +1016,19 @@ impl LeaderConfig {
             warnings,
         })
     }
+}
+
+/// What a subcommand asks about: how to reach etcd, the election (required), and the warnings
+/// the connection settings gave.
+fn target(s: &mut Settings) -> Result<(Connection, String, Vec<String>), Error> {
+    let election = s
+        .election
+        .take()
+        .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
+        .value;
+    let mut warnings = Vec::new();
+    let connection = connection(s, &mut warnings)?;
+    Ok((connection, election, warnings))
 }
 
 /// `leaderrun resign`'s settings.
@@ -1040,14 +1048,9 @@ impl ResignConfig {
         let file = ConfigFile::find(flags.etcd.config.take(), env)?;
         let (timeout, format) = (flags.timeout, flags.format);
         let mut s = layers(LEADER_OPTIONS, || flags.settings(), env, file.as_ref())?;
-        let election = s
-            .election
-            .take()
-            .ok_or_else(|| Error::Usage("--election is required (or LEADERRUN_ELECTION)".into()))?
-            .value;
-        let mut warnings = Vec::new();
+        let (connection, election, warnings) = target(&mut s)?;
         Ok(ResignConfig {
-            connection: connection(&mut s, &mut warnings)?,
+            connection,
             election,
             timeout,
             format,
