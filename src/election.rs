@@ -6,9 +6,10 @@ use crate::backoff::Backoff;
 use crate::etcd::{self, EtcdError};
 use crate::lease::Lease;
 use crate::trouble::Trouble;
+use crate::watch::{self, Ended};
 use etcd_client::{
-    Client, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions, SortOrder,
-    SortTarget, WatchOptions,
+    Client, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions,
+    SortOrder, SortTarget, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -209,37 +210,16 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
         match client.watch(key.clone(), Some(options)).await {
-            Ok(mut stream) => loop {
-                match stream.message().await {
-                    Ok(Some(resp)) => {
-                        if resp
-                            .events()
-                            .iter()
-                            .any(|e| e.event_type() == EventType::Delete)
-                        {
-                            return;
-                        }
-                        if resp.canceled() {
-                            // A watch opened with a stale token is canceled as "permission
-                            // denied": authenticate again before it is re-opened.
-                            trouble.report(format_args!("canceled: {}", resp.cancel_reason()));
-                            if let Err(e) = client.refresh_token().await {
-                                trouble.report(format_args!("authenticating: {e}"));
-                            }
-                            break;
-                        }
-                        if let Some(h) = resp.header() {
-                            seen = seen.max(h.revision());
-                        }
-                        trouble.clear();
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        trouble.report(e);
-                        break;
-                    }
+            Ok(mut stream) => {
+                let deleted = |e: &Event| e.event_type() == EventType::Delete;
+                match watch::follow(&mut client, &mut stream, deleted, &mut seen, &mut trouble)
+                    .await
+                {
+                    Ended::Event => return,
+                    Ended::Canceled(why) => trouble.report(format_args!("canceled: {why}")),
+                    Ended::Broken(why) => trouble.report(why),
                 }
-            },
+            }
             Err(e) => trouble.report(e),
         }
         sleep(retry).await;

@@ -24,8 +24,9 @@ use crate::election::{classify, Candidate};
 use crate::etcd::{self, EtcdError};
 use crate::log::escape_controls;
 use crate::trouble::Trouble;
+use crate::watch::{self, Ended};
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
+    Client, Compare, CompareOp, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
     PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use std::time::Duration;
@@ -303,28 +304,14 @@ async fn any_deleted(client: &Client, keys: &[Vec<u8>], revision: i64) -> Result
             .await
             .map_err(|e| e.to_string())?;
     }
-    loop {
-        match stream.message().await {
-            Ok(Some(resp)) => {
-                if resp
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Delete)
-                {
-                    return Ok(());
-                }
-                if resp.canceled() {
-                    // A watch opened with a stale token is cancelled as "permission denied":
-                    // authenticate again before reading and watching again.
-                    if let Err(e) = client.refresh_token().await {
-                        tracing::debug!(error = %e, "authenticating again");
-                    }
-                    return Err(format!("watch canceled: {}", resp.cancel_reason()));
-                }
-            }
-            Ok(None) => return Err("watch ended".into()),
-            Err(e) => return Err(e.to_string()),
-        }
+    let deleted = |e: &Event| e.event_type() == EventType::Delete;
+    let mut seen = revision;
+    // Its own answers need no logging: the caller reports what ends the watch.
+    let mut quiet = Trouble::new("watch on the holders ahead");
+    match watch::follow(&mut client, &mut stream, deleted, &mut seen, &mut quiet).await {
+        Ended::Event => Ok(()),
+        Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
+        Ended::Broken(why) => Err(why),
     }
 }
 

@@ -36,3 +36,4 @@ mod term;
 mod timing;
 mod tls;
 mod trouble;
+mod watch;

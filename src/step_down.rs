@@ -13,7 +13,8 @@
 use crate::election::Leadership;
 use crate::etcd;
 use crate::trouble::Trouble;
-use etcd_client::{Client, EventType, WatchOptions};
+use crate::watch::{self, Ended};
+use etcd_client::{Client, Event, EventType, WatchOptions};
 use std::time::Duration;
 use tokio::time::sleep;
 
@@ -59,39 +60,28 @@ pub async fn requested(client: &Client, election: &str, leadership: &Leadership,
                 continue;
             }
         };
+        let mut seen = seen;
         let options = WatchOptions::new().with_start_revision(seen + 1);
         match client.watch(key.clone(), Some(options)).await {
-            Ok(mut stream) => loop {
-                match stream.message().await {
-                    Ok(Some(resp)) => {
-                        let asked = resp.events().iter().any(|e| {
-                            e.event_type() == EventType::Put
-                                && e.kv().is_some_and(|kv| kv.value() == wanted)
-                        });
-                        if asked {
-                            return;
+            Ok(mut stream) => {
+                let asked = |e: &Event| {
+                    e.event_type() == EventType::Put
+                        && e.kv().is_some_and(|kv| kv.value() == wanted)
+                };
+                match watch::follow(&mut client, &mut stream, asked, &mut seen, &mut trouble).await
+                {
+                    Ended::Event => return,
+                    Ended::Canceled(why) => {
+                        let refused = why.contains("permission denied");
+                        if refused && refused_once {
+                            return off(&key, why).await;
                         }
-                        if resp.canceled() {
-                            let reason = resp.cancel_reason().to_string();
-                            if reason.contains("permission denied") && refused_once {
-                                return off(&key, reason).await;
-                            }
-                            refused_once |= reason.contains("permission denied");
-                            trouble.report(format_args!("canceled: {reason}"));
-                            if let Err(e) = client.refresh_token().await {
-                                trouble.report(format_args!("authenticating: {e}"));
-                            }
-                            break;
-                        }
-                        trouble.clear();
+                        refused_once |= refused;
+                        trouble.report(format_args!("canceled: {why}"));
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        trouble.report(e);
-                        break;
-                    }
+                    Ended::Broken(why) => trouble.report(why),
                 }
-            },
+            }
             Err(e) => trouble.report(e),
         }
         sleep(retry).await;

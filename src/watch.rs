@@ -1,0 +1,51 @@
+//! Following a watch stream: the one loop behind every wait on a key (our key deleted, a
+//! step-down request arriving, a holder ahead gone). Re-opening, and reading what a broken
+//! watch may have missed, stay with each caller: what to read differs.
+
+use crate::trouble::Trouble;
+use etcd_client::{Client, Event, WatchStream};
+
+/// How following a stream ended.
+pub enum Ended {
+    /// An event the caller waits for arrived.
+    Event,
+    /// etcd cancelled the watch (a compaction, a refused permission, a stale token), with its
+    /// reason. The token has been refreshed: a watch opened with a stale one is cancelled as
+    /// "permission denied", so it is refreshed before the caller re-opens.
+    Canceled(String),
+    /// The stream failed or ended.
+    Broken(String),
+}
+
+/// Read `stream` until an event matches `wanted`, or until it stops. `seen` follows the
+/// revisions the stream reports; `trouble` is cleared by every answer (the watch works).
+pub async fn follow(
+    client: &mut Client,
+    stream: &mut WatchStream,
+    wanted: impl Fn(&Event) -> bool,
+    seen: &mut i64,
+    trouble: &mut Trouble,
+) -> Ended {
+    loop {
+        match stream.message().await {
+            Ok(Some(resp)) => {
+                if resp.events().iter().any(&wanted) {
+                    return Ended::Event;
+                }
+                if resp.canceled() {
+                    let reason = resp.cancel_reason().to_string();
+                    return Ended::Canceled(match client.refresh_token().await {
+                        Ok(()) => reason,
+                        Err(e) => format!("{reason}; authenticating: {e}"),
+                    });
+                }
+                if let Some(h) = resp.header() {
+                    *seen = (*seen).max(h.revision());
+                }
+                trouble.clear();
+            }
+            Ok(None) => return Ended::Broken("watch ended".into()),
+            Err(e) => return Ended::Broken(e.to_string()),
+        }
+    }
+}
