@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Try leaderrun on one machine: a throwaway etcd on loopback, three candidates (alpha, beta,
 # gamma) over a tiny "server", then a graceful handover (SIGTERM to the leader) and a crash
-# (SIGKILL to the next leader's leaderrun, failover after about the TTL).
+# (SIGKILL to the next leader's leaderrun: its guardian kills the group, then revokes the lease,
+# so a standby takes over in milliseconds instead of after the TTL).
 #
 #   bash scripts/demo.sh            # installs what is missing (scripts/deps.sh), builds, runs
 #   DEMO_KEEP=1 bash scripts/demo.sh  # keep the temp dir (etcd data, candidate logs)
@@ -214,7 +215,7 @@ if [[ -n $left ]]; then
 else
   say "and so did the rest of its process group (its \`sleep\`): leaderrun's guardian process killed it"
 fi
-say "its key stays in etcd until the lease expires (TTL ${TTL} s); waiting for a standby..."
+say "once that group is gone the guardian revokes the lease (else it would expire after the TTL, ${TTL} s); waiting for a standby..."
 line=$(wait_start_after "$n" 150) || die "no standby took over within 15 s"
 new_ns=${line%% *}
 new=${line#* }
