@@ -2,6 +2,7 @@
 //! reaped by [`Reaper`], stopped by [`Child::stop`] (stop signal, timer, SIGKILL, reap).
 
 use crate::guardian::Guardian;
+use crate::spawn;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{killpg, Signal};
@@ -9,7 +10,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,36 +114,18 @@ impl Reaper {
     /// `spawn`, but the guardian is not told: for a short-lived helper (a health check) that
     /// must not replace the child's group in the guardian's care.
     pub fn spawn_unguarded(&self, cmd: &Command) -> std::io::Result<Child> {
-        let parent = nix::unistd::getpid();
-        let defaults = cmd.signal_defaults.clone();
-        let mut command = std::process::Command::new(&cmd.program);
-        for var in &cmd.env_remove {
-            command.env_remove(var);
-        }
-        command
-            .args(&cmd.args)
-            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-            .process_group(0);
-        // SAFETY: only async-signal-safe calls (signal, prctl, getppid) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                for &sig in &defaults {
-                    nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl)?;
-                }
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // The parent may have died before prctl took effect.
-                if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("leaderrun exited during spawn"));
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        let defaults: Vec<i32> = cmd.signal_defaults.iter().map(|&s| s as i32).collect();
+        let image = spawn::Image::new(
+            &cmd.program,
+            &cmd.args,
+            &cmd.env,
+            &cmd.env_remove,
+            &defaults,
+        );
+        let pid = image
+            .and_then(|image| spawn::spawn(&image))
             .map_err(|e| explain_spawn_error(&cmd.program, e))?;
-        let pid = Pid::from_raw(child.id() as i32);
-        // Reaping is ours, not std's: dropping std's handle neither waits nor kills.
-        drop(child);
+        let pid = Pid::from_raw(pid);
         let (tx, rx) = oneshot::channel();
         // No await since spawn: the reaper task (same thread) cannot have reaped it yet.
         self.waiters.lock().unwrap().insert(pid.as_raw(), tx);
@@ -369,6 +351,66 @@ pub(crate) mod tests {
         let reaper = Reaper::start(None).unwrap();
         let mut child = reaper.spawn(&sh("exit 7")).unwrap();
         assert_eq!(child.wait().await, ExitStatus::Code(7));
+    }
+
+    /// What std's spawn gave, the hand-made clone gives: the environment asked for, its own
+    /// process group, no blocked signals, SIGPIPE at its default, the parent-death signal.
+    #[tokio::test(flavor = "current_thread")]
+    async fn spawn_starts_the_command_as_std_did_in_its_own_group() {
+        let _serial = serial();
+        let reaper = Reaper::start(None).unwrap();
+        let out = tempfile_path("spawn-env");
+        std::env::set_var("LEADERRUN_TEST_SECRET", "x");
+        let script = format!(
+            "exec >{out}; echo \"set=$LEADERRUN_TEST_SET secret=${{LEADERRUN_TEST_SECRET-}}\"; \
+             grep -E '^(SigBlk|SigIgn)' /proc/self/status; echo pgid=$(cut -d' ' -f5 /proc/self/stat) pid=$$; \
+             grep -c . /proc/self/status >/dev/null",
+            out = out.display()
+        );
+        let mut cmd = sh(&script);
+        cmd.env = vec![("LEADERRUN_TEST_SET".into(), "yes".into())];
+        cmd.env_remove = vec!["LEADERRUN_TEST_SECRET"];
+        let mut child = reaper.spawn(&cmd).unwrap();
+        assert_eq!(child.wait().await, ExitStatus::Code(0));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("set=yes secret=\n"), "{text}");
+        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+        // SIGPIPE (bit 13) is not ignored: the Rust runtime's SIG_IGN is not inherited.
+        let ign = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .unwrap();
+        let ign = u64::from_str_radix(ign.trim(), 16).unwrap();
+        assert_eq!(ign & (1 << 12), 0, "{text}");
+        let pgid = text.lines().find_map(|l| l.strip_prefix("pgid=")).unwrap();
+        let (pgid, pid) = pgid.split_once(" pid=").unwrap();
+        assert_eq!(pgid, pid, "not its own group leader: {text}");
+        let _ = std::fs::remove_file(out);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn spawn_reports_a_missing_program_and_runs_a_script_without_shebang() {
+        let _serial = serial();
+        let reaper = Reaper::start(None).unwrap();
+        let mut missing = sh("");
+        missing.program = "/nonexistent/leaderrun-test".into();
+        let e = reaper.spawn(&missing).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        // execvp semantics, as std's: a script without `#!` runs under /bin/sh.
+        let script = tempfile_path("no-shebang");
+        std::fs::write(&script, "exit 5\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut cmd = sh("");
+        cmd.program = script.clone();
+        cmd.args = vec![];
+        let mut child = reaper.spawn(&cmd).unwrap();
+        assert_eq!(child.wait().await, ExitStatus::Code(5));
+        let _ = std::fs::remove_file(script);
+    }
+
+    fn tempfile_path(what: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("leaderrun-{what}-{}", std::process::id()))
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -29,6 +29,7 @@ mod notify;
 mod resign;
 mod restart;
 mod signals;
+mod spawn;
 pub mod status;
 mod step_down;
 mod supervisor;
