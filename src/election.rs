@@ -9,7 +9,7 @@ use crate::trouble::Trouble;
 use crate::watch::{self, Ended};
 use etcd_client::{
     Client, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions,
-    SortOrder, SortTarget, WatchOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -36,8 +36,12 @@ impl Leadership {
 /// Why a campaign's "elected" was not believed.
 #[derive(Debug, thiserror::Error)]
 pub enum Unverified {
-    #[error("our key is gone or is not among the first (the holders) under the prefix")]
+    /// Our key is there, but other keys are still ahead of it: a candidate ahead left, not
+    /// the last one. The queue goes on, with the same key.
+    #[error("others are still ahead of our key")]
     NotFirst,
+    #[error("our key is gone, or is no longer on our lease")]
+    KeyGone,
     #[error("the lease deadline is too near to start the child")]
     DeadlineNear,
     #[error("our leader key changed or vanished while the run was recorded")]
@@ -68,12 +72,13 @@ pub async fn first_candidates(
     Ok((resp.take_kvs(), revision))
 }
 
-/// The verify-before-start rule. A campaign can answer "elected" although our lease expired
-/// while we waited (phantom leadership): believe it only if our key still exists with the
-/// returned create revision and our lease, and is among the `holders` first-created keys under
-/// the prefix (the first, with the default of one holder). Only the start gate
-/// ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline itself, last,
-/// right before the spawn.
+/// The verify-before-start rule. A campaign can end although our lease expired while we
+/// waited (phantom leadership), and the queue's wait ends on a deletion ahead without reading
+/// what is left: believe it only if our key still exists with the returned create revision and
+/// our lease, and is among the `holders` first-created keys under the prefix (the first, with
+/// the default of one holder). One read, at one revision: the first keys and ours. Only the
+/// start gate ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline
+/// itself, last, right before the spawn.
 pub async fn verify(
     client: &Client,
     elected: &LeaderKey,
@@ -82,11 +87,40 @@ pub async fn verify(
 ) -> Result<Leadership, Unverified> {
     let name = String::from_utf8_lossy(elected.name());
     let wait = lease.timing().request_timeout();
-    let (first, revision) = first_candidates(client, &name, i64::from(holders), wait).await?;
-    let first = first
-        .iter()
-        .map(|kv| (kv.key(), kv.create_revision(), kv.lease()));
-    if !holds(first, elected, lease.id()) {
+    let first = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(i64::from(holders));
+    let txn = Txn::new().and_then([
+        TxnOp::get(prefix_of(name.as_bytes()), Some(first)),
+        TxnOp::get(elected.key(), None),
+    ]);
+    let resp = etcd::call_as("verifying the election", wait, client, |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    });
+    let (Some(first), Some(ours)) = (gets.next(), gets.next()) else {
+        return Err(Unverified::Etcd(EtcdError::Unexpected {
+            what: "verifying the election",
+            detail: "the transaction answered without its two reads".into(),
+        }));
+    };
+    let listed = |kvs: &[KeyValue]| {
+        let kvs = kvs
+            .iter()
+            .map(|kv| (kv.key(), kv.create_revision(), kv.lease()));
+        holds(kvs, elected, lease.id())
+    };
+    if !listed(ours.kvs()) {
+        return Err(Unverified::KeyGone);
+    }
+    if !listed(first.kvs()) {
         return Err(Unverified::NotFirst);
     }
     Ok(Leadership {

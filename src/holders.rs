@@ -5,7 +5,8 @@
 //! `NAME/<lease hex>` with the id as value, on the candidacy's lease (so `etcdctl elect` and Go
 //! see the same queue), written by a put-if-absent; its create revision is the fencing token.
 //! Waiting is a watch on the keys ahead, so a deletion reaches the candidate in one event and
-//! the start gate's read follows at once, without the server's own read and answer in between;
+//! the start gate's verification is the one read that follows (it tells whether others are
+//! still ahead), without the server's own read and answer in between;
 //! and nothing is left pending in a member that hangs (a server-side campaign abandoned there
 //! resigns when the member resumes).
 //!
@@ -223,8 +224,11 @@ pub async fn check_single(client: &Client, election: &str, wait: Duration) -> Op
     ))
 }
 
-/// Resolves when fewer than `n` keys under `NAME/` were created before ours. Errors that
-/// retrying can fix are retried (logged as one trouble); a refusal ends it.
+/// Resolves when fewer than `n` keys under `NAME/` were created before ours, or may have been:
+/// a deletion among the watched keys ends the wait without a read, and the start gate's
+/// verification ([`crate::election::verify`]) is the one read that tells (if others are still
+/// ahead, the caller waits here again). Errors that retrying can fix are retried (logged as
+/// one trouble); a refusal ends it.
 async fn wait_turn(
     client: &Client,
     election: &str,
@@ -250,7 +254,10 @@ async fn wait_turn(
         let keys: Vec<Vec<u8>> = ahead.iter().map(|kv| kv.key().to_vec()).collect();
         tracing::debug!(ahead = keys.len(), "waiting for one of the holders to go");
         match any_deleted(client, &keys, revision).await {
-            Ok(()) => trouble.clear(),
+            Ok(()) => {
+                trouble.clear();
+                return Ok(());
+            }
             Err(e) => {
                 trouble.report(e);
                 sleep(retry).await;

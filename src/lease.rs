@@ -30,7 +30,8 @@ impl std::fmt::Display for Loss {
     }
 }
 
-/// How often the keepalives go: a standby's at T/3, a leader's at T/5 (the deadline needs them).
+/// How often the keepalives go: a standby's at most as often as Go's session (about T/3), a
+/// leader's at T/5 (the deadline needs them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pace {
     Standby,
@@ -119,6 +120,12 @@ impl Lease {
     pub fn lead(&self) {
         self.pace
             .send_if_modified(|p| std::mem::replace(p, Pace::Leading) != Pace::Leading);
+    }
+
+    /// Not elected after all (others are still ahead): back to a standby's keepalives.
+    pub fn stand_by(&self) {
+        self.pace
+            .send_if_modified(|p| std::mem::replace(p, Pace::Standby) != Pace::Standby);
     }
 
     /// Wait (at most `within`) until the deadline is as fresh as a leader's keepalives keep it
@@ -239,12 +246,13 @@ async fn keep_alive(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let broken = loop {
             tokio::select! {
-                // Elected: one now (unless one is on its way), then every k.
+                // Elected: one now (unless one is on its way), then every k. Back to standby:
+                // the next one at a standby's interval.
                 Ok(()) = pace.changed() => {
                     let every = period(&pace);
                     tick = interval_at(Instant::now() + every, every);
                     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    if inflight.is_empty() {
+                    if inflight.is_empty() && *pace.borrow() == Pace::Leading {
                         inflight.push_back(Instant::now());
                         if keeper.keep_alive().await.is_err() {
                             break "keepalive stream closed".to_string();

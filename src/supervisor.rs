@@ -21,7 +21,7 @@
 use crate::backoff::Backoff;
 use crate::child::{self, ExitStatus};
 use crate::config::{Config, OnExit};
-use crate::election::{self, Candidate};
+use crate::election::{self, Candidate, Unverified};
 use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
@@ -272,125 +272,135 @@ impl Supervisor {
             }
         }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
-        // The campaign is dropped (its watch with it) as soon as this block ends.
-        let elected = {
-            let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
-            let (lease_id, holders) = (lease.id(), self.config.holders);
-            // The queue is kept here, for one holder as for N (crate::holders).
-            let mut campaign = pin!(holders::campaign(
-                client, election, id, lease_id, holders, wait, retry
-            ));
-            // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
-            let ours = format!("{}/{}", self.config.election, lease.hex_id());
-            let mut deleted = pin!(election::candidate_key_deleted(
-                &self.client,
-                ours.as_bytes(),
-                retry
-            ));
-            // --no-wait: nobody led a moment ago, but a candidate that started with us may be
-            // ahead.
-            let mut behind = pin!(election::behind_another(
-                &self.client,
-                &self.config.election,
-                &ours,
-                self.config.holders,
-                wait
-            ));
-            let withdraw = loop {
-                tokio::select! {
-                    r = &mut campaign => break Ok(r),
-                    _ = &mut deleted => {
-                        warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                        break Err(State::Connecting { after: Duration::ZERO });
-                    }
-                    _ = &mut behind, if no_wait => {
-                        info!("another candidate is ahead: not waiting (--no-wait)");
-                        break Err(State::Exit(EXIT_NOT_LEADING));
-                    }
-                    loss = lease.lost() => {
-                        warn!(%loss, "standby lost its lease; campaigning again with a new one");
-                        break Err(State::Connecting { after: Duration::ZERO });
-                    }
-                    _ = &mut give_up => {
-                        info!("not leading in time: giving up");
-                        break Err(State::Exit(EXIT_NOT_LEADING));
-                    }
-                    req = self.signals.recv() => match req {
-                        Request::Shutdown(sig) => {
-                            info!(signal = %sig, "withdrawing from the election");
-                            break Err(State::Exit(0));
+        // Until the start gate verifies that our turn has come.
+        loop {
+            // The campaign is dropped (its watch with it) as soon as this block ends.
+            let elected = {
+                let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
+                let (lease_id, holders) = (lease.id(), self.config.holders);
+                // The queue is kept here, for one holder as for N (crate::holders).
+                let mut campaign = pin!(holders::campaign(
+                    client, election, id, lease_id, holders, wait, retry
+                ));
+                // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
+                let ours = format!("{}/{}", self.config.election, lease.hex_id());
+                let mut deleted = pin!(election::candidate_key_deleted(
+                    &self.client,
+                    ours.as_bytes(),
+                    retry
+                ));
+                // --no-wait: nobody led a moment ago, but a candidate that started with us may be
+                // ahead.
+                let mut behind = pin!(election::behind_another(
+                    &self.client,
+                    &self.config.election,
+                    &ours,
+                    self.config.holders,
+                    wait
+                ));
+                let withdraw = loop {
+                    tokio::select! {
+                        r = &mut campaign => break Ok(r),
+                        _ = &mut deleted => {
+                            warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
+                            break Err(State::Connecting { after: Duration::ZERO });
                         }
-                        Request::Forward(sig) => debug!(signal = %sig, "standby: no child to pass the signal to"),
-                    },
+                        _ = &mut behind, if no_wait => {
+                            info!("another candidate is ahead: not waiting (--no-wait)");
+                            break Err(State::Exit(EXIT_NOT_LEADING));
+                        }
+                        loss = lease.lost() => {
+                            warn!(%loss, "standby lost its lease; campaigning again with a new one");
+                            break Err(State::Connecting { after: Duration::ZERO });
+                        }
+                        _ = &mut give_up => {
+                            info!("not leading in time: giving up");
+                            break Err(State::Exit(EXIT_NOT_LEADING));
+                        }
+                        req = self.signals.recv() => match req {
+                            Request::Shutdown(sig) => {
+                                info!(signal = %sig, "withdrawing from the election");
+                                break Err(State::Exit(0));
+                            }
+                            Request::Forward(sig) => debug!(signal = %sig, "standby: no child to pass the signal to"),
+                        },
+                    }
+                };
+                match withdraw {
+                    Ok(r) => r,
+                    Err(next) => {
+                        term::release(&self.client, lease, None).await;
+                        return Ok(next);
+                    }
                 }
             };
-            match withdraw {
-                Ok(r) => r,
-                Err(next) => {
-                    term::release(&self.client, lease, None).await;
-                    return Ok(next);
+            let elected = match elected {
+                Ok(key) => {
+                    self.unsent.clear();
+                    key
                 }
-            }
-        };
-        let elected = match elected {
-            Ok(key) => {
-                self.unsent.clear();
-                key
-            }
-            Err(Refused::Disagree(line)) => {
-                term::release(&self.client, lease, None).await;
-                return Err(Error::Usage(line));
-            }
-            Err(Refused::Etcd(e)) => match e.kind() {
-                Kind::Fatal => {
+                Err(Refused::Disagree(line)) => {
                     term::release(&self.client, lease, None).await;
-                    let mut range = format!("{}/", self.config.election);
-                    if self.config.holders > 1 {
-                        range = format!("{range} and {}", holders::prefix(&self.config.election));
+                    return Err(Error::Usage(line));
+                }
+                Err(Refused::Etcd(e)) => match e.kind() {
+                    Kind::Fatal => {
+                        term::release(&self.client, lease, None).await;
+                        let mut range = format!("{}/", self.config.election);
+                        if self.config.holders > 1 {
+                            range =
+                                format!("{range} and {}", holders::prefix(&self.config.election));
+                        }
+                        return Err(Error::on_range(range, e));
                     }
-                    return Err(Error::on_range(range, e));
-                }
-                Kind::AuthExpired => {
-                    // Refused before it reached the election: authenticate, then a fresh start.
-                    warn!(error = %e, "authenticating again");
-                    if let Err(e) = self.client.refresh_token().await {
-                        warn!(error = %e, "authentication failed");
+                    Kind::AuthExpired => {
+                        // Refused before it reached the election: authenticate, then a fresh start.
+                        warn!(error = %e, "authenticating again");
+                        if let Err(e) = self.client.refresh_token().await {
+                            warn!(error = %e, "authentication failed");
+                        }
+                        term::release(&self.client, lease, None).await;
+                        return Ok(State::Connecting { after: retry });
                     }
-                    term::release(&self.client, lease, None).await;
-                    return Ok(State::Connecting { after: retry });
-                }
-                Kind::NeverSent => {
-                    // It reached no member: nothing can act on it later, the lease stays clean.
-                    let endpoints = self.config.connection.endpoints.join(",");
-                    self.unsent.report(format_args!("{endpoints}: {e}"));
-                    return Ok(State::Campaigning {
-                        lease,
-                        after: retry,
-                    });
-                }
-                _ => {
-                    // One campaign per lease (holders::campaign says why).
-                    warn!(error = %e, "campaign failed; campaigning again with a new lease");
-                    term::release(&self.client, lease, None).await;
-                    return Ok(State::Connecting { after: retry });
-                }
-            },
-        };
-        match self.gate.start(&self.client, &lease, &elected).await {
-            Ok((leadership, child)) => Ok(State::Leading(Term {
-                lease,
-                leadership,
-                run: Run::Running {
-                    child,
-                    started: Instant::now(),
+                    Kind::NeverSent => {
+                        // It reached no member: nothing can act on it later, the lease stays clean.
+                        let endpoints = self.config.connection.endpoints.join(",");
+                        self.unsent.report(format_args!("{endpoints}: {e}"));
+                        return Ok(State::Campaigning {
+                            lease,
+                            after: retry,
+                        });
+                    }
+                    _ => {
+                        // One campaign per lease (holders::campaign says why).
+                        warn!(error = %e, "campaign failed; campaigning again with a new lease");
+                        term::release(&self.client, lease, None).await;
+                        return Ok(State::Connecting { after: retry });
+                    }
                 },
-                restarts: Restarts::new(self.config.restart),
-            })),
-            Err(not) => {
-                let (resign, next) = self.not_started(not);
-                term::release(&self.client, lease, resign.then_some(&elected)).await;
-                next
-            }
+            };
+            return match self.gate.start(&self.client, &lease, &elected).await {
+                Ok((leadership, child)) => Ok(State::Leading(Term {
+                    lease,
+                    leadership,
+                    run: Run::Running {
+                        child,
+                        started: Instant::now(),
+                    },
+                    restarts: Restarts::new(self.config.restart),
+                })),
+                // A candidate ahead left, not the last one: wait on in the queue, same key.
+                Err(NotStarted::Unverified(Unverified::NotFirst)) => {
+                    debug!("others are still ahead: waiting on");
+                    lease.stand_by();
+                    continue;
+                }
+                Err(not) => {
+                    let (resign, next) = self.not_started(not);
+                    term::release(&self.client, lease, resign.then_some(&elected)).await;
+                    next
+                }
+            };
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   T  lease TTL as granted by etcd
-//!   k  keepalive interval            = T/5 while leading (T/3 for a standby, which has no child)
+//!   k  keepalive interval            = T/5 while leading (a standby, which has no child:
+//!                                      T/3 + 500 ms, at most 3T/8)
 //!   r  allowance for one round trip  = k/2
 //!   m  safety margin                 = max(500 ms, T/10)
 //!   G  stop timeout (signal → KILL)  <= T - 2k - r - m
@@ -17,6 +18,8 @@ use tokio::time::Instant;
 
 /// G when the user sets none: long enough for a typical server to drain.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often Go's lease keepalive loop checks whether a renewal is due.
+const GO_SESSION_CHECK: Duration = Duration::from_millis(500);
 /// The floor of m: SIGKILL-to-reap time on a loaded host plus clock-rate drift over a TTL.
 pub const MIN_MARGIN: Duration = Duration::from_millis(500);
 
@@ -27,8 +30,10 @@ pub struct Timing {
     pub ttl: Duration,
     /// k: one keepalive every k while leading.
     pub keepalive: Duration,
-    /// A standby's keepalive interval, T/3 as Go's election keeps its session: a standby has no
-    /// child, so no deadline to keep; it only keeps its place in the queue.
+    /// A standby's keepalive interval: a standby has no child, so no deadline to keep; it only
+    /// keeps its place in the queue. Never more often than Go's election keeps its session: Go
+    /// renews once T/3 has passed, as seen by a check every 500 ms, so T/3 to T/3 + 500 ms
+    /// apart. At most 3T/8, so that a deadline kept at this pace still leaves room to start.
     pub standby_keepalive: Duration,
     /// r: what a keepalive round trip may take before the budget is hurt.
     pub round_trip: Duration,
@@ -76,7 +81,7 @@ impl Timing {
         Ok(Timing {
             ttl,
             keepalive,
-            standby_keepalive: ttl / 3,
+            standby_keepalive: (ttl / 3 + GO_SESSION_CHECK).min(ttl * 3 / 8),
             round_trip,
             margin,
             stop_timeout,
@@ -167,7 +172,8 @@ mod tests {
             let t = Timing::new(ttl, None).unwrap();
             let budget = ttl - 2 * t.keepalive - t.round_trip - t.margin;
             let t = Timing::new(ttl, Some(budget)).unwrap();
-            assert_eq!(t.standby_keepalive, ttl / 3);
+            // Never more often than Go's session renews.
+            assert!(t.standby_keepalive > ttl / 3, "T={secs}s");
             let now = Instant::now() + ttl;
             let acknowledged_long_ago = now - t.standby_keepalive - t.round_trip;
             let d = Deadline::acknowledged(acknowledged_long_ago, ttl);

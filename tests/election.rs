@@ -412,6 +412,48 @@ fn a_standby_exits_0_at_once_on_sigterm_or_sigint() {
     assert_eq!(scene.runs().len(), 1);
 }
 
+/// A leads, B then C stand in line, C watching B. B leaves (SIGTERM: it withdraws, its key
+/// goes): C's wait ends without a read, and the start gate's verification finds A still
+/// ahead. C must not start a child, and waits on with the same key (its place in line and its
+/// fencing revision), not with a new lease at the back; it leads with that key after A.
+#[test]
+fn a_candidate_whose_predecessor_left_is_verified_not_first_and_waits_on_in_its_place() {
+    let (_etcd, scene) = etcd_and_scene();
+    let (mut a, run_a) = scene.leader("A", &["--ttl", "5"], &[]);
+    let mut b = scene.standby("B", &["--ttl", "5"], &[], &["A", "B"]);
+    let c = scene.standby("C", &["--ttl", "5"], &[], &["A", "B", "C"]);
+    let key_of = |id: &str| {
+        let keys = scene.candidates().into_iter();
+        keys.filter(|(_, v)| v == id).map(|(k, _)| k).next()
+    };
+    let c_key = key_of("C").expect("C's key");
+
+    b.signal(Signal::SIGTERM);
+    assert_eq!(b.expect_exit(5 * SEC).code(), Some(0));
+    scene.wait_candidates(&["A", "C"], 5 * SEC);
+    assert!(
+        holds_for(2 * SEC, || runs_of(&scene.runs(), "C").is_empty()),
+        "C started a child while A leads"
+    );
+    assert_eq!(key_of("C").as_deref(), Some(&c_key[..]), "C lost its place");
+    assert!(running_now(&scene.current(run_a.pid)));
+
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.expect_exit(5 * SEC).code(), Some(0));
+    scene.wait_leading("C", 1, 5 * SEC);
+    assert_eq!(
+        key_of("C").as_deref(),
+        Some(&c_key[..]),
+        "C leads with another key"
+    );
+    assert!(
+        !c.log_text().contains("new lease"),
+        "C campaigned again:\n{}",
+        c.log_text()
+    );
+    assert_no_overlap(&scene.runs());
+}
+
 /// A leads, B then C stand in line (`--ttl ttl`). `take_b_out` takes B out of line behind its
 /// back; then A resigns. Whatever etcd tells B's pending campaign (etcd issue 19597: phantom
 /// leadership), C must lead, B must not start a child for 3 s after `then` (while C leads), and
