@@ -665,7 +665,7 @@ done
 
 # ---- 4: scale (--candidates): N candidates on one election, one tool at a time ----------------
 SCALE_TTL=10     # leaderrun's default TTL: the idle figures are quoted at it (etcdctl lock the same)
-IDLE_S=10        # the idle window
+IDLE_S=30        # the idle window: several keepalive intervals, so that their phases matter little
 IDLE_SETTLE_S=3  # after the last candidate queued, before the window opens
 BATCH=20         # candidates started at once; each batch is queued in etcd before the next
 CLK_TCK=$(getconf CLK_TCK)

@@ -3,7 +3,7 @@
 //! ```text
 //!   T  lease TTL as granted by etcd
 //!   k  keepalive interval            = T/5 while leading (a standby, which has no child:
-//!                                      T/3 + 500 ms, at most 3T/8)
+//!                                      T/3 + 500 ms, at most 2k - T/100)
 //!   r  allowance for one round trip  = k/2
 //!   m  safety margin                 = max(500 ms, T/10)
 //!   G  stop timeout (signal → KILL)  <= T - 2k - r - m
@@ -33,7 +33,8 @@ pub struct Timing {
     /// A standby's keepalive interval: a standby has no child, so no deadline to keep; it only
     /// keeps its place in the queue. Never more often than Go's election keeps its session: Go
     /// renews once T/3 has passed, as seen by a check every 500 ms, so T/3 to T/3 + 500 ms
-    /// apart. At most 3T/8, so that a deadline kept at this pace still leaves room to start.
+    /// apart. Under 2k (by T/100), so that a deadline kept at this pace still leaves room to
+    /// start.
     pub standby_keepalive: Duration,
     /// r: what a keepalive round trip may take before the budget is hurt.
     pub round_trip: Duration,
@@ -81,7 +82,7 @@ impl Timing {
         Ok(Timing {
             ttl,
             keepalive,
-            standby_keepalive: (ttl / 3 + GO_SESSION_CHECK).min(ttl * 3 / 8),
+            standby_keepalive: (ttl / 3 + GO_SESSION_CHECK).min(2 * keepalive - ttl / 100),
             round_trip,
             margin,
             stop_timeout,
