@@ -42,6 +42,15 @@ pub fn prefix(election: &str) -> String {
     format!("leaderrun.holders/{election}/")
 }
 
+/// How the wait for a place ended: what the start gate's verification is to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// A read showed fewer than N keys ahead: the verification should agree.
+    Read,
+    /// A watched key ahead was deleted: others may still be ahead.
+    Deleted,
+}
+
 /// Why an N-holder campaign ended without a place.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -65,13 +74,13 @@ pub async fn campaign(
     n: u32,
     wait: Duration,
     retry: Duration,
-) -> Result<LeaderKey, Refused> {
+) -> Result<(LeaderKey, Turn), Refused> {
     let ours = enter(client, election, id, lease, n, wait).await?;
     if n > 1 {
         agree(client, election, n, wait).await?;
     }
-    wait_turn(client, election, &ours, n, wait, retry).await?;
-    Ok(ours)
+    let turn = wait_turn(client, election, &ours, n, wait, retry).await?;
+    Ok((ours, turn))
 }
 
 /// One transaction: if our key does not exist, put it (`id`, on `lease`) and our holders key
@@ -236,7 +245,7 @@ async fn wait_turn(
     n: u32,
     wait: Duration,
     retry: Duration,
-) -> Result<(), EtcdError> {
+) -> Result<Turn, EtcdError> {
     let mut trouble = Trouble::new("waiting for a place among the holders");
     loop {
         let (ahead, revision) = match keys_ahead(client, election, ours.rev(), n, wait).await {
@@ -249,14 +258,14 @@ async fn wait_turn(
             }
         };
         if ahead.len() < n as usize {
-            return Ok(());
+            return Ok(Turn::Read);
         }
         let keys: Vec<Vec<u8>> = ahead.iter().map(|kv| kv.key().to_vec()).collect();
         tracing::debug!(ahead = keys.len(), "waiting for one of the holders to go");
         match any_deleted(client, &keys, revision).await {
             Ok(()) => {
                 trouble.clear();
-                return Ok(());
+                return Ok(Turn::Deleted);
             }
             Err(e) => {
                 trouble.report(e);

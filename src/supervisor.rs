@@ -26,7 +26,7 @@ use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
 use crate::health;
-use crate::holders::{self, Refused};
+use crate::holders::{self, Refused, Turn};
 use crate::lease::Lease;
 use crate::log::escape_controls;
 use crate::metrics::{self, Reason};
@@ -334,10 +334,10 @@ impl Supervisor {
                     }
                 }
             };
-            let elected = match elected {
-                Ok(key) => {
+            let (elected, turn) = match elected {
+                Ok(won) => {
                     self.unsent.clear();
-                    key
+                    won
                 }
                 Err(Refused::Disagree(line)) => {
                     term::release(&self.client, lease, None).await;
@@ -393,6 +393,10 @@ impl Supervisor {
                 Err(NotStarted::Unverified(Unverified::NotFirst)) => {
                     debug!("others are still ahead: waiting on");
                     lease.stand_by();
+                    // After a read that said otherwise, etcd contradicts itself: not at once.
+                    if turn == Turn::Read {
+                        sleep(retry).await;
+                    }
                     continue;
                 }
                 Err(not) => {
