@@ -9,7 +9,7 @@ use crate::trouble::Trouble;
 use crate::watch::{self, Ended};
 use etcd_client::{
     Client, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    SortOrder, SortTarget, TxnOp, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -91,26 +91,12 @@ pub async fn verify(
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(i64::from(holders));
-    let txn = Txn::new().and_then([
+    let reads = [
         TxnOp::get(prefix_of(name.as_bytes()), Some(first)),
         TxnOp::get(elected.key(), None),
-    ]);
-    let resp = etcd::call_as("verifying the election", wait, client, |mut c| {
-        let txn = txn.clone();
-        async move { c.txn(txn).await }
-    })
-    .await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
-    let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-        TxnOpResponse::Get(get) => Some(get),
-        _ => None,
-    });
-    let (Some(first), Some(ours)) = (gets.next(), gets.next()) else {
-        return Err(Unverified::Etcd(EtcdError::Unexpected {
-            what: "verifying the election",
-            detail: "the transaction answered without its two reads".into(),
-        }));
-    };
+    ];
+    let (first, ours, revision) =
+        etcd::read_pair("verifying the election", wait, client, reads).await?;
     let listed = |kvs: &[KeyValue]| {
         let kvs = kvs
             .iter()

@@ -1,7 +1,7 @@
 //! The etcd client: how we connect, which errors are worth retrying, and how long to wait.
 
 use crate::tls::{self, TlsError};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
 use std::time::Duration;
 use tonic::transport::Endpoint;
 use tonic::Code;
@@ -377,6 +377,33 @@ where
             call(what, wait, f(client.clone())).await
         }
         done => done,
+    }
+}
+
+/// Two reads in one transaction, so at one revision: their answers, and that revision.
+pub async fn read_pair(
+    what: &'static str,
+    wait: Duration,
+    client: &Client,
+    reads: [TxnOp; 2],
+) -> Result<(GetResponse, GetResponse, i64), EtcdError> {
+    let txn = Txn::new().and_then(reads);
+    let resp = call_as(what, wait, client, |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    });
+    match (gets.next(), gets.next()) {
+        (Some(a), Some(b)) => Ok((a, b, revision)),
+        _ => Err(EtcdError::Unexpected {
+            what,
+            detail: "the transaction answered without its two reads".into(),
+        }),
     }
 }
 

@@ -132,25 +132,11 @@ async fn enter(
 /// with the default `--holders 1`). Both prefixes are read in one transaction, at one revision.
 async fn agree(client: &Client, election: &str, n: u32, wait: Duration) -> Result<(), Refused> {
     let all = || Some(GetOptions::new().with_prefix());
-    let txn = Txn::new().and_then([
+    let reads = [
         TxnOp::get(prefix(election), all()),
         TxnOp::get(format!("{election}/"), all()),
-    ]);
-    let resp = etcd::call_as("checking --holders", wait, client, |mut c| {
-        let txn = txn.clone();
-        async move { c.txn(txn).await }
-    })
-    .await?;
-    let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
-        TxnOpResponse::Get(get) => Some(get),
-        _ => None,
-    });
-    let (Some(said), Some(candidates)) = (gets.next(), gets.next()) else {
-        return Err(Refused::Etcd(EtcdError::Unexpected {
-            what: "checking --holders",
-            detail: "the transaction answered without its two reads".into(),
-        }));
-    };
+    ];
+    let (said, candidates, _) = etcd::read_pair("checking --holders", wait, client, reads).await?;
     let holders_prefix = prefix(election);
     let said: Vec<(String, String)> = said
         .kvs()
