@@ -37,7 +37,7 @@ use crate::step_down;
 use crate::term::{self, Gate, NotStarted, Run, Term};
 use crate::timing;
 use crate::trouble::Trouble;
-use etcd_client::Client;
+use etcd_client::{Client, LeaderKey};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -274,110 +274,19 @@ impl Supervisor {
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
         // Until the start gate verifies that our turn has come.
         loop {
-            // The campaign is dropped (its watch with it) as soon as this block ends.
-            let elected = {
-                let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
-                let (lease_id, holders) = (lease.id(), self.config.holders);
-                // The queue is kept here, for one holder as for N (crate::holders).
-                let mut campaign = pin!(holders::campaign(
-                    client, election, id, lease_id, holders, wait, retry
-                ));
-                // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
-                let ours = format!("{}/{}", self.config.election, lease.hex_id());
-                let mut deleted = pin!(election::candidate_key_deleted(
-                    &self.client,
-                    ours.as_bytes(),
-                    retry
-                ));
-                // --no-wait: nobody led a moment ago, but a candidate that started with us may be
-                // ahead.
-                let mut behind = pin!(election::behind_another(
-                    &self.client,
-                    &self.config.election,
-                    &ours,
-                    self.config.holders,
-                    wait
-                ));
-                let withdraw = loop {
-                    tokio::select! {
-                        r = &mut campaign => break Ok(r),
-                        _ = &mut deleted => {
-                            warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                            break Err(State::Connecting { after: Duration::ZERO });
-                        }
-                        _ = &mut behind, if no_wait => {
-                            info!("another candidate is ahead: not waiting (--no-wait)");
-                            break Err(State::Exit(EXIT_NOT_LEADING));
-                        }
-                        loss = lease.lost() => {
-                            warn!(%loss, "standby lost its lease; campaigning again with a new one");
-                            break Err(State::Connecting { after: Duration::ZERO });
-                        }
-                        _ = &mut give_up => {
-                            info!("not leading in time: giving up");
-                            break Err(State::Exit(EXIT_NOT_LEADING));
-                        }
-                        req = self.signals.recv() => match req {
-                            Request::Shutdown(sig) => {
-                                info!(signal = %sig, "withdrawing from the election");
-                                break Err(State::Exit(0));
-                            }
-                            Request::Forward(sig) => debug!(signal = %sig, "standby: no child to pass the signal to"),
-                        },
-                    }
-                };
-                match withdraw {
-                    Ok(r) => r,
-                    Err(next) => {
-                        term::release(&self.client, lease, None).await;
-                        return Ok(next);
-                    }
-                }
-            };
-            let (elected, turn) = match elected {
-                Ok(won) => {
+            let (elected, turn) = match self
+                .wait_in_line(&mut lease, &mut give_up, wait, retry)
+                .await
+            {
+                Ok(Ok(won)) => {
                     self.unsent.clear();
                     won
                 }
-                Err(Refused::Disagree(line)) => {
+                Ok(Err(refused)) => return self.campaign_failed(lease, refused, retry).await,
+                Err(next) => {
                     term::release(&self.client, lease, None).await;
-                    return Err(Error::Usage(line));
+                    return Ok(next);
                 }
-                Err(Refused::Etcd(e)) => match e.kind() {
-                    Kind::Fatal => {
-                        term::release(&self.client, lease, None).await;
-                        let mut range = format!("{}/", self.config.election);
-                        if self.config.holders > 1 {
-                            range =
-                                format!("{range} and {}", holders::prefix(&self.config.election));
-                        }
-                        return Err(Error::on_range(range, e));
-                    }
-                    Kind::AuthExpired => {
-                        // Refused before it reached the election: authenticate, then a fresh start.
-                        warn!(error = %e, "authenticating again");
-                        if let Err(e) = self.client.refresh_token().await {
-                            warn!(error = %e, "authentication failed");
-                        }
-                        term::release(&self.client, lease, None).await;
-                        return Ok(State::Connecting { after: retry });
-                    }
-                    Kind::NeverSent => {
-                        // It reached no member: nothing can act on it later, the lease stays clean.
-                        let endpoints = self.config.connection.endpoints.join(",");
-                        self.unsent.report(format_args!("{endpoints}: {e}"));
-                        return Ok(State::Campaigning {
-                            lease,
-                            after: retry,
-                        });
-                    }
-                    _ => {
-                        // One campaign per lease (holders::campaign says why).
-                        warn!(error = %e, "campaign failed; campaigning again with a new lease");
-                        term::release(&self.client, lease, None).await;
-                        return Ok(State::Connecting { after: retry });
-                    }
-                },
             };
             return match self.gate.start(&self.client, &lease, &elected).await {
                 Ok((leadership, child)) => Ok(State::Leading(Term {
@@ -405,6 +314,114 @@ impl Supervisor {
                     next
                 }
             };
+        }
+    }
+
+    /// Wait in the queue until our turn may have come (the campaign's answer), unless the
+    /// candidacy ends first: Err(the state to go to; the lease is the caller's to release).
+    async fn wait_in_line(
+        &mut self,
+        lease: &mut Lease,
+        give_up: &mut (impl Future<Output = ()> + Unpin),
+        wait: Duration,
+        retry: Duration,
+    ) -> Result<Result<(LeaderKey, Turn), Refused>, State> {
+        let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
+        let (lease_id, holders) = (lease.id(), self.config.holders);
+        // The queue is kept here, for one holder as for N (crate::holders). Dropped (its watch
+        // with it) on return.
+        let mut campaign = pin!(holders::campaign(
+            client, election, id, lease_id, holders, wait, retry
+        ));
+        // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
+        let ours = format!("{election}/{}", lease.hex_id());
+        let mut deleted = pin!(election::candidate_key_deleted(
+            client,
+            ours.as_bytes(),
+            retry
+        ));
+        // --no-wait: nobody led a moment ago, but a candidate that started with us may be ahead.
+        let no_wait = self.config.no_wait;
+        let mut behind = pin!(election::behind_another(
+            client, election, &ours, holders, wait
+        ));
+        loop {
+            tokio::select! {
+                r = &mut campaign => return Ok(r),
+                _ = &mut deleted => {
+                    warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
+                    return Err(State::Connecting { after: Duration::ZERO });
+                }
+                _ = &mut behind, if no_wait => {
+                    info!("another candidate is ahead: not waiting (--no-wait)");
+                    return Err(State::Exit(EXIT_NOT_LEADING));
+                }
+                loss = lease.lost() => {
+                    warn!(%loss, "standby lost its lease; campaigning again with a new one");
+                    return Err(State::Connecting { after: Duration::ZERO });
+                }
+                _ = &mut *give_up => {
+                    info!("not leading in time: giving up");
+                    return Err(State::Exit(EXIT_NOT_LEADING));
+                }
+                req = self.signals.recv() => match req {
+                    Request::Shutdown(sig) => {
+                        info!(signal = %sig, "withdrawing from the election");
+                        return Err(State::Exit(0));
+                    }
+                    Request::Forward(sig) => debug!(signal = %sig, "standby: no child to pass the signal to"),
+                },
+            }
+        }
+    }
+
+    /// What follows a campaign that etcd refused or that failed.
+    async fn campaign_failed(
+        &mut self,
+        lease: Lease,
+        refused: Refused,
+        retry: Duration,
+    ) -> Result<State, Error> {
+        let e = match refused {
+            Refused::Disagree(line) => {
+                term::release(&self.client, lease, None).await;
+                return Err(Error::Usage(line));
+            }
+            Refused::Etcd(e) => e,
+        };
+        match e.kind() {
+            Kind::Fatal => {
+                term::release(&self.client, lease, None).await;
+                let mut range = format!("{}/", self.config.election);
+                if self.config.holders > 1 {
+                    range = format!("{range} and {}", holders::prefix(&self.config.election));
+                }
+                Err(Error::on_range(range, e))
+            }
+            Kind::AuthExpired => {
+                // Refused before it reached the election: authenticate, then a fresh start.
+                warn!(error = %e, "authenticating again");
+                if let Err(e) = self.client.refresh_token().await {
+                    warn!(error = %e, "authentication failed");
+                }
+                term::release(&self.client, lease, None).await;
+                Ok(State::Connecting { after: retry })
+            }
+            Kind::NeverSent => {
+                // It reached no member: nothing can act on it later, the lease stays clean.
+                let endpoints = self.config.connection.endpoints.join(",");
+                self.unsent.report(format_args!("{endpoints}: {e}"));
+                Ok(State::Campaigning {
+                    lease,
+                    after: retry,
+                })
+            }
+            _ => {
+                // One campaign per lease (holders::campaign says why).
+                warn!(error = %e, "campaign failed; campaigning again with a new lease");
+                term::release(&self.client, lease, None).await;
+                Ok(State::Connecting { after: retry })
+            }
         }
     }
 
