@@ -158,7 +158,7 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         };
         // leaderrun's handlers must not run here: every caught signal back at its default
         // (ignored ones stay ignored, as a shell keeps them), then nothing blocked.
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
