@@ -4,12 +4,13 @@
 
 use crate::backoff::Backoff;
 use crate::etcd::{self, EtcdError};
+use crate::holders;
 use crate::lease::Lease;
 use crate::trouble::Trouble;
 use crate::watch::{self, Ended};
 use etcd_client::{
-    Client, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey, ResignOptions,
-    SortOrder, SortTarget, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -24,6 +25,8 @@ pub struct Leadership {
     pub revision: i64,
     /// The store revision at verification: events after it are watched.
     verified_at: i64,
+    /// How: "queue" (the queue's proof) or "read" (the gate's read).
+    pub verified_by: &'static str,
 }
 
 impl Leadership {
@@ -36,8 +39,8 @@ impl Leadership {
 /// Why a campaign's "elected" was not believed.
 #[derive(Debug, thiserror::Error)]
 pub enum Unverified {
-    /// Our key is there, but other keys are still ahead of it: a candidate ahead left, not
-    /// the last one. The queue goes on, with the same key.
+    /// Our key is there, but other keys are still ahead of it (read without the queue's
+    /// proof). The queue goes on, with the same key.
     #[error("others are still ahead of our key")]
     NotFirst,
     #[error("our key is gone, or is no longer on our lease")]
@@ -73,18 +76,31 @@ pub async fn first_candidates(
 }
 
 /// The verify-before-start rule. A campaign can end although our lease expired while we
-/// waited (phantom leadership), and the queue's wait ends on a deletion ahead without reading
-/// what is left: believe it only if our key still exists with the returned create revision and
-/// our lease, and is among the `holders` first-created keys under the prefix (the first, with
-/// the default of one holder). One read, at one revision: the first keys and ours. Only the
-/// start gate ([`crate::term::Gate::start`]) calls it; the gate checks the lease deadline
-/// itself, last, right before the spawn.
+/// waited (phantom leadership), and a watch event can be seen late: believe the queue only on
+/// its proof ([`holders::Proof`]: a linearizable read that listed every key ahead of ours, and
+/// the deletions of enough of them watched since), or else read: our key must still exist with
+/// the returned create revision and our lease, among the `holders` first-created keys under
+/// the prefix (the first, with the default of one holder), in one read at one revision. The
+/// proof says nothing of the lease: the gate ([`crate::term::Gate::start`]), the only caller,
+/// checks the lease deadline itself, last, right before the spawn, and while the lease lives
+/// our key does (it goes only with the lease, or by an operator's delete).
 pub async fn verify(
     client: &Client,
     elected: &LeaderKey,
     lease: &Lease,
     holders: u32,
+    proof: Option<holders::Proof>,
 ) -> Result<Leadership, Unverified> {
+    let leadership = |revision: i64, verified_by| Leadership {
+        key: String::from_utf8_lossy(elected.key()).into_owned(),
+        revision: elected.rev(),
+        verified_at: revision.max(elected.rev()),
+        verified_by,
+        leader_key: elected.clone(),
+    };
+    if let Some(proof) = proof {
+        return Ok(leadership(proof.read_at, "queue"));
+    }
     let name = String::from_utf8_lossy(elected.name());
     let wait = lease.timing().request_timeout();
     let first = GetOptions::new()
@@ -109,12 +125,7 @@ pub async fn verify(
     if !listed(first.kvs()) {
         return Err(Unverified::NotFirst);
     }
-    Ok(Leadership {
-        key: String::from_utf8_lossy(elected.key()).into_owned(),
-        revision: elected.rev(),
-        verified_at: revision.max(elected.rev()),
-        leader_key: elected.clone(),
-    })
+    Ok(leadership(revision, "read"))
 }
 
 /// Whether `elected`, on `lease`, is among `first` (key, create revision, lease): the
@@ -262,16 +273,25 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
     }
 }
 
-/// Give up leadership: delete our key so the next candidate is elected at once.
+/// Give up leadership: delete our key, if it is still the one we created, so the next
+/// candidate is elected at once. What the election API's Resign does, as one transaction of our
+/// own rather than through the server's election service.
 pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
-    let options = ResignOptions::new().with_leader(leader_key.clone());
+    let key = leader_key.key().to_vec();
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            key.clone(),
+            CompareOp::Equal,
+            leader_key.rev(),
+        )])
+        .and_then([TxnOp::delete(key, None)]);
     let resigned = etcd::call_as("resign", wait, client, |mut c| {
-        let options = options.clone();
-        async move { c.resign(Some(options)).await }
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
     });
     match resigned.await {
         Ok(_) => tracing::debug!("resigned"),
-        Err(e) => tracing::warn!(error = %e, "revoking the lease instead"),
+        Err(e) => tracing::warn!(error = %e, "could not resign"),
     }
 }
 

@@ -4,17 +4,19 @@
 //! As Go's concurrency.Election does, and not through etcd's Campaign RPC: the key is
 //! `NAME/<lease hex>` with the id as value, on the candidacy's lease (so `etcdctl elect` and Go
 //! see the same queue), written by a put-if-absent; its create revision is the fencing token.
-//! Waiting is a watch on the keys ahead, so a deletion reaches the candidate in one event and
-//! the start gate's verification is the one read that follows (it tells whether others are
-//! still ahead), without the server's own read and answer in between;
+//! Waiting is a watch on the keys ahead, and the wait ends with a proof that our turn has come
+//! ([`Proof`]), so the start gate reads nothing more between the deletion and the spawn;
 //! and nothing is left pending in a member that hangs (a server-side campaign abandoned there
 //! resigns when the member resumes).
 //!
 //! Waiting without a herd: a candidate with r keys ahead of it (created before its own) holds
-//! when r < N. It watches exactly the N nearest keys ahead for deletion: while those N exist, at
-//! least N keys are ahead, and nothing else can move it into the first N (create revisions only
-//! grow, so no key can appear ahead of it). Watching only the nearest one would miss a deletion
-//! further ahead, which moves it up as well. Each deletion wakes at most N candidates.
+//! when r < N, and r only falls (create revisions only grow, so no key can appear ahead of it).
+//! It reads the nearest keys ahead and watches the N + 1 nearest for deletion: while N of
+//! them exist it cannot hold, whatever happens further ahead. When the read listed the whole
+//! line ahead (at most N + 1 keys), the deletions it watches count the line down to fewer
+//! than N: that is the proof. Otherwise a deletion among them makes it read again; the key
+//! N + 1 ahead goes only once the line ahead has moved up, so that read usually lists it whole,
+//! well before the turn comes. Each deletion wakes at most N + 1 candidates.
 //!
 //! Every candidate of one election must use the same N: each N > 1 candidate writes
 //! `leaderrun.holders/NAME/<lease hex>` = N on its lease, with its candidate key, then checks
@@ -27,8 +29,8 @@ use crate::log::escape_controls;
 use crate::trouble::Trouble;
 use crate::watch::{self, Ended};
 use etcd_client::{
-    Client, Compare, CompareOp, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
-    PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, Event, EventType, GetOptions, LeaderKey, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::sleep;
@@ -42,13 +44,16 @@ pub fn prefix(election: &str) -> String {
     format!("leaderrun.holders/{election}/")
 }
 
-/// How the wait for a place ended: what the start gate's verification is to expect.
+/// The queue's proof that our turn has come: fewer than N keys are ahead of ours. Made only by
+/// [`wait_turn`], from a linearizable read that listed every key ahead of ours and showed our
+/// key as ours, and, when that read found N or more ahead, a watch on each of them from the
+/// revision after it that saw enough of them deleted. Keys only ever join the queue behind
+/// ours (create revisions grow), so what was ahead can only shrink: nothing is left to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
-    /// A read showed fewer than N keys ahead: the verification should agree.
-    Read,
-    /// A watched key ahead was deleted: others may still be ahead.
-    Deleted,
+pub struct Proof {
+    /// The revision of that read: our key was ours there, and the watch on it while leading
+    /// starts after it.
+    pub read_at: i64,
 }
 
 /// Why an N-holder campaign ended without a place.
@@ -74,13 +79,13 @@ pub async fn campaign(
     n: u32,
     wait: Duration,
     retry: Duration,
-) -> Result<(LeaderKey, Turn), Refused> {
+) -> Result<(LeaderKey, Option<Proof>), Refused> {
     let ours = enter(client, election, id, lease, n, wait).await?;
     if n > 1 {
         agree(client, election, n, wait).await?;
     }
-    let turn = wait_turn(client, election, &ours, n, wait, retry).await?;
-    Ok((ours, turn))
+    let proof = wait_turn(client, election, &ours, n, wait, retry).await?;
+    Ok((ours, proof))
 }
 
 /// One transaction: if our key does not exist, put it (`id`, on `lease`) and our holders key
@@ -219,11 +224,16 @@ pub async fn check_single(client: &Client, election: &str, wait: Duration) -> Op
     ))
 }
 
-/// Resolves when fewer than `n` keys under `NAME/` were created before ours, or may have been:
-/// a deletion among the watched keys ends the wait without a read, and the start gate's
-/// verification ([`crate::election::verify`]) is the one read that tells (if others are still
-/// ahead, the caller waits here again). Errors that retrying can fix are retried (logged as
-/// one trouble); a refusal ends it.
+/// Resolves when fewer than `n` keys under `NAME/` were created before ours, with the proof of
+/// it; None when our key is not ours in a read, or is deleted while we wait. Errors that
+/// retrying can fix are retried (logged as one trouble); a refusal ends it.
+///
+/// Each round reads up to `n + 2` keys ahead (newest first) with our own key, then watches the
+/// `n + 1` nearest and ours. When the read listed every key ahead (at most `n + 1`), their
+/// deletions alone tell when fewer than `n` are left, and that is the proof. When it did not,
+/// a deletion among the watched ones starts a new round: that candidate moves up, and its next
+/// read lists the whole line ahead before its turn comes. Each deletion wakes at most `n + 1`
+/// candidates, never the whole line.
 async fn wait_turn(
     client: &Client,
     election: &str,
@@ -231,11 +241,12 @@ async fn wait_turn(
     n: u32,
     wait: Duration,
     retry: Duration,
-) -> Result<Turn, EtcdError> {
+) -> Result<Option<Proof>, EtcdError> {
     let mut trouble = Trouble::new("waiting for a place among the holders");
+    let n = n as usize;
     loop {
-        let (ahead, revision) = match keys_ahead(client, election, ours.rev(), n, wait).await {
-            Ok(read) => read,
+        let line = match line_ahead(client, election, ours, n, wait).await {
+            Ok(line) => line,
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
                 trouble.report(e);
@@ -243,16 +254,32 @@ async fn wait_turn(
                 continue;
             }
         };
-        if ahead.len() < n as usize {
-            return Ok(Turn::Read);
+        let Some(mut ahead) = line.ahead else {
+            return Ok(None);
+        };
+        let proof = Proof {
+            read_at: line.revision,
+        };
+        if ahead.len() < n {
+            return Ok(Some(proof));
         }
-        let keys: Vec<Vec<u8>> = ahead.iter().map(|kv| kv.key().to_vec()).collect();
-        tracing::debug!(ahead = keys.len(), "waiting for one of the holders to go");
-        match any_deleted(client, &keys, revision).await {
-            Ok(()) => {
-                trouble.clear();
-                return Ok(Turn::Deleted);
-            }
+        // Listed whole: at most n + 1 keys ahead came back of the n + 2 asked for.
+        let whole = ahead.len() <= n + 1;
+        ahead.truncate(n + 1);
+        tracing::debug!(
+            ahead = ahead.len(),
+            whole,
+            "waiting for one of the holders to go"
+        );
+        let mut watched = Watched {
+            ahead,
+            whole_line: whole.then_some(n),
+            ours: ours.key().to_vec(),
+        };
+        match watched.until_moved(client, line.revision).await {
+            Ok(Moved::Proven) => return Ok(Some(proof)),
+            Ok(Moved::Up) => trouble.clear(),
+            Ok(Moved::OursGone) => return Ok(None),
             Err(e) => {
                 trouble.report(e);
                 sleep(retry).await;
@@ -261,59 +288,115 @@ async fn wait_turn(
     }
 }
 
-/// The `n` keys under `NAME/` created last before `rev` (ours), and the revision read at.
-async fn keys_ahead(
-    client: &Client,
-    election: &str,
-    rev: i64,
-    n: u32,
-    wait: Duration,
-) -> Result<(Vec<KeyValue>, i64), EtcdError> {
-    let options = GetOptions::new()
-        .with_prefix()
-        .with_max_create_revision(rev - 1)
-        .with_sort(SortTarget::Create, SortOrder::Descend)
-        .with_limit(i64::from(n));
-    let mut resp: GetResponse = etcd::call_as("reading the holders", wait, client, |mut c| {
-        let (key, options) = (format!("{election}/"), options.clone());
-        async move { c.get(key, Some(options)).await }
-    })
-    .await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
-    Ok((resp.take_kvs(), revision))
+/// One read of the line ahead of our key.
+struct Line {
+    /// Up to `n + 2` keys created last before ours, newest first; None when our key is not
+    /// ours (gone, or created anew, or on another lease).
+    ahead: Option<Vec<Vec<u8>>>,
+    revision: i64,
 }
 
-/// Resolves Ok when one of `keys` is deleted after `revision`, all watched on one stream
-/// (deletions only). Err when the watch breaks or is cancelled (a compaction, a stale token):
-/// the caller reads again, which also covers what happened meanwhile.
-async fn any_deleted(client: &Client, keys: &[Vec<u8>], revision: i64) -> Result<(), String> {
-    let mut client = client.clone();
-    let options = || {
-        Some(
-            WatchOptions::new()
-                .with_start_revision(revision + 1)
-                .with_filters([WatchFilterType::NoPut]),
-        )
-    };
-    let (first, rest) = keys.split_first().ok_or("nothing to watch")?;
-    let mut stream = client
-        .watch(first.clone(), options())
-        .await
-        .map_err(|e| e.to_string())?;
-    for key in rest {
-        stream
-            .watch(key.clone(), options())
+/// The keys created last before ours (up to `n + 2`) and our own key, in one transaction.
+async fn line_ahead(
+    client: &Client,
+    election: &str,
+    ours: &LeaderKey,
+    n: usize,
+    wait: Duration,
+) -> Result<Line, EtcdError> {
+    let nearest = GetOptions::new()
+        .with_prefix()
+        .with_keys_only()
+        .with_max_create_revision(ours.rev() - 1)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(n as i64 + 2);
+    let reads = [
+        TxnOp::get(format!("{election}/"), Some(nearest)),
+        TxnOp::get(ours.key(), None),
+    ];
+    let (ahead, own, revision) =
+        etcd::read_pair("reading the holders", wait, client, reads).await?;
+    let ours_there = own
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.create_revision() == ours.rev() && kv.lease() == ours.lease());
+    let ahead = ours_there.then(|| ahead.kvs().iter().map(|kv| kv.key().to_vec()).collect());
+    Ok(Line { ahead, revision })
+}
+
+/// What a round of waiting watches: the nearest keys ahead, and our own.
+struct Watched {
+    ahead: Vec<Vec<u8>>,
+    /// Some(n) when `ahead` is the whole line ahead: the turn comes when fewer than n are left.
+    whole_line: Option<usize>,
+    ours: Vec<u8>,
+}
+
+/// How a round of waiting ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Moved {
+    /// The whole line ahead was watched and fewer than n of it are left.
+    Proven,
+    /// A watched key ahead went, in a line not known whole: read again.
+    Up,
+    /// Our own key was deleted.
+    OursGone,
+}
+
+impl Watched {
+    /// Watch every key of the round, on one stream and for deletions only, from `revision` + 1
+    /// (nothing after the read is missed). Err when the watch breaks or is cancelled (a
+    /// compaction, a stale token): the caller reads again, which covers what happened meanwhile.
+    async fn until_moved(&mut self, client: &Client, revision: i64) -> Result<Moved, String> {
+        let mut client = client.clone();
+        let options = || {
+            Some(
+                WatchOptions::new()
+                    .with_start_revision(revision + 1)
+                    .with_filters([WatchFilterType::NoPut]),
+            )
+        };
+        let mut stream = client
+            .watch(self.ours.clone(), options())
             .await
             .map_err(|e| e.to_string())?;
+        for key in &self.ahead {
+            stream
+                .watch(key.clone(), options())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut moved = None;
+        let mut seen = revision;
+        // Its own answers need no logging: the caller reports what ends the watch.
+        let mut quiet = Trouble::new("watch on the holders ahead");
+        let wanted = |e: &Event| {
+            moved = e
+                .kv()
+                .filter(|_| e.event_type() == EventType::Delete)
+                .and_then(|kv| self.deleted(kv.key()));
+            moved.is_some()
+        };
+        match watch::follow(&mut client, &mut stream, wanted, &mut seen, &mut quiet).await {
+            Ended::Event => Ok(moved.unwrap_or(Moved::Up)),
+            Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
+            Ended::Broken(why) => Err(why),
+        }
     }
-    let deleted = |e: &Event| e.event_type() == EventType::Delete;
-    let mut seen = revision;
-    // Its own answers need no logging: the caller reports what ends the watch.
-    let mut quiet = Trouble::new("watch on the holders ahead");
-    match watch::follow(&mut client, &mut stream, deleted, &mut seen, &mut quiet).await {
-        Ended::Event => Ok(()),
-        Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
-        Ended::Broken(why) => Err(why),
+
+    /// Take in the deletion of `key`: Some(how the round ends) if it ends it.
+    fn deleted(&mut self, key: &[u8]) -> Option<Moved> {
+        if key == self.ours {
+            return Some(Moved::OursGone);
+        }
+        let before = self.ahead.len();
+        self.ahead.retain(|k| k != key);
+        match self.whole_line {
+            _ if self.ahead.len() == before => None,
+            Some(n) if self.ahead.len() < n => Some(Moved::Proven),
+            Some(_) => None,
+            None => Some(Moved::Up),
+        }
     }
 }
 
@@ -369,6 +452,49 @@ mod tests {
     fn a_nested_elections_keys_are_not_ours() {
         let s = said(&[("inner/a1", "5"), ("b2", "3")]);
         assert_eq!(disagreement("web", 3, &s, &live(&["b2"])), None);
+    }
+
+    fn watched(ahead: &[&str], whole_line: Option<usize>) -> Watched {
+        Watched {
+            ahead: ahead.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            whole_line,
+            ours: b"web/ours".to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_whole_line_ahead_counted_down_below_n_is_the_proof() {
+        // One holder, two keys ahead, the whole line: the second deletion proves the turn.
+        let mut w = watched(&["web/b", "web/a"], Some(1));
+        assert_eq!(w.deleted(b"web/a"), None);
+        assert_eq!(
+            w.deleted(b"web/a"),
+            None,
+            "a deletion seen twice counts once"
+        );
+        assert_eq!(
+            w.deleted(b"web/zz"),
+            None,
+            "a key not watched does not count"
+        );
+        assert_eq!(w.deleted(b"web/b"), Some(Moved::Proven));
+        // Three holders, four ahead: two must go.
+        let mut w = watched(&["web/d", "web/c", "web/b", "web/a"], Some(3));
+        assert_eq!(w.deleted(b"web/c"), None);
+        assert_eq!(w.deleted(b"web/a"), Some(Moved::Proven));
+    }
+
+    #[test]
+    fn a_line_not_known_whole_is_read_again_and_never_proven_by_deletions() {
+        let mut w = watched(&["web/b", "web/a"], None);
+        assert_eq!(w.deleted(b"web/zz"), None);
+        assert_eq!(w.deleted(b"web/a"), Some(Moved::Up));
+    }
+
+    #[test]
+    fn our_own_key_deleted_ends_the_wait_without_a_proof() {
+        let mut w = watched(&["web/a"], Some(1));
+        assert_eq!(w.deleted(b"web/ours"), Some(Moved::OursGone));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
 use crate::health;
-use crate::holders::{self, Refused, Turn};
+use crate::holders::{self, Proof, Refused};
 use crate::lease::Lease;
 use crate::log::escape_controls;
 use crate::metrics::{self, Reason};
@@ -274,7 +274,7 @@ impl Supervisor {
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
         // Until the start gate verifies that our turn has come.
         loop {
-            let (elected, turn) = match self
+            let (elected, proof) = match self
                 .wait_in_line(&mut lease, &mut give_up, wait, retry)
                 .await
             {
@@ -288,7 +288,7 @@ impl Supervisor {
                     return Ok(next);
                 }
             };
-            return match self.gate.start(&self.client, &lease, &elected).await {
+            return match self.gate.start(&self.client, &lease, &elected, proof).await {
                 Ok((leadership, child)) => Ok(State::Leading(Term {
                     lease,
                     leadership,
@@ -298,14 +298,13 @@ impl Supervisor {
                     },
                     restarts: Restarts::new(self.config.restart),
                 })),
-                // A candidate ahead left, not the last one: wait on in the queue, same key.
+                // Our key is there but behind others: wait on in the queue, same key.
                 Err(NotStarted::Unverified(Unverified::NotFirst)) => {
                     debug!("others are still ahead: waiting on");
                     lease.stand_by();
-                    // After a read that said otherwise, etcd contradicts itself: not at once.
-                    if turn == Turn::Read {
-                        sleep(retry).await;
-                    }
+                    // The queue had no proof (our key did not look ours), and the gate's read
+                    // found it, behind others: etcd contradicts itself. Not at once.
+                    sleep(retry).await;
                     continue;
                 }
                 Err(not) => {
@@ -325,7 +324,7 @@ impl Supervisor {
         give_up: &mut (impl Future<Output = ()> + Unpin),
         wait: Duration,
         retry: Duration,
-    ) -> Result<Result<(LeaderKey, Turn), Refused>, State> {
+    ) -> Result<Result<(LeaderKey, Option<Proof>), Refused>, State> {
         let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
         let (lease_id, holders) = (lease.id(), self.config.holders);
         // The queue is kept here, for one holder as for N (crate::holders). Dropped (its watch
@@ -533,7 +532,7 @@ impl Supervisor {
                     }
                 }
                 _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
-                    match self.gate.start(&self.client, &term.lease, leadership.leader_key()).await {
+                    match self.gate.start(&self.client, &term.lease, leadership.leader_key(), None).await {
                         Ok((_, child)) => {
                             term.run = Run::Running { child, started: Instant::now() };
                             return State::Leading(term);

@@ -10,6 +10,7 @@ use crate::child::{Child, Command, ExitStatus, Reaper};
 use crate::config::{Config, RunId};
 use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::holders;
 use crate::job::{self, Claim};
 use crate::lease::Lease;
 use crate::notify;
@@ -102,12 +103,14 @@ impl Gate {
         self.run_started
     }
 
-    /// The start gate: verify, claim the run, check the deadline, spawn.
+    /// The start gate: verify (on the queue's proof, or by a read when there is none), claim
+    /// the run, check the deadline, spawn.
     pub async fn start(
         &mut self,
         client: &Client,
         lease: &Lease,
         elected: &LeaderKey,
+        proof: Option<holders::Proof>,
     ) -> Result<(Leadership, Child), NotStarted> {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
@@ -118,7 +121,7 @@ impl Gate {
         // round trip's allowance: a slow keepalive is the deadline rule's business below.
         lease.lead();
         let (verified, ()) = tokio::join!(
-            election::verify(client, elected, lease, self.holders),
+            election::verify(client, elected, lease, self.holders, proof),
             lease.freshened(lease.timing().round_trip)
         );
         let leadership = verified.map_err(NotStarted::Unverified)?;
@@ -188,6 +191,7 @@ impl Gate {
             key = %leadership.key,
             revision = leadership.revision,
             pid = child.pid(),
+            verified = %leadership.verified_by,
             "leading: child started"
         );
         Ok((leadership, child))
@@ -258,10 +262,18 @@ pub async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> Exit
 /// Give up a candidacy with no child running: resign `key` if given, then revoke the lease.
 pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) {
     let wait = lease.timing().request_timeout();
-    // One write: revoking the lease deletes our key with it, which elects the next candidate
-    // as a resign would, without a second write ahead of that candidate's verification read.
-    let revoked = lease.revoke(client, wait).await;
-    if let (false, Some(key)) = (revoked, key) {
-        election::resign(client, key, wait).await;
+    match key {
+        // The key first, then the lease, as `etcdctl lock` lets go: the next candidate sees a
+        // key's delete about 0.2 ms sooner than a lease's revoke, which etcd applies with more
+        // work (in flight together, the revoke was applied first). The next candidate's start
+        // reads nothing (the queue's proof), so the second write holds nothing up.
+        Some(key) => {
+            election::resign(client, key, wait).await;
+            lease.revoke(client, wait).await;
+        }
+        // A standby's key goes with its lease: one write.
+        None => {
+            lease.revoke(client, wait).await;
+        }
     }
 }

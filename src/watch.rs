@@ -22,14 +22,14 @@ pub enum Ended {
 pub async fn follow(
     client: &mut Client,
     stream: &mut WatchStream,
-    wanted: impl Fn(&Event) -> bool,
+    mut wanted: impl FnMut(&Event) -> bool,
     seen: &mut i64,
     trouble: &mut Trouble,
 ) -> Ended {
     loop {
         match stream.message().await {
             Ok(Some(resp)) => {
-                if resp.events().iter().any(&wanted) {
+                if resp.events().iter().any(&mut wanted) {
                     return Ended::Event;
                 }
                 if resp.canceled() {

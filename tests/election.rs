@@ -412,12 +412,12 @@ fn a_standby_exits_0_at_once_on_sigterm_or_sigint() {
     assert_eq!(scene.runs().len(), 1);
 }
 
-/// A leads, B then C stand in line, C watching B. B leaves (SIGTERM: it withdraws, its key
-/// goes): C's wait ends without a read, and the start gate's verification finds A still
-/// ahead. C must not start a child, and waits on with the same key (its place in line and its
-/// fencing revision), not with a new lease at the back; it leads with that key after A.
+/// A leads, B then C stand in line, C watching both. B leaves (SIGTERM: it withdraws, its key
+/// goes): A is still ahead of C. C must not start a child, and waits on with the same key (its
+/// place in line and its fencing revision), not with a new lease at the back; it leads with
+/// that key after A.
 #[test]
-fn a_candidate_whose_predecessor_left_is_verified_not_first_and_waits_on_in_its_place() {
+fn a_candidate_whose_predecessor_left_waits_on_in_its_place() {
     let (_etcd, scene) = etcd_and_scene();
     let (mut a, run_a) = scene.leader("A", &["--ttl", "5"], &[]);
     let mut b = scene.standby("B", &["--ttl", "5"], &[], &["A", "B"]);
@@ -451,6 +451,45 @@ fn a_candidate_whose_predecessor_left_is_verified_not_first_and_waits_on_in_its_
         "C campaigned again:\n{}",
         c.log_text()
     );
+    assert_no_overlap(&scene.runs());
+}
+
+/// The verify-before-start rule on the queue's proof. A leads; B, C and D stand in line, D
+/// too far back for its read to list the whole line ahead of it. Each leader in turn is
+/// stopped: the next in line leads with the key it first wrote, its start verified by the
+/// queue (the read that listed the line ahead, and the deletions watched since), not by a read
+/// after the deletion; never two children at once.
+#[test]
+fn verify_before_start_on_the_queues_proof_hands_over_in_line_order() {
+    let (_etcd, scene) = etcd_and_scene();
+    let ttl = ["--ttl", "5"];
+    let (a, _) = scene.leader("A", &ttl, &[]);
+    let ids = ["A", "B", "C", "D"];
+    let mut line = vec![a];
+    for n in 2..=ids.len() {
+        line.push(scene.standby(ids[n - 1], &ttl, &[], &ids[..n]));
+    }
+    let first_keys = scene.candidates();
+    for i in 0..ids.len() - 1 {
+        line[i].signal(Signal::SIGTERM);
+        assert_eq!(line[i].expect_exit(5 * SEC).code(), Some(0));
+        let next = ids[i + 1];
+        scene.wait_leading(next, 1, 5 * SEC);
+        let key = first_keys.iter().find(|(_, v)| v == next).map(|(k, _)| k);
+        let leads = |log: &str| {
+            key.is_some_and(|k| log.contains(&format!("leading: child started key={k} ")))
+        };
+        let log = line[i + 1].log_text();
+        assert!(leads(&log), "{next} leads with another key:\n{log}");
+        assert!(
+            log.contains("verified=queue"),
+            "{next} was not verified by the queue:\n{log}"
+        );
+        assert!(
+            !log.contains("new lease"),
+            "{next} campaigned again:\n{log}"
+        );
+    }
     assert_no_overlap(&scene.runs());
 }
 
