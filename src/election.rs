@@ -247,13 +247,25 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     .await
                 {
                     Ended::Event => return,
-                    Ended::Canceled(why) => trouble.report(format_args!("canceled: {why}")),
-                    Ended::Broken(why) => trouble.report(why),
+                    // Watched from a revision etcd compacted since (a leader started on the
+                    // queue's proof watches from the read that began it, maybe long ago): no
+                    // trouble, the read below tells at once.
+                    Ended::Compacted => {}
+                    Ended::Canceled(why) => {
+                        trouble.report(format_args!("canceled: {why}"));
+                        sleep(retry).await;
+                    }
+                    Ended::Broken(why) => {
+                        trouble.report(why);
+                        sleep(retry).await;
+                    }
                 }
             }
-            Err(e) => trouble.report(e),
+            Err(e) => {
+                trouble.report(e);
+                sleep(retry).await;
+            }
         }
-        sleep(retry).await;
         // Events may be compacted away while the watch was down: look at the key itself.
         match read_key(&client, &key, retry).await {
             Ok(resp) => {
@@ -268,7 +280,10 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     seen = seen.max(h.revision());
                 }
             }
-            Err(e) => trouble.report(e),
+            Err(e) => {
+                trouble.report(e);
+                sleep(retry).await;
+            }
         }
     }
 }

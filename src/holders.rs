@@ -379,6 +379,7 @@ impl Watched {
         };
         match watch::follow(&mut client, &mut stream, wanted, &mut seen, &mut quiet).await {
             Ended::Event => Ok(moved.unwrap_or(Moved::Up)),
+            Ended::Compacted => Err("watch canceled: history compacted".into()),
             Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
             Ended::Broken(why) => Err(why),
         }

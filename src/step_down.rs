@@ -79,6 +79,7 @@ pub async fn requested(client: &Client, election: &str, leadership: &Leadership,
                         refused_once |= refused;
                         trouble.report(format_args!("canceled: {why}"));
                     }
+                    Ended::Compacted => trouble.report("canceled: history compacted"),
                     Ended::Broken(why) => trouble.report(why),
                 }
             }

@@ -9,8 +9,10 @@ use etcd_client::{Client, Event, WatchStream};
 pub enum Ended {
     /// An event the caller waits for arrived.
     Event,
-    /// etcd cancelled the watch (a compaction, a refused permission, a stale token), with its
-    /// reason. The token has been refreshed: a watch opened with a stale one is cancelled as
+    /// The history from the watch's start revision was compacted: what happened since must be
+    /// read.
+    Compacted,
+    /// etcd cancelled the watch (a refused permission, a stale token), with its reason. The token has been refreshed: a watch opened with a stale one is cancelled as
     /// "permission denied", so it is refreshed before the caller re-opens.
     Canceled(String),
     /// The stream failed or ended.
@@ -31,6 +33,9 @@ pub async fn follow(
             Ok(Some(resp)) => {
                 if resp.events().iter().any(&mut wanted) {
                     return Ended::Event;
+                }
+                if resp.compact_revision() > 0 {
+                    return Ended::Compacted;
                 }
                 if resp.canceled() {
                     let reason = resp.cancel_reason().to_string();

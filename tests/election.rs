@@ -182,6 +182,46 @@ fn deleting_the_leader_key_stops_the_child_and_the_candidate_campaigns_again() {
     assert_no_overlap(&scene.runs());
 }
 
+/// A standby started on the queue's proof watches its own key from the read that began that
+/// proof, which etcd may have compacted since (a long wait). It must lead without trouble
+/// logged, and still stop its child when an operator deletes its key.
+#[test]
+fn a_leader_whose_proof_began_before_a_compaction_still_watches_its_key() {
+    let (etcd, scene) = etcd_and_scene();
+    let (mut a, _) = scene.leader("A", &["--ttl", "5"], &[]);
+    let b = scene.standby("B", &["--ttl", "5"], &[], &["A", "B"]);
+    let mut revision = 0;
+    for i in 0..5 {
+        let out = etcd.etcdctl_ok(&["put", "-w", "json", "unrelated", &i.to_string()]);
+        let at = out.split("\"revision\":").nth(1).unwrap_or_default();
+        let digits: String = at.chars().take_while(char::is_ascii_digit).collect();
+        revision = digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no revision in {out}"));
+    }
+    etcd.etcdctl_ok(&["compact", &revision.to_string()]);
+
+    a.signal(Signal::SIGTERM);
+    assert_eq!(a.expect_exit(5 * SEC).code(), Some(0));
+    let run = scene.wait_leading("B", 1, 5 * SEC);
+    let (key, _) = scene
+        .candidates()
+        .into_iter()
+        .find(|(_, v)| v == "B")
+        .expect("B's key");
+    etcd.etcdctl_ok(&["del", &key]);
+    let ended = scene.wait_runs(5 * SEC, "B's child to end", |runs| {
+        runs.iter()
+            .any(|r| r.pid == run.pid && r.ending != Ending::Killed)
+    });
+    let ended = ended.into_iter().find(|r| r.pid == run.pid).unwrap();
+    assert_eq!(ended.ending, Ending::Term);
+    let log = b.log_text();
+    assert!(log.contains("verified=queue"), "{log}");
+    assert!(!log.contains("watch on own key"), "{log}");
+    assert_no_overlap(&scene.runs());
+}
+
 // ---------------------------------------------------------------------------
 // Taking turns with `etcdctl elect`
 // ---------------------------------------------------------------------------
