@@ -111,6 +111,19 @@ started=()   # every leaderrun / etcdctl pid started here
 # sleep that a trapped SIGTERM interrupts at once (a foreground sleep would delay the trap).
 pause_pid=""
 pause() { sleep "$1" & pause_pid=$!; wait "$pause_pid" || true; pause_pid=""; }
+# The polls that wait for a handover fork nothing: a fork and exec (sleep, awk, grep) takes a
+# millisecond of CPU, and on 2 cores it would land inside the gap being measured. `nap` sleeps
+# by reading, with a timeout, a FIFO that never has data; `has_line` reads with builtins.
+mkfifo "$tmp/nap"
+exec {nap_fd}<>"$tmp/nap"
+nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
+# has_line FILE WORD: FILE has a line starting with WORD.
+has_line() {
+  local w
+  [[ -r $1 ]] || return 1
+  while read -r -a w; do [[ ${w[0]:-} == "$2" ]] && return 0; done <"$1"
+  return 1
+}
 alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 # Gone for good: no such process, or a zombie not reaped yet. Without a fork: it is asked of
 # hundreds of processes at a time.
@@ -122,7 +135,7 @@ gone() {
 }
 wait_gone() {   # PID HUNDREDTHS
   local i
-  for ((i = 0; i < $2; i++)); do gone "$1" && return 0; sleep 0.01; done
+  for ((i = 0; i < $2; i++)); do gone "$1" && return 0; nap 0.01; done
   gone "$1"
 }
 # Stop one of our processes: SIGTERM, up to 3 s, then SIGKILL; reap it.
@@ -440,8 +453,8 @@ field() { awk -v w="$2" -v n="$3" '$1 == w { print $n; exit }' "$1" 2>/dev/null;
 # wait_line FILE WORD HUNDREDTHS: wait for a line starting with WORD.
 wait_line() {
   local i
-  for ((i = 0; i < $3; i++)); do [[ -n $(field "$1" "$2" 2) ]] && return 0; sleep 0.01; done
-  [[ -n $(field "$1" "$2" 2) ]]
+  for ((i = 0; i < $3; i++)); do has_line "$1" "$2" && return 0; nap 0.01; done
+  has_line "$1" "$2"
 }
 # wait_keys NAME COUNT TENTHS: wait until NAME/ holds COUNT keys (both candidates queued).
 wait_keys() {
@@ -507,12 +520,12 @@ handover() {
     return 0
   fi
   wait_line "$a" end 1000 || { why="old child did not end in 10 s"; teardown; return 1; }
+  wait_line "$b" start 1000 || { why="no handover in 10 s"; teardown; return 1; }
+  # Checked once the new child runs: nothing forks during the handover.
   if [[ $kind != term-lr ]] && ((queued + MIN_QUEUED_MS * 1000000 > $(field "$a" end 2))); then
     why="standby queued only $(ms "$queued" "$(field "$a" end 2)") ms before the child ended (want >= $MIN_QUEUED_MS)"
-    wait_line "$b" start 1000 || true
     teardown; return 1
   fi
-  wait_line "$b" start 1000 || { why="no handover in 10 s"; teardown; return 1; }
   ms "$(field "$a" end 2)" "$(field "$b" start 2)" >>"$r.$kind.ms"
   if [[ $kind == term-lr ]]; then
     ms "$t_kill" "$(field "$a" end 2)" >>"$r.term-lr.stop.ms"
@@ -737,7 +750,6 @@ etcd_msgs() {
 }
 # holder FILE: the pid of the child in FILE that started and has not ended (the leader's).
 holder() { awk '$1 == "start" { s[$3] = 1 } $1 == "end" { delete s[$3] } END { for (p in s) print p }' "$1" 2>/dev/null | head -n 1; }
-starts() { grep -c '^start' "$1" 2>/dev/null || true; }
 # sc_wait_keys NAME COUNT SECONDS: wait (polling every 0.2 s) until NAME/ holds COUNT keys.
 sc_wait_keys() {
   local i
@@ -762,13 +774,20 @@ sc_reap() {
 # own) or term (SIGTERM to the leading supervisor). Appends the old child's end to the new
 # child's start (ms) to OUT, or returns 1 with $why.
 sc_handover() {
-  local kind=$1 f=$2 out=$3 c sup n0 i t_end t_new
+  local kind=$1 f=$2 out=$3 c sup i fd w started="" t_end t_new
   c=$(holder "$f")
   [[ -n $c ]] || { why="no child running"; return 1; }
   sup=$(ppid_of "$c")
-  n0=$(starts "$f")
+  # Follow FILE from its end with builtins (see nap): each stamp line is one write(2).
+  exec {fd}<"$f"
+  while read -r -u "$fd" _; do :; done
   if [[ $kind == term ]]; then kill -TERM "$sup"; else kill -TERM "$c"; fi
-  for ((i = 0; i < 1000; i++)); do (($(starts "$f") > n0)) && break; sleep 0.01; done
+  for ((i = 0; i < 1000; i++)); do
+    while read -r -a w -u "$fd"; do [[ ${w[0]:-} == start ]] && started=1; done
+    [[ -n $started ]] && break
+    nap 0.01
+  done
+  exec {fd}<&-
   ((i < 1000)) || { why="no handover in 10 s"; return 1; }
   t_end=$(awk -v p="$c" '$1 == "end" && $3 == p { print $2; exit }' "$f")
   t_new=$(awk '$1 == "start" { t = $2 } END { print t }' "$f")
