@@ -204,18 +204,11 @@ fn a_leader_whose_proof_began_before_a_compaction_still_watches_its_key() {
     a.signal(Signal::SIGTERM);
     assert_eq!(a.expect_exit(5 * SEC).code(), Some(0));
     let run = scene.wait_leading("B", 1, 5 * SEC);
-    let (key, _) = scene
-        .candidates()
-        .into_iter()
-        .find(|(_, v)| v == "B")
-        .expect("B's key");
-    etcd.etcdctl_ok(&["del", &key]);
-    let ended = scene.wait_runs(5 * SEC, "B's child to end", |runs| {
-        runs.iter()
-            .any(|r| r.pid == run.pid && r.ending != Ending::Killed)
-    });
-    let ended = ended.into_iter().find(|r| r.pid == run.pid).unwrap();
-    assert_eq!(ended.ending, Ending::Term);
+    etcd.etcdctl_ok(&["del", &scene.key_of("B").expect("B's key")]);
+    assert_eq!(
+        scene.wait_ended(run.pid, 5 * SEC, false).ending,
+        Ending::Term
+    );
     let log = b.log_text();
     assert!(log.contains("verified=queue"), "{log}");
     assert!(!log.contains("watch on own key"), "{log}");
@@ -462,11 +455,7 @@ fn a_candidate_whose_predecessor_left_waits_on_in_its_place() {
     let (mut a, run_a) = scene.leader("A", &["--ttl", "5"], &[]);
     let mut b = scene.standby("B", &["--ttl", "5"], &[], &["A", "B"]);
     let c = scene.standby("C", &["--ttl", "5"], &[], &["A", "B", "C"]);
-    let key_of = |id: &str| {
-        let keys = scene.candidates().into_iter();
-        keys.filter(|(_, v)| v == id).map(|(k, _)| k).next()
-    };
-    let c_key = key_of("C").expect("C's key");
+    let c_key = scene.key_of("C").expect("C's key");
 
     b.signal(Signal::SIGTERM);
     assert_eq!(b.expect_exit(5 * SEC).code(), Some(0));
@@ -475,17 +464,13 @@ fn a_candidate_whose_predecessor_left_waits_on_in_its_place() {
         holds_for(2 * SEC, || runs_of(&scene.runs(), "C").is_empty()),
         "C started a child while A leads"
     );
-    assert_eq!(key_of("C").as_deref(), Some(&c_key[..]), "C lost its place");
+    assert_eq!(scene.key_of("C"), Some(c_key.clone()), "C lost its place");
     assert!(running_now(&scene.current(run_a.pid)));
 
     a.signal(Signal::SIGTERM);
     assert_eq!(a.expect_exit(5 * SEC).code(), Some(0));
     scene.wait_leading("C", 1, 5 * SEC);
-    assert_eq!(
-        key_of("C").as_deref(),
-        Some(&c_key[..]),
-        "C leads with another key"
-    );
+    assert_eq!(scene.key_of("C"), Some(c_key), "C leads with another key");
     assert!(
         !c.log_text().contains("new lease"),
         "C campaigned again:\n{}",
@@ -589,12 +574,7 @@ fn a_standby_whose_key_was_deleted_never_leads_out_of_turn_and_gets_back_in_line
     b_taken_out_of_line_does_not_lead_out_of_turn(
         "10",
         |etcd, scene, _| {
-            let (b_key, _) = scene
-                .candidates()
-                .into_iter()
-                .find(|(_, v)| v == "B")
-                .expect("B's key");
-            etcd.etcdctl_ok(&["del", &b_key]);
+            etcd.etcdctl_ok(&["del", &scene.key_of("B").expect("B's key")]);
         },
         |_| {},
         "B started a child out of turn while C leads",

@@ -539,6 +539,12 @@ impl Scene {
         election_keys(&self.etcd, &self.election)
     }
 
+    /// The key of the candidate `id` under `<election>/`, if it has one.
+    pub fn key_of(&self, id: &str) -> Option<String> {
+        let keys = self.candidates().into_iter();
+        keys.filter(|(_, v)| v == id).map(|(k, _)| k).next()
+    }
+
     /// Waits until exactly these ids (any order) campaign or lead in etcd.
     pub fn wait_candidates(&self, ids: &[&str], timeout: Duration) {
         let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
