@@ -2,7 +2,6 @@
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
-use crate::backoff::Backoff;
 use crate::etcd::{self, EtcdError};
 use crate::holders;
 use crate::lease::Lease;
@@ -39,8 +38,7 @@ impl Leadership {
 /// Why a campaign's "elected" was not believed.
 #[derive(Debug, thiserror::Error)]
 pub enum Unverified {
-    /// Our key is there, but other keys are still ahead of it (read without the queue's
-    /// proof). The queue goes on, with the same key.
+    /// Our key is there, but other keys are ahead of it.
     #[error("others are still ahead of our key")]
     NotFirst,
     #[error("our key is gone, or is no longer on our lease")]
@@ -198,30 +196,9 @@ pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Durati
     .await
 }
 
-/// How often a standby looks for its own key until the campaign has written it (the campaign's
+/// How often --no-wait looks for our key until the campaign has written it (the campaign's
 /// first request is in flight: milliseconds).
 const OWN_KEY_POLL: Duration = Duration::from_millis(10);
-
-/// A standby's key `key` is deleted while it waits. This happens without the lease ending: a
-/// campaign stuck on a frozen member, retried elsewhere with the same lease (reusing the key),
-/// resigns when that member wakes and sees its request cancelled, deleting the key the retry
-/// waits with. The campaign itself would not notice until the leader changes.
-pub async fn candidate_key_deleted(client: &Client, key: &[u8], retry: Duration) {
-    let mut poll = Backoff::new(OWN_KEY_POLL, retry);
-    loop {
-        match read_key(client, key, retry).await {
-            Ok(resp) => {
-                if let Some(kv) = resp.kvs().first() {
-                    let at = resp.header().map_or(kv.mod_revision(), |h| h.revision());
-                    return watch_deleted(client, key, kv.create_revision(), at, retry).await;
-                }
-                // Not written yet: the campaign's first request is still on its way.
-                sleep(poll.next_delay()).await;
-            }
-            Err(_) => sleep(retry).await,
-        }
-    }
-}
 
 /// Read one key, bounded (a hung member must not hold the loops above for ever).
 async fn read_key(client: &Client, key: &[u8], retry: Duration) -> Result<GetResponse, EtcdError> {
@@ -290,8 +267,8 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
 
 /// Give up leadership: delete our key, if it is still the one we created, so the next
 /// candidate is elected at once. What the election API's Resign does, as one transaction of our
-/// own rather than through the server's election service.
-pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
+/// own rather than through the server's election service. Whether etcd answered.
+pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) -> bool {
     let key = leader_key.key().to_vec();
     let txn = Txn::new()
         .when([Compare::create_revision(
@@ -305,8 +282,11 @@ pub async fn resign(client: &Client, leader_key: &LeaderKey, wait: Duration) {
         async move { c.txn(txn).await }
     });
     match resigned.await {
-        Ok(_) => tracing::debug!("resigned"),
-        Err(e) => tracing::warn!(error = %e, "could not resign"),
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not resign");
+            false
+        }
     }
 }
 

@@ -64,12 +64,16 @@ pub enum Refused {
     /// The election's candidates use another N: the one line to exit 2 with.
     #[error("{0}")]
     Disagree(String),
+    /// Our key was deleted while we waited, or is no longer ours (an operator's delete):
+    /// campaign again with a new lease.
+    #[error("our candidate key {0} was deleted while waiting")]
+    KeyGone(String),
 }
 
 /// Campaign for one of `n` places with `lease`: write our key, check that the election agrees
-/// on `n`, then wait until fewer than `n` keys are ahead of ours. Blocks for as long as `n`
-/// others hold. One campaign per lease: the caller ends the
-/// lease after a failure (only an error that never reached etcd may be retried on it, and the
+/// on `n`, then wait until fewer than `n` keys are ahead of ours, with the proof of it (our key
+/// deleted meanwhile: [`Refused::KeyGone`]). Blocks for as long as `n` others hold. One campaign
+/// per lease: the caller ends the lease after a failure (only an error that never reached etcd may be retried on it, and the
 /// write below is idempotent for that).
 pub async fn campaign(
     client: &Client,
@@ -79,13 +83,17 @@ pub async fn campaign(
     n: u32,
     wait: Duration,
     retry: Duration,
-) -> Result<(LeaderKey, Option<Proof>), Refused> {
+) -> Result<(LeaderKey, Proof), Refused> {
     let ours = enter(client, election, id, lease, n, wait).await?;
     if n > 1 {
         agree(client, election, n, wait).await?;
     }
-    let proof = wait_turn(client, election, &ours, n, wait, retry).await?;
-    Ok((ours, proof))
+    match wait_turn(client, election, &ours, n, wait, retry).await? {
+        Some(proof) => Ok((ours, proof)),
+        None => Err(Refused::KeyGone(
+            String::from_utf8_lossy(ours.key()).into_owned(),
+        )),
+    }
 }
 
 /// One transaction: if our key does not exist, put it (`id`, on `lease`) and our holders key

@@ -122,12 +122,6 @@ impl Lease {
             .send_if_modified(|p| std::mem::replace(p, Pace::Leading) != Pace::Leading);
     }
 
-    /// Not elected after all (others are still ahead): back to a standby's keepalives.
-    pub fn stand_by(&self) {
-        self.pace
-            .send_if_modified(|p| std::mem::replace(p, Pace::Standby) != Pace::Standby);
-    }
-
     /// Wait (at most `within`) until the deadline is as fresh as a leader's keepalives keep it
     /// ([`Timing::is_fresh`]). Returns at once when it is already.
     pub async fn freshened(&self, within: Duration) {
@@ -164,22 +158,15 @@ impl Lease {
 
     /// Stop the keepalives and revoke the lease, deleting its keys (best effort: if etcd cannot
     /// be reached within `wait`, the lease expires by itself).
-    /// Returns whether the lease is gone now. Through `call_as`: a token that expired while
-    /// only keepalives flowed is refreshed.
-    pub async fn revoke(self, client: &Client, wait: Duration) -> bool {
+    /// Through `call_as`: a token that expired while only keepalives flowed is refreshed.
+    pub async fn revoke(self, client: &Client, wait: Duration) {
         self.keeper.abort();
         let id = self.id;
         let revoke = |mut c: Client| async move { c.lease_revoke(id).await };
         match etcd::call_as("lease revoke", wait, client, revoke).await {
-            Ok(_) => {
-                tracing::debug!(lease = %self.hex_id(), "lease revoked");
-                true
-            }
-            Err(e) if e.kind() == Kind::LeaseGone => true,
-            Err(e) => {
-                tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire");
-                false
-            }
+            Ok(_) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
+            Err(e) if e.kind() == Kind::LeaseGone => {}
+            Err(e) => tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire"),
         }
     }
 }
@@ -246,13 +233,12 @@ async fn keep_alive(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let broken = loop {
             tokio::select! {
-                // Elected: one now (unless one is on its way), then every k. Back to standby:
-                // the next one at a standby's interval.
+                // Elected: one now (unless one is on its way), then every k.
                 Ok(()) = pace.changed() => {
                     let every = period(&pace);
                     tick = interval_at(Instant::now() + every, every);
                     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    if inflight.is_empty() && *pace.borrow() == Pace::Leading {
+                    if inflight.is_empty() {
                         inflight.push_back(Instant::now());
                         if keeper.keep_alive().await.is_err() {
                             break "keepalive stream closed".to_string();

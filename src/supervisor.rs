@@ -21,7 +21,7 @@
 use crate::backoff::Backoff;
 use crate::child::{self, ExitStatus};
 use crate::config::{Config, OnExit};
-use crate::election::{self, Candidate, Unverified};
+use crate::election::{self, Candidate};
 use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::guardian::Guardian;
@@ -272,47 +272,39 @@ impl Supervisor {
             }
         }
         info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
-        // Until the start gate verifies that our turn has come.
-        loop {
-            let (elected, proof) = match self
-                .wait_in_line(&mut lease, &mut give_up, wait, retry)
-                .await
-            {
-                Ok(Ok(won)) => {
-                    self.unsent.clear();
-                    won
-                }
-                Ok(Err(refused)) => return self.campaign_failed(lease, refused, retry).await,
-                Err(next) => {
-                    term::release(&self.client, lease, None).await;
-                    return Ok(next);
-                }
-            };
-            return match self.gate.start(&self.client, &lease, &elected, proof).await {
-                Ok((leadership, child)) => Ok(State::Leading(Term {
-                    lease,
-                    leadership,
-                    run: Run::Running {
-                        child,
-                        started: Instant::now(),
-                    },
-                    restarts: Restarts::new(self.config.restart),
-                })),
-                // Our key is there but behind others: wait on in the queue, same key.
-                Err(NotStarted::Unverified(Unverified::NotFirst)) => {
-                    debug!("others are still ahead: waiting on");
-                    lease.stand_by();
-                    // The queue had no proof (our key did not look ours), and the gate's read
-                    // found it, behind others: etcd contradicts itself. Not at once.
-                    sleep(retry).await;
-                    continue;
-                }
-                Err(not) => {
-                    let (resign, next) = self.not_started(not);
-                    term::release(&self.client, lease, resign.then_some(&elected)).await;
-                    next
-                }
-            };
+        let (elected, proof) = match self
+            .wait_in_line(&mut lease, &mut give_up, wait, retry)
+            .await
+        {
+            Ok(Ok(won)) => {
+                self.unsent.clear();
+                won
+            }
+            Ok(Err(refused)) => return self.campaign_failed(lease, refused, retry).await,
+            Err(next) => {
+                term::release(&self.client, lease, None).await;
+                return Ok(next);
+            }
+        };
+        match self
+            .gate
+            .start(&self.client, &lease, &elected, Some(proof))
+            .await
+        {
+            Ok((leadership, child)) => Ok(State::Leading(Term {
+                lease,
+                leadership,
+                run: Run::Running {
+                    child,
+                    started: Instant::now(),
+                },
+                restarts: Restarts::new(self.config.restart),
+            })),
+            Err(not) => {
+                let (resign, next) = self.not_started(not);
+                term::release(&self.client, lease, resign.then_some(&elected)).await;
+                next
+            }
         }
     }
 
@@ -324,21 +316,16 @@ impl Supervisor {
         give_up: &mut (impl Future<Output = ()> + Unpin),
         wait: Duration,
         retry: Duration,
-    ) -> Result<Result<(LeaderKey, Option<Proof>), Refused>, State> {
+    ) -> Result<Result<(LeaderKey, Proof), Refused>, State> {
         let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
         let (lease_id, holders) = (lease.id(), self.config.holders);
-        // The queue is kept here, for one holder as for N (crate::holders). Dropped (its watch
-        // with it) on return.
+        // The queue is kept here, for one holder as for N (crate::holders); it watches our own
+        // key too. Dropped (its watch with it) on return.
         let mut campaign = pin!(holders::campaign(
             client, election, id, lease_id, holders, wait, retry
         ));
         // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
         let ours = format!("{election}/{}", lease.hex_id());
-        let mut deleted = pin!(election::candidate_key_deleted(
-            client,
-            ours.as_bytes(),
-            retry
-        ));
         // --no-wait: nobody led a moment ago, but a candidate that started with us may be ahead.
         let no_wait = self.config.no_wait;
         let mut behind = pin!(election::behind_another(
@@ -347,10 +334,6 @@ impl Supervisor {
         loop {
             tokio::select! {
                 r = &mut campaign => return Ok(r),
-                _ = &mut deleted => {
-                    warn!(key = %ours, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                    return Err(State::Connecting { after: Duration::ZERO });
-                }
                 _ = &mut behind, if no_wait => {
                     info!("another candidate is ahead: not waiting (--no-wait)");
                     return Err(State::Exit(EXIT_NOT_LEADING));
@@ -385,6 +368,13 @@ impl Supervisor {
             Refused::Disagree(line) => {
                 term::release(&self.client, lease, None).await;
                 return Err(Error::Usage(line));
+            }
+            Refused::KeyGone(key) => {
+                warn!(key = %key, "our candidate key was deleted while waiting; campaigning again with a new lease");
+                term::release(&self.client, lease, None).await;
+                return Ok(State::Connecting {
+                    after: Duration::ZERO,
+                });
             }
             Refused::Etcd(e) => e,
         };

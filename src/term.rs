@@ -245,8 +245,7 @@ impl Term {
             Run::Finished(status) => *status,
         };
         let key = resign.then(|| self.leadership.leader_key());
-        release(client, self.lease, key).await;
-        if resign {
+        if release(client, self.lease, key).await {
             info!(key = %self.leadership.key, "resigned");
         }
         status
@@ -260,20 +259,18 @@ pub async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> Exit
 }
 
 /// Give up a candidacy with no child running: resign `key` if given, then revoke the lease.
-pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) {
+/// Whether `key` was resigned.
+pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool {
     let wait = lease.timing().request_timeout();
-    match key {
-        // The key first, then the lease, as `etcdctl lock` lets go: the next candidate sees a
-        // key's delete about 0.2 ms sooner than a lease's revoke, which etcd applies with more
-        // work (in flight together, the revoke was applied first). The next candidate's start
-        // reads nothing (the queue's proof), so the second write holds nothing up.
-        Some(key) => {
-            election::resign(client, key, wait).await;
-            lease.revoke(client, wait).await;
-        }
-        // A standby's key goes with its lease: one write.
-        None => {
-            lease.revoke(client, wait).await;
-        }
-    }
+    // The key first, then the lease, as `etcdctl lock` lets go: the next candidate sees a key's
+    // delete about 0.2 ms sooner than a lease's revoke, which etcd applies with more work (in
+    // flight together, the revoke was applied first). The next candidate's start reads nothing
+    // (the queue's proof), so the second write holds nothing up. A standby's key goes with its
+    // lease.
+    let resigned = match key {
+        Some(key) => election::resign(client, key, wait).await,
+        None => false,
+    };
+    lease.revoke(client, wait).await;
+    resigned
 }

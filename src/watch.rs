@@ -12,8 +12,9 @@ pub enum Ended {
     /// The history from the watch's start revision was compacted: what happened since must be
     /// read.
     Compacted,
-    /// etcd cancelled the watch (a refused permission, a stale token), with its reason. The token has been refreshed: a watch opened with a stale one is cancelled as
-    /// "permission denied", so it is refreshed before the caller re-opens.
+    /// etcd cancelled the watch (a refused permission, a stale token), with its reason. The
+    /// token has been refreshed: a watch opened with a stale one is cancelled as "permission
+    /// denied", so it is refreshed before the caller re-opens.
     Canceled(String),
     /// The stream failed or ended.
     Broken(String),

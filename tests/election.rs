@@ -566,9 +566,8 @@ fn a_frozen_standby_whose_lease_expired_does_not_lead_after_it_thaws() {
 
 /// B's key goes, its lease stays. B's pending campaign alone would wait on for the keys created
 /// before its old one, and be told "elected" when A resigns although C is first (phantom
-/// leadership). B must not lead out of turn, and must get back in line, behind C, whether it
-/// noticed the deletion at once (its key watch) or only when A resigned (its campaign's
-/// "elected" failed verification).
+/// leadership). B must not lead out of turn, and must get back in line, behind C: its wait
+/// watches its own key with the keys ahead.
 #[test]
 fn a_standby_whose_key_was_deleted_never_leads_out_of_turn_and_gets_back_in_line() {
     b_taken_out_of_line_does_not_lead_out_of_turn(
