@@ -116,18 +116,10 @@ impl Lease {
     }
 
     /// Elected: keepalives at the leader's pace from now on, the first one at once, so that the
-    /// deadline is as fresh as a leader's by the time the child starts.
+    /// deadline is as fresh as a leader's one round trip after the start.
     pub fn lead(&self) {
         self.pace
             .send_if_modified(|p| std::mem::replace(p, Pace::Leading) != Pace::Leading);
-    }
-
-    /// Wait (at most `within`) until the deadline is as fresh as a leader's keepalives keep it
-    /// ([`Timing::is_fresh`]). Returns at once when it is already.
-    pub async fn freshened(&self, within: Duration) {
-        let mut state = self.state.clone();
-        let fresh = |s: &State| s.gone || self.timing.is_fresh(s.deadline.at(), Instant::now());
-        let _ = tokio::time::timeout(within, state.wait_for(fresh)).await;
     }
 
     /// Whether a child may start now: the stop time `D - m - G` is still ahead.

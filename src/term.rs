@@ -115,15 +115,11 @@ impl Gate {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
         }
-        // Keepalives at the leader's pace from now, the first at once, while the election is
-        // verified: the deadline is then as fresh as a leader's (a standby keeps its lease with
-        // sparser keepalives), which the one-lost-keepalive budget assumes. Bounded by one
-        // round trip's allowance: a slow keepalive is the deadline rule's business below.
+        // Keepalives at the leader's pace from now, the first at once. Its answer is not waited
+        // for: the stop time only moves forward, so waiting would move the start, never the
+        // stop (docs/SAFETY.md, "A standby's keepalives are sparser").
         lease.lead();
-        let (verified, ()) = tokio::join!(
-            election::verify(client, elected, lease, self.holders, proof),
-            lease.freshened(lease.timing().round_trip)
-        );
+        let verified = election::verify(client, elected, lease, self.holders, proof).await;
         let leadership = verified.map_err(NotStarted::Unverified)?;
         let wait = lease.timing().request_timeout();
         let record = match &self.run_id {

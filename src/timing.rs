@@ -99,13 +99,6 @@ impl Timing {
         d - self.margin
     }
 
-    /// Whether a deadline `d` is as fresh at `now` as a leader's keepalives keep it (the newest
-    /// acknowledged keepalive sent within k + r): the one-lost-keepalive budget holds from there.
-    /// A new leader's deadline comes from its standby keepalives, which are sparser.
-    pub fn is_fresh(&self, d: Instant, now: Instant) -> bool {
-        d >= now + self.ttl - self.keepalive - self.round_trip
-    }
-
     /// How long one unary request to etcd may take before we give up on it and retry.
     pub fn request_timeout(&self) -> Duration {
         request_timeout(self.ttl)
@@ -179,8 +172,6 @@ mod tests {
             let acknowledged_long_ago = now - t.standby_keepalive - t.round_trip;
             let d = Deadline::acknowledged(acknowledged_long_ago, ttl);
             assert!(t.stop_at(d.at()) > now, "T={secs}s");
-            assert!(!t.is_fresh(d.at(), now), "T={secs}s");
-            assert!(t.is_fresh(Deadline::acknowledged(now, ttl).at(), now));
         }
     }
 
