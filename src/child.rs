@@ -75,13 +75,14 @@ impl Reaper {
     pub fn start(guardian: Option<Arc<Guardian>>) -> std::io::Result<Reaper> {
         let mut sigchld = signal(SignalKind::child())?;
         let waiters: Waiters = Arc::default();
+        let guardian_pid = guardian.as_ref().map(|g| g.pid());
         let reaper = Reaper {
             waiters: waiters.clone(),
             guardian,
         };
         tokio::spawn(async move {
             loop {
-                reap_all(&waiters);
+                reap_all(&waiters, guardian_pid);
                 if sigchld.recv().await.is_none() {
                     return;
                 }
@@ -167,8 +168,9 @@ fn interpreter(program: &std::path::Path) -> Option<String> {
 }
 
 /// Collect every exited child without blocking. Statuses of children we did not spawn
-/// (orphans reparented to us) are dropped: reaping them is all they need.
-fn reap_all(waiters: &Waiters) {
+/// (orphans reparented to us) are dropped: reaping them is all they need. The guardian's end is
+/// said: it should live as long as leaderrun.
+fn reap_all(waiters: &Waiters, guardian: Option<Pid>) {
     loop {
         let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
@@ -185,6 +187,11 @@ fn reap_all(waiters: &Waiters) {
             Some(tx) => {
                 let _ = tx.send(status);
             }
+            None if Some(pid) == guardian => tracing::warn!(
+                pid = pid.as_raw(),
+                %status,
+                "the guardian is gone: a crash would leave the child's group running"
+            ),
             None => tracing::debug!(pid = pid.as_raw(), %status, "reaped an orphan"),
         }
     }

@@ -2,8 +2,9 @@
 //! without doing so itself (SIGKILL, the OOM killer, a panic or abort).
 //!
 //! The parent-death signal reaches only the direct child; the guardian covers the rest of its
-//! group. It learns the current group and the current lease over a pipe, and notices leaderrun's
-//! death by the pipe's end of file, which the kernel delivers whatever way leaderrun ended. Then:
+//! group. leaderrun keeps the current group and the current lease in a page shared with it, and
+//! the guardian notices leaderrun's death by the end of file of a pipe, which the kernel delivers
+//! whatever way leaderrun ended. Then it reads the page, and:
 //!
 //! 1. SIGKILL to the child's group, until /proc shows no live member of it ("confirmed gone");
 //! 2. only then, revoke the lease, so a standby wins at once instead of waiting out the TTL.
@@ -15,10 +16,11 @@
 
 use crate::etcd::{self, Connection, Kind};
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::{killpg, signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::io::{PipeWriter, Read, Write};
-use std::sync::Mutex;
+use std::io::{PipeWriter, Read};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the guardian may try to revoke the lease (connecting and authenticating included):
@@ -30,18 +32,45 @@ const CONFIRM_BOUND: Duration = Duration::from_secs(2);
 /// How often the group is looked for in /proc while it dies (SIGKILL acts in microseconds).
 const CONFIRM_POLL: Duration = Duration::from_millis(1);
 
-/// One message on the pipe: a tag and a value, written at once (atomic: under PIPE_BUF).
-const MESSAGE: usize = 9;
-/// The child's process group (0: none).
-const TAG_GROUP: u8 = b'G';
-/// The lease to revoke (0: none).
-const TAG_LEASE: u8 = b'L';
+/// What the guardian acts on, in a page shared with it: leaderrun stores, the guardian reads once
+/// leaderrun is gone (the writer is dead by then, so the two need no lock). A store costs no
+/// system call and wakes nobody, where a message on the pipe did, on both sides of a handover.
+#[derive(Debug)]
+struct Shared {
+    /// The child's process group (0: none).
+    group: AtomicI64,
+    /// The lease to revoke (0: none).
+    lease: AtomicI64,
+}
 
-/// The handle leaderrun keeps: the pipe's write end.
+impl Shared {
+    /// A zeroed shared anonymous page, inherited by the fork and never unmapped.
+    fn map() -> std::io::Result<&'static Shared> {
+        // SAFETY: a fresh mapping, page-aligned and zero-filled (zero is a valid AtomicI64); it
+        // is never unmapped, so the reference lives as long as the process.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                std::mem::size_of::<Shared>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(&*page.cast::<Shared>())
+        }
+    }
+}
+
+/// The handle leaderrun keeps: the shared page, and the pipe's write end, only ever closed.
 #[derive(Debug)]
 pub struct Guardian {
     pid: Pid,
-    pipe: Mutex<PipeWriter>,
+    shared: &'static Shared,
+    _pipe: PipeWriter,
 }
 
 impl Guardian {
@@ -52,15 +81,17 @@ impl Guardian {
     /// The process must have one thread (call it before the runtime starts): the forked copy
     /// runs ordinary code.
     pub unsafe fn start(conn: Connection) -> std::io::Result<Guardian> {
+        let shared = Shared::map()?;
         let (reader, writer) = std::io::pipe()?;
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(writer);
-                guard(reader, conn)
+                guard(reader, shared, conn)
             }
             ForkResult::Parent { child } => Ok(Guardian {
                 pid: child,
-                pipe: Mutex::new(writer),
+                shared,
+                _pipe: writer,
             }),
         }
     }
@@ -91,29 +122,19 @@ impl Guardian {
 
     /// The child's group to kill should leaderrun die now; 0 for none.
     pub fn watch(&self, pgid: i32) {
-        self.send(TAG_GROUP, i64::from(pgid));
+        self.shared.group.store(i64::from(pgid), Ordering::SeqCst);
     }
 
     /// The lease to revoke should leaderrun die now, once the group is confirmed gone; 0 for
     /// none (then the lease expires by itself).
     pub fn lease(&self, id: i64) {
-        self.send(TAG_LEASE, id);
-    }
-
-    fn send(&self, tag: u8, value: i64) {
-        let mut message = [0u8; MESSAGE];
-        message[0] = tag;
-        message[1..].copy_from_slice(&value.to_le_bytes());
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = pipe.write_all(&message) {
-            tracing::warn!(error = %e, "the guardian is gone: a crash would leave the child's group running");
-        }
+        self.shared.lease.store(id, Ordering::SeqCst);
     }
 }
 
-/// The guardian's whole life: follow the current group and lease; at end of file, kill the
-/// group, and once it is confirmed gone, revoke the lease; exit.
-fn guard(mut pipe: std::io::PipeReader, conn: Connection) -> ! {
+/// The guardian's whole life: wait for the pipe's end of file; then kill the group leaderrun
+/// last stored, and once it is confirmed gone, revoke the lease it last stored; exit.
+fn guard(mut pipe: std::io::PipeReader, shared: &Shared, conn: Connection) -> ! {
     // It must outlive leaderrun: deaf to the signals aimed at leaderrun or its terminal.
     for sig in [
         Signal::SIGINT,
@@ -143,19 +164,18 @@ fn guard(mut pipe: std::io::PipeReader, conn: Connection) -> ! {
         let _ = nix::unistd::dup2_stdout(&null);
         let _ = nix::unistd::dup2_stderr(&null);
     }
-    let (mut pgid, mut lease) = (0i64, 0i64);
-    let mut buf = [0u8; MESSAGE];
-    while pipe.read_exact(&mut buf).is_ok() {
-        let mut value = [0u8; 8];
-        value.copy_from_slice(&buf[1..]);
-        let value = i64::from_le_bytes(value);
-        match buf[0] {
-            TAG_GROUP => pgid = value,
-            TAG_LEASE => lease = value,
-            _ => {}
+    // Nothing is written to the pipe: a read returns at its end of file, when leaderrun is gone.
+    let mut byte = [0u8; 1];
+    loop {
+        match pipe.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
-    let pgid = i32::try_from(pgid).unwrap_or(0);
+    let pgid = i32::try_from(shared.group.load(Ordering::SeqCst)).unwrap_or(0);
+    let lease = shared.lease.load(Ordering::SeqCst);
     let gone = pgid <= 0 || kill_group(Pid::from_raw(pgid), CONFIRM_BOUND);
     if gone && lease != 0 {
         revoke(&conn, lease, REVOKE_BOUND);

@@ -148,6 +148,27 @@ fn guardian_kills_the_childs_group_when_leaderrun_is_sigkilled() {
     assert!(guard_gone, "leaderrun-guard ({guardian}) still running");
 }
 
+/// The guardian is told nothing by messages any more (it reads a shared page once leaderrun is
+/// gone), so a guardian that died is noticed when it is reaped: leaderrun says so, and leads on.
+#[test]
+fn a_guardian_that_dies_is_reported_and_the_leader_leads_on() {
+    let (_etcd, scene) = etcd_and_scene();
+    let (mut lr, first) = scene.leader("A", &[], &[]);
+    let guards: Vec<u32> = children(lr.pid())
+        .into_iter()
+        .filter(|&p| comm(p).as_deref() == Some("leaderrun-guard"))
+        .collect();
+    assert_eq!(guards.len(), 1, "leaderrun-guard children: {guards:?}");
+    signal_pid(guards[0], Signal::SIGKILL);
+    let said = wait_until(5 * SEC, 10 * MS, || {
+        lr.log_text()
+            .contains("the guardian is gone: a crash would leave the child's group running")
+    });
+    assert!(said, "no warning about the guardian:\n{}", lr.log_text());
+    assert!(process_alive(first.pid), "the child should run on");
+    assert!(lr.is_running(), "leaderrun should lead on");
+}
+
 // ---------------------------------------------------------------------------
 // PID 1
 // ---------------------------------------------------------------------------
