@@ -15,7 +15,8 @@
 # the child's group is gone), leader-sigkill-cut (SIGKILLed while cut off from etcd: the
 # guardian gives up, the lease expires), leader-sigterm, key-delete, lease-revoke), SOAK_STRICT
 # (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md calls those a forced
-# takeover), LEADERRUN_KEEP_TMP=1 (keep the logs, records and journal for a post-mortem).
+# takeover; so do those where a frozen etcd raft leader, resumed, revoked a live lease, which
+# etcd 3.4.23 and 3.5.1 may do), LEADERRUN_KEEP_TMP=1 (keep the logs, records and journal for a post-mortem).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
