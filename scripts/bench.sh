@@ -24,7 +24,8 @@
 #                        `etcdctl lock` waiters on one lock, one tool at a time, a fresh etcd
 #                        for each N: over an idle window, etcd's received gRPC messages per
 #                        second (its /metrics), the candidates' CPU (% of one core) and RSS;
-#                        then child-exit and SIGTERM handovers with N queued (medians)
+#                        then, with both tools' N queued, child-exit and SIGTERM handovers, the
+#                        tools taking turns (medians)
 #
 # Usage: bash scripts/bench.sh [--tls] [--runs N] [--candidates N[,N...]]
 #
@@ -676,7 +677,7 @@ for m in "${MODES[@]}"; do
   stop_pid "${p_lr[$m]}"; stop_pid "${p_lk[$m]}"; stop_pid "${p_http[$m]}"
 done
 
-# ---- 4: scale (--candidates): N candidates on one election, one tool at a time ----------------
+# ---- 4: scale (--candidates): N candidates on one election; idle one tool at a time, handovers in turn
 SCALE_TTL=10     # leaderrun's default TTL: the idle figures are quoted at it (etcdctl lock the same)
 IDLE_S=30        # the idle window: several keepalive intervals, so that their phases matter little
 IDLE_SETTLE_S=3  # after the last candidate queued, before the window opens
@@ -685,7 +686,16 @@ CLK_TCK=$(getconf CLK_TCK)
 EP_PLAIN=$EP     # the scale rows use a plain etcd of their own for each N (scale_etcd)
 etcd_plain=""
 declare -A sc=()   # sc[N/TOOL/FIGURE]: the scale figures, for the summary
-sc_pids=()         # the supervisors (leaderrun or etcdctl lock) of the current scale run
+sc_pids=()         # the supervisors (leaderrun or etcdctl lock) of the current tool (sc_use)
+declare -A sc_saved=()  # the other tool's supervisors, while sc_pids holds the current one's
+sc_cur=""
+# sc_use TOOL: make TOOL's supervisors the current ones (sc_pids), keeping the other's aside.
+sc_use() {
+  [[ $sc_cur == "$1" ]] && return 0
+  [[ -z $sc_cur ]] || sc_saved[$sc_cur]="${sc_pids[*]-}"
+  read -ra sc_pids <<<"${sc_saved[$1]:-}"
+  sc_cur=$1
+}
 
 # cpu_ns PID...: CPU time used so far by those of PIDS still alive, all their threads, in ns
 # (no fork per pid). From /proc/PID/task/TID/schedstat (the scheduler's run time, to the ns;
@@ -867,53 +877,81 @@ if ((${#SCALE[@]})); then
   scale_etcd scale
   BASE_TTL=$TTL
   TTL=$SCALE_TTL
-  say "scale: N candidates on one election, TTL $TTL s, one tool at a time, a fresh etcd for each N; idle window ${IDLE_S} s"
+  say "scale: N candidates on one election, TTL $TTL s, a fresh etcd for each N; idle figures one tool at a time over ${IDLE_S} s, then handovers with both tools queued, in turn"
   t0=$(mono_now); m0=$(etcd_msgs) || die "cannot read etcd's /metrics at http://$EP_PLAIN/metrics"
   pause 5
   t1=$(mono_now); m1=$(etcd_msgs) || die "cannot read etcd's /metrics"
   sc_base=$(awk -v d="$((m1 - m0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", d / ((b - a) / 1e9) }')
   say "  etcd with no candidates: $sc_base msgs/s received"
   first=1
+  # sc_queue TOOL NAME FILE N: N candidates of TOOL on NAME, the first alone (it leads), the
+  # others in batches, each queued in etcd before the next; sets sc_ids[TOOL] to the last id.
+  declare -A sc_ids=()
+  sc_queue() {
+    local tool=$1 name=$2 f=$3 n=$4 id=1 j ts
+    ts=$(mono_now)
+    sc_add "$tool" "$name" c1 "$f"
+    wait_line "$f" start 1000 || die "$tool: the first candidate's child did not start in 10 s"
+    while ((id < n)); do
+      for ((j = 0; j < BATCH && id < n; j++)); do id=$((id + 1)); sc_add "$tool" "$name" "c$id" "$f"; done
+      sc_wait_keys "$name" "$id" 60 || die "$tool: $id candidates not queued within 60 s"
+    done
+    sc_ids[$tool]=$id
+    say "    $n queued on $name in $(ms "$ts" "$(mono_now)") ms"
+  }
   for n in "${SCALE[@]}"; do
     ((first)) || scale_etcd "scale-$n"
     first=0
+    # The idle figures, one tool at a time: only its N candidates on etcd.
     for tool in lr lk; do
-      if [[ $tool == lr ]]; then who=leaderrun; sc_kinds=(exit term); else who="etcdctl lock"; sc_kinds=(exit); fi
+      if [[ $tool == lr ]]; then who=leaderrun; else who="etcdctl lock"; fi
+      sc_use "$tool"
       name="scale-$n-$tool"; f="$tmp/scale.$n.$tool.stamps"; : >"$f"
-      for kind in "${sc_kinds[@]}"; do : >"$tmp/scale.$n.$tool.$kind.ms"; done
       say "  $n x $who on $name:"
-      ts=$(mono_now)
-      # The first alone, so that it leads; then the others in batches, each queued before the next.
-      sc_add "$tool" "$name" c1 "$f"
-      wait_line "$f" start 1000 || die "$who: the first candidate's child did not start in 10 s"
-      id=1
-      while ((id < n)); do
-        for ((j = 0; j < BATCH && id < n; j++)); do id=$((id + 1)); sc_add "$tool" "$name" "c$id" "$f"; done
-        sc_wait_keys "$name" "$id" 60 || die "$who: $id candidates not queued within 60 s"
-      done
-      say "    $n queued in $(ms "$ts" "$(mono_now)") ms"
+      sc_queue "$tool" "$name" "$f" "$n"
       pause "$IDLE_SETTLE_S"
       sc_idle "$n" "$tool"
-      # Handovers with N queued; after each, one more candidate at the end keeps N queued.
-      stalled=""
-      for ((k = 1; k <= RUNS; k++)); do
+      # leaderrun's go, so that etcdctl lock's idle window has etcd to itself.
+      [[ $tool == lk ]] || sc_stop "$f"
+    done
+    # The handovers, the two tools taking turns (so that a slower minute of this shared machine
+    # weighs on both alike), each with N queued: leaderrun's N again, on a new election.
+    sc_use lr
+    say "  handovers with $n queued, leaderrun and etcdctl lock in turn:"
+    sc_queue lr "scale-$n-lr-turns" "$tmp/scale.$n.lr.turns" "$n"
+    pause "$IDLE_SETTLE_S"
+    declare -A sc_name=([lr]="scale-$n-lr-turns" [lk]="scale-$n-lk") sc_file=([lr]="$tmp/scale.$n.lr.turns" [lk]="$tmp/scale.$n.lk.stamps")
+    declare -A stalled=()
+    for tool in lr lk; do
+      if [[ $tool == lr ]]; then sc_kinds=(exit term); else sc_kinds=(exit); fi
+      for kind in "${sc_kinds[@]}"; do : >"$tmp/scale.$n.$tool.$kind.ms"; done
+    done
+    for ((k = 1; k <= RUNS; k++)); do
+      for tool in lr lk; do
+        [[ -z ${stalled[$tool]:-} ]] || continue
+        sc_use "$tool"
+        if [[ $tool == lr ]]; then sc_kinds=(exit term); else sc_kinds=(exit); fi
         for kind in "${sc_kinds[@]}"; do
           why=""
           # After a failed handover nothing may lead any more: stop this tool's runs there.
-          sc_handover "$kind" "$f" "$tmp/scale.$n.$tool.$kind.ms" ||
-            { stalled="$kind handover $k: $why"; say "    $stalled"; break 2; }
-          id=$((id + 1)); sc_add "$tool" "$name" "c$id" "$f"
-          sc_wait_keys "$name" "$n" 30 || say "    not $n queued again within 30 s"
+          sc_handover "$kind" "${sc_file[$tool]}" "$tmp/scale.$n.$tool.$kind.ms" ||
+            { stalled[$tool]="$kind handover $k: $why"; say "    $tool: ${stalled[$tool]}"; break; }
+          sc_ids[$tool]=$((sc_ids[$tool] + 1)); sc_add "$tool" "${sc_name[$tool]}" "c${sc_ids[$tool]}" "${sc_file[$tool]}"
+          sc_wait_keys "${sc_name[$tool]}" "$n" 30 || say "    $tool: not $n queued again within 30 s"
           pause "$(awk -v m="$SETTLE_MS" 'BEGIN { printf "%.3f", 2 * m / 1000 }')"
         done
       done
+    done
+    for tool in lr lk; do
+      if [[ $tool == lr ]]; then who=leaderrun; sc_kinds=(exit term); else who="etcdctl lock"; sc_kinds=(exit); fi
       for kind in "${sc_kinds[@]}"; do
         read -r med lo hi < <(stats "$tmp/scale.$n.$tool.$kind.ms")
         sc[$n/$tool/$kind]=$med
-        [[ -z $stalled ]] || sc[$n/$tool/stalled]=$stalled
-        say "    $kind handover with $n queued, ms (median / min / max of $(grep -c . "$tmp/scale.$n.$tool.$kind.ms" || true)): $med / $lo / $hi"
+        say "    $who: $kind handover with $n queued, ms (median / min / max of $(grep -c . "$tmp/scale.$n.$tool.$kind.ms" || true)): $med / $lo / $hi"
       done
-      sc_stop "$f"
+      [[ -z ${stalled[$tool]:-} ]] || sc[$n/$tool/stalled]=${stalled[$tool]}
+      sc_use "$tool"
+      sc_stop "${sc_file[$tool]}"
     done
   done
   TTL=$BASE_TTL
