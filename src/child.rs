@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -104,10 +105,13 @@ impl Reaper {
     /// Call it from the thread that lives as long as the process (the current-thread runtime's):
     /// the parent-death signal fires when the forking *thread* exits.
     pub fn spawn(&self, cmd: &Command) -> std::io::Result<Child> {
-        let mut child = self.spawn_unguarded(cmd)?;
-        if let Some(g) = &self.guardian {
-            g.watch(child.pid.as_raw());
+        let group = self.guardian.as_ref().map(|g| g.group());
+        let spawned = self.spawn_into(cmd, group);
+        if let (Err(_), Some(g)) = (&spawned, &self.guardian) {
+            // Its child may have stored a group that is gone already (exec failed).
+            g.watch(0);
         }
+        let mut child = spawned?;
         child.guardian = self.guardian.clone();
         Ok(child)
     }
@@ -115,6 +119,11 @@ impl Reaper {
     /// `spawn`, but the guardian is not told: for a short-lived helper (a health check) that
     /// must not replace the child's group in the guardian's care.
     pub fn spawn_unguarded(&self, cmd: &Command) -> std::io::Result<Child> {
+        self.spawn_into(cmd, None)
+    }
+
+    /// Spawn `cmd`; its group's id goes to `group` (the guardian's page) before its exec.
+    fn spawn_into(&self, cmd: &Command, group: Option<&AtomicI64>) -> std::io::Result<Child> {
         let defaults: Vec<i32> = cmd.signal_defaults.iter().map(|&s| s as i32).collect();
         let image = spawn::Image::new(
             &cmd.program,
@@ -124,7 +133,7 @@ impl Reaper {
             &defaults,
         );
         let pid = image
-            .and_then(|image| spawn::spawn(&image))
+            .and_then(|image| spawn::spawn(&image, group))
             .map_err(|e| explain_spawn_error(&cmd.program, e))?;
         let pid = Pid::from_raw(pid);
         let (tx, rx) = oneshot::channel();
@@ -416,6 +425,25 @@ pub(crate) mod tests {
         let (pgid, pid) = pgid.split_once(" pid=").unwrap();
         assert_eq!(pgid, pid, "not its own group leader: {text}");
         let _ = std::fs::remove_file(out);
+    }
+
+    /// The guardian's page gets the group from the child itself, before its exec (a leaderrun
+    /// SIGKILLed right after the exec must not leave the group unknown): stored even when the
+    /// exec then fails, which `Reaper::spawn` clears.
+    #[tokio::test(flavor = "current_thread")]
+    async fn spawn_stores_the_new_group_for_the_guardian_before_its_exec() {
+        let _serial = serial();
+        let reaper = Reaper::start(None).unwrap();
+        let group = AtomicI64::new(0);
+        let mut child = reaper.spawn_into(&sh("exit 0"), Some(&group)).unwrap();
+        let stored = group.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(stored, i64::from(child.pid.as_raw()));
+        child.wait().await;
+        let mut missing = sh("");
+        missing.program = "/nonexistent/leaderrun-test".into();
+        let unguarded = AtomicI64::new(0);
+        assert!(reaper.spawn_into(&missing, Some(&unguarded)).is_err());
+        assert_ne!(unguarded.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]

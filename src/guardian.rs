@@ -120,6 +120,12 @@ impl Guardian {
         }
     }
 
+    /// Where the child stores its group's id before its exec (`spawn::spawn`): the same as
+    /// `watch`, from the child's side, so that no instant of the command's runs unknown to us.
+    pub fn group(&self) -> &'static AtomicI64 {
+        &self.shared.group
+    }
+
     /// The child's group to kill should leaderrun die now; 0 for none.
     pub fn watch(&self, pgid: i32) {
         self.shared.group.store(i64::from(pgid), Ordering::SeqCst);

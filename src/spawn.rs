@@ -13,6 +13,7 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// What exec needs, made before the clone: nothing allocates in the child.
 pub struct Image {
@@ -69,6 +70,7 @@ struct Shared<'a> {
     envp: Vec<*const c_char>,
     parent: libc::pid_t,
     errno: c_int,
+    group: Option<&'a AtomicI64>,
 }
 
 /// The child's stack: generous for execvpe (a script without `#!` copies argv onto it).
@@ -81,7 +83,11 @@ fn stack_size(image: &Image) -> usize {
 /// pid once it runs the command (exec succeeded), or exec's error (the child then exited 127,
 /// its status is the reaper's). Call it from a thread that lives as long as the process: the
 /// parent-death signal fires when the calling *thread* exits.
-pub fn spawn(image: &Image) -> io::Result<libc::pid_t> {
+///
+/// `group`, if given, gets the new group's id from the child itself, before its exec: the
+/// guardian's page, which must know the group before any of the command runs (leaderrun may be
+/// SIGKILLed the moment after the exec, before this thread runs again).
+pub fn spawn(image: &Image, group: Option<&AtomicI64>) -> io::Result<libc::pid_t> {
     let ptrs = |v: &[CString]| {
         v.iter()
             .map(|s| s.as_ptr())
@@ -94,6 +100,7 @@ pub fn spawn(image: &Image) -> io::Result<libc::pid_t> {
         envp: ptrs(&image.env),
         parent: std::process::id() as libc::pid_t,
         errno: 0,
+        group,
     };
     let size = stack_size(image);
     // SAFETY: a fresh private mapping, unmapped below once the child no longer uses it.
@@ -182,6 +189,10 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         // The parent may have died before the death signal was armed.
         if libc::getppid() != shared.parent {
             libc::_exit(1);
+        }
+        // A lock-free store into memory we share: the group is known before the command runs.
+        if let Some(group) = shared.group {
+            group.store(i64::from(libc::getpid()), Ordering::SeqCst);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
