@@ -109,7 +109,7 @@ impl Reaper {
         let spawned = self.spawn_into(cmd, group);
         if let (Err(_), Some(g)) = (&spawned, &self.guardian) {
             // Its child may have stored a group that is gone already (exec failed).
-            g.watch(0);
+            g.forget_group();
         }
         let mut child = spawned?;
         child.guardian = self.guardian.clone();
@@ -348,7 +348,7 @@ impl Child {
         // Descendants that left the group but were orphaned to us go too.
         kill_orphans(self.guardian.as_ref().map(|g| g.pid())).await;
         if let Some(g) = &self.guardian {
-            g.watch(0);
+            g.forget_group();
         }
         tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
         status

@@ -217,7 +217,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
     let mut trouble = Trouble::new("watch on own key");
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
-        match client.watch(key.clone(), Some(options)).await {
+        let failed = match client.watch(key.clone(), Some(options)).await {
             Ok(mut stream) => {
                 let deleted = |e: &Event| e.event_type() == EventType::Delete;
                 match watch::follow(&mut client, &mut stream, deleted, &mut seen, &mut trouble)
@@ -227,21 +227,16 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     // Watched from a revision etcd compacted since (a leader started on the
                     // queue's proof watches from the read that began it, maybe long ago): no
                     // trouble, the read below tells at once.
-                    Ended::Compacted => {}
-                    Ended::Canceled(why) => {
-                        trouble.report(format_args!("canceled: {why}"));
-                        sleep(retry).await;
-                    }
-                    Ended::Broken(why) => {
-                        trouble.report(why);
-                        sleep(retry).await;
-                    }
+                    Ended::Compacted => None,
+                    Ended::Canceled(why) => Some(format!("canceled: {why}")),
+                    Ended::Broken(why) => Some(why),
                 }
             }
-            Err(e) => {
-                trouble.report(e);
-                sleep(retry).await;
-            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            trouble.report(why);
+            sleep(retry).await;
         }
         // Events may be compacted away while the watch was down: look at the key itself.
         match read_key(&client, &key, retry).await {

@@ -120,15 +120,15 @@ impl Guardian {
         }
     }
 
-    /// Where the child stores its group's id before its exec (`spawn::spawn`): the same as
-    /// `watch`, from the child's side, so that no instant of the command's runs unknown to us.
+    /// The child's group to kill should leaderrun die now (0: none). The child stores its own
+    /// before its exec (`spawn::spawn`), so that no instant of the command runs unknown here.
     pub fn group(&self) -> &'static AtomicI64 {
         &self.shared.group
     }
 
-    /// The child's group to kill should leaderrun die now; 0 for none.
-    pub fn watch(&self, pgid: i32) {
-        self.shared.group.store(i64::from(pgid), Ordering::SeqCst);
+    /// No group to kill any more: the child's is gone (or never ran).
+    pub fn forget_group(&self) {
+        self.shared.group.store(0, Ordering::SeqCst);
     }
 
     /// The lease to revoke should leaderrun die now, once the group is confirmed gone; 0 for

@@ -73,8 +73,8 @@ pub enum Refused {
 /// Campaign for one of `n` places with `lease`: write our key, check that the election agrees
 /// on `n`, then wait until fewer than `n` keys are ahead of ours, with the proof of it (our key
 /// deleted meanwhile: [`Refused::KeyGone`]). Blocks for as long as `n` others hold. One campaign
-/// per lease: the caller ends the lease after a failure (only an error that never reached etcd may be retried on it, and the
-/// write below is idempotent for that).
+/// per lease: the caller ends the lease after a failure (only an error that never reached etcd
+/// may be retried on it, and the write below is idempotent for that).
 pub async fn campaign(
     client: &Client,
     election: &str,
