@@ -16,8 +16,15 @@ use std::error::Error as _;
 use std::ffi::OsString;
 use std::sync::Arc;
 
-/// Everything `main` does; returns the exit status.
+/// Everything `main` does; returns the exit status once the log lines still queued are
+/// written (for up to [`log::FLUSH_BOUND`]).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let code = run(args);
+    log::flush(log::FLUSH_BOUND);
+    code
+}
+
+fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
     let env = Env::from_process();
     // `leaderrun leader ...` asks who leads, `leaderrun resign ...` asks the leader to hand
@@ -42,6 +49,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Ok(g) => Arc::new(g),
         Err(e) => return fail(format, &Error::io("starting the guardian process", e)),
     };
+    // Forked: from now on a thread writes the logs, so that stderr never blocks the supervisor.
+    log::start_writer(format);
     let result = supervise(config, guardian.clone());
     // Every other holder went with the runtime.
     if let Ok(guardian) = Arc::try_unwrap(guardian) {
@@ -124,6 +133,7 @@ fn resign_main(args: &[OsString], env: &Env) -> u8 {
 /// output goes to stdout.
 fn warn_then(warnings: &[String], run: impl std::future::Future<Output = Result<u8, Error>>) -> u8 {
     log::init(LogFormat::Text, tracing::Level::WARN);
+    log::start_writer(LogFormat::Text);
     warn(warnings);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()

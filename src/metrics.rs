@@ -147,6 +147,7 @@ struct Metrics {
     etcd_errors: [AtomicU64; ERROR_KINDS.len()],
     /// Health checks that failed, then passed.
     health_checks: [AtomicU64; 2],
+    log_lines_dropped: AtomicU64,
     lease: Mutex<Option<LeaseFacts>>,
 }
 
@@ -160,6 +161,7 @@ static METRICS: Metrics = Metrics {
     rtt_sum_ns: AtomicU64::new(0),
     etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
     health_checks: [const { AtomicU64::new(0) }; 2],
+    log_lines_dropped: AtomicU64::new(0),
     lease: Mutex::new(None),
 };
 
@@ -186,6 +188,11 @@ pub fn child_exited(how: Exit) {
 /// One health check ended, passing or not.
 pub fn health_check(passed: bool) {
     METRICS.health_checks[usize::from(passed)].fetch_add(1, Relaxed);
+}
+
+/// A log line was dropped: stderr was not being read and the queue was full.
+pub fn log_line_dropped() {
+    METRICS.log_lines_dropped.fetch_add(1, Relaxed);
 }
 
 /// One failed etcd call, of one of [`ERROR_KINDS`] (another word is not counted).
@@ -348,6 +355,12 @@ pub fn encode_text(leading: bool) -> String {
             get(&m.etcd_errors[i]),
         );
     }
+    p.head(
+        "log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because stderr was not being read",
+    );
+    p.sample("log_lines_dropped_total", "", get(&m.log_lines_dropped));
     p.head("build_info", "gauge", "The version of leaderrun");
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
     p.sample("build_info", &version, 1);
@@ -413,6 +426,8 @@ mod tests {
             "leaderrun_deadline_remaining_seconds ",
             "leaderrun_keepalive_age_seconds ",
             "leaderrun_etcd_errors_total{kind=\"timed_out\"} ",
+            "# TYPE leaderrun_log_lines_dropped_total counter",
+            "leaderrun_log_lines_dropped_total ",
             "leaderrun_build_info{version=\"",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");

@@ -48,6 +48,47 @@ fn job_control_signals_never_stop_the_leader_so_no_two_children_run() {
     assert_no_overlap(&scene.runs());
 }
 
+/// A stderr that nobody reads (a full pipe, a stalled log reader, a terminal stopped with
+/// Ctrl-S) never holds up the supervisor: a log line written there would block it, and a
+/// blocked leader stops neither its child nor its keepalives, so the standby's child would
+/// start beside its own once the lease expired.
+#[test]
+fn a_stderr_nobody_reads_never_holds_up_the_leader() {
+    let (_etcd, scene) = etcd_and_scene();
+    let fenced: Vec<String> = scene
+        .fenced(&[])
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // The child fills the pipe it shares with leaderrun, then runs on.
+    let script = format!(
+        "head -c 1000000 /dev/zero >&2 & exec '{}' '{}'",
+        fenced[0], fenced[1]
+    );
+    let mut a = scene
+        .leaderrun("A")
+        .args(&["--ttl", "5"])
+        .sh(&script)
+        .stderr(Stderr::Piped)
+        .spawn();
+    let _unread = a.take_stderr();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let _b = scene.standby("B", &["--ttl", "5"], &[], &["A", "B"]);
+    // The pipe is full within microseconds of the start; a second to be sure.
+    std::thread::sleep(SEC);
+    scene.mark("SIGTERM to A: its log line has nowhere to go");
+    let (_run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 15 * SEC);
+    assert!(
+        took < ns(3 * SEC),
+        "the handover took {:.3}s: the leader waited on its stderr",
+        secs(took)
+    );
+    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    assert_no_overlap(&scene.runs());
+    // Its last lines cannot be written: it exits all the same, within the flush bound.
+    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+}
+
 /// The child gets job control back at its defaults: a shell inside it works as usual.
 #[test]
 fn the_child_gets_job_control_signals_at_their_defaults() {
