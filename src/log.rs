@@ -72,7 +72,11 @@ pub fn start_writer(format: LogFormat) {
     let spawned = std::thread::Builder::new()
         .name("leaderrun-log".into())
         .stack_size(64 * 1024)
-        .spawn(move || drain(rx, &mut std::io::stderr(), &pending));
+        .spawn(move || {
+            // Signals go to the supervisor's thread, as before this one existed.
+            let _ = nix::sys::signal::SigSet::all().thread_block();
+            drain(rx, &mut std::io::stderr(), &pending)
+        });
     if spawned.is_ok() && QUEUE.set(queue).is_ok() {
         report_panics(format);
     }
