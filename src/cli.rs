@@ -62,7 +62,9 @@ fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
 }
 
-/// The supervisor on a current-thread runtime, dropped (with every task) when it returns.
+/// The supervisor on a current-thread runtime, dropped (with every task) when it returns,
+/// without waiting for its blocking threads: a TLS file read on a mount that hangs must not
+/// keep a leader that has stopped its child and resigned from exiting.
 fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     // One thread: the child's parent-death signal is tied to the thread that forked it, and the
     // main thread lives as long as the process.
@@ -74,7 +76,7 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     // Bound before anything starts: an address that cannot be used is exit 2.
     let listener = config.status_addr.map(http::bind).transpose()?;
     let notifier = Notifier::from_env(&config.election);
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // On the supervisor's own thread: its watchdog pings stop when that thread stops.
         let notifying =
             notifier.map(|n| tokio::spawn(n.run(status.subscribe(), status.subscribe_health())));
@@ -97,7 +99,9 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
             let _ = task.await;
         }
         result
-    })
+    });
+    runtime.shutdown_background();
+    result
 }
 
 /// Ends the task when dropped: the status endpoint stops answering as the supervisor returns.
@@ -139,7 +143,11 @@ fn warn_then(warnings: &[String], run: impl std::future::Future<Output = Result<
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the runtime", e))
-        .and_then(|runtime| runtime.block_on(run));
+        .and_then(|runtime| {
+            let result = runtime.block_on(run);
+            runtime.shutdown_background();
+            result
+        });
     match result {
         Ok(code) => code,
         Err(e) => fail(LogFormat::Text, &e),

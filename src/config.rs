@@ -421,9 +421,9 @@ macro_rules! settings {
 
 settings! {
     endpoints: Vec<String> = ENDPOINTS, flags::endpoints;
-    cacert: PathBuf = CACERT, flags::readable_file;
-    cert: PathBuf = CERT, flags::readable_file;
-    key: PathBuf = KEY, flags::readable_file;
+    cacert: PathBuf = CACERT, flags::tls_file;
+    cert: PathBuf = CERT, flags::tls_file;
+    key: PathBuf = KEY, flags::tls_file;
     user: User = USER, flags::user;
     password_file: PathBuf = PASSWORD_FILE, flags::readable_file;
     password: Secret = PASSWORD, flags::secret;
@@ -968,7 +968,7 @@ fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Cr
 /// The password in `path`, without one trailing newline.
 fn read_password(path: &Path, from: &Source) -> Result<String, Error> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::input_file::read(path).map_err(|e| {
         Error::Usage(format!(
             "{from}: cannot read the password file {shown}: {e}"
         ))
@@ -1628,13 +1628,16 @@ mod tests {
         assert_eq!(c.election, "e");
     }
 
+    /// A regular file that exists, where a TLS file is only named (never read here).
+    const PEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
     #[test]
     fn endpoints_in_the_file_are_an_array_or_a_string() {
         let t = Temp::new();
         for text in [
-            "endpoints = [\"https://etcd1:2379\", \"https://etcd2\"]",
-            "endpoints = \"https://etcd1:2379,https://etcd2\"",
-            "endpoints = [\"etcd1\", \"etcd2:2379\"]\ncacert = \"/dev/null\"",
+            &"endpoints = [\"https://etcd1:2379\", \"https://etcd2\"]".to_string(),
+            &"endpoints = \"https://etcd1:2379,https://etcd2\"".to_string(),
+            &format!("endpoints = [\"etcd1\", \"etcd2:2379\"]\ncacert = \"{PEM}\""),
         ] {
             let file = t.file("l.toml", text);
             let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
@@ -1655,18 +1658,10 @@ mod tests {
 
     #[test]
     fn schemes_follow_the_tls_options() {
-        let c = parse(&[
-            "--cacert",
-            "/dev/null",
-            "--endpoints",
-            "a,b:1",
-            "--",
-            "true",
-        ])
-        .unwrap();
+        let c = parse(&["--cacert", PEM, "--endpoints", "a,b:1", "--", "true"]).unwrap();
         assert_eq!(c.connection.endpoints, ["https://a:2379", "https://b:1"]);
         let tls = c.connection.tls.unwrap();
-        assert_eq!(tls.cacert.as_deref(), Some(Path::new("/dev/null")));
+        assert_eq!(tls.cacert.as_deref(), Some(Path::new(PEM)));
         assert_eq!((tls.cert, tls.key), (None, None));
         // https without TLS options: the system's roots.
         let c = parse(&["--endpoints", "https://a,a", "--", "true"]).unwrap();
@@ -1675,14 +1670,7 @@ mod tests {
         let c = parse(&["--", "true"]).unwrap();
         assert_eq!(c.connection.tls, None);
         let e = usage(
-            &[
-                "--cacert",
-                "/dev/null",
-                "--endpoints",
-                "a,http://b",
-                "--",
-                "true",
-            ],
+            &["--cacert", PEM, "--endpoints", "a,http://b", "--", "true"],
             &[],
         );
         assert!(e.contains("http://b:2379") && e.contains("--cacert"), "{e}");
@@ -1691,9 +1679,9 @@ mod tests {
             e.contains("http://b:2379") && e.contains("https://a:2379"),
             "{e}"
         );
-        let e = usage(&["--cert", "/dev/null", "--", "true"], &[]);
+        let e = usage(&["--cert", PEM, "--", "true"], &[]);
         assert!(e.contains("--cert") && e.contains("--key"), "{e}");
-        let e = usage(&["--", "true"], &[("LEADERRUN_KEY_FILE", "/dev/null")]);
+        let e = usage(&["--", "true"], &[("LEADERRUN_KEY_FILE", PEM)]);
         assert!(
             e.starts_with("LEADERRUN_KEY_FILE") && e.contains("--cert"),
             "{e}"

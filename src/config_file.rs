@@ -41,12 +41,14 @@ impl ConfigFile {
                 None => return Ok(None),
             },
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let cannot = |e: &dyn std::fmt::Display| {
             Error::Usage(format!(
                 "{from}: cannot read the configuration file {}: {e}",
                 path.display()
             ))
-        })?;
+        };
+        let bytes = crate::input_file::read_once(&path).map_err(|e| cannot(&e))?;
+        let text = String::from_utf8(bytes).map_err(|_| cannot(&"not UTF-8"))?;
         let mut file = ConfigFile::parse(&path, &text)?;
         file.inherited = inherited;
         Ok(Some(file))

@@ -2,6 +2,7 @@
 
 use crate::tls::{self, TlsError};
 use etcd_client::{Client, ConnectOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Endpoint;
 use tonic::Code;
@@ -68,7 +69,7 @@ pub async fn connect(conn: &Connection) -> Result<Client, EtcdError> {
     let client = match &conn.tls {
         None => Client::connect(&conn.endpoints, Some(options)).await,
         Some(files) => {
-            tls::client_config(files)?;
+            tls::client_config_off_thread(Arc::new(files.clone())).await?;
             let channel = tls::channel(&conn.endpoints, files, http2_settings)
                 .map_err(|e| EtcdError::new("connecting", e))?;
             Client::from_channel(channel, Some(options)).await

@@ -175,16 +175,16 @@ pub struct EtcdFlags {
 
     /// CA bundle (PEM) that signs etcd's server certificates. Default with https: the
     /// system's roots.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    #[arg(long, value_name = "FILE", value_parser = tls_file)]
     pub cacert: Option<PathBuf>,
 
     /// Client certificate (PEM), for etcd's --client-cert-auth; needs --key.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    #[arg(long, value_name = "FILE", value_parser = tls_file)]
     pub cert: Option<PathBuf>,
 
     /// The client certificate's private key (PEM); needs --cert. Its variable is
     /// LEADERRUN_KEY_FILE: LEADERRUN_KEY is the leader key leaderrun gives its command.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    #[arg(long, value_name = "FILE", value_parser = tls_file)]
     pub key: Option<PathBuf>,
 
     /// etcd user (etcd's --auth). Its password: --password-file or LEADERRUN_PASSWORD.
@@ -709,11 +709,29 @@ pub fn readable_file(s: &str) -> Result<PathBuf, String> {
     }
     let path = PathBuf::from(s);
     let shown = crate::log::escape_controls(s);
-    let file = std::fs::File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let file = crate::input_file::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     match file.metadata() {
         Ok(m) if m.is_dir() => Err(format!("cannot read {shown}: it is a directory")),
         Ok(_) => Ok(path),
         Err(e) => Err(format!("cannot read {shown}: {e}")),
+    }
+}
+
+/// A TLS file: readable, and a regular file (a link to one included), because it is read
+/// again at every new connection, which a pipe or a FIFO cannot give twice and a device
+/// (`/dev/zero`) cannot give at all.
+pub fn tls_file(s: &str) -> Result<PathBuf, String> {
+    let path = readable_file(s)?;
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err(format!(
+            "{} is not a regular file: TLS files are read again at every new connection",
+            crate::log::escape_controls(s)
+        )),
+        Err(e) => Err(format!(
+            "cannot read {}: {e}",
+            crate::log::escape_controls(s)
+        )),
     }
 }
 

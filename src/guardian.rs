@@ -279,6 +279,7 @@ fn revoke(conn: &Connection, lease: i64, bound: Duration) {
         })
         .await;
     });
+    runtime.shutdown_background();
 }
 
 /// One attempt: true when nothing is left to do (revoked, already gone, or refused for good).

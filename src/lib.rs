@@ -20,6 +20,7 @@ mod health;
 mod holders;
 mod http;
 mod http1;
+mod input_file;
 mod job;
 mod leader;
 mod lease;

@@ -61,6 +61,8 @@ pub enum TlsError {
     NoSystemRoots,
     #[error("TLS settings: {0}")]
     Settings(#[source] rustls::Error),
+    #[error("reading the TLS files: {0}")]
+    Unread(String),
 }
 
 /// One new connection that failed, with the endpoint it was for.
@@ -92,7 +94,7 @@ pub enum ConnectError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    crate::input_file::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,
     })
@@ -166,6 +168,15 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// [`client_config`] on a thread of tokio's blocking pool. The files are read again at every
+/// new connection, while leading too: a file on a mount that hangs must not hold the thread that
+/// keeps the lease and stops the child; the caller's timeout abandons the read instead.
+pub async fn client_config_off_thread(files: Arc<TlsFiles>) -> Result<ClientConfig, TlsError> {
+    tokio::task::spawn_blocking(move || client_config(&files))
+        .await
+        .unwrap_or_else(|e| Err(TlsError::Unread(e.to_string())))
+}
+
 /// A connector (`tower::Service<Uri>`) for tonic: TCP to the endpoint's host and port, then a
 /// TLS handshake made with the files read at that moment, verifying the endpoint's host (a DNS
 /// name or an IP address) against the server's certificate.
@@ -201,7 +212,7 @@ async fn connect(
         .to_string();
     let port = uri.port_u16().unwrap_or(2379);
     // The files first: a file being rewritten fails this attempt before any traffic.
-    let config = client_config(&files)?;
+    let config = client_config_off_thread(files).await?;
     let name = ServerName::try_from(host.clone())
         .map_err(|_| ConnectError::ServerName { host: host.clone() })?;
     let tcp = TcpStream::connect((host.as_str(), port))

@@ -369,6 +369,12 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
             vec!["--cacert", &missing],
             vec!["--cacert", &missing],
         ),
+        // Read again at every new connection: a device, a pipe or a FIFO cannot serve.
+        (
+            "a CA file that is no regular file",
+            vec!["--cacert", "/dev/zero"],
+            vec!["--cacert", "/dev/zero", "not a regular file"],
+        ),
         (
             "--password-file without --user",
             vec!["--password-file", &password],
@@ -389,6 +395,12 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
             "an unreadable password file",
             vec!["--user", "me", "--password-file", &subdir],
             vec!["--password-file", &subdir],
+        ),
+        // A file that never ends is read up to a limit, not until memory runs out.
+        (
+            "a password file that never ends",
+            vec!["--user", "me", "--password-file", "/dev/zero"],
+            vec!["--password-file", "/dev/zero", "larger than 4 MiB"],
         ),
     ];
     for (name, args, mentions) in tls {
@@ -416,7 +428,17 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     let bad_value = config("bad.toml", "# leaderrun\n\nstop_timeout = \"soon\"\n");
     let password_key = config("password.toml", "user = \"me\"\npassword = \"hunter2\"\n");
     let absent = dir.join("absent.toml").display().to_string();
+    let endless = "/dev/zero".to_string();
     for (name, file, mentions) in [
+        (
+            "a configuration file that never ends",
+            &endless,
+            vec![
+                "--config".to_string(),
+                endless.clone(),
+                "larger than 4 MiB".into(),
+            ],
+        ),
         (
             "a configuration file that does not exist",
             &absent,
@@ -859,7 +881,10 @@ fn leader_refuses_bad_input_like_the_main_command() {
         ),
         (
             vec!["--election", "web", "--endpoints", "http://127.0.0.1:1"],
-            vec![("LEADERRUN_CACERT", "/dev/null")],
+            vec![(
+                "LEADERRUN_CACERT",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            )],
             vec!["http://127.0.0.1:1", "LEADERRUN_CACERT"],
         ),
     ] {
@@ -1015,6 +1040,61 @@ fn a_nested_leaderrun_does_not_join_its_parents_election() {
     assert_eq!(fields.len(), 2, "{seen:?}");
     assert_eq!(fields[0], "inner-job", "stderr:\n{stderr}");
     assert_ne!(fields[1], "parent-id");
+}
+
+/// A FIFO named as an input file (that nobody writes) is waited for as a slow pipe is, up to
+/// a bound, then refused with one line: opening it must not wait for a writer forever.
+#[test]
+fn a_fifo_nobody_writes_as_an_input_file_is_refused_in_bounded_time() {
+    let dir = TempDir::new("leaderrun-fifo-input");
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = fifo.display().to_string();
+    let marker = dir.join("started");
+    let touch = format!("touch {}", marker.display());
+    for (flag, args) in [
+        ("--config", vec!["--config", &fifo]),
+        (
+            "--password-file",
+            vec!["--user", "me", "--password-file", &fifo],
+        ),
+    ] {
+        let mut cmd = leaderrun();
+        cmd.args(["--endpoints", &closed_port(), "--election", "t"])
+            .args(&args)
+            .args(["--", "/bin/sh", "-c", &touch]);
+        let t0 = Instant::now();
+        let out = run_with_timeout(&mut cmd, 30 * SEC);
+        let took = t0.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(took < 20 * SEC, "{flag}: took {took:?}");
+        assert_eq!(stderr.lines().count(), 1, "{flag}: {stderr}");
+        for m in [flag, fifo.as_str(), "nothing more to read within 10s"] {
+            assert!(stderr.contains(m), "{flag}: no {m:?} in {stderr}");
+        }
+        assert!(!marker.exists(), "{flag}: the command was started");
+    }
+}
+
+/// A configuration file from a pipe (`--config <(...)`) is read once and used whole: the early
+/// look for its log format must not leave an empty pipe for the rest.
+#[test]
+fn a_configuration_file_from_a_pipe_is_read_whole() {
+    let program = leaderrun().get_program().to_string_lossy().into_owned();
+    let script = format!(
+        "exec '{program}' --endpoints {} --config <(printf 'ttl = \"soon\"\\n') -- true",
+        closed_port()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    let out = run_with_timeout(&mut cmd, 20 * SEC);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":1: ttl:"),
+        "the file's ttl was not read: {stderr}"
+    );
 }
 
 #[test]
