@@ -52,14 +52,9 @@ fn a_child_that_ignores_sigterm_and_has_grandchildren_is_gone_before_the_standby
     // sleeper sits beside it; all three ignore SIGTERM. The parent-death signal reaches the
     // shell only: the rest must be SIGKILLed by the guardian before it may revoke.
     let (_etcd, scene) = etcd_and_scene();
-    let fenced: Vec<String> = scene
-        .fenced(&["--ignore-term"])
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
     let script = format!(
-        "trap '' TERM; sh -c 'trap \"\" TERM; exec sleep 600' & {} {} {}; true",
-        fenced[0], fenced[1], fenced[2]
+        "trap '' TERM; sh -c 'trap \"\" TERM; exec sleep 600' & {}; true",
+        scene.fenced_words(&["--ignore-term"])
     );
     let mut a = scene.candidate_sh("A", &["--ttl", LONG_TTL], &script);
     let run_a = scene.wait_leading("A", 1, 10 * SEC);

@@ -125,12 +125,7 @@ fn sigkill_of_the_leader_takes_the_childs_whole_group_down() {
     // cannot stop anything itself; its parent-death signal reaches the shell
     // only. The program must die too, or it runs on next to the new leader's.
     let (_etcd, scene) = etcd_and_scene();
-    let fenced: Vec<String> = scene
-        .fenced(&[])
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let wrapper = format!("{} {}; true", fenced[0], fenced[1]);
+    let wrapper = format!("{}; true", scene.fenced_words(&[]));
     let mut a = scene.candidate_sh("A", &["--ttl", "3"], &wrapper);
     let run_a = scene.wait_leading("A", 1, 10 * SEC);
     let _b = scene.standby("B", &["--ttl", "3"], &[], &["A", "B"]);

@@ -55,15 +55,10 @@ fn job_control_signals_never_stop_the_leader_so_no_two_children_run() {
 #[test]
 fn a_stderr_nobody_reads_never_holds_up_the_leader() {
     let (_etcd, scene) = etcd_and_scene();
-    let fenced: Vec<String> = scene
-        .fenced(&[])
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
     // The child fills the pipe it shares with leaderrun, then runs on.
     let script = format!(
-        "head -c 1000000 /dev/zero >&2 & exec '{}' '{}'",
-        fenced[0], fenced[1]
+        "head -c 1000000 /dev/zero >&2 & exec {}",
+        scene.fenced_words(&[])
     );
     let mut a = scene
         .leaderrun("A")

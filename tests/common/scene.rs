@@ -338,6 +338,17 @@ impl Scene {
         cmd
     }
 
+    /// The fenced child's command as words for `sh -c`, each single-quoted (the binary's
+    /// path and the records file hold no quote).
+    pub fn fenced_words(&self, extra: &[&str]) -> String {
+        let words: Vec<String> = self
+            .fenced(extra)
+            .iter()
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect();
+        words.join(" ")
+    }
+
     /// A candidate to configure, then `.spawn()`: `leaderrun --endpoints <etcd> --election
     /// <election> --id <id> <args> -- <command>`; the command is a fenced child by default.
     pub fn leaderrun(&self, id: &str) -> Launch<'_> {
