@@ -704,6 +704,24 @@ pub fn value_enum<T: ValueEnum>(s: &str) -> Result<T, String> {
 
 /// A file that exists and can be read now (its contents are checked where it is used).
 pub fn readable_file(s: &str) -> Result<PathBuf, String> {
+    readable(s).map(|(path, _)| path)
+}
+
+/// A TLS file: readable, and a regular file (a link to one included), because it is read
+/// again at every new connection, which a pipe or a FIFO cannot give twice and a device
+/// (`/dev/zero`) cannot give at all.
+pub fn tls_file(s: &str) -> Result<PathBuf, String> {
+    match readable(s)? {
+        (path, m) if m.is_file() => Ok(path),
+        _ => Err(format!(
+            "{} is not a regular file: TLS files are read again at every new connection",
+            crate::log::escape_controls(s)
+        )),
+    }
+}
+
+/// The path of a readable file that is no directory, with what it is.
+fn readable(s: &str) -> Result<(PathBuf, std::fs::Metadata), String> {
     if s.is_empty() {
         return Err("must not be empty".into());
     }
@@ -712,26 +730,8 @@ pub fn readable_file(s: &str) -> Result<PathBuf, String> {
     let file = crate::input_file::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     match file.metadata() {
         Ok(m) if m.is_dir() => Err(format!("cannot read {shown}: it is a directory")),
-        Ok(_) => Ok(path),
+        Ok(m) => Ok((path, m)),
         Err(e) => Err(format!("cannot read {shown}: {e}")),
-    }
-}
-
-/// A TLS file: readable, and a regular file (a link to one included), because it is read
-/// again at every new connection, which a pipe or a FIFO cannot give twice and a device
-/// (`/dev/zero`) cannot give at all.
-pub fn tls_file(s: &str) -> Result<PathBuf, String> {
-    let path = readable_file(s)?;
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(path),
-        Ok(_) => Err(format!(
-            "{} is not a regular file: TLS files are read again at every new connection",
-            crate::log::escape_controls(s)
-        )),
-        Err(e) => Err(format!(
-            "cannot read {}: {e}",
-            crate::log::escape_controls(s)
-        )),
     }
 }
 

@@ -17,9 +17,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The largest file read: far above any certificate bundle, configuration or password.
-pub const MAX_BYTES: usize = 4 << 20;
+const MAX_BYTES: usize = 4 << 20;
 /// How long a pipe or device may keep the reader waiting, in all.
-pub const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The whole content of `path`, or why not: a refusal names the limit it met.
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
