@@ -179,7 +179,8 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans_and_passes_on_term_and_the_statu
     let d = scene.dir.path().display().to_string();
     // Inside: report the env and PID 1's name, orphan five sleepers (their
     // subshells exit at once), let them die, count zombies in the namespace,
-    // then wait for TERM and exit 42.
+    // then wait for TERM and exit 42. The trap is set before the zombie count is published:
+    // the test sends TERM as soon as it sees the count.
     let script = format!(
         r#"printf '%s\n' "$LEADERRUN_ELECTION" "$LEADERRUN_ID" "$LEADERRUN_KEY" "$LEADERRUN_REVISION" "$LEADERRUN_LEASE" > '{d}/env'
 cat /proc/1/comm > '{d}/init'
@@ -191,8 +192,8 @@ for f in /proc/[0-9]*/stat; do
   st=${{s##*) }}
   case "$st" in Z*) z=$((z+1)) ;; esac
 done
-echo "$z" > '{d}/zombies.tmp' && mv '{d}/zombies.tmp' '{d}/zombies'
 trap 'exit 42' TERM
+echo "$z" > '{d}/zombies.tmp' && mv '{d}/zombies.tmp' '{d}/zombies'
 while :; do sleep 0.1; done
 "#
     );
