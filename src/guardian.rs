@@ -15,6 +15,7 @@
 //! client are built when it fires, so it stays as small as a forked process can be.
 
 use crate::etcd::{self, Connection, Kind};
+use crate::signals::{FORWARDED, JOB_CONTROL};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{killpg, signal, SigHandler, Signal};
@@ -141,20 +142,11 @@ impl Guardian {
 /// The guardian's whole life: wait for the pipe's end of file; then kill the group leaderrun
 /// last stored, and once it is confirmed gone, revoke the lease it last stored; exit.
 fn guard(mut pipe: std::io::PipeReader, shared: &Shared, conn: Connection) -> ! {
-    // It must outlive leaderrun: deaf to the signals aimed at leaderrun or its terminal.
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGPIPE,
-        // Job control too: a stopped guardian could not act on leaderrun's death.
-        Signal::SIGTSTP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-    ] {
+    // It must outlive leaderrun: deaf to the signals aimed at leaderrun, its child or its
+    // terminal (`systemctl kill` signals every process of the unit), and to job control too: a
+    // stopped guardian could not act on leaderrun's death.
+    let aimed = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGPIPE];
+    for sig in aimed.into_iter().chain(FORWARDED).chain(JOB_CONTROL) {
         // SAFETY: SIG_IGN installs no handler code.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }

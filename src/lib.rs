@@ -39,3 +39,6 @@ mod timing;
 mod tls;
 mod trouble;
 mod watch;
+
+/// The signals passed on to the child's process group (tests use the list).
+pub use signals::FORWARDED as FORWARDED_SIGNALS;

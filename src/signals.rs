@@ -1,4 +1,5 @@
-//! Signals to leaderrun: TERM and INT ask it to stop; HUP, USR1 and USR2 are for the child.
+//! Signals to leaderrun: TERM and INT ask it to stop; the others a process is sent to control
+//! it ([`FORWARDED`]) are for the child, as tini passes them on.
 //!
 //! Two rules of the host (DESIGN.md §5):
 //! - Job control must not stop the supervisor: a stopped leaderrun cannot stop its child before
@@ -25,25 +26,43 @@ pub enum Request {
 /// Job-control signals: ignored by the supervisor, back at their defaults in the child.
 pub const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU];
 
+/// Signals passed on to the child's process group while it runs, ignored by a standby: every
+/// signal sent to a process to control it, but TERM and INT (leaderrun's own), job control
+/// (above), SIGKILL and SIGSTOP, and those the kernel raises for a fault of leaderrun itself.
+/// Most would end leaderrun at their default (QUIT with a core dump): `systemctl kill -s QUIT`
+/// or `docker kill -s QUIT`, to get a thread dump from a JVM, would hand leadership over (or,
+/// for PID 1, be dropped) instead of reaching it. WINCH: the child, in its own process group,
+/// gets no terminal's resize otherwise.
+pub const FORWARDED: [Signal; 9] = [
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGWINCH,
+    Signal::SIGPWR,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+];
+
 /// The handlers, installed once at start-up, before any child exists.
 pub struct Signals {
     term: Option<Stream>,
     int: Option<Stream>,
-    hup: Option<Stream>,
-    usr1: Option<Stream>,
-    usr2: Option<Stream>,
+    /// [`FORWARDED`], but those ignored at start.
+    forwarded: Vec<(Signal, Stream)>,
     /// Job-control signals the child gets at their default disposition.
     child_defaults: Vec<Signal>,
 }
 
 impl Signals {
     pub fn install() -> std::io::Result<Signals> {
-        let handle = |sig: Signal, kind: SignalKind| -> std::io::Result<Option<Stream>> {
+        let handle = |sig: Signal| -> std::io::Result<Option<Stream>> {
             if ignored_at_start(sig) {
                 tracing::info!(signal = %sig, "ignored when leaderrun started: it stays ignored, for the child too");
                 return Ok(None);
             }
-            signal(kind).map(Some)
+            signal(SignalKind::from_raw(sig as libc::c_int)).map(Some)
         };
         let child_defaults = JOB_CONTROL
             .into_iter()
@@ -53,12 +72,16 @@ impl Signals {
             // SAFETY: SIG_IGN installs no handler code.
             unsafe { set_disposition(sig, SigHandler::SigIgn) }.map_err(std::io::Error::from)?;
         }
+        let mut forwarded = Vec::new();
+        for sig in FORWARDED {
+            if let Some(stream) = handle(sig)? {
+                forwarded.push((sig, stream));
+            }
+        }
         Ok(Signals {
-            term: handle(Signal::SIGTERM, SignalKind::terminate())?,
-            int: handle(Signal::SIGINT, SignalKind::interrupt())?,
-            hup: handle(Signal::SIGHUP, SignalKind::hangup())?,
-            usr1: handle(Signal::SIGUSR1, SignalKind::user_defined1())?,
-            usr2: handle(Signal::SIGUSR2, SignalKind::user_defined2())?,
+            term: handle(Signal::SIGTERM)?,
+            int: handle(Signal::SIGINT)?,
+            forwarded,
             child_defaults,
         })
     }
@@ -70,12 +93,19 @@ impl Signals {
 
     /// The next signal. Cancel-safe, so it can sit in a `select!`.
     pub async fn recv(&mut self) -> Request {
+        let forwarded = &mut self.forwarded;
         tokio::select! {
             _ = next(&mut self.term) => Request::Shutdown(Signal::SIGTERM),
             _ = next(&mut self.int) => Request::Shutdown(Signal::SIGINT),
-            _ = next(&mut self.hup) => Request::Forward(Signal::SIGHUP),
-            _ = next(&mut self.usr1) => Request::Forward(Signal::SIGUSR1),
-            _ = next(&mut self.usr2) => Request::Forward(Signal::SIGUSR2),
+            sig = std::future::poll_fn(|cx| {
+                for (sig, stream) in forwarded.iter_mut() {
+                    // None: the runtime is shutting down; nothing more comes.
+                    if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                        return std::task::Poll::Ready(*sig);
+                    }
+                }
+                std::task::Poll::Pending
+            }) => Request::Forward(sig),
         }
     }
 }

@@ -338,8 +338,11 @@ fn leaderrun_revision_grows_strictly_from_one_leader_to_the_next() {
 // Signals passed to the child's group
 // ---------------------------------------------------------------------------
 
+/// What leaderrun passes on to the child.
+const FORWARDED: [Signal; 9] = leaderrun::FORWARDED_SIGNALS;
+
 #[test]
-fn sighup_and_usr1_reach_the_childs_whole_group() {
+fn signals_meant_for_the_child_reach_its_whole_group() {
     let (_etcd, scene) = etcd_and_scene();
     let got = scene.dir.join("signals");
     let ready = scene.dir.join("ready");
@@ -347,11 +350,20 @@ fn sighup_and_usr1_reach_the_childs_whole_group() {
     // Both loops end once the temp dir is gone, so a failed test leaks nothing.
     // Each writes its ready file once its trap is set.
     let ready_sub = scene.dir.join("ready-grandchild");
+    let traps: String = FORWARDED
+        .iter()
+        .map(|sig| {
+            let name = &sig.as_str()[3..];
+            format!(
+                "trap 'echo {name}-child >> {got}' {name}; ",
+                got = got.display()
+            )
+        })
+        .collect();
     let script = format!(
-        "(trap 'echo hup-grandchild >> {got}' HUP; echo ready > {ready_sub}; \
+        "(trap 'echo HUP-grandchild >> {got}' HUP; echo ready > {ready_sub}; \
           while [ -e {dir} ]; do sleep 0.1; done) & \
-         trap 'echo hup-child >> {got}' HUP; trap 'echo usr1-child >> {got}' USR1; \
-         echo ready > {ready}; while [ -e {dir} ]; do sleep 0.1; done",
+         {traps} echo ready > {ready}; while [ -e {dir} ]; do sleep 0.1; done",
         got = got.display(),
         ready = ready.display(),
         ready_sub = ready_sub.display(),
@@ -363,21 +375,32 @@ fn sighup_and_usr1_reach_the_childs_whole_group() {
         "the child never started"
     );
 
+    let guardian = guardian_of(a.pid()).expect("A has a guardian");
     a.signal(Signal::SIGHUP);
     assert!(
-        wait_until(5 * SEC, POLL, || file_has(&got, "hup-child")
-            && file_has(&got, "hup-grandchild")),
+        wait_until(5 * SEC, POLL, || file_has(&got, "HUP-child")
+            && file_has(&got, "HUP-grandchild")),
         "SIGHUP did not reach the child's group; got {:?}",
         std::fs::read_to_string(&got).unwrap_or_default()
     );
-    a.signal(Signal::SIGUSR1);
-    assert!(
-        wait_until(5 * SEC, POLL, || file_has(&got, "usr1-child")),
-        "SIGUSR1 did not reach the child"
-    );
+    for sig in FORWARDED {
+        a.signal(sig);
+        // As `systemctl kill -s SIG` does: to every process of the unit, the guardian too.
+        signal_pid(guardian, sig);
+        let name = &sig.as_str()[3..];
+        assert!(
+            wait_until(5 * SEC, POLL, || file_has(&got, &format!("{name}-child"))),
+            "{sig} did not reach the child; got {:?}",
+            std::fs::read_to_string(&got).unwrap_or_default()
+        );
+    }
     assert!(
         a.is_running(),
         "leaderrun died of a signal meant for its child"
+    );
+    assert!(
+        process_alive(guardian),
+        "the guardian died of a signal meant for the child"
     );
 
     // SIGTERM kills the shell (no trap for it): 128 + 15.
@@ -408,12 +431,12 @@ fn a_standby_exits_0_at_once_on_sigterm_or_sigint() {
     let mut c = scene.standby("C", &["--ttl", "10"], &[], &["A", "B", "C"]);
 
     // Signals meant for a child do nothing to a standby (it has no child).
-    for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+    for sig in FORWARDED {
         b.signal(sig);
     }
     assert!(
         holds_for(SEC, || b.is_running()),
-        "a standby died of HUP/USR1/USR2"
+        "a standby died of a signal meant for a child"
     );
     scene.wait_candidates(&["A", "B", "C"], 2 * SEC);
 
