@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::flags;
 use crate::guardian::Guardian;
 use crate::http;
+use crate::limits;
 use crate::log;
 use crate::notify::Notifier;
 use crate::status::Status;
@@ -19,13 +20,30 @@ use std::sync::Arc;
 /// Everything `main` does; returns the exit status once the log lines still queued are
 /// written (for up to [`log::FLUSH_BOUND`]).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let code = run(args);
+    let args: Vec<OsString> = args.into_iter().collect();
+    // First, from a small frame: `run`'s own frame, and the argument parsing, need more stack
+    // than an absurd `ulimit -s` leaves.
+    let code = match limits::stack() {
+        Ok(()) => run(args),
+        Err(e) => too_little_stack(&args, &e),
+    };
     log::flush(log::FLUSH_BOUND);
     code
 }
 
-fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let args: Vec<OsString> = args.into_iter().collect();
+/// The stack error, in the format the arguments ask for when there is stack enough to find
+/// it (they are looked at with the argument parser's definitions), else in text.
+#[inline(never)]
+fn too_little_stack(args: &[OsString], e: &Error) -> u8 {
+    let format = match limits::stack_for_format_hint() {
+        true => flags::log_format_hint(args, &Env::from_process()),
+        false => LogFormat::Text,
+    };
+    fail(format, e)
+}
+
+#[inline(never)]
+fn run(args: Vec<OsString>) -> u8 {
     let env = Env::from_process();
     // `leaderrun leader ...` asks who leads, `leaderrun resign ...` asks the leader to hand
     // over; a command named `leader` or `resign` runs with `-- leader`, `-- resign`.
@@ -41,6 +59,10 @@ fn run(args: impl IntoIterator<Item = OsString>) -> u8 {
         Err(code) => return code,
     };
     let format = config.log_format;
+    let serving = config.status_addr.map(|_| http::MAX_CONNECTIONS);
+    if let Err(e) = limits::files(config.connection.endpoints.len(), serving) {
+        return fail(format, &e);
+    }
     log::init(format, config.log_level);
     warn(&config.warnings);
     // SAFETY: one thread so far; the runtime is built below. The guardian revokes the lease
@@ -119,6 +141,9 @@ fn leader_main(args: &[OsString], env: &Env) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = limits::files(config.connection.endpoints.len(), None) {
+        return fail(LogFormat::Text, &e);
+    }
     let warnings = std::mem::take(&mut config.warnings);
     warn_then(&warnings, crate::leader::run(config))
 }
@@ -129,6 +154,9 @@ fn resign_main(args: &[OsString], env: &Env) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = limits::files(config.connection.endpoints.len(), None) {
+        return fail(LogFormat::Text, &e);
+    }
     let warnings = std::mem::take(&mut config.warnings);
     warn_then(&warnings, crate::resign::run(config))
 }

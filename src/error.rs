@@ -52,6 +52,10 @@ pub enum Error {
     #[error("{0}")]
     NoHandover(String),
 
+    /// A resource limit of this host leaves leaderrun too little (`ulimit -s`, `ulimit -n`).
+    #[error("{0}")]
+    Limit(String),
+
     /// The local machinery failed (signal handlers, fork).
     #[error("{context}: {source}")]
     Io {
@@ -72,6 +76,7 @@ impl Error {
             | Error::Tls { .. }
             | Error::Denied { .. }
             | Error::NoHandover(_)
+            | Error::Limit(_)
             | Error::Io { .. } => EXIT_ETCD,
         }
     }

@@ -24,6 +24,7 @@ mod input_file;
 mod job;
 mod leader;
 mod lease;
+mod limits;
 mod log;
 mod metrics;
 mod notify;

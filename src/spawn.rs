@@ -21,6 +21,8 @@ pub struct Image {
     argv: Vec<CString>,
     env: Vec<CString>,
     defaults: Vec<c_int>,
+    /// The resource limits leaderrun raised for itself, as they were ([`crate::limits`]).
+    limits: Vec<(nix::sys::resource::Resource, libc::rlimit)>,
 }
 
 impl Image {
@@ -59,6 +61,7 @@ impl Image {
             argv,
             env,
             defaults: defaults.to_vec(),
+            limits: crate::limits::for_child(),
         })
     }
 }
@@ -185,6 +188,10 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         }
         if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
             return fail(shared);
+        }
+        // The limits leaderrun was started with (lowering a soft limit cannot fail).
+        for (resource, limit) in &shared.image.limits {
+            libc::setrlimit(*resource as _, limit);
         }
         // The parent may have died before the death signal was armed.
         if libc::getppid() != shared.parent {

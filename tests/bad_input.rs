@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{etcdctl_command, leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -26,6 +27,8 @@ struct Case {
     code: i32,
     /// Each must appear in the error line (case-insensitive).
     mentions: Vec<String>,
+    /// Resource limits (resource, soft, hard) leaderrun starts with.
+    limits: Vec<(Resource, u64, u64)>,
 }
 
 fn case(name: &'static str, args: Vec<String>, code: i32, mentions: &[&str]) -> Case {
@@ -35,6 +38,7 @@ fn case(name: &'static str, args: Vec<String>, code: i32, mentions: &[&str]) -> 
         env: Vec::new(),
         code,
         mentions: mentions.iter().map(|m| m.to_string()).collect(),
+        limits: Vec::new(),
     }
 }
 
@@ -47,6 +51,26 @@ impl Case {
         self.env
             .extend(vars.iter().map(|(k, v)| (*k, v.to_string())));
         self
+    }
+
+    fn with_limit(mut self, resource: Resource, soft: u64, hard: u64) -> Case {
+        self.limits.push((resource, soft, hard));
+        self
+    }
+}
+
+/// Start `cmd` with these resource limits (as `ulimit` would set them).
+fn limited(cmd: &mut Command, limits: &[(Resource, u64, u64)]) {
+    use std::os::unix::process::CommandExt;
+    let limits = limits.to_vec();
+    // SAFETY: setrlimit only, a system call, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(resource, soft, hard) in &limits {
+                setrlimit(resource, soft, hard)?;
+            }
+            Ok(())
+        });
     }
 }
 
@@ -470,6 +494,26 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
         c.mentions = mentions;
         cases.push(c);
     }
+    // Limits of the host too low for leaderrun itself (its own stack, its connections): exit 1.
+    let run_marker = with(&["--election", "t"]);
+    cases.push(
+        case(
+            "a stack limit (soft and hard) far too low",
+            run_marker.clone(),
+            1,
+            &["stack limit is 64 KiB", "ulimit -s", "needs at least"],
+        )
+        .with_limit(Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024),
+    );
+    cases.push(
+        case(
+            "an open file limit (soft and hard) far too low",
+            run_marker,
+            1,
+            &["open file limit is 8", "ulimit -n", "needs at least"],
+        )
+        .with_limit(Resource::RLIMIT_NOFILE, 8, 8),
+    );
     cases.push(
         case(
             "LEADERRUN_CONFIG names a file that does not exist",
@@ -506,6 +550,7 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
     for (k, v) in &c.env {
         cmd.env(k, v);
     }
+    limited(&mut cmd, &c.limits);
     let t0 = Instant::now();
     let out = run_with_timeout(&mut cmd, 10 * SEC);
     let took = t0.elapsed();
@@ -551,6 +596,41 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
     } else {
         Err(format!("{} [stderr: {stderr:?}]", problems.join("; ")))
     }
+}
+
+#[test]
+fn soft_limits_too_low_are_raised_and_the_child_gets_them_as_they_were() {
+    let etcd = Etcd::single();
+    let dir = TempDir::new("leaderrun-limits");
+    let seen = dir.join("seen");
+    let hard_files = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let mut cmd = leaderrun();
+    cmd.args(["--endpoints", &etcd.endpoints(), "--election", "limits"])
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo \"$(ulimit -S -s) $(ulimit -S -n)\" > {}",
+            seen.display()
+        ));
+    // Soft limits only, as `ulimit -S` sets them: leaderrun may raise them for itself.
+    limited(
+        &mut cmd,
+        &[
+            (Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024 * 1024),
+            // 12: the shell's redirection needs descriptor 10.
+            (Resource::RLIMIT_NOFILE, 12, hard_files),
+        ],
+    );
+    let stderr = run_for(&mut cmd, 20 * SEC, 0);
+    assert_eq!(child_wrote(&seen, &stderr).trim(), "64 12", "{stderr}");
+    // A subcommand too: `leader` asks etcd (nobody leads now: 3), where it would have failed to
+    // connect with 8 descriptors.
+    let mut cmd = leaderrun();
+    cmd.args(["leader", "--endpoints", &etcd.endpoints()])
+        .args(["--election", "limits"]);
+    limited(&mut cmd, &[(Resource::RLIMIT_NOFILE, 8, hard_files)]);
+    run_for(&mut cmd, 20 * SEC, 3);
 }
 
 #[test]
