@@ -3,7 +3,7 @@
 //! Bad input ends here with one line (text, or JSON with `--log-format json`) and status 2,
 //! before anything is started or etcd contacted.
 
-use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
+use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig, LOG_FORMAT};
 use crate::error::Error;
 use crate::flags;
 use crate::guardian::Guardian;
@@ -31,12 +31,29 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     code
 }
 
-/// The stack error, in the format the arguments ask for when there is stack enough to find
-/// it (they are looked at with the argument parser's definitions), else in text.
+/// The stack error, in JSON when `--log-format json` (or `=json`) is among the arguments before
+/// `--`, or LEADERRUN_LOG_FORMAT says json. Not [`flags::log_format_hint`]: building the
+/// argument parser's definitions, and reading a configuration file, take the stack there is not.
 #[inline(never)]
 fn too_little_stack(args: &[OsString], e: &Error) -> u8 {
-    let format = match limits::stack_for_format_hint() {
-        true => flags::log_format_hint(args, &Env::from_process()),
+    let flag = format!("--{}", LOG_FORMAT.long);
+    let own = args.iter().skip(1).take_while(|a| *a != "--");
+    let mut given = None;
+    let mut previous: Option<&OsString> = None;
+    for arg in own {
+        let inline = arg
+            .to_str()
+            .and_then(|a| a.strip_prefix(&flag)?.strip_prefix('='));
+        if let Some(v) = inline {
+            given = Some(v == "json");
+        } else if previous.is_some_and(|p| *p == *flag) {
+            given = Some(arg == "json");
+        }
+        previous = Some(arg);
+    }
+    let env = || std::env::var(LOG_FORMAT.env).is_ok_and(|v| v == "json");
+    let format = match given.unwrap_or_else(env) {
+        true => LogFormat::Json,
         false => LogFormat::Text,
     };
     fail(format, e)

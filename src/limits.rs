@@ -41,12 +41,6 @@ pub fn stack() -> Result<(), Error> {
     })
 }
 
-/// Whether the stack is large enough to look for the log format in the arguments (the
-/// argument parser's definitions take about 40 KiB).
-pub fn stack_for_format_hint() -> bool {
-    getrlimit(Resource::RLIMIT_STACK).is_ok_and(|(soft, _)| soft >= 64 * 1024)
-}
-
 /// Make sure there are descriptors enough for `endpoints` etcd endpoints and, if `serving`,
 /// the status endpoint's connections (`connections` at most).
 pub fn files(endpoints: usize, serving: Option<usize>) -> Result<(), Error> {

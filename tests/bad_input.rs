@@ -842,6 +842,21 @@ fn the_final_line_is_json_with_log_format_json() {
     cmd.args(["--log-format", "xml", "--", "/bin/true"]);
     let stderr = run_for(&mut cmd, 10 * SEC, 2);
     assert!(stderr.starts_with("leaderrun: "), "{stderr}");
+    // A stack too small for leaderrun: found before the arguments are parsed, JSON all the same.
+    for format in [&["--log-format", "json"][..], &["--log-format=json"]] {
+        let mut cmd = leaderrun();
+        cmd.args(format).args(["--", "/bin/true"]);
+        limited(&mut cmd, &[(Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024)]);
+        let stderr = run_for(&mut cmd, 10 * SEC, 1);
+        let message = json_final_line(&stderr)["fields"]["message"].clone();
+        assert!(
+            message
+                .as_str()
+                .unwrap_or("")
+                .contains("stack limit is 64 KiB"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
