@@ -251,7 +251,7 @@ fn clap_message(e: &clap::Error) -> String {
         string(ContextKind::InvalidArg),
         string(ContextKind::InvalidValue).filter(|v| !v.is_empty()),
     ) {
-        let value = log::escape_controls(value);
+        let value = log::shown_value(value);
         match e.kind() {
             ErrorKind::ValueValidation => {
                 let why = e.source().map(|s| s.to_string()).unwrap_or_default();

@@ -515,7 +515,7 @@ impl Reader for Env {
         let shown = if SECRETS.contains(&opt) {
             "(not shown)".to_string()
         } else {
-            crate::log::escape_controls(&raw.to_string_lossy()).into_owned()
+            crate::log::shown_value(&raw.to_string_lossy())
         };
         let text = raw
             .to_str()

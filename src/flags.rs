@@ -540,11 +540,21 @@ fn given(args: &[OsString], opt: &Opt) -> Option<String> {
 
 // The value parsers: one per kind of value, for flags, variables and defaults alike.
 
-/// A name or id: not blank, no control characters (they could forge log lines or split
-/// `leaderrun leader`'s output).
+/// The longest name, id or command line a flag takes: an election's name and an id go into
+/// etcd keys and values, and into every log line; etcd refuses a request over 1.5 MiB for good.
+pub const MAX_TEXT: usize = 4096;
+
+/// A name or id: not blank, not over [`MAX_TEXT`] bytes, no control characters (they could
+/// forge log lines or split `leaderrun leader`'s output).
 pub fn text(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("must not be empty or blank".into());
+    }
+    if s.len() > MAX_TEXT {
+        return Err(format!(
+            "must be at most {MAX_TEXT} bytes long (it has {})",
+            s.len()
+        ));
     }
     if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(format!(
@@ -984,6 +994,9 @@ mod tests {
         for bad in ["", "  ", "a\nb", "a\u{1b}[31m", "a\u{85}"] {
             assert!(text(bad).is_err(), "{bad:?}");
         }
+        assert!(text(&"a".repeat(MAX_TEXT)).is_ok());
+        let e = text(&"a".repeat(MAX_TEXT + 1)).unwrap_err();
+        assert!(e.contains("at most 4096 bytes"), "{e}");
     }
 
     #[test]

@@ -257,6 +257,19 @@ pub fn final_line(format: LogFormat, message: &str, code: u8) {
 /// `s` with control characters (and the backslash) escaped as Rust writes them (`\n`,
 /// `\u{1b}`, `\\`), so that text from elsewhere can neither forge a line nor a terminal
 /// sequence. Unchanged, and not copied, when there is nothing to escape.
+/// A value the user gave, as an error line quotes it: control characters escaped, and cut
+/// after [`SHOWN_CHARS`] characters with its length in bytes, so that a huge value (a file read
+/// as a flag's value) still makes a line one can read.
+pub fn shown_value(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        None => escape_controls(s).into_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", escape_controls(&s[..cut]), s.len()),
+    }
+}
+
+/// How much of a value an error line quotes.
+const SHOWN_CHARS: usize = 64;
+
 pub fn escape_controls(s: &str) -> Cow<'_, str> {
     if !s.chars().any(|c| c.is_control() || c == '\\') {
         return Cow::Borrowed(s);
@@ -357,5 +370,11 @@ mod tests {
         assert!(matches!(escape_controls("web-1:42"), Cow::Borrowed(_)));
         assert_eq!(escape_controls("a\nb\u{1b}[2J\\"), "a\\nb\\u{1b}[2J\\\\");
         assert_eq!(escape_controls("é\t"), "é\\t");
+        assert_eq!(shown_value("web\n"), "web\\n");
+        let long = "é".repeat(5000);
+        assert_eq!(
+            shown_value(&long),
+            format!("{}... (10000 bytes)", "é".repeat(SHOWN_CHARS))
+        );
     }
 }

@@ -494,6 +494,24 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
         c.mentions = mentions;
         cases.push(c);
     }
+    // A name far too long for an etcd key (etcd would refuse every campaign for good), quoted
+    // cut short in the line.
+    let long = "a".repeat(5000);
+    cases.push(case(
+        "an election name over 4096 bytes",
+        with(&["--election", &long]),
+        2,
+        &["--election", "at most 4096 bytes", "(5000 bytes)"],
+    ));
+    cases.push(
+        case(
+            "an id over 4096 bytes, from the environment",
+            with(&["--election", "t"]),
+            2,
+            &["LEADERRUN_ID=aaaa", "at most 4096 bytes", "(5000 bytes)"],
+        )
+        .with_env(&[("LEADERRUN_ID", &long)]),
+    );
     // Limits of the host too low for leaderrun itself (its own stack, its connections): exit 1.
     let run_marker = with(&["--election", "t"]);
     cases.push(
@@ -565,6 +583,9 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
     let lines: Vec<&str> = stderr.lines().collect();
     if lines.len() != 1 || !stderr.ends_with('\n') {
         problems.push(format!("stderr is not exactly one line: {stderr:?}"));
+    }
+    if stderr.len() > 1000 {
+        problems.push(format!("a line of {} bytes: not one to read", stderr.len()));
     }
     if !stderr.starts_with("leaderrun: ") {
         problems.push(format!(
