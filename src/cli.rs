@@ -158,11 +158,11 @@ fn leader_main(args: &[OsString], env: &Env) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = limits::files(config.connection.endpoints.len(), None) {
-        return fail(LogFormat::Text, &e);
-    }
-    let warnings = std::mem::take(&mut config.warnings);
-    warn_then(&warnings, crate::leader::run(config))
+    let (endpoints, warnings) = (
+        config.connection.endpoints.len(),
+        std::mem::take(&mut config.warnings),
+    );
+    warn_then(endpoints, &warnings, crate::leader::run(config))
 }
 
 fn resign_main(args: &[OsString], env: &Env) -> u8 {
@@ -171,16 +171,23 @@ fn resign_main(args: &[OsString], env: &Env) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = limits::files(config.connection.endpoints.len(), None) {
-        return fail(LogFormat::Text, &e);
-    }
-    let warnings = std::mem::take(&mut config.warnings);
-    warn_then(&warnings, crate::resign::run(config))
+    let (endpoints, warnings) = (
+        config.connection.endpoints.len(),
+        std::mem::take(&mut config.warnings),
+    );
+    warn_then(endpoints, &warnings, crate::resign::run(config))
 }
 
-/// A subcommand's run once its configuration is loaded: warnings only are logged, its own
-/// output goes to stdout.
-fn warn_then(warnings: &[String], run: impl std::future::Future<Output = Result<u8, Error>>) -> u8 {
+/// A subcommand's run once its configuration is loaded (for `endpoints` endpoints): warnings
+/// only are logged, its own output goes to stdout.
+fn warn_then(
+    endpoints: usize,
+    warnings: &[String],
+    run: impl std::future::Future<Output = Result<u8, Error>>,
+) -> u8 {
+    if let Err(e) = limits::files(endpoints, None) {
+        return fail(LogFormat::Text, &e);
+    }
     log::init(LogFormat::Text, tracing::Level::WARN);
     log::start_writer(LogFormat::Text);
     warn(warnings);

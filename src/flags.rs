@@ -542,7 +542,7 @@ fn given(args: &[OsString], opt: &Opt) -> Option<String> {
 
 /// The longest name, id or command line a flag takes: an election's name and an id go into
 /// etcd keys and values, and into every log line; etcd refuses a request over 1.5 MiB for good.
-pub const MAX_TEXT: usize = 4096;
+const MAX_TEXT: usize = 4096;
 
 /// A name or id: not blank, not over [`MAX_TEXT`] bytes, no control characters (they could
 /// forge log lines or split `leaderrun leader`'s output).
