@@ -1,12 +1,12 @@
 //! Writes leaderrun's man pages and shell completions, generated from its command definitions
-//! (`leaderrun::generate::commands`): `cargo run --example generate -- DIR` gives
+//! (`leaderrun::cli::generate::commands`): `cargo run --example generate -- DIR` gives
 //! `DIR/man/leaderrun.1` (and `leaderrun-NAME.1` per subcommand) and
 //! `DIR/completions/{leaderrun,_leaderrun,leaderrun.fish}` (bash, zsh, fish).
 //! `scripts/package.sh` runs it; an example, so that the shipped binary carries no generator.
 
 use clap_complete::Shell;
 use clap_mangen::Man;
-use leaderrun::generate::{commands, BIN, SHELLS};
+use leaderrun::cli::generate::{commands, BIN, SHELLS};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -12,12 +12,8 @@
 //! (its registry, locks and hashing touch code spread over the binary, and the kernel maps it
 //! in 64 KB steps) where these statics touch next to nothing.
 
-use crate::etcd::Kind;
-use crate::lease::Loss;
-use crate::timing::Timing;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
 /// Why a term of leadership ended (`leaderrun_leadership_losses_total{reason}`).
@@ -59,15 +55,6 @@ impl Reason {
     }
 }
 
-impl From<Loss> for Reason {
-    fn from(loss: Loss) -> Reason {
-        match loss {
-            Loss::Gone => Reason::LeaseExpired,
-            Loss::DeadlineNear => Reason::Deadline,
-        }
-    }
-}
-
 /// How a child ended (`leaderrun_child_exits_total{how}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -99,38 +86,6 @@ pub const ERROR_KINDS: [&str; 8] = [
     "keepalive_stream",
 ];
 
-/// The label of an error of `kind`.
-pub fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Retry => "retry",
-        Kind::NeverSent => "never_sent",
-        Kind::LeaseGone => "lease_gone",
-        Kind::AuthExpired => "auth_expired",
-        Kind::Tls => "tls",
-        Kind::Fatal => "fatal",
-    }
-}
-
-/// The current lease, as the keepalive task last saw it.
-#[derive(Debug, Clone, Copy)]
-pub struct LeaseFacts {
-    pub id: i64,
-    pub timing: Timing,
-    /// D: the lease lives at least until then.
-    pub deadline: Instant,
-    /// When the newest acknowledged keepalive was answered.
-    pub acknowledged: Instant,
-}
-
-impl LeaseFacts {
-    /// Whether the child may still run by the deadline rule: the stop time `D - m - G` is
-    /// ahead. The supervisor stops the child at that moment; `/leader` says 503 from then on
-    /// even if its answer is computed a hair before the supervisor acts.
-    pub fn stop_time_ahead(&self, now: Instant) -> bool {
-        now < self.timing.stop_at(self.deadline)
-    }
-}
-
 /// Upper bounds of the keepalive round-trip buckets: 0.5 ms doubling to about 8 s.
 const RTT_BUCKETS: usize = 15;
 const RTT_FIRST_NS: u64 = 500_000;
@@ -148,7 +103,6 @@ struct Metrics {
     /// Health checks that failed, then passed.
     health_checks: [AtomicU64; 2],
     log_lines_dropped: AtomicU64,
-    lease: Mutex<Option<LeaseFacts>>,
 }
 
 static METRICS: Metrics = Metrics {
@@ -162,7 +116,6 @@ static METRICS: Metrics = Metrics {
     etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
     health_checks: [const { AtomicU64::new(0) }; 2],
     log_lines_dropped: AtomicU64::new(0),
-    lease: Mutex::new(None),
 };
 
 // ---- hooks ------------------------------------------------------------------------------------
@@ -202,66 +155,27 @@ pub fn etcd_error(kind: &'static str) {
     }
 }
 
-/// A lease was granted: it is the current one, known to live until `deadline`.
-pub fn lease_granted(id: i64, timing: Timing, deadline: Instant) {
-    *lease_facts() = Some(LeaseFacts {
-        id,
-        timing,
-        deadline,
-        acknowledged: Instant::now(),
-    });
-}
-
-/// A keepalive sent at `sent` was acknowledged; D is now `deadline`.
-pub fn keepalive_acknowledged(id: i64, sent: Instant, deadline: Instant) {
-    let now = Instant::now();
-    let rtt = u64::try_from(now.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
+/// A keepalive was acknowledged `rtt` after it was sent.
+pub fn keepalive_acknowledged(rtt: std::time::Duration) {
+    let rtt = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
     let m = &METRICS;
     if let Some(b) = (0..RTT_BUCKETS).find(|b| rtt <= RTT_FIRST_NS << b) {
         m.rtt_buckets[b].fetch_add(1, Relaxed);
     }
     m.rtt_count.fetch_add(1, Relaxed);
     m.rtt_sum_ns.fetch_add(rtt, Relaxed);
-    if let Some(f) = lease_facts().as_mut().filter(|f| f.id == id) {
-        f.deadline = deadline;
-        f.acknowledged = now;
-    }
-}
-
-/// The lease `id` is no longer kept alive (released, lost, dropped).
-pub fn lease_ended(id: i64) {
-    let mut facts = lease_facts();
-    if facts.is_some_and(|f| f.id == id) {
-        *facts = None;
-    }
 }
 
 // ---- readers ----------------------------------------------------------------------------------
 
-/// The current lease, if any.
-pub fn lease() -> Option<LeaseFacts> {
-    *lease_facts()
-}
-
-fn lease_facts() -> std::sync::MutexGuard<'static, Option<LeaseFacts>> {
-    // A panic elsewhere while holding it cannot leave a torn Copy value: go on with it.
-    METRICS.lease.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The content type of [`encode_text`]'s page.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The Prometheus text of every metric, `leading` being the `/leader` verdict.
-pub fn encode_text(leading: bool) -> String {
+/// The Prometheus text of every metric, `leading` being the `/leader` verdict and `lease` the
+/// seconds until the current lease's deadline and since its last acknowledged keepalive.
+pub fn encode_text(leading: bool, lease: Option<(f64, f64)>) -> String {
     let m = &METRICS;
-    let now = Instant::now();
-    let (left, age) = match lease() {
-        Some(f) => (
-            signed_secs(now, f.deadline),
-            now.saturating_duration_since(f.acknowledged).as_secs_f64(),
-        ),
-        None => (0.0, 0.0),
-    };
+    let (left, age) = lease.unwrap_or((0.0, 0.0));
     let get = |a: &AtomicU64| a.load(Relaxed);
     let mut p = Page(String::with_capacity(4096));
     p.head(
@@ -411,7 +325,7 @@ mod tests {
         child_started();
         child_exited(Exit::Stopped);
         etcd_error("timed_out");
-        let text = encode_text(true);
+        let text = encode_text(true, Some((1.0, 0.5)));
         for series in [
             "leaderrun_leader 1",
             "leaderrun_leadership_terms_total ",
@@ -432,20 +346,6 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
-        assert!(encode_text(false).contains("leaderrun_leader 0"));
-    }
-
-    #[test]
-    fn lease_facts_follow_only_the_current_lease() {
-        let timing = Timing::new(std::time::Duration::from_secs(10), None).unwrap();
-        let t0 = Instant::now();
-        lease_granted(7, timing, t0 + timing.ttl);
-        keepalive_acknowledged(8, t0, t0 + 2 * timing.ttl);
-        assert_eq!(lease().unwrap().deadline, t0 + timing.ttl);
-        lease_ended(8);
-        assert!(lease().is_some());
-        assert!(lease().unwrap().stop_time_ahead(t0));
-        lease_ended(7);
-        assert!(lease().is_none());
+        assert!(encode_text(false, None).contains("leaderrun_leader 0"));
     }
 }

@@ -6,18 +6,13 @@ use crate::election::{classify, first_candidates, Candidate};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd;
 use crate::log::escape_controls;
-use clap::ValueEnum;
 use etcd_client::{Client, KeyValue, WatchOptions};
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::sleep;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
+pub use crate::config::Format;
 
 /// How long one read of the election may take before we report etcd unreachable.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -2,7 +2,12 @@
 //! the HTTP status endpoint (`http`) read it from here. Every change passes through
 //! [`Status::set`], which also counts terms and child starts for the metrics.
 
-use crate::health::Health;
+pub mod http;
+pub mod http1;
+pub mod notify;
+
+use crate::lease::LeaseView;
+use crate::process::health::Health;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -32,6 +37,8 @@ pub struct Status {
     tx: watch::Sender<Role>,
     /// The child's health while leading with a health check; None otherwise.
     health: Arc<watch::Sender<Option<Health>>>,
+    /// The current lease: its own published state, read, never copied.
+    lease: watch::Sender<Option<LeaseView>>,
 }
 
 impl Default for Status {
@@ -39,6 +46,7 @@ impl Default for Status {
         Status {
             tx: watch::Sender::new(Role::Connecting),
             health: Arc::new(watch::Sender::new(None)),
+            lease: watch::Sender::new(None),
         }
     }
 }
@@ -65,6 +73,16 @@ impl Status {
     /// Where the health check reports (the supervisor's leading state).
     pub(crate) fn health_reporter(&self) -> HealthReporter {
         HealthReporter(self.health.clone())
+    }
+
+    /// The current lease (the supervisor, on every grant).
+    pub(crate) fn set_lease(&self, lease: LeaseView) {
+        self.lease.send_replace(Some(lease));
+    }
+
+    /// Follow the current lease: the status endpoint reads D from it.
+    pub fn subscribe_lease(&self) -> watch::Receiver<Option<LeaseView>> {
+        self.lease.subscribe()
     }
 
     /// Follow the child's health.

@@ -3,18 +3,18 @@
 //! - the **start gate** ([`Gate::start`]): verify the election result, claim the run
 //!   (`--run-id`), check the lease deadline again, spawn. Every start of the child, the first
 //!   and each restart in place, goes through it;
-//! - the **end path** ([`Term::end`]): stop the child, then release leadership. Nothing else
+//! - the **end path** ([`Tenure::end`]): stop the child, then release leadership. Nothing else
 //!   resigns or revokes while a child may live.
 
-use crate::child::{Child, Command, ExitStatus, Reaper};
 use crate::config::{Config, RunId};
+use crate::election::holders;
+use crate::election::run_records::{self, Claim};
 use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
-use crate::holders;
-use crate::job::{self, Claim};
 use crate::lease::Lease;
-use crate::notify;
-use crate::restart::Restarts;
+use crate::process::child::{Child, Command, ExitStatus, Reaper};
+use crate::status::notify;
+use crate::supervisor::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
@@ -39,7 +39,7 @@ pub enum Run {
 }
 
 /// One term: the lease, the verified leadership, the child.
-pub struct Term {
+pub struct Tenure {
     pub lease: Lease,
     pub leadership: Leadership,
     pub run: Run,
@@ -125,7 +125,8 @@ impl Gate {
         let record = match &self.run_id {
             None => None,
             Some(run) => {
-                let claim = job::claim(client, &self.election, &self.id, &leadership, run, wait);
+                let claim =
+                    run_records::claim(client, &self.election, &self.id, &leadership, run, wait);
                 match claim.await {
                     Ok(Claim::Claimed(record)) => Some(record),
                     Ok(Claim::Taken(by)) => return Err(NotStarted::RunTaken(by)),
@@ -133,7 +134,7 @@ impl Gate {
                         return Err(NotStarted::Unverified(Unverified::KeyChanged))
                     }
                     Err(e) if e.is_fatal() => {
-                        let range = job::run_key(&self.election, "");
+                        let range = run_records::run_key(&self.election, "");
                         return Err(NotStarted::Fatal(Error::on_range(range, e)));
                     }
                     Err(e) => return Err(NotStarted::Unverified(e.into())),
@@ -160,7 +161,7 @@ impl Gate {
                 if let Some(record) = record {
                     // A run that did not start must not count as done.
                     let key = record.key.clone();
-                    match job::withdraw(client, record, wait).await {
+                    match run_records::withdraw(client, record, wait).await {
                         Ok(()) => {
                             warn!(run_key = %key, "the run did not start: its record is withdrawn, another host may run it")
                         }
@@ -211,14 +212,14 @@ impl Gate {
                 ("LEADERRUN_LEASE".into(), lease.hex_id()),
             ],
             // The child needs the fencing variables, not leaderrun's credentials, nor systemd's
-            // notify socket and watchdog, which are leaderrun's (crate::notify).
+            // notify socket and watchdog, which are leaderrun's (crate::status::notify).
             env_remove: [&["LEADERRUN_PASSWORD"][..], &notify::VARS].concat(),
             signal_defaults: self.signal_defaults.clone(),
         }
     }
 }
 
-impl Term {
+impl Tenure {
     /// The pid of the running child, if any.
     pub fn pid(&self) -> Option<u32> {
         match &self.run {

@@ -1,10 +1,12 @@
 //! The lease: granted once per candidacy, kept alive from before the campaign, and watched by
-//! the local deadline D (see [`crate::timing`]). Lost when etcd says it is gone (TTL 0) or when
+//! the local deadline D (see [`crate::lease::timing`]). Lost when etcd says it is gone (TTL 0) or when
 //! D approaches with no acknowledged keepalive.
 
+pub mod timing;
+
 use crate::etcd::{self, EtcdError, Kind, Member};
-use crate::timing::{Deadline, Timing};
-use crate::trouble::Trouble;
+use crate::lease::timing::{Deadline, Timing};
+use crate::log::recurring::Recurring;
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,6 +21,15 @@ pub enum Loss {
     Gone,
     /// The stop time `D - m - G` arrived with no acknowledged keepalive to move D.
     DeadlineNear,
+}
+
+impl From<Loss> for crate::metrics::Reason {
+    fn from(loss: Loss) -> Self {
+        match loss {
+            Loss::Gone => Self::LeaseExpired,
+            Loss::DeadlineNear => Self::Deadline,
+        }
+    }
 }
 
 impl std::fmt::Display for Loss {
@@ -41,7 +52,59 @@ enum Pace {
 #[derive(Debug, Clone, Copy)]
 struct State {
     deadline: Deadline,
+    /// When the newest acknowledgement arrived.
+    acknowledged: Instant,
     gone: bool,
+}
+
+/// The lease as its keepalive task last published it: the one copy of D that everything
+/// asking "may the child run?" reads.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseFacts {
+    pub id: i64,
+    pub timing: Timing,
+    /// D: the lease lives at least until then.
+    pub deadline: Instant,
+    /// When the newest acknowledged keepalive was answered.
+    pub acknowledged: Instant,
+    /// etcd said the lease is gone.
+    pub gone: bool,
+}
+
+impl LeaseFacts {
+    /// Whether the child may run at `now`: the lease is not known gone and the stop time
+    /// `D - m - G` is ahead. The supervisor stops the child at that moment; `/leader` says 503
+    /// from then on even if its answer is computed a hair before the supervisor acts.
+    pub fn may_run(&self, now: Instant) -> bool {
+        !self.gone && now < self.timing.stop_at(self.deadline)
+    }
+}
+
+/// A reader of a lease's published state, for the status endpoint. It reads nothing once the
+/// lease is dropped or its keepalives ended.
+#[derive(Debug, Clone)]
+pub struct LeaseView {
+    id: i64,
+    timing: Timing,
+    state: watch::Receiver<State>,
+}
+
+impl LeaseView {
+    /// The facts now, or None once nobody keeps the lease alive.
+    pub fn facts(&self) -> Option<LeaseFacts> {
+        self.state.has_changed().ok()?;
+        Some(facts(self.id, self.timing, *self.state.borrow()))
+    }
+}
+
+fn facts(id: i64, timing: Timing, state: State) -> LeaseFacts {
+    LeaseFacts {
+        id,
+        timing,
+        deadline: state.deadline.at(),
+        acknowledged: state.acknowledged,
+        gone: state.gone,
+    }
 }
 
 /// A granted lease and the task keeping it alive. Dropping it stops the keepalives.
@@ -78,9 +141,9 @@ impl Lease {
             .map_err(|e| unexpected(format!("granted TTL {}s: {e}", resp.ttl())))?;
         let (tx, rx) = watch::channel(State {
             deadline: Deadline::acknowledged(sent, timing.ttl),
+            acknowledged: Instant::now(),
             gone: false,
         });
-        crate::metrics::lease_granted(resp.id(), timing, tx.borrow().deadline.at());
         let (pace, paced) = watch::channel(Pace::Standby);
         let keeper = tokio::spawn(keep_alive(members.to_vec(), resp.id(), timing, tx, paced));
         Ok(Lease {
@@ -124,8 +187,16 @@ impl Lease {
 
     /// Whether a child may start now: the stop time `D - m - G` is still ahead.
     pub fn may_start(&self) -> bool {
-        let state = *self.state.borrow();
-        !state.gone && Instant::now() < self.timing.stop_at(state.deadline.at())
+        facts(self.id, self.timing, *self.state.borrow()).may_run(Instant::now())
+    }
+
+    /// A reader of this lease's state for the status endpoint.
+    pub fn view(&self) -> LeaseView {
+        LeaseView {
+            id: self.id,
+            timing: self.timing,
+            state: self.state.clone(),
+        }
     }
 
     /// Resolves when the lease stops protecting the child: at the stop time `D - m - G` while
@@ -166,7 +237,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.keeper.abort();
-        crate::metrics::lease_ended(self.id);
     }
 }
 
@@ -186,14 +256,18 @@ async fn keep_alive(
         Pace::Leading => timing.keepalive,
     };
     let acknowledged = |sent: Instant| {
-        tx.send_if_modified(|s| s.deadline.extend(sent, timing.ttl));
-        crate::metrics::keepalive_acknowledged(id, sent, tx.borrow().deadline.at());
+        let now = Instant::now();
+        tx.send_if_modified(|s| {
+            s.acknowledged = now;
+            s.deadline.extend(sent, timing.ttl)
+        });
+        crate::metrics::keepalive_acknowledged(now.saturating_duration_since(sent));
     };
     let gone = || {
         tracing::warn!(lease = %format!("{id:x}"), "etcd reports the lease gone");
         tx.send_modify(|s| s.gone = true);
     };
-    let mut trouble = Trouble::new("keepalive");
+    let mut trouble = Recurring::new("keepalive");
     // Start on a member that depends on the lease, so candidates spread over the cluster.
     let mut next = id.unsigned_abs() as usize;
     loop {

@@ -3,14 +3,18 @@
 //! Bad input ends here with one line (text, or JSON with `--log-format json`) and status 2,
 //! before anything is started or etcd contacted.
 
+pub mod generate;
+pub mod leader;
+pub mod resign;
+
+use crate::config::flags;
 use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig, LOG_FORMAT};
 use crate::error::Error;
-use crate::flags;
-use crate::guardian::Guardian;
-use crate::http;
-use crate::limits;
 use crate::log;
-use crate::notify::Notifier;
+use crate::process::guardian::Guardian;
+use crate::process::limits;
+use crate::status::http;
+use crate::status::notify::Notifier;
 use crate::status::Status;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use std::error::Error as _;
@@ -121,10 +125,12 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
             notifier.map(|n| tokio::spawn(n.run(status.subscribe(), status.subscribe_health())));
         // Also on that thread: an answer proves the thread that stops the child runs.
         let (roles, health) = (status.subscribe(), status.subscribe_health());
+        let lease = status.subscribe_lease();
         let context = || {
             http::Context::new(
                 roles,
                 health,
+                lease,
                 &config.election,
                 &config.id,
                 &config.connection,
@@ -162,7 +168,7 @@ fn leader_main(args: &[OsString], env: &Env) -> u8 {
         config.connection.endpoints.len(),
         std::mem::take(&mut config.warnings),
     );
-    warn_then(endpoints, &warnings, crate::leader::run(config))
+    warn_then(endpoints, &warnings, crate::cli::leader::run(config))
 }
 
 fn resign_main(args: &[OsString], env: &Env) -> u8 {
@@ -175,7 +181,7 @@ fn resign_main(args: &[OsString], env: &Env) -> u8 {
         config.connection.endpoints.len(),
         std::mem::take(&mut config.warnings),
     );
-    warn_then(endpoints, &warnings, crate::resign::run(config))
+    warn_then(endpoints, &warnings, crate::cli::resign::run(config))
 }
 
 /// A subcommand's run once its configuration is loaded (for `endpoints` endpoints): warnings

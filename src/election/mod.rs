@@ -2,17 +2,21 @@
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
+pub mod holders;
+pub mod run_records;
+pub mod step_down;
+pub mod watch;
+
 use crate::etcd::{self, EtcdError};
-use crate::holders;
 use crate::lease::Lease;
-use crate::trouble::Trouble;
-use crate::watch::{self, Ended};
+use crate::log::recurring::Recurring;
 use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
     SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
+use watch::Ended;
 
 /// Verified leadership: our key, first under the prefix, with this create revision.
 #[derive(Debug, Clone)]
@@ -79,7 +83,7 @@ pub async fn first_candidates(
 /// the deletions of enough of them watched since), or else read: our key must still exist with
 /// the returned create revision and our lease, among the `holders` first-created keys under
 /// the prefix (the first, with the default of one holder), in one read at one revision. The
-/// proof says nothing of the lease: the gate ([`crate::term::Gate::start`]), the only caller,
+/// proof says nothing of the lease: the gate ([`crate::supervisor::tenure::Gate::start`]), the only caller,
 /// checks the lease deadline itself, last, right before the spawn, and while the lease lives
 /// our key does (it goes only with the lease, or by an operator's delete).
 pub async fn verify(
@@ -214,7 +218,7 @@ async fn read_key(client: &Client, key: &[u8], retry: Duration) -> Result<GetRes
 async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64, retry: Duration) {
     let mut client = client.clone();
     let key = key.to_vec();
-    let mut trouble = Trouble::new("watch on own key");
+    let mut trouble = Recurring::new("watch on own key");
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
         let failed = match client.watch(key.clone(), Some(options)).await {

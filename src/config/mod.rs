@@ -2,7 +2,7 @@
 //!
 //! Every setting comes from the first layer that sets it, highest first:
 //!
-//! 1. a flag on the command line ([`crate::flags`]);
+//! 1. a flag on the command line ([`crate::config::flags`]);
 //! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
 //! 3. the configuration file, `--config FILE` or LEADERRUN_CONFIG ([`ConfigFile`]);
 //! 4. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
@@ -11,14 +11,18 @@
 //! flag, the variable or the file's line it came from. [`Config::load`] then checks how the values fit together.
 //! Nothing has been started and etcd has not been contacted when it returns.
 
-use crate::config_file::ConfigFile;
+pub mod file;
+pub mod flags;
+
+use crate::config::file::ConfigFile;
+pub use crate::election::run_records::RunId;
 use crate::error::Error;
 use crate::etcd::{Connection, Credentials, TlsFiles};
-use crate::flags::{self, Flags, LeaderFlags, ResignFlags};
-use crate::health::{HealthCheck, HttpTarget, Probe};
-use crate::leader::Format;
-use crate::timing::Timing;
+use crate::lease::timing::Timing;
+pub use crate::log::LogFormat;
+use crate::process::health::{HealthCheck, HttpTarget, Probe};
 use clap::ValueEnum;
+use flags::{Flags, LeaderFlags, ResignFlags};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -542,8 +546,9 @@ pub enum OnExit {
     Restart,
 }
 
+/// How `leaderrun leader` and `resign` print what they found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub enum Format {
     Text,
     Json,
 }
@@ -593,12 +598,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunId {
-    pub id: String,
-    pub ttl: Duration,
 }
 
 /// --on-exit restart: how many exits within which window end the restarts.

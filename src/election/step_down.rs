@@ -10,10 +10,10 @@
 //! The leader's side is optional: a role that cannot read the request key gets one warning and
 //! no remote step-down; leadership is never at stake.
 
+use crate::election::watch::{self, Ended};
 use crate::election::Leadership;
 use crate::etcd;
-use crate::trouble::Trouble;
-use crate::watch::{self, Ended};
+use crate::log::recurring::Recurring;
 use etcd_client::{Client, Event, EventType, WatchOptions};
 use std::time::Duration;
 use tokio::time::sleep;
@@ -37,7 +37,7 @@ pub async fn requested(client: &Client, election: &str, leadership: &Leadership,
     let mut client = client.clone();
     let key = request_key(election);
     let wanted = request_value(leadership.key.as_bytes(), leadership.revision);
-    let mut trouble = Trouble::new("watch for step-down requests");
+    let mut trouble = Recurring::new("watch for step-down requests");
     // A stale token is refused like a missing permission: one fresh token before believing it.
     let mut refused_once = false;
     loop {

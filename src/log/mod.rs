@@ -11,7 +11,15 @@
 //!   leaderrun's paths uses `eprintln!` or `println!`.
 //! - At exit, the queued lines get [`FLUSH_BOUND`] to be written, no more.
 
-use crate::config::LogFormat;
+pub mod recurring;
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 //! What the man pages and the shell completions are generated from: the command definitions
-//! ([`crate::flags::commands`]), so that they say what `--help` says and cannot drift from it.
+//! ([`crate::config::flags::commands`]), so that they say what `--help` says and cannot drift from it.
 //!
 //! The generators themselves (clap_mangen, clap_complete) run in `examples/generate.rs`, which
 //! `scripts/package.sh` calls: the shipped binary does not carry them. The tests here check the
@@ -21,7 +21,7 @@ pub const SHELLS: [(&str, &str); 3] = [
 /// The command tree as documented, with the hints shells complete from: a file name for each
 /// FILE, a command and its arguments for COMMAND.
 pub fn commands() -> clap::Command {
-    hinted(crate::flags::commands().disable_help_subcommand(true))
+    hinted(crate::config::flags::commands().disable_help_subcommand(true))
 }
 
 fn hinted(cmd: clap::Command) -> clap::Command {
@@ -59,7 +59,7 @@ mod tests {
     /// Every row of the README's options tables, by flag (`--ttl`), or by variable for a
     /// setting without a flag.
     fn readme_rows() -> BTreeMap<String, Row> {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let mut rows = BTreeMap::new();
         let mut in_table = false;
         for (i, line) in readme.lines().enumerate() {

@@ -10,7 +10,7 @@ use tokio::time::{Duration, Instant};
 pub const REMIND_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
-pub struct Trouble {
+pub struct Recurring {
     what: &'static str,
     failing: Option<Failing>,
 }
@@ -23,10 +23,10 @@ struct Failing {
     unlogged: u64,
 }
 
-impl Trouble {
+impl Recurring {
     /// `what` names the activity in every line ("keepalive", "connecting to etcd").
-    pub fn new(what: &'static str) -> Trouble {
-        Trouble {
+    pub fn new(what: &'static str) -> Recurring {
+        Recurring {
             what,
             failing: None,
         }
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_until_the_reminder_and_a_success_ends_them() {
-        let mut t = Trouble::new("test");
+        let mut t = Recurring::new("test");
         t.report("a: reset");
         t.report("b: refused");
         assert_eq!(t.failing.as_ref().unwrap().unlogged, 1);

@@ -11,7 +11,7 @@
 //! current-thread runtime: an answer proves that the thread which keeps the lease and stops the
 //! child runs, and no answer ever says "leader" about a supervisor that could no longer act.
 //! So nothing a client does may hold that thread: every connection is bounded by
-//! [`crate::http1`] (request head within 5 s and 8 KiB, garbage answered 400) and closed after
+//! [`crate::status::http1`] (request head within 5 s and 8 KiB, garbage answered 400) and closed after
 //! [`CONNECTION_LIFETIME`] whatever happens, and at most [`MAX_CONNECTIONS`] are served at a
 //! time (more are closed at once). No handler waits on anything but `/status` on a standby,
 //! which reads the leader's id from etcd on demand within [`LEADER_READ_TIMEOUT`] (no standing
@@ -20,11 +20,12 @@
 use crate::election::{self, Candidate};
 use crate::error::Error;
 use crate::etcd::{self, Connection};
-use crate::health::Health;
-use crate::http1::{self, Request, Response};
-use crate::metrics::{self, LeaseFacts};
+use crate::lease::{LeaseFacts, LeaseView};
+use crate::log::recurring::Recurring;
+use crate::metrics;
+use crate::process::health::Health;
+use crate::status::http1::{self, Request, Response};
 use crate::status::Role;
-use crate::trouble::Trouble;
 use etcd_client::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub struct Context {
     pub roles: watch::Receiver<Role>,
     /// The child's health while leading with a health check.
     pub health: watch::Receiver<Option<Health>>,
+    pub lease: watch::Receiver<Option<LeaseView>>,
     pub election: String,
     pub id: String,
     pub connection: Connection,
@@ -65,6 +67,7 @@ impl Context {
     pub fn new(
         roles: watch::Receiver<Role>,
         health: watch::Receiver<Option<Health>>,
+        lease: watch::Receiver<Option<LeaseView>>,
         election: &str,
         id: &str,
         connection: &Connection,
@@ -72,6 +75,7 @@ impl Context {
         Context {
             roles,
             health,
+            lease,
             election: election.to_string(),
             id: id.to_string(),
             connection: connection.clone(),
@@ -92,7 +96,7 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Context) {
     };
     let ctx = Arc::new(ctx);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut trouble = Trouble::new("accepting on --status-addr");
+    let mut trouble = Recurring::new("accepting on --status-addr");
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
@@ -134,7 +138,7 @@ pub fn verdicts(role: &Role, lease: Option<LeaseFacts>, alive: bool, now: Instan
     let child = matches!(role, Role::Leading { pid: Some(_), .. });
     Verdicts {
         // The stop time, not the role alone: at that instant the supervisor stops the child.
-        leader: alive && child && lease.is_some_and(|l| l.stop_time_ahead(now)),
+        leader: alive && child && lease.is_some_and(|l| l.may_run(now)),
         standby: alive && *role == Role::Standby,
         health: alive
             && *role != Role::Exiting
@@ -151,7 +155,7 @@ async fn answer(ctx: &Context, req: Request) -> Response {
     let role = ctx.roles.borrow().clone();
     // The channel closes when the supervisor returns.
     let alive = ctx.roles.has_changed().is_ok();
-    let lease = metrics::lease();
+    let lease = ctx.lease.borrow().as_ref().and_then(LeaseView::facts);
     let now = Instant::now();
     let v = verdicts(&role, lease, alive, now);
     let yes_no = |ok: bool, yes: &'static str, no: &'static str| {
@@ -165,7 +169,19 @@ async fn answer(ctx: &Context, req: Request) -> Response {
         "/leader" => yes_no(v.leader, "leader\n", "not leader\n"),
         "/standby" => yes_no(v.standby, "standby\n", "not standby\n"),
         "/health" => yes_no(v.health, "ok\n", "unhealthy\n"),
-        "/metrics" => Response::new(200, metrics::CONTENT_TYPE, metrics::encode_text(v.leader)),
+        "/metrics" => Response::new(
+            200,
+            metrics::CONTENT_TYPE,
+            metrics::encode_text(
+                v.leader,
+                lease.map(|l| {
+                    (
+                        metrics::signed_secs(now, l.deadline),
+                        now.saturating_duration_since(l.acknowledged).as_secs_f64(),
+                    )
+                }),
+            ),
+        ),
         "/status" => {
             let leader = match &role {
                 Role::Leading { .. } => Ok(Some(ctx.id.clone())),
@@ -268,7 +284,7 @@ fn text(status: u16, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timing::Timing;
+    use crate::lease::timing::Timing;
 
     fn facts(now: Instant, deadline_in: Duration) -> LeaseFacts {
         LeaseFacts {
@@ -276,6 +292,7 @@ mod tests {
             timing: Timing::new(Duration::from_secs(10), None).unwrap(),
             deadline: now + deadline_in,
             acknowledged: now,
+            gone: false,
         }
     }
 

@@ -6,21 +6,20 @@
 //! defaults. The help text gets each option's environment variable, configuration-file key and
 //! default from [`crate::config::OPTIONS`].
 
+use crate::config::file::ConfigFile;
 use crate::config::{
-    Env, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User, CACERT,
-    CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, HEALTH_CMD, HEALTH_HOLDOFF, HEALTH_HTTP,
-    HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, HOLDERS, ID, KEY,
-    LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT, OPTIONS,
-    PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID, RUN_ID_TTL,
-    STATUS_ADDR, STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
+    Env, Format, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User,
+    CACERT, CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, HEALTH_CMD, HEALTH_HOLDOFF,
+    HEALTH_HTTP, HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, HOLDERS, ID,
+    KEY, LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT,
+    OPTIONS, PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID,
+    RUN_ID_TTL, STATUS_ADDR, STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
 };
-use crate::config_file::ConfigFile;
 use crate::error::{
     Error, EXIT_ETCD, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING, EXIT_NO_LEADER,
     EXIT_USAGE,
 };
-use crate::health::HttpTarget;
-use crate::leader::Format;
+use crate::process::health::HttpTarget;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
@@ -659,9 +658,9 @@ pub fn run_id_ttl(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// --holders: 1 to [`crate::holders::MAX_HOLDERS`].
+/// --holders: 1 to [`crate::election::holders::MAX_HOLDERS`].
 pub fn holders(s: &str) -> Result<u32, String> {
-    let max = crate::holders::MAX_HOLDERS;
+    let max = crate::election::holders::MAX_HOLDERS;
     match s.trim().parse::<u32>() {
         Ok(n @ 1..) if n <= max => Ok(n),
         _ => Err(format!("must be a whole number from 1 to {max}")),

@@ -21,10 +21,10 @@
 //! sent is logged once and never takes the supervisor down; a READY or STATUS that failed is sent
 //! again with the next watchdog ping.
 
-use crate::health::Health;
 use crate::log::escape_controls;
+use crate::log::recurring::Recurring;
+use crate::process::health::Health;
 use crate::status::Role;
-use crate::trouble::Trouble;
 use std::ffi::{OsStr, OsString};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
@@ -65,7 +65,7 @@ pub struct Notifier {
     /// The health channel closed (with the supervisor): no more changes from it.
     health_closed: bool,
     /// Sending fails: logged when it starts, as a reminder, and when it works again.
-    trouble: Trouble,
+    trouble: Recurring,
 }
 
 impl Notifier {
@@ -122,7 +122,7 @@ impl Notifier {
             waiting_since: None,
             health: None,
             health_closed: false,
-            trouble: Trouble::new("notifying systemd (NOTIFY_SOCKET)"),
+            trouble: Recurring::new("notifying systemd (NOTIFY_SOCKET)"),
         })
     }
 

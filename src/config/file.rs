@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn the_example_file_names_every_option_and_parses() {
-        let text = include_str!("../examples/leaderrun.toml");
+        let text = include_str!("../../examples/leaderrun.toml");
         let file = parse(text).unwrap();
         assert!(file.command().is_some());
         for key in OPTIONS.iter().filter_map(|o| o.key) {

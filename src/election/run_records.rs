@@ -1,11 +1,17 @@
 //! Singleton jobs: `--run-id` records each run in etcd, so that at most one host runs it, also
 //! when a late host fires after the first run has finished.
 
-use crate::config::RunId;
 use crate::election::Leadership;
 use crate::etcd::{self, EtcdError};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::time::{Duration, SystemTime};
+
+/// `--run-id`: run at most once per this ID, recorded for `ttl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunId {
+    pub id: String,
+    pub ttl: Duration,
+}
 
 /// Where run records live: outside `NAME/`, so no record can pass for a candidate.
 pub fn run_key(election: &str, run_id: &str) -> String {

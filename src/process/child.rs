@@ -1,8 +1,8 @@
 //! The supervised command: spawned in its own process group with a parent-death signal,
 //! reaped by [`Reaper`], stopped by [`Child::stop`] (stop signal, timer, SIGKILL, reap).
 
-use crate::guardian::Guardian;
-use crate::spawn;
+use crate::process::guardian::Guardian;
+use crate::process::spawn;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{killpg, Signal};

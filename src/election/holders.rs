@@ -23,11 +23,11 @@
 //! that the election agrees ([`agree`]); a default leaderrun checks that prefix is empty
 //! ([`check_single`]).
 
+use crate::election::watch::{self, Ended};
 use crate::election::{classify, Candidate};
 use crate::etcd::{self, EtcdError};
 use crate::log::escape_controls;
-use crate::trouble::Trouble;
-use crate::watch::{self, Ended};
+use crate::log::recurring::Recurring;
 use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, LeaderKey, PutOptions, SortOrder,
     SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
@@ -250,7 +250,7 @@ async fn wait_turn(
     wait: Duration,
     retry: Duration,
 ) -> Result<Option<Proof>, EtcdError> {
-    let mut trouble = Trouble::new("waiting for a place among the holders");
+    let mut trouble = Recurring::new("waiting for a place among the holders");
     let n = n as usize;
     loop {
         let line = match line_ahead(client, election, ours, n, wait).await {
@@ -377,7 +377,7 @@ impl Watched {
         let mut moved = None;
         let mut seen = revision;
         // Its own answers need no logging: the caller reports what ends the watch.
-        let mut quiet = Trouble::new("watch on the holders ahead");
+        let mut quiet = Recurring::new("watch on the holders ahead");
         let wanted = |e: &Event| {
             moved = e
                 .kv()

@@ -21,7 +21,7 @@ pub struct Image {
     argv: Vec<CString>,
     env: Vec<CString>,
     defaults: Vec<c_int>,
-    /// The resource limits leaderrun raised for itself, as they were ([`crate::limits`]).
+    /// The resource limits leaderrun raised for itself, as they were ([`crate::process::limits`]).
     limits: Vec<(nix::sys::resource::Resource, libc::rlimit)>,
 }
 
@@ -61,7 +61,7 @@ impl Image {
             argv,
             env,
             defaults: defaults.to_vec(),
-            limits: crate::limits::for_child(),
+            limits: crate::process::limits::for_child(),
         })
     }
 }

@@ -1,12 +1,12 @@
 //! `leaderrun resign`: ask the leader of an election to hand over, and wait until another
-//! candidate leads (the protocol is in [`crate::step_down`]).
+//! candidate leads (the protocol is in [`crate::election::step_down`]).
 
+use crate::cli::leader::{render, Format, Leader, View};
 use crate::config::ResignConfig;
 use crate::election::first_candidates;
+use crate::election::step_down::{request_key, request_value};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd::{self, EtcdError};
-use crate::leader::{render, Format, Leader, View};
-use crate::step_down::{request_key, request_value};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, WatchOptions};
 use std::io::Write;
 use std::time::Duration;

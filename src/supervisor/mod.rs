@@ -14,34 +14,38 @@
 //!
 //! Each state waits for its next event and dispatches it, returning the next state; the role
 //! published on the status channel is derived from the state, in one place ([`run`]). The
-//! safety rules live elsewhere, once: the deadline in [`crate::timing`] and [`crate::lease`],
+//! safety rules live elsewhere, once: the deadline in [`crate::lease::timing`] and [`crate::lease`],
 //! the start gate (verify before start) and the end path (stop before release) in
-//! [`crate::term`], stop and reap in [`crate::child`].
+//! [`crate::supervisor::tenure`], stop and reap in [`crate::process::child`].
 
-use crate::backoff::Backoff;
-use crate::child::{self, ExitStatus};
+pub mod backoff;
+pub mod restart;
+pub mod tenure;
+
 use crate::config::{Config, OnExit};
+use crate::election::holders::{self, Proof, Refused};
+use crate::election::step_down;
 use crate::election::{self, Candidate};
 use crate::error::{Error, EXIT_NOT_LEADING};
 use crate::etcd::{self, EtcdError, Kind, Member};
-use crate::guardian::Guardian;
-use crate::health;
-use crate::holders::{self, Proof, Refused};
+use crate::lease::timing;
 use crate::lease::Lease;
 use crate::log::escape_controls;
+use crate::log::recurring::Recurring;
 use crate::metrics::{self, Reason};
-use crate::restart::Restarts;
-use crate::signals::{Request, Signals};
+use crate::process::child::{self, ExitStatus};
+use crate::process::guardian::Guardian;
+use crate::process::health;
+use crate::process::signals::{Request, Signals};
 use crate::status::{HealthReporter, Role, Status};
-use crate::step_down;
-use crate::term::{self, Gate, NotStarted, Run, Term};
-use crate::timing;
-use crate::trouble::Trouble;
+use crate::supervisor::backoff::Backoff;
+use crate::supervisor::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tenure::{Gate, NotStarted, Run, Tenure};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, warn};
 
@@ -58,9 +62,9 @@ enum State {
     /// Standby: holding a lease, campaigning (after waiting `after`).
     Campaigning { lease: Lease, after: Duration },
     /// Elected and verified; the child runs, or waits to be restarted in place.
-    Leading(Term),
+    Leading(Tenure),
     /// Leadership is ending: the end path, then what `end` says.
-    Stopping { term: Term, end: End },
+    Stopping { term: Tenure, end: End },
     /// Done: exit with this status.
     Exit(u8),
 }
@@ -116,7 +120,7 @@ struct Supervisor {
     /// The last key found blocking the election, warned about once.
     blocked_by: Option<Vec<u8>>,
     /// Campaigns that could not reach etcd, retried on the same lease.
-    unsent: Trouble,
+    unsent: Recurring,
     /// Where the health check publishes the child's health.
     health: HealthReporter,
     /// Whether etcd ever granted us a lease: a certificate refused before that is a
@@ -160,7 +164,7 @@ pub async fn run(
         gate,
         give_up_at,
         blocked_by: None,
-        unsent: Trouble::new("campaign"),
+        unsent: Recurring::new("campaign"),
         health: status.health_reporter(),
         reached_etcd: false,
     };
@@ -169,6 +173,10 @@ pub async fn run(
     };
     loop {
         status.set(state.role());
+        if let State::Campaigning { lease, .. } = &state {
+            // A new lease is always campaigned with first.
+            status.set_lease(lease.view());
+        }
         if !matches!(state, State::Leading(_)) {
             // Health is the child's, checked while leading only.
             sup.health.set(None);
@@ -253,21 +261,21 @@ impl Supervisor {
         let retry = lease.timing().keepalive / 4;
         let mut give_up = pin!(give_up(self.give_up_at));
         if let Some(exit) = self.pause(&mut give_up, after).await {
-            term::release(&self.client, lease, None).await;
+            tenure::release(&self.client, lease, None).await;
             return Ok(exit);
         }
         let no_wait = self.config.no_wait;
         let ahead = match self.look_ahead(wait).await {
             Ok(ahead) => ahead,
             Err(refused) => {
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 return Err(refused);
             }
         };
         if let Some(leader) = ahead {
             if no_wait {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 return Ok(State::Exit(EXIT_NOT_LEADING));
             }
         }
@@ -282,7 +290,7 @@ impl Supervisor {
             }
             Ok(Err(refused)) => return self.campaign_failed(lease, refused, retry).await,
             Err(next) => {
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 return Ok(next);
             }
         };
@@ -291,7 +299,7 @@ impl Supervisor {
             .start(&self.client, &lease, &elected, Some(proof))
             .await
         {
-            Ok((leadership, child)) => Ok(State::Leading(Term {
+            Ok((leadership, child)) => Ok(State::Leading(Tenure {
                 lease,
                 leadership,
                 run: Run::Running {
@@ -302,7 +310,7 @@ impl Supervisor {
             })),
             Err(not) => {
                 let (resign, next) = self.not_started(not);
-                term::release(&self.client, lease, resign.then_some(&elected)).await;
+                tenure::release(&self.client, lease, resign.then_some(&elected)).await;
                 next
             }
         }
@@ -319,7 +327,7 @@ impl Supervisor {
     ) -> Result<Result<(LeaderKey, Proof), Refused>, State> {
         let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
         let (lease_id, holders) = (lease.id(), self.config.holders);
-        // The queue is kept here, for one holder as for N (crate::holders); it watches our own
+        // The queue is kept here, for one holder as for N (crate::election::holders); it watches our own
         // key too. Dropped (its watch with it) on return.
         let mut campaign = pin!(holders::campaign(
             client, election, id, lease_id, holders, wait, retry
@@ -366,12 +374,12 @@ impl Supervisor {
     ) -> Result<State, Error> {
         let e = match refused {
             Refused::Disagree(line) => {
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 return Err(Error::Usage(line));
             }
             Refused::KeyGone(key) => {
                 warn!(key = %key, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 return Ok(State::Connecting {
                     after: Duration::ZERO,
                 });
@@ -380,7 +388,7 @@ impl Supervisor {
         };
         match e.kind() {
             Kind::Fatal => {
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 let mut range = format!("{}/", self.config.election);
                 if self.config.holders > 1 {
                     range = format!("{range} and {}", holders::prefix(&self.config.election));
@@ -393,7 +401,7 @@ impl Supervisor {
                 if let Err(e) = self.client.refresh_token().await {
                     warn!(error = %e, "authentication failed");
                 }
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 Ok(State::Connecting { after: retry })
             }
             Kind::NeverSent => {
@@ -408,7 +416,7 @@ impl Supervisor {
             _ => {
                 // One campaign per lease (holders::campaign says why).
                 warn!(error = %e, "campaign failed; campaigning again with a new lease");
-                term::release(&self.client, lease, None).await;
+                tenure::release(&self.client, lease, None).await;
                 Ok(State::Connecting { after: retry })
             }
         }
@@ -484,7 +492,7 @@ impl Supervisor {
         Ok(full.then(|| escape_controls(&String::from_utf8_lossy(first.value())).into_owned()))
     }
 
-    async fn leading(&mut self, mut term: Term) -> State {
+    async fn leading(&mut self, mut term: Tenure) -> State {
         let retry = term.lease.timing().keepalive / 4;
         let leadership = term.leadership.clone();
         let client = self.client.clone();
@@ -574,14 +582,14 @@ impl Supervisor {
 
     /// The child exited on its own: what is left of its group goes too, before anyone else can
     /// lead. None: it restarts in place; Some: the term ends.
-    async fn child_exited(&mut self, term: &mut Term, status: ExitStatus) -> Option<End> {
+    async fn child_exited(&mut self, term: &mut Tenure, status: ExitStatus) -> Option<End> {
         info!(%status, "child exited");
         metrics::child_exited(metrics::Exit::OnItsOwn);
         let Run::Running { child, started } = &mut term.run else {
             return None;
         };
         let ran = started.elapsed();
-        term::stop(child, &term.lease, self.config.stop_signal).await;
+        tenure::stop(child, &term.lease, self.config.stop_signal).await;
         term.run = Run::Finished(status);
         if self.config.on_exit == OnExit::Restart {
             match term.restarts.on_exit(Instant::now(), ran) {
@@ -604,7 +612,7 @@ impl Supervisor {
     }
 
     /// The end path, then the next state.
-    async fn stopping(&mut self, term: Term, end: End) -> Result<State, Error> {
+    async fn stopping(&mut self, term: Tenure, end: End) -> Result<State, Error> {
         let resign = !matches!(end, End::Lost);
         match end {
             End::Lost => {}
@@ -678,7 +686,7 @@ where
     Fut: Future<Output = Result<T, EtcdError>>,
 {
     let mut backoff = retry_backoff(ttl);
-    let mut trouble = Trouble::new("connecting to etcd");
+    let mut trouble = Recurring::new("connecting to etcd");
     loop {
         match until_shutdown(signals, give_up, attempt()).await {
             Waited::Done(Ok(done)) => {

@@ -2,7 +2,7 @@
 //! step-down request arriving, a holder ahead gone). Re-opening, and reading what a broken
 //! watch may have missed, stay with each caller: what to read differs.
 
-use crate::trouble::Trouble;
+use crate::log::recurring::Recurring;
 use etcd_client::{Client, Event, WatchStream};
 
 /// How following a stream ended.
@@ -27,7 +27,7 @@ pub async fn follow(
     stream: &mut WatchStream,
     mut wanted: impl FnMut(&Event) -> bool,
     seen: &mut i64,
-    trouble: &mut Trouble,
+    trouble: &mut Recurring,
 ) -> Ended {
     loop {
         match stream.message().await {

@@ -7,7 +7,7 @@
 //! success ends it. A check runs in its own process group with the child's environment and is
 //! killed with its group when it outlives its timeout.
 
-use crate::child::{Child, Command, ExitStatus, Reaper};
+use crate::process::child::{Child, Command, ExitStatus, Reaper};
 use nix::sys::signal::Signal;
 use std::fmt;
 use std::time::Duration;

@@ -1,9 +1,11 @@
 //! The etcd client: how we connect, which errors are worth retrying, and how long to wait.
 
-use crate::tls::{self, TlsError};
+pub mod tls;
+
 use etcd_client::{Client, ConnectOptions, GetResponse, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 use std::time::Duration;
+use tls::TlsError;
 use tonic::transport::Endpoint;
 use tonic::Code;
 
@@ -58,7 +60,7 @@ impl std::fmt::Debug for Credentials {
 /// while etcd is unreachable: callers retry it.
 ///
 /// Over TLS every new connection of the client, the ones its channel makes by itself later
-/// included, reads the TLS files again ([`crate::tls`]): a renewed certificate or CA is used
+/// included, reads the TLS files again ([`crate::etcd::tls`]): a renewed certificate or CA is used
 /// without a restart. They are also read here once, so that files that make no configuration
 /// (no PEM, a key that is not the certificate's) are reported at once, naming the file.
 ///
@@ -165,6 +167,20 @@ pub enum Kind {
     Tls,
     /// etcd refuses who we are or what we ask: retrying cannot fix it.
     Fatal,
+}
+
+impl Kind {
+    /// Its label in `leaderrun_etcd_errors_total{kind}` (one of `metrics::ERROR_KINDS`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Retry => "retry",
+            Kind::NeverSent => "never_sent",
+            Kind::LeaseGone => "lease_gone",
+            Kind::AuthExpired => "auth_expired",
+            Kind::Tls => "tls",
+            Kind::Fatal => "fatal",
+        }
+    }
 }
 
 /// etcd's messages for "who you are is not allowed", whatever gRPC code carries them: the
@@ -341,7 +357,7 @@ impl From<TlsError> for EtcdError {
 impl EtcdError {
     pub fn new(what: &'static str, source: etcd_client::Error) -> EtcdError {
         let kind = kind_of(&source);
-        crate::metrics::etcd_error(crate::metrics::kind_label(kind));
+        crate::metrics::etcd_error(kind.label());
         EtcdError::Failed { what, kind, source }
     }
 

@@ -15,7 +15,7 @@
 //! client are built when it fires, so it stays as small as a forked process can be.
 
 use crate::etcd::{self, Connection, Kind};
-use crate::signals::{FORWARDED, JOB_CONTROL};
+use crate::process::signals::{FORWARDED, JOB_CONTROL};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{killpg, signal, SigHandler, Signal};
@@ -308,7 +308,7 @@ mod tests {
     fn a_group_of_zombies_is_gone_and_a_running_one_is_not() {
         use std::os::unix::process::CommandExt;
         // Not beside the tests that count or reap every child of the process.
-        let _serial = crate::child::tests::serial();
+        let _serial = crate::process::child::tests::serial();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .process_group(0)
