@@ -103,6 +103,7 @@ struct Metrics {
     /// Health checks that failed, then passed.
     health_checks: [AtomicU64; 2],
     log_lines_dropped: AtomicU64,
+    fencing_behind: AtomicU64,
 }
 
 static METRICS: Metrics = Metrics {
@@ -116,6 +117,7 @@ static METRICS: Metrics = Metrics {
     etcd_errors: [const { AtomicU64::new(0) }; ERROR_KINDS.len()],
     health_checks: [const { AtomicU64::new(0) }; 2],
     log_lines_dropped: AtomicU64::new(0),
+    fencing_behind: AtomicU64::new(0),
 };
 
 // ---- hooks ------------------------------------------------------------------------------------
@@ -146,6 +148,11 @@ pub fn health_check(passed: bool) {
 /// A log line was dropped: stderr was not being read and the queue was full.
 pub fn log_line_dropped() {
     METRICS.log_lines_dropped.fetch_add(1, Relaxed);
+}
+
+/// A term was refused because its fencing token was not above a revision seen before.
+pub fn fencing_token_behind() {
+    METRICS.fencing_behind.fetch_add(1, Relaxed);
 }
 
 /// One failed etcd call, of one of [`ERROR_KINDS`] (another word is not counted).
@@ -275,6 +282,12 @@ pub fn encode_text(leading: bool, lease: Option<(f64, f64)>) -> String {
         "Log lines dropped because stderr was not being read",
     );
     p.sample("log_lines_dropped_total", "", get(&m.log_lines_dropped));
+    p.head(
+        "fencing_token_behind_total",
+        "counter",
+        "Terms refused: etcd reported a revision below one seen before (restored from an older copy?)",
+    );
+    p.sample("fencing_token_behind_total", "", get(&m.fencing_behind));
     p.head("build_info", "gauge", "The version of leaderrun");
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
     p.sample("build_info", &version, 1);
@@ -342,6 +355,7 @@ mod tests {
             "leaderrun_etcd_errors_total{kind=\"timed_out\"} ",
             "# TYPE leaderrun_log_lines_dropped_total counter",
             "leaderrun_log_lines_dropped_total ",
+            "leaderrun_fencing_token_behind_total ",
             "leaderrun_build_info{version=\"",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");

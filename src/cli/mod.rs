@@ -105,16 +105,32 @@ fn run(args: Vec<OsString>) -> u8 {
     }
 }
 
+/// How long an idle blocking thread is kept: for good (see [`supervise`]).
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The supervisor on a current-thread runtime, dropped (with every task) when it returns,
 /// without waiting for its blocking threads: a TLS file read on a mount that hangs must not
 /// keep a leader that has stopped its child and resigned from exiting.
 fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     // One thread: the child's parent-death signal is tied to the thread that forked it, and the
     // main thread lives as long as the process.
+    // Blocking threads (name resolution, TLS file reads) are kept for good once made: tokio
+    // panics when it must make one and cannot (the process limit reached), but only when no
+    // thread is left to take the task. One made now and never retired makes that impossible.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
+    std::thread::Builder::new()
+        .spawn(|| ())
+        .and_then(|t| {
+            t.join()
+                .map_err(|_| std::io::Error::other("thread panicked"))
+        })
+        .map_err(|e| Error::io("starting a thread", e))?;
+    drop(runtime.spawn_blocking(|| ()));
     let status = Status::default();
     // Bound before anything starts: an address that cannot be used is exit 2.
     let listener = config.status_addr.map(http::bind).transpose()?;
@@ -137,7 +153,10 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
             )
         };
         let _serving = listener.map(|l| AbortOnDrop(tokio::spawn(http::serve(l, context()))));
-        let result = crate::supervisor::run(config, status, Some(guardian)).await;
+        // Handlers first: no signal and no child exit may be missed once a child exists.
+        let signals = crate::process::signals::Signals::install()
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+        let result = crate::supervisor::run(config, signals, status, Some(guardian)).await;
         // The status channel closed with the supervisor: the notifier sends STOPPING=1 (if it
         // has not yet) and ends.
         if let Some(task) = notifying {

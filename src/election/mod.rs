@@ -37,6 +37,11 @@ impl Leadership {
     pub fn leader_key(&self) -> &LeaderKey {
         &self.leader_key
     }
+
+    /// The store revision etcd reported when this leadership was verified.
+    pub fn store_revision(&self) -> i64 {
+        self.verified_at
+    }
 }
 
 /// Why a campaign's "elected" was not believed.

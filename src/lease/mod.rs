@@ -372,3 +372,84 @@ async fn open(
     let open = |mut c: Client| async move { c.lease_keep_alive(id).await };
     etcd::call_as("keepalive stream", left, client, open).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease whose keepalive task is the test: it moves D through the returned sender.
+    fn fake(ttl: Duration) -> (Lease, watch::Sender<State>) {
+        let timing = Timing::new(ttl, None).unwrap();
+        let now = Instant::now();
+        let (tx, rx) = watch::channel(State {
+            deadline: Deadline::acknowledged(now, timing.ttl),
+            acknowledged: now,
+            gone: false,
+        });
+        let (pace, _) = watch::channel(Pace::Standby);
+        let lease = Lease {
+            id: 7,
+            timing,
+            state: rx,
+            keeper: tokio::spawn(std::future::pending()),
+            pace,
+        };
+        (lease, tx)
+    }
+
+    /// What the keepalive loop does on an acknowledgement of a request sent at `sent`.
+    fn acknowledge(tx: &watch::Sender<State>, sent: Instant, ttl: Duration) {
+        tx.send_if_modified(|s| {
+            s.acknowledged = Instant::now();
+            s.deadline.extend(sent, ttl)
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_loses_at_the_stop_time_and_acknowledgements_move_it() {
+        let (mut lease, tx) = fake(Duration::from_secs(10));
+        lease.lead();
+        let t = *lease.timing();
+        let t0 = Instant::now();
+        assert!(lease.may_start());
+        // Acknowledged at 2 s for a request sent at 1 s: D moves to 11 s, the stop to 7 s.
+        let ack = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            acknowledge(&tx, t0 + Duration::from_secs(1), t.ttl);
+            tx
+        });
+        assert_eq!(lease.lost().await, Loss::DeadlineNear);
+        let stop = t.stop_at(t0 + Duration::from_secs(11));
+        assert_eq!(Instant::now(), stop);
+        assert!(!lease.may_start());
+        // An older acknowledgement never moves D back.
+        let tx = ack.await.unwrap();
+        acknowledge(&tx, t0, t.ttl);
+        assert_eq!(lease.deadline(), t0 + Duration::from_secs(11));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_loses_only_at_the_deadline_itself() {
+        let (mut lease, _tx) = fake(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(lease.lost().await, Loss::DeadlineNear);
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_reported_gone_is_lost_at_once_and_the_view_follows_it() {
+        let (mut lease, tx) = fake(Duration::from_secs(10));
+        lease.lead();
+        let view = lease.view();
+        assert!(view.facts().unwrap().may_run(Instant::now()));
+        tx.send_modify(|s| s.gone = true);
+        let t0 = Instant::now();
+        assert_eq!(lease.lost().await, Loss::Gone);
+        assert_eq!(Instant::now(), t0);
+        assert!(!lease.may_start());
+        assert!(!view.facts().unwrap().may_run(Instant::now()));
+        // Nobody keeps it alive any more: the view reads nothing.
+        drop(tx);
+        assert!(view.facts().is_none());
+    }
+}

@@ -53,6 +53,9 @@ pub struct Signals {
     forwarded: Vec<(Signal, Stream)>,
     /// Job-control signals the child gets at their default disposition.
     child_defaults: Vec<Signal>,
+    /// Requests sent by a test instead of the kernel.
+    #[cfg(test)]
+    injected: Option<tokio::sync::mpsc::UnboundedReceiver<Request>>,
 }
 
 impl Signals {
@@ -83,7 +86,24 @@ impl Signals {
             int: handle(Signal::SIGINT)?,
             forwarded,
             child_defaults,
+            #[cfg(test)]
+            injected: None,
         })
+    }
+
+    /// Signals that come only from the returned sender: the core's unit tests drive the
+    /// supervisor's waits with it, no process-wide handler installed.
+    #[cfg(test)]
+    pub fn injected() -> (tokio::sync::mpsc::UnboundedSender<Request>, Signals) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let signals = Signals {
+            term: None,
+            int: None,
+            forwarded: Vec::new(),
+            child_defaults: Vec::new(),
+            injected: Some(rx),
+        };
+        (tx, signals)
     }
 
     /// The signals the child must get back at their default disposition (see the module doc).
@@ -93,6 +113,13 @@ impl Signals {
 
     /// The next signal. Cancel-safe, so it can sit in a `select!`.
     pub async fn recv(&mut self) -> Request {
+        #[cfg(test)]
+        if let Some(rx) = &mut self.injected {
+            return match rx.recv().await {
+                Some(request) => request,
+                None => std::future::pending().await,
+            };
+        }
         let forwarded = &mut self.forwarded;
         tokio::select! {
             _ = next(&mut self.term) => Request::Shutdown(Signal::SIGTERM),

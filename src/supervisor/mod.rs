@@ -45,7 +45,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tenure::{Gate, NotStarted, Run, Tenure};
+use tenure::{Candidacy, Gate, NotStarted, Run, Tenure};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, warn};
 
@@ -60,7 +60,10 @@ enum State {
     /// No lease: grant one, retrying while etcd is unreachable. Waits `after` first.
     Connecting { after: Duration },
     /// Standby: holding a lease, campaigning (after waiting `after`).
-    Campaigning { lease: Lease, after: Duration },
+    Campaigning {
+        candidacy: Candidacy,
+        after: Duration,
+    },
     /// Elected and verified; the child runs, or waits to be restarted in place.
     Leading(Tenure),
     /// Leadership is ending: the end path, then what `end` says.
@@ -94,8 +97,8 @@ impl State {
             State::Connecting { .. } => Role::Connecting,
             State::Campaigning { .. } => Role::Standby,
             State::Leading(term) => Role::Leading {
-                key: term.leadership.key.clone(),
-                revision: term.leadership.revision,
+                key: term.leadership().key.clone(),
+                revision: term.leadership().revision,
                 pid: term.pid(),
             },
             State::Stopping {
@@ -129,13 +132,14 @@ struct Supervisor {
 }
 
 /// Run the supervisor until it exits; returns the exit status.
+/// `signals` are installed by the caller, before anything else: no signal may be missed once a
+/// child exists.
 pub async fn run(
     config: Config,
+    mut signals: Signals,
     status: Status,
     guardian: Option<Arc<Guardian>>,
 ) -> Result<u8, Error> {
-    // Handlers first: no signal and no child exit may be missed once a child exists.
-    let mut signals = Signals::install().map_err(|e| Error::io("installing signal handlers", e))?;
     let reaper = child::Reaper::start(guardian)
         .map_err(|e| Error::io("installing the SIGCHLD handler", e))?;
     let pid1 = child::adopt_orphans().map_err(|e| Error::io("becoming a child subreaper", e))?;
@@ -173,9 +177,9 @@ pub async fn run(
     };
     loop {
         status.set(state.role());
-        if let State::Campaigning { lease, .. } = &state {
+        if let State::Campaigning { candidacy, .. } = &state {
             // A new lease is always campaigned with first.
-            status.set_lease(lease.view());
+            status.set_lease(candidacy.lease().view());
         }
         if !matches!(state, State::Leading(_)) {
             // Health is the child's, checked while leading only.
@@ -183,7 +187,7 @@ pub async fn run(
         }
         state = match state {
             State::Connecting { after } => sup.connecting(after).await?,
-            State::Campaigning { lease, after } => sup.campaigning(lease, after).await?,
+            State::Campaigning { candidacy, after } => sup.campaigning(candidacy, after).await?,
             State::Leading(term) => sup.leading(term).await,
             State::Stopping { term, end } => sup.stopping(term, end).await?,
             State::Exit(code) => return Ok(code),
@@ -238,7 +242,7 @@ impl Supervisor {
             "lease granted"
         );
         Ok(State::Campaigning {
-            lease,
+            candidacy: Candidacy::new(lease),
             after: Duration::ZERO,
         })
     }
@@ -256,61 +260,64 @@ impl Supervisor {
         }
     }
 
-    async fn campaigning(&mut self, mut lease: Lease, after: Duration) -> Result<State, Error> {
-        let wait = lease.timing().request_timeout();
-        let retry = lease.timing().keepalive / 4;
+    async fn campaigning(
+        &mut self,
+        mut candidacy: Candidacy,
+        after: Duration,
+    ) -> Result<State, Error> {
+        let wait = candidacy.lease().timing().request_timeout();
+        let retry = candidacy.lease().timing().keepalive / 4;
         let mut give_up = pin!(give_up(self.give_up_at));
         if let Some(exit) = self.pause(&mut give_up, after).await {
-            tenure::release(&self.client, lease, None).await;
+            candidacy.release(&self.client, None).await;
             return Ok(exit);
         }
         let no_wait = self.config.no_wait;
         let ahead = match self.look_ahead(wait).await {
             Ok(ahead) => ahead,
             Err(refused) => {
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 return Err(refused);
             }
         };
         if let Some(leader) = ahead {
             if no_wait {
                 info!(leader = %leader, "another candidate leads: not waiting (--no-wait)");
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 return Ok(State::Exit(EXIT_NOT_LEADING));
             }
         }
-        info!(election = %self.config.election, lease = %lease.hex_id(), "standby: campaigning");
+        info!(election = %self.config.election, lease = %candidacy.lease().hex_id(), "standby: campaigning");
         let (elected, proof) = match self
-            .wait_in_line(&mut lease, &mut give_up, wait, retry)
+            .wait_in_line(candidacy.lease_mut(), &mut give_up, wait, retry)
             .await
         {
             Ok(Ok(won)) => {
                 self.unsent.clear();
                 won
             }
-            Ok(Err(refused)) => return self.campaign_failed(lease, refused, retry).await,
+            Ok(Err(refused)) => return self.campaign_failed(candidacy, refused, retry).await,
             Err(next) => {
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 return Ok(next);
             }
         };
         match self
             .gate
-            .start(&self.client, &lease, &elected, Some(proof))
+            .start(&self.client, candidacy.lease(), &elected, Some(proof))
             .await
         {
-            Ok((leadership, child)) => Ok(State::Leading(Tenure {
-                lease,
+            Ok((leadership, child)) => Ok(State::Leading(Tenure::begin(
+                candidacy,
                 leadership,
-                run: Run::Running {
-                    child,
-                    started: Instant::now(),
-                },
-                restarts: Restarts::new(self.config.restart),
-            })),
+                child,
+                Restarts::new(self.config.restart),
+            ))),
             Err(not) => {
                 let (resign, next) = self.not_started(not);
-                tenure::release(&self.client, lease, resign.then_some(&elected)).await;
+                candidacy
+                    .release(&self.client, resign.then_some(&elected))
+                    .await;
                 next
             }
         }
@@ -368,55 +375,55 @@ impl Supervisor {
     /// What follows a campaign that etcd refused or that failed.
     async fn campaign_failed(
         &mut self,
-        lease: Lease,
+        candidacy: Candidacy,
         refused: Refused,
         retry: Duration,
     ) -> Result<State, Error> {
         let e = match refused {
             Refused::Disagree(line) => {
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 return Err(Error::Usage(line));
             }
             Refused::KeyGone(key) => {
                 warn!(key = %key, "our candidate key was deleted while waiting; campaigning again with a new lease");
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 return Ok(State::Connecting {
                     after: Duration::ZERO,
                 });
             }
             Refused::Etcd(e) => e,
         };
-        match e.kind() {
-            Kind::Fatal => {
-                tenure::release(&self.client, lease, None).await;
+        match after_refusal(e.kind()) {
+            AfterRefusal::GiveUp => {
+                candidacy.release(&self.client, None).await;
                 let mut range = format!("{}/", self.config.election);
                 if self.config.holders > 1 {
                     range = format!("{range} and {}", holders::prefix(&self.config.election));
                 }
                 Err(Error::on_range(range, e))
             }
-            Kind::AuthExpired => {
+            AfterRefusal::Reauthenticate => {
                 // Refused before it reached the election: authenticate, then a fresh start.
                 warn!(error = %e, "authenticating again");
                 if let Err(e) = self.client.refresh_token().await {
                     warn!(error = %e, "authentication failed");
                 }
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 Ok(State::Connecting { after: retry })
             }
-            Kind::NeverSent => {
+            AfterRefusal::SameLease => {
                 // It reached no member: nothing can act on it later, the lease stays clean.
                 let endpoints = self.config.connection.endpoints.join(",");
                 self.unsent.report(format_args!("{endpoints}: {e}"));
                 Ok(State::Campaigning {
-                    lease,
+                    candidacy,
                     after: retry,
                 })
             }
-            _ => {
+            AfterRefusal::NewLease => {
                 // One campaign per lease (holders::campaign says why).
                 warn!(error = %e, "campaign failed; campaigning again with a new lease");
-                tenure::release(&self.client, lease, None).await;
+                candidacy.release(&self.client, None).await;
                 Ok(State::Connecting { after: retry })
             }
         }
@@ -424,28 +431,8 @@ impl Supervisor {
 
     /// What follows a start that did not happen, and whether to resign first.
     fn not_started(&self, not: NotStarted) -> (bool, Result<State, Error>) {
-        match not {
-            NotStarted::Unverified(why) => {
-                warn!(why = %why, "elected but not verified; campaigning again with a new lease");
-                (
-                    false,
-                    Ok(State::Connecting {
-                        after: Duration::ZERO,
-                    }),
-                )
-            }
-            NotStarted::RunTaken(by) => {
-                let run_id = self.config.run_id.as_ref().map_or("", |r| r.id.as_str());
-                info!(run_id, ran = %by, "this run is done already: not running it");
-                (true, Ok(State::Exit(0)))
-            }
-            NotStarted::RunStartedBefore => {
-                info!("this process started the run already: not starting it again");
-                (true, Ok(State::Exit(0)))
-            }
-            NotStarted::Spawn(code) => (true, Ok(State::Exit(code))),
-            NotStarted::Fatal(e) => (true, Err(e)),
-        }
+        let run_id = self.config.run_id.as_ref().map(|r| r.id.as_str());
+        after_not_started(not, run_id)
     }
 
     /// Who is first under the prefix, by the value it proclaims (never us: our key does not
@@ -493,13 +480,13 @@ impl Supervisor {
     }
 
     async fn leading(&mut self, mut term: Tenure) -> State {
-        let retry = term.lease.timing().keepalive / 4;
-        let leadership = term.leadership.clone();
+        let retry = term.lease().timing().keepalive / 4;
+        let leadership = term.leadership().clone();
         let client = self.client.clone();
         let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
         let election = self.config.election.clone();
         let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
-        let (reaper, env) = self.gate.for_checks(&leadership, &term.lease);
+        let (reaper, env) = self.gate.for_checks(&leadership, term.lease());
         let check = self.config.health.clone();
         let reporter = self.health.clone();
         let started = match &term.run {
@@ -521,8 +508,9 @@ impl Supervisor {
                 Run::Restarting { at, .. } => Some(*at),
                 _ => None,
             };
+            let (run, lease) = term.run_and_lease();
             tokio::select! {
-                status = wait_child(&mut term.run) => {
+                status = wait_child(run) => {
                     match self.child_exited(&mut term, status).await {
                         Some(end) => return State::Stopping { term, end },
                         // Restarting: the role's pid changes.
@@ -530,12 +518,29 @@ impl Supervisor {
                     }
                 }
                 _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
-                    match self.gate.start(&self.client, &term.lease, leadership.leader_key(), None).await {
+                    match self.gate.start(&self.client, term.lease(), leadership.leader_key(), None).await {
                         Ok((_, child)) => {
                             term.run = Run::Running { child, started: Instant::now() };
                             return State::Leading(term);
                         }
                         Err(NotStarted::Spawn(code)) => return State::Stopping { term, end: End::Exit(code) },
+                        // Retried with the restart policy's backoff, counted as an exit: a
+                        // limit that stays reached hands leadership over as too many exits do.
+                        Err(NotStarted::SpawnLater) => {
+                            let Run::Restarting { last, .. } = term.run else { return State::Leading(term) };
+                            match term.restarts.on_exit(Instant::now(), Duration::ZERO) {
+                                Some(delay) => {
+                                    info!(retry_in = ?delay, "restarting the child in place later");
+                                    term.run = Run::Restarting { at: Instant::now() + delay, last };
+                                    return State::Leading(term);
+                                }
+                                None => {
+                                    warn!("the child could not be started again: giving leadership up");
+                                    term.run = Run::Finished(last);
+                                    return State::Stopping { term, end: End::ChildExited { ran: Duration::ZERO } };
+                                }
+                            }
+                        }
                         Err(NotStarted::Fatal(e)) => return State::Stopping { term, end: End::Fatal(e) },
                         Err(not) => {
                             warn!(why = ?not, "leadership not verified for the restart; campaigning again");
@@ -544,7 +549,7 @@ impl Supervisor {
                         }
                     }
                 }
-                loss = term.lease.lost() => {
+                loss = lease.lost() => {
                     warn!(%loss, key = %leadership.key, "leadership lost: stopping the child before the lease can expire");
                     metrics::term_ended(loss.into());
                     return State::Stopping { term, end: End::Lost };
@@ -585,11 +590,11 @@ impl Supervisor {
     async fn child_exited(&mut self, term: &mut Tenure, status: ExitStatus) -> Option<End> {
         info!(%status, "child exited");
         metrics::child_exited(metrics::Exit::OnItsOwn);
-        let Run::Running { child, started } = &mut term.run else {
-            return None;
+        let ran = match &term.run {
+            Run::Running { started, .. } => started.elapsed(),
+            _ => return None,
         };
-        let ran = started.elapsed();
-        tenure::stop(child, &term.lease, self.config.stop_signal).await;
+        term.stop_child(self.config.stop_signal).await;
         term.run = Run::Finished(status);
         if self.config.on_exit == OnExit::Restart {
             match term.restarts.on_exit(Instant::now(), ran) {
@@ -622,39 +627,112 @@ impl Supervisor {
         let status = term
             .end(&self.client, self.config.stop_signal, resign)
             .await;
-        Ok(match end {
-            End::Fatal(e) => return Err(e),
-            End::Exit(code) => State::Exit(code),
-            End::Shutdown => State::Exit(status.code()),
-            // A run under --run-id starts once per process, whatever became of it.
-            End::Lost | End::StepDown | End::Unhealthy | End::ChildExited { .. }
-                if self.gate.run_started() =>
-            {
-                warn!(%status, "the run was started once under its run ID: it is not started again");
-                State::Exit(status.code())
-            }
-            // A new lease and a new key: behind every candidate already waiting.
-            End::Lost | End::StepDown => State::Connecting {
+        let holdoff = self.config.health.as_ref().map(|h| h.holdoff);
+        after_end(
+            end,
+            status,
+            self.gate.run_started(),
+            self.config.on_exit,
+            holdoff.unwrap_or_default(),
+        )
+    }
+}
+
+/// What follows a start that did not happen, and whether to resign first.
+fn after_not_started(not: NotStarted, run_id: Option<&str>) -> (bool, Result<State, Error>) {
+    match not {
+        NotStarted::Unverified(why) => {
+            warn!(why = %why, "elected but not verified; campaigning again with a new lease");
+            (
+                false,
+                Ok(State::Connecting {
+                    after: Duration::ZERO,
+                }),
+            )
+        }
+        // Never a token not above one seen: campaign again after a pause; the store's
+        // revision grows with every write, and a candidate that saw less may lead meanwhile.
+        NotStarted::TokenBehind => (
+            true,
+            Ok(State::Connecting {
+                after: RECAMPAIGN_PAUSE,
+            }),
+        ),
+        NotStarted::RunTaken(by) => {
+            let run_id = run_id.unwrap_or("");
+            info!(run_id, ran = %by, "this run is done already: not running it");
+            (true, Ok(State::Exit(0)))
+        }
+        NotStarted::RunStartedBefore => {
+            info!("this process started the run already: not starting it again");
+            (true, Ok(State::Exit(0)))
+        }
+        NotStarted::Spawn(code) => (true, Ok(State::Exit(code))),
+        // Hand over: another host may have processes to spare; back after a pause.
+        NotStarted::SpawnLater => (
+            true,
+            Ok(State::Connecting {
+                after: RECAMPAIGN_PAUSE,
+            }),
+        ),
+        NotStarted::Fatal(e) => (true, Err(e)),
+    }
+}
+
+/// What a campaign that etcd refused or that failed leads to, by the kind of its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRefusal {
+    /// Retrying cannot fix it: exit.
+    GiveUp,
+    /// An expired token: authenticate again, then a new lease.
+    Reauthenticate,
+    /// It reached no member: campaign again on the same lease.
+    SameLease,
+    /// Anything else: a new lease (one campaign per lease).
+    NewLease,
+}
+
+fn after_refusal(kind: Kind) -> AfterRefusal {
+    match kind {
+        Kind::Fatal => AfterRefusal::GiveUp,
+        Kind::AuthExpired => AfterRefusal::Reauthenticate,
+        Kind::NeverSent => AfterRefusal::SameLease,
+        Kind::Retry | Kind::LeaseGone | Kind::Tls => AfterRefusal::NewLease,
+    }
+}
+
+/// What follows a term that ended for `end`, its child having ended with `status`.
+fn after_end(
+    end: End,
+    status: ExitStatus,
+    run_started: bool,
+    on_exit: OnExit,
+    holdoff: Duration,
+) -> Result<State, Error> {
+    Ok(match end {
+        End::Fatal(e) => return Err(e),
+        End::Exit(code) => State::Exit(code),
+        End::Shutdown => State::Exit(status.code()),
+        // A run under --run-id starts once per process, whatever became of it.
+        End::Lost | End::StepDown | End::Unhealthy | End::ChildExited { .. } if run_started => {
+            warn!(%status, "the run was started once under its run ID: it is not started again");
+            State::Exit(status.code())
+        }
+        // A new lease and a new key: behind every candidate already waiting.
+        End::Lost | End::StepDown => State::Connecting {
+            after: Duration::ZERO,
+        },
+        End::Unhealthy => State::Connecting { after: holdoff },
+        End::ChildExited { ran } => match on_exit {
+            OnExit::Exit => State::Exit(status.code()),
+            OnExit::Recampaign if ran >= MIN_HEALTHY_RUN => State::Connecting {
                 after: Duration::ZERO,
             },
-            End::Unhealthy => State::Connecting {
-                after: self
-                    .config
-                    .health
-                    .as_ref()
-                    .map_or(Duration::ZERO, |h| h.holdoff),
+            OnExit::Recampaign | OnExit::Restart => State::Connecting {
+                after: RECAMPAIGN_PAUSE,
             },
-            End::ChildExited { ran } => match self.config.on_exit {
-                OnExit::Exit => State::Exit(status.code()),
-                OnExit::Recampaign if ran >= MIN_HEALTHY_RUN => State::Connecting {
-                    after: Duration::ZERO,
-                },
-                OnExit::Recampaign | OnExit::Restart => State::Connecting {
-                    after: RECAMPAIGN_PAUSE,
-                },
-            },
-        })
-    }
+        },
+    })
 }
 
 /// Build the client, retrying while etcd is unreachable (with credentials, building it is a
@@ -781,5 +859,151 @@ async fn until_shutdown<T>(
                 Request::Forward(sig) => debug!(signal = %sig, "no child to pass the signal to"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::signals::Signals;
+    use nix::sys::signal::Signal;
+
+    /// The states that hold no lease, as text.
+    fn shown(state: Result<State, Error>) -> String {
+        match state {
+            Ok(State::Connecting { after }) => format!("connecting after {after:?}"),
+            Ok(State::Exit(code)) => format!("exit {code}"),
+            Ok(State::Campaigning { .. }) => "campaigning".into(),
+            Ok(State::Leading(_)) => "leading".into(),
+            Ok(State::Stopping { .. }) => "stopping".into(),
+            Err(e) => format!("error {}", e.exit_code()),
+        }
+    }
+
+    #[test]
+    fn each_end_of_a_term_leads_to_its_next_state() {
+        let ran = |secs| End::ChildExited {
+            ran: Duration::from_secs(secs),
+        };
+        let holdoff = Duration::from_secs(30);
+        let status = ExitStatus::Code(3);
+        let next = |end, run_started, on_exit| {
+            shown(after_end(end, status, run_started, on_exit, holdoff))
+        };
+        let cases = [
+            (End::Lost, OnExit::Exit, "connecting after 0ns"),
+            (End::StepDown, OnExit::Exit, "connecting after 0ns"),
+            (End::Unhealthy, OnExit::Exit, "connecting after 30s"),
+            (End::Shutdown, OnExit::Recampaign, "exit 3"),
+            (End::Exit(126), OnExit::Recampaign, "exit 126"),
+            (ran(5), OnExit::Exit, "exit 3"),
+            (ran(5), OnExit::Recampaign, "connecting after 0ns"),
+            // A crash loop pauses before the next campaign.
+            (ran(0), OnExit::Recampaign, "connecting after 1s"),
+            (ran(5), OnExit::Restart, "connecting after 1s"),
+        ];
+        for (end, on_exit, want) in cases {
+            let what = format!("{:?}", std::mem::discriminant(&end));
+            assert_eq!(next(end, false, on_exit), want, "{what} {on_exit:?}");
+        }
+        // A run under --run-id never starts twice in one process, whatever ended it.
+        for end in [End::Lost, End::StepDown, End::Unhealthy, ran(5)] {
+            assert_eq!(next(end, true, OnExit::Recampaign), "exit 3");
+        }
+        let fatal = End::Fatal(Error::Usage("refused".into()));
+        assert_eq!(next(fatal, false, OnExit::Exit), "error 2");
+    }
+
+    #[test]
+    fn each_campaign_failure_kind_leads_to_its_next_state() {
+        assert_eq!(after_refusal(Kind::Fatal), AfterRefusal::GiveUp);
+        assert_eq!(
+            after_refusal(Kind::AuthExpired),
+            AfterRefusal::Reauthenticate
+        );
+        // Nothing reached a member: the same lease may campaign again.
+        assert_eq!(after_refusal(Kind::NeverSent), AfterRefusal::SameLease);
+        for kind in [Kind::Retry, Kind::LeaseGone, Kind::Tls] {
+            assert_eq!(after_refusal(kind), AfterRefusal::NewLease, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_of_the_start_gate_leads_to_its_next_state() {
+        let next = |not| {
+            let (resign, state) = after_not_started(not, Some("nightly"));
+            format!("{resign} {}", shown(state))
+        };
+        let unverified = NotStarted::Unverified(election::Unverified::NotFirst);
+        assert_eq!(next(unverified), "false connecting after 0ns");
+        assert_eq!(next(NotStarted::TokenBehind), "true connecting after 1s");
+        assert_eq!(next(NotStarted::RunTaken("b".into())), "true exit 0");
+        assert_eq!(next(NotStarted::RunStartedBefore), "true exit 0");
+        assert_eq!(next(NotStarted::Spawn(127)), "true exit 127");
+        assert_eq!(next(NotStarted::SpawnLater), "true connecting after 1s");
+        let fatal = NotStarted::Fatal(Error::Usage("no".into()));
+        assert_eq!(next(fatal), "true error 2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_on_term_or_int_and_passes_over_signals_for_the_child() {
+        let (tx, mut signals) = Signals::injected();
+        let mut never = pin!(give_up(None));
+        tx.send(Request::Forward(Signal::SIGHUP)).unwrap();
+        tx.send(Request::Shutdown(Signal::SIGTERM)).unwrap();
+        let waited = until_shutdown(&mut signals, &mut never, std::future::pending::<()>());
+        assert!(matches!(waited.await, Waited::Shutdown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_gives_up_at_the_wait_timeout_on_the_paused_clock() {
+        let (_tx, mut signals) = Signals::injected();
+        let t0 = Instant::now();
+        let mut at = pin!(give_up(Some(t0 + Duration::from_secs(30))));
+        let work = sleep(Duration::from_secs(60));
+        let waited = until_shutdown(&mut signals, &mut at, work).await;
+        assert!(matches!(waited, Waited::GaveUp));
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(30));
+        // Work that ends first is done.
+        let mut never = pin!(give_up(None));
+        let work = async { 5 };
+        let waited = until_shutdown(&mut signals, &mut never, work).await;
+        assert!(matches!(waited, Waited::Done(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_of_an_unreachable_etcd_back_off_and_end_on_term() {
+        let (tx, mut signals) = Signals::injected();
+        let connection = etcd::Connection {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        let mut never = pin!(give_up(None));
+        let t0 = Instant::now();
+        let attempts = std::cell::Cell::new(Vec::new());
+        let attempt = || {
+            let mut at = attempts.take();
+            at.push(Instant::now() - t0);
+            let n = at.len();
+            attempts.set(at);
+            if n == 4 {
+                tx.send(Request::Shutdown(Signal::SIGINT)).unwrap();
+            }
+            async {
+                Err::<(), _>(EtcdError::TimedOut {
+                    what: "connecting",
+                    after: Duration::ZERO,
+                })
+            }
+        };
+        let ttl = Duration::from_secs(10);
+        let r = retrying(&mut signals, &mut never, &connection, ttl, false, attempt).await;
+        assert!(matches!(r, Ok(Err(0))), "TERM/INT: exit 0");
+        let at = attempts.take();
+        assert_eq!(at.len(), 4);
+        // Each pause at least as long as the one before, the first one short.
+        let gaps: Vec<_> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[0] <= Duration::from_millis(200), "{gaps:?}");
+        assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
     }
 }

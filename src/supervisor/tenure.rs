@@ -5,6 +5,10 @@
 //!   and each restart in place, goes through it;
 //! - the **end path** ([`Tenure::end`]): stop the child, then release leadership. Nothing else
 //!   resigns or revokes while a child may live.
+//!
+//! Both held by types: a lease lives in a [`Candidacy`] (no child) or a [`Tenure`] (a child
+//! may live), each owning it privately. Revoking needs the lease by value, so a candidacy is
+//! released once, through [`Candidacy::release`], and a term only through [`Tenure::end`].
 
 use crate::config::{Config, RunId};
 use crate::election::holders;
@@ -38,10 +42,38 @@ pub enum Run {
     Finished(ExitStatus),
 }
 
-/// One term: the lease, the verified leadership, the child.
+/// A lease with no child: granted, campaigning, or elected and not yet started.
+pub struct Candidacy {
+    lease: Lease,
+}
+
+impl Candidacy {
+    pub fn new(lease: Lease) -> Candidacy {
+        Candidacy { lease }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// For waiting on its loss.
+    pub fn lease_mut(&mut self) -> &mut Lease {
+        &mut self.lease
+    }
+
+    /// Give the candidacy up: resign `key` if given, then revoke the lease. Whether `key` was
+    /// resigned.
+    pub async fn release(self, client: &Client, key: Option<&LeaderKey>) -> bool {
+        release(client, self.lease, key).await
+    }
+}
+
+/// One term: the lease, the verified leadership, the child. Built only by the start gate's
+/// success ([`Tenure::begin`]); ended only by [`Tenure::end`].
 pub struct Tenure {
-    pub lease: Lease,
-    pub leadership: Leadership,
+    lease: Lease,
+    leadership: Leadership,
+    /// The child's lifecycle; the supervisor moves it through restarts.
     pub run: Run,
     pub restarts: Restarts,
 }
@@ -51,12 +83,17 @@ pub struct Tenure {
 pub enum NotStarted {
     /// The election result did not hold up, or the deadline came too near: campaign again.
     Unverified(Unverified),
+    /// The fencing token would not be above a revision seen before.
+    TokenBehind,
     /// `--run-id`: somebody ran it already.
     RunTaken(String),
     /// `--run-id`: this process started the run once; it never starts it again.
     RunStartedBefore,
     /// The command could not be spawned: exit with this status.
     Spawn(u8),
+    /// The command could not be spawned for now (no process or memory left: EAGAIN, ENOMEM):
+    /// retrying can fix it.
+    SpawnLater,
     /// etcd refused us for good.
     Fatal(Error),
 }
@@ -74,6 +111,45 @@ pub struct Gate {
     holders: u32,
     /// `--run-id`: the run has been started by this process (whatever became of it).
     run_started: bool,
+    /// The fencing tokens handed out and the revisions seen.
+    tokens: Tokens,
+}
+
+/// The fencing token never goes back: a term's token (its key's create revision) must be above
+/// every store revision this process has seen. etcd restored from an older copy reports lower
+/// revisions, and would otherwise hand a new leader a token an old one already used.
+#[derive(Debug, Default)]
+struct Tokens {
+    /// The highest store revision seen at a verification.
+    seen: i64,
+    /// The key and token of the current (or last) term: a restart in place hands it out again.
+    current: Option<(String, i64)>,
+}
+
+/// A token that is not above a revision already seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TokenBehind {
+    token: i64,
+    seen: i64,
+}
+
+impl Tokens {
+    /// Check the token of `key`, verified at `store_revision`, and remember what it shows.
+    fn hand_out(&mut self, key: &str, token: i64, store_revision: i64) -> Result<(), TokenBehind> {
+        let same_term = self
+            .current
+            .as_ref()
+            .is_some_and(|(k, t)| k == key && *t == token);
+        if !same_term && token <= self.seen {
+            return Err(TokenBehind {
+                token,
+                seen: self.seen,
+            });
+        }
+        self.current = Some((key.to_string(), token));
+        self.seen = self.seen.max(store_revision);
+        Ok(())
+    }
 }
 
 impl Gate {
@@ -88,6 +164,7 @@ impl Gate {
             run_id: config.run_id.clone(),
             holders: config.holders,
             run_started: false,
+            tokens: Tokens::default(),
         }
     }
 
@@ -121,6 +198,21 @@ impl Gate {
         lease.lead();
         let verified = election::verify(client, elected, lease, self.holders, proof).await;
         let leadership = verified.map_err(NotStarted::Unverified)?;
+        let (key, token) = (&leadership.key, leadership.revision);
+        if let Err(behind) = self
+            .tokens
+            .hand_out(key, token, leadership.store_revision())
+        {
+            crate::metrics::fencing_token_behind();
+            error!(
+                token = behind.token,
+                seen = behind.seen,
+                "etcd reports revision {} for our key, below revision {} seen before: was it restored from an older copy? Not starting: the fencing token would go back",
+                behind.token,
+                behind.seen
+            );
+            return Err(NotStarted::TokenBehind);
+        }
         let wait = lease.timing().request_timeout();
         let record = match &self.run_id {
             None => None,
@@ -173,6 +265,10 @@ impl Gate {
                 let Some(e) = e else {
                     return Err(NotStarted::Unverified(Unverified::DeadlineNear));
                 };
+                if is_transient(&e) {
+                    error!(error = %e, "cannot start the command for now");
+                    return Err(NotStarted::SpawnLater);
+                }
                 error!(error = %e, "cannot start the command");
                 return Err(NotStarted::Spawn(match e.kind() {
                     std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -220,6 +316,45 @@ impl Gate {
 }
 
 impl Tenure {
+    /// A term begins with a child the gate started on `candidacy`'s lease.
+    pub fn begin(
+        candidacy: Candidacy,
+        leadership: Leadership,
+        child: Child,
+        restarts: Restarts,
+    ) -> Tenure {
+        Tenure {
+            lease: candidacy.lease,
+            leadership,
+            run: Run::Running {
+                child,
+                started: Instant::now(),
+            },
+            restarts,
+        }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// For waiting on the child and on the lease's loss at once.
+    pub fn run_and_lease(&mut self) -> (&mut Run, &mut Lease) {
+        (&mut self.run, &mut self.lease)
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// Stop what is left of a child that exited on its own (its group), by the deadline, before
+    /// anything else happens. Nothing when no child runs.
+    pub async fn stop_child(&mut self, stop_signal: Signal) {
+        if let Run::Running { child, .. } = &mut self.run {
+            stop(child, &self.lease, stop_signal).await;
+        }
+    }
+
     /// The pid of the running child, if any.
     pub fn pid(&self) -> Option<u32> {
         match &self.run {
@@ -249,15 +384,23 @@ impl Tenure {
     }
 }
 
+/// Whether a spawn failed for want of processes or memory, which may be had again: the
+/// process limit (`ulimit -u`) reached, the kernel's tables full. Not "cannot be executed".
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EAGAIN) | Some(nix::libc::ENOMEM)
+    )
+}
+
 /// Stop the child within its stop timeout, and in any case by `D - m`.
-pub async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> ExitStatus {
+async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> ExitStatus {
     let kill_at = (Instant::now() + lease.timing().stop_timeout).min(lease.kill_at());
     child.stop(stop_signal, kill_at).await
 }
 
-/// Give up a candidacy with no child running: resign `key` if given, then revoke the lease.
-/// Whether `key` was resigned.
-pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool {
+/// Resign `key` if given, then revoke the lease: the last step of both ends.
+async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool {
     let wait = lease.timing().request_timeout();
     // The key first, then the lease, as `etcdctl lock` lets go: the next candidate sees a key's
     // delete about 0.2 ms sooner than a lease's revoke, which etcd applies with more work (in
@@ -270,4 +413,39 @@ pub async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> 
     };
     lease.revoke(client, wait).await;
     resigned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fencing_token_never_goes_back() {
+        let mut t = Tokens::default();
+        assert_eq!(t.hand_out("e/a", 5, 6), Ok(()));
+        // A restart in place: the same term, the same token.
+        assert_eq!(t.hand_out("e/a", 5, 9), Ok(()));
+        assert_eq!(t.hand_out("e/b", 12, 12), Ok(()));
+        // etcd restored from an older copy: a new key at a lower revision, or at the very
+        // revision a former term had, is refused.
+        let behind = TokenBehind { token: 7, seen: 12 };
+        assert_eq!(t.hand_out("e/c", 7, 8), Err(behind));
+        let behind = TokenBehind {
+            token: 12,
+            seen: 12,
+        };
+        assert_eq!(t.hand_out("e/d", 12, 13), Err(behind));
+        // Refusals teach nothing; a token above every revision seen passes.
+        assert_eq!(t.hand_out("e/e", 13, 13), Ok(()));
+    }
+
+    #[test]
+    fn only_a_lack_of_processes_or_memory_is_worth_a_retry() {
+        let os = std::io::Error::from_raw_os_error;
+        assert!(is_transient(&os(nix::libc::EAGAIN)));
+        assert!(is_transient(&os(nix::libc::ENOMEM)));
+        for e in [nix::libc::ENOENT, nix::libc::EACCES, nix::libc::ENOEXEC] {
+            assert!(!is_transient(&os(e)), "{e}");
+        }
+    }
 }
