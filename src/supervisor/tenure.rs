@@ -386,11 +386,10 @@ impl Tenure {
 
 /// Whether a spawn failed for want of processes or memory, which may be had again: the
 /// process limit (`ulimit -u`) reached, the kernel's tables full. Not "cannot be executed".
+/// The spawn's error names the program, so its kind is what is left of the errno.
 fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::EAGAIN) | Some(nix::libc::ENOMEM)
-    )
+    use std::io::ErrorKind::{OutOfMemory, WouldBlock};
+    matches!(e.kind(), WouldBlock | OutOfMemory)
 }
 
 /// Stop the child within its stop timeout, and in any case by `D - m`.
