@@ -908,7 +908,7 @@ fn no_wait_with_a_wait_timeout_gives_up_on_an_unreachable_etcd() {
 fn duplicate_endpoints_count_once() {
     let etcd = Etcd::single();
     // 100 spellings of one endpoint: one endpoint, not more than 64.
-    let one = etcd.endpoint();
+    let one = etcd.endpoint(0);
     let list: Vec<String> = (0..100)
         .map(|i| {
             if i % 2 == 0 {

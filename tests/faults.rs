@@ -44,7 +44,7 @@ fn put_big(endpoint: &str, key: &str, len: usize) {
 fn etcd_behind_proxies(n: usize) -> (Etcd, Scene, Vec<FaultProxy>) {
     let (etcd, scene) = etcd_and_scene();
     let proxies = (0..n)
-        .map(|_| FaultProxy::start(etcd.client_addr()))
+        .map(|_| FaultProxy::start(etcd.client_addr(0)))
         .collect();
     (etcd, scene, proxies)
 }
@@ -601,7 +601,7 @@ fn revoking_the_leaders_lease_by_hand_stops_the_child_and_it_campaigns_again() {
 fn candidates_started_while_etcd_is_down_wait_quit_at_once_on_sigterm_then_one_leads() {
     const TTL: u32 = 3;
     let (mut etcd, scene) = etcd_and_scene();
-    etcd.kill();
+    etcd.kill(0);
     scene.mark("etcd killed before the candidates start");
     let ttl = TTL.to_string();
     let mut a = scene.candidate("A", &["--ttl", &ttl], &[]);
@@ -615,7 +615,7 @@ fn candidates_started_while_etcd_is_down_wait_quit_at_once_on_sigterm_then_one_l
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(t0.elapsed() < 2 * SEC, "took {:?}", t0.elapsed());
 
-    etcd.restart();
+    etcd.restart(0);
     let t1 = scene.mark("etcd up and healthy");
     // Retries back off to at most TTL/2 (1.5 s): then one grant, one campaign.
     let first = assert_one_leads_after(&scene, t1, 15 * SEC, (TTL + 2) * SEC);

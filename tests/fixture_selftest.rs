@@ -25,11 +25,11 @@ fn single_etcd_put_get_and_cleanup() {
     etcd.put("/selftest/k", "v1");
     assert_eq!(etcd.get("/selftest/k").as_deref(), Some("v1"));
     assert_eq!(etcd.get("/selftest/missing"), None);
-    assert!(etcd.is_running());
+    assert!(etcd.is_running(0));
 
-    let pid = etcd.pid().expect("running");
-    let dir = etcd.member_dir().to_path_buf();
-    assert!(etcd.data_dir().join("member").exists());
+    let pid = etcd.pid(0).expect("running");
+    let dir = etcd.member_dir(0).to_path_buf();
+    assert!(etcd.data_dir(0).join("member").exists());
     drop(etcd);
     assert!(!dir.exists(), "temp dir {} not removed", dir.display());
     // Drop reaps the child, so the pid is gone (not even a zombie).
@@ -85,7 +85,7 @@ fn cluster_kill_restart_freeze_thaw() {
 fn proxy_modes_with_etcdctl() {
     let etcd = Etcd::single();
     etcd.put("/selftest/p", "x");
-    let proxy = FaultProxy::start(etcd.client_addr());
+    let proxy = FaultProxy::start(etcd.client_addr(0));
     let get = |timeout: &str| {
         let args = [
             "--dial-timeout",

@@ -36,9 +36,18 @@ fn settled(scene: &Scene, n: usize, timeout: Duration, what: &str) -> Vec<Run> {
     got
 }
 
-/// The ids of the candidates in etcd, oldest first (the order of the queue).
-fn queue(scene: &Scene) -> Vec<String> {
-    scene.candidates().into_iter().map(|(_, v)| v).collect()
+/// The first in the queue, whose place is taken away next, and the one in line for it (the
+/// fourth): the first's id, its index in `ids`, its run in `holding`, and the next one's id.
+fn first_and_next(scene: &Scene, ids: &[&str], holding: &[Run]) -> (String, usize, Run, String) {
+    let line = scene.candidate_ids();
+    let (first, next) = (line[0].clone(), line[3].clone());
+    let index = ids.iter().position(|id| **id == *first).unwrap();
+    let run = holding
+        .iter()
+        .find(|r| r.id.as_deref() == Some(&first))
+        .unwrap()
+        .clone();
+    (first, index, run, next)
 }
 
 /// `leaderrun leader --endpoints E --election <election> extra...`, run to completion.
@@ -97,7 +106,7 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     let holding = settled(&scene, 3, 10 * SEC, "five candidates, three places");
     assert_eq!(scene.runs().len(), 3, "{:#?}", scene.runs());
     // The holders are the first three in the queue, with distinct fencing tokens.
-    let line = queue(&scene);
+    let line = scene.candidate_ids();
     let mut holders: Vec<String> = holding.iter().filter_map(|r| r.id.clone()).collect();
     holders.sort();
     let mut first3 = line[..3].to_vec();
@@ -108,12 +117,7 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     );
 
     // SIGTERM the first holder: the fourth in line starts within a handover.
-    let (from, next) = (line[0].clone(), line[3].clone());
-    let victim = ids.iter().position(|id| **id == *from).unwrap();
-    let old = holding
-        .iter()
-        .find(|r| r.id.as_deref() == Some(&from))
-        .unwrap();
+    let (from, victim, old, next) = first_and_next(&scene, &ids, &holding);
     scene.mark(&format!("SIGTERM to {from}"));
     let (new, took) = scene.handover(&lrs[victim], Signal::SIGTERM, &next, 5 * SEC);
     scene.report(&format!(
@@ -130,14 +134,9 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
     assert_at_most_concurrent(&scene.runs(), 3);
 
     // SIGKILL another holder: the last candidate gets its place once its child is dead.
-    let line = queue(&scene);
+    let line = scene.candidate_ids();
     assert_eq!(line.len(), 4, "{line:?}");
-    let (from, next) = (line[0].clone(), line[3].clone());
-    let victim = ids.iter().position(|id| **id == *from).unwrap();
-    let old = holding
-        .iter()
-        .find(|r| r.id.as_deref() == Some(&from))
-        .unwrap();
+    let (from, victim, old, next) = first_and_next(&scene, &ids, &holding);
     let t0 = scene.mark(&format!("SIGKILL to {from}"));
     lrs[victim].kill();
     gone.push(victim);
@@ -171,7 +170,7 @@ fn five_candidates_with_three_holders_run_three_children_and_fill_a_lost_place()
 fn a_holders_link_blackholed_stops_its_child_before_the_next_candidate_starts() {
     let (etcd, scene) = etcd_and_scene();
     let proxies: Vec<FaultProxy> = (0..4)
-        .map(|_| FaultProxy::start(etcd.client_addr()))
+        .map(|_| FaultProxy::start(etcd.client_addr(0)))
         .collect();
     let ttl = TTL.to_string();
     let ids = ["A", "B", "C", "D"];
@@ -185,13 +184,7 @@ fn a_holders_link_blackholed_stops_its_child_before_the_next_candidate_starts() 
         .collect();
     scene.wait_candidates(&ids, 10 * SEC);
     let holding = settled(&scene, 3, 10 * SEC, "four candidates, three places");
-    let line = queue(&scene);
-    let (cut, next) = (line[0].clone(), line[3].clone());
-    let victim = ids.iter().position(|id| **id == *cut).unwrap();
-    let old = holding
-        .iter()
-        .find(|r| r.id.as_deref() == Some(&cut))
-        .unwrap();
+    let (cut, victim, old, next) = first_and_next(&scene, &ids, &holding);
 
     let t0 = scene.mark(&format!("blackhole {cut}'s link"));
     proxies[victim].set_mode(Mode::Blackhole);
@@ -359,7 +352,7 @@ fn leader_lists_the_holders() {
         .collect();
     scene.wait_candidates(&ids, 10 * SEC);
     settled(&scene, 3, 10 * SEC, "four candidates, three places");
-    let line = queue(&scene);
+    let line = scene.candidate_ids();
 
     let out = ask_leader(&scene, &["--holders", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
@@ -409,7 +402,7 @@ fn leaderrun_resign_hands_the_oldest_holders_place_to_the_next_in_line() {
         .collect();
     scene.wait_candidates(&ids, 10 * SEC);
     let holding = settled(&scene, 2, 10 * SEC, "three candidates, two places");
-    let line = queue(&scene);
+    let line = scene.candidate_ids();
     let old = holding
         .iter()
         .find(|r| r.id.as_deref() == Some(&line[0]))
@@ -466,7 +459,7 @@ fn a_waiting_candidate_whose_key_was_deleted_never_holds_out_of_turn() {
     scene.mark("delete C's key");
     etcd.etcdctl_ok(&["del", &c_key]);
     // C gets back in line with a new key, behind D.
-    let back = poll_for(10 * SEC, || queue(&scene), |q| q.len() == 4);
+    let back = poll_for(10 * SEC, || scene.candidate_ids(), |q| q.len() == 4);
     let back = back.unwrap_or_else(|q| panic!("C did not get back in line: {q:?}"));
     assert_eq!(back, ["A", "B", "D", "C"], "C is not behind D");
     let (run_d, _) = scene.handover(&lrs[0], Signal::SIGTERM, "D", 5 * SEC);

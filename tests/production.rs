@@ -73,51 +73,31 @@ fn password_file(scene: &Scene, name: &str, password: &str) -> PathBuf {
 fn etcd_with_auth(opts: EtcdOptions<'_>) -> (Etcd, Scene) {
     let etcd = Etcd::start_with(opts);
     etcd.enable_auth(ROOT_PASSWORD);
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let scene = Scene::on(&etcd, ELECTION);
     (etcd, scene)
 }
 
-/// The candidates' ids under `web/`, oldest first, read as the fixture's root (over TLS, with
-/// auth): the scene's own `candidates()` uses plain etcdctl.
-fn candidates(etcd: &Etcd) -> Vec<String> {
-    let out = etcd.etcdctl(&[
-        "--command-timeout",
-        "2s",
-        "get",
-        "--prefix",
-        ELECTION_PREFIX,
-        "--sort-by",
-        "CREATE",
-        "--order",
-        "ASCEND",
-        "--print-value-only",
-    ]);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    stdout_of(&out)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
+/// The user of the tests that run leaderrun with a password.
+const USER: &str = "web-user";
+const PASSWORD: &str = "web-pass";
+
+/// Adds USER with the role leaderrun needs: readwrite on `web/` and `leaderrun.runs/web/`, and
+/// read on the step-down request key (leaderrun resign), the one key, not a prefix. Returns
+/// `--user USER --password-file <a file with PASSWORD>`.
+fn web_user(etcd: &Etcd, scene: &Scene) -> Vec<OsString> {
+    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    let role = format!("{USER}-role");
+    etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
+    user_flags(USER, &password_file(scene, "password", PASSWORD))
 }
 
-/// Waits until exactly these ids (any order) campaign or lead in `web/`.
-fn wait_candidates(etcd: &Etcd, ids: &[&str], timeout: std::time::Duration) {
-    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    let got = poll_for(
-        timeout,
-        || {
-            let mut got = candidates(etcd);
-            got.sort();
-            got
-        },
-        |got| *got == want,
-    );
-    if let Err(got) = got {
-        panic!("candidates in etcd: want {want:?}, have {got:?} after {timeout:?}");
-    }
+/// A leads (its child runs), then B stands by, both with `opts`.
+fn a_leads_b_waits(scene: &Scene, opts: &[OsString]) -> (Lr, Run, Lr) {
+    let a = scene.leaderrun("A").args(opts).spawn();
+    let run_a = scene.wait_leading("A", 1, 10 * SEC);
+    let b = scene.leaderrun("B").args(opts).spawn();
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+    (a, run_a, b)
 }
 
 /// The lines of leaderrun's final-line format (`leaderrun: ...`) in `text`.
@@ -198,6 +178,20 @@ fn id_of(line: &str) -> &str {
         .unwrap_or_else(|| panic!("no id= in {line:?}"))
 }
 
+/// `--cert <pair.cert> --key <pair.key>`, as etcdctl's arguments.
+fn cert_args(pair: &CertPair) -> [&str; 4] {
+    ["--cert", path_str(&pair.cert), "--key", path_str(&pair.key)]
+}
+
+/// `etcdctl --endpoints <endpoint> <flags> --dial-timeout 2s --command-timeout 3s <args>`: the
+/// fixture's checks with TLS files and users of their own, none waiting long for a refusal.
+fn etcdctl_with(endpoint: &str, flags: &[&str], args: &[&str]) -> Output {
+    let mut all = flags.to_vec();
+    all.extend(["--dial-timeout", "2s", "--command-timeout", "3s"]);
+    all.extend_from_slice(args);
+    etcdctl_at(endpoint, &all)
+}
+
 /// etcdctl's stderr, printed for the record (`--nocapture`) and returned.
 fn refused(what: &str, out: &Output) -> String {
     assert!(
@@ -212,7 +206,7 @@ fn refused(what: &str, out: &Output) -> String {
 
 /// etcd's log lines about refused connections (TLS handshakes), printed for the record.
 fn print_rejections(etcd: &Etcd, what: &str) {
-    for line in etcd.log_tail().lines() {
+    for line in etcd.log_tail(0).lines() {
         if line.contains("rejected connection") || line.contains("handshake") {
             eprintln!("[{what}] etcd logged: {line}");
         }
@@ -224,7 +218,7 @@ fn print_rejections(etcd: &Etcd, what: &str) {
 /// token, unlike etcdctl, which logs in at every run.
 fn gateway(etcd: &Etcd, path: &str, body: &str, token: Option<&str>) -> String {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(etcd.client_addr()).expect("connect etcd");
+    let mut stream = std::net::TcpStream::connect(etcd.client_addr(0)).expect("connect etcd");
     stream.set_read_timeout(Some(10 * SEC)).unwrap();
     let auth = token
         .map(|t| format!("Authorization: {t}\r\n"))
@@ -272,21 +266,18 @@ fn gateway_get_web(etcd: &Etcd, token: &str) -> String {
 #[test]
 fn fixture_tls_etcd_serves_https_to_clients_that_trust_its_ca() {
     let certs = Certs::generate();
-    let mut etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        ..Default::default()
-    });
+    let mut etcd = Etcd::start_with(EtcdOptions::tls(&certs));
     let endpoint = etcd.endpoints();
     assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
-    assert_eq!(etcd.endpoint(), endpoint);
-    assert_eq!(etcd.client_url(), endpoint);
-    assert!(etcd.is_healthy());
+    assert_eq!(etcd.endpoint(0), endpoint);
+    assert_eq!(etcd.client_url(0), endpoint);
+    assert!(etcd.is_healthy(0));
     etcd.put("k", "v");
     assert_eq!(etcd.get("k").as_deref(), Some("v"));
     // Restarts wait for health over TLS too.
-    etcd.restart();
-    assert!(etcd.is_healthy());
-    assert_eq!(etcd.cluster().leader(), Some(0));
+    etcd.restart(0);
+    assert!(etcd.is_healthy(0));
+    assert_eq!(etcd.leader(), Some(0));
 
     // The CA alone verifies the server: the IP SAN, and the DNS SAN for localhost.
     let ca = path_str(&certs.ca_cert);
@@ -299,33 +290,13 @@ fn fixture_tls_etcd_serves_https_to_clients_that_trust_its_ca() {
 
     // Another CA does not verify it; nor does plain http reach it.
     let (other_ca, _) = certs.other_ca("x");
-    let out = etcdctl_at(
-        &endpoint,
-        &[
-            "--cacert",
-            path_str(&other_ca),
-            "--dial-timeout",
-            "2s",
-            "--command-timeout",
-            "3s",
-            "get",
-            "k",
-        ],
-    );
+    let out = etcdctl_with(&endpoint, &["--cacert", path_str(&other_ca)], &["get", "k"]);
     refused("unknown CA", &out);
     let plain = endpoint.replace("https://", "http://");
-    let out = etcdctl_at(
-        &plain,
-        &[
-            "--dial-timeout",
-            "2s",
-            "--command-timeout",
-            "3s",
-            "get",
-            "k",
-        ],
+    refused(
+        "http:// to a TLS port",
+        &etcdctl_with(&plain, &[], &["get", "k"]),
     );
-    refused("http:// to a TLS port", &out);
     print_rejections(&etcd, "TLS");
 }
 
@@ -334,25 +305,13 @@ fn fixture_server_certificate_for_a_wrong_name_fails_verification() {
     let certs = Certs::generate();
     let wrong = certs.server_for(&["wrong.example"]);
     let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
         server_cert: Some(&wrong),
-        ..Default::default()
+        ..EtcdOptions::tls(&certs)
     });
     // The fixture itself skips verification, so it works.
     etcd.put("k", "v");
-    let out = etcdctl_at(
-        &etcd.endpoints(),
-        &[
-            "--cacert",
-            path_str(&certs.ca_cert),
-            "--dial-timeout",
-            "2s",
-            "--command-timeout",
-            "3s",
-            "get",
-            "k",
-        ],
-    );
+    let ca = ["--cacert", path_str(&certs.ca_cert)];
+    let out = etcdctl_with(&etcd.endpoints(), &ca, &["get", "k"]);
     let err = refused("server certificate for wrong.example", &out);
     assert!(
         err.contains("127.0.0.1") || err.contains("wrong.example"),
@@ -364,102 +323,56 @@ fn fixture_server_certificate_for_a_wrong_name_fails_verification() {
 #[test]
 fn fixture_client_cert_auth_refuses_missing_expired_foreign_and_mismatched_certificates() {
     let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
+    let etcd = Etcd::start_with(EtcdOptions::mutual_tls(&certs));
     etcd.put("k", "v");
     let ep = etcd.endpoints();
     let ca = path_str(&certs.ca_cert);
-    let get = |extra: &[&str]| {
-        let mut args = vec![
-            "--cacert",
-            ca,
-            "--dial-timeout",
-            "2s",
-            "--command-timeout",
-            "3s",
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["get", "k", "--print-value-only"]);
-        etcdctl_at(&ep, &args)
+    let get = |cert: &[&str]| {
+        let flags = [&["--cacert", ca][..], cert].concat();
+        etcdctl_with(&ep, &flags, &["get", "k", "--print-value-only"])
     };
 
     let alice = certs.client("alice");
-    let out = get(&[
-        "--cert",
-        path_str(&alice.cert),
-        "--key",
-        path_str(&alice.key),
-    ]);
+    let out = get(&cert_args(&alice));
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out), "v\n");
 
     refused("no client certificate", &get(&[]));
     let expired = certs.expired_client("alice");
-    refused(
-        "expired client certificate",
-        &get(&[
-            "--cert",
-            path_str(&expired.cert),
-            "--key",
-            path_str(&expired.key),
-        ]),
-    );
+    refused("expired client certificate", &get(&cert_args(&expired)));
     let (_, foreign) = certs.other_ca("alice");
     refused(
         "client certificate of another CA",
-        &get(&[
-            "--cert",
-            path_str(&foreign.cert),
-            "--key",
-            path_str(&foreign.key),
-        ]),
+        &get(&cert_args(&foreign)),
     );
     let mismatched = certs.mismatched_client("alice");
-    refused(
-        "key that does not match the certificate",
-        &get(&[
-            "--cert",
-            path_str(&mismatched.cert),
-            "--key",
-            path_str(&mismatched.key),
-        ]),
-    );
+    let out = get(&cert_args(&mismatched));
+    refused("key that does not match the certificate", &out);
     print_rejections(&etcd, "client-cert-auth");
 }
 
 #[test]
 fn fixture_cn_of_a_client_certificate_is_the_user_and_roles_limit_it_to_a_prefix() {
     let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
+    let etcd = Etcd::start_with(EtcdOptions::mutual_tls(&certs));
     etcd.enable_auth(ROOT_PASSWORD);
     assert_eq!(etcd.root_password().as_deref(), Some(ROOT_PASSWORD));
     etcd.add_user_with_prefixes("web-svc", "pw", &[ELECTION_PREFIX, RUNS_PREFIX]);
     // The fixture (root) still works once auth is on.
     etcd.put("web/by-root", "1");
-    assert!(etcd.is_healthy());
+    assert!(etcd.is_healthy(0));
 
-    let svc = certs.client("web-svc");
-    let as_svc = |args: &[&str]| {
-        let mut all = vec![
-            "--cacert",
-            path_str(&certs.ca_cert),
-            "--cert",
-            path_str(&svc.cert),
-            "--key",
-            path_str(&svc.key),
-            "--command-timeout",
-            "3s",
-        ];
-        all.extend_from_slice(args);
-        etcdctl_at(&etcd.endpoints(), &all)
+    // etcdctl with the CA and the client certificate of `cn`.
+    let as_cn = |cn: &str, args: &[&str]| {
+        let pair = certs.client(cn);
+        let flags = [
+            &["--cacert", path_str(&certs.ca_cert)][..],
+            &cert_args(&pair),
+        ]
+        .concat();
+        etcdctl_with(&etcd.endpoints(), &flags, args)
     };
+    let as_svc = |args: &[&str]| as_cn("web-svc", args);
     let out = as_svc(&["put", "web/x", "1"]);
     assert!(
         out.status.success(),
@@ -475,24 +388,7 @@ fn fixture_cn_of_a_client_certificate_is_the_user_and_roles_limit_it_to_a_prefix
     assert!(err.contains("permission denied"), "{err}");
 
     // An unknown CN is no user.
-    let nobody = certs.client("nobody");
-    let out = etcdctl_at(
-        &etcd.endpoints(),
-        &[
-            "--cacert",
-            path_str(&certs.ca_cert),
-            "--cert",
-            path_str(&nobody.cert),
-            "--key",
-            path_str(&nobody.key),
-            "--command-timeout",
-            "3s",
-            "put",
-            "web/y",
-            "1",
-        ],
-    );
-    refused("CN of no user", &out);
+    refused("CN of no user", &as_cn("nobody", &["put", "web/y", "1"]));
     assert_eq!(
         etcd.keys_with_prefix(ELECTION_PREFIX),
         ["web/by-root", "web/x"]
@@ -506,7 +402,7 @@ fn fixture_simple_tokens_with_a_ttl_and_users_with_passwords() {
         auth_token_ttl: Some(2),
         ..Default::default()
     });
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid().unwrap())).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid(0).unwrap())).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     assert!(
         cmdline.contains("--auth-token simple") && cmdline.contains("--auth-token-ttl 2"),
@@ -602,24 +498,23 @@ fn fixture_simple_tokens_expire_after_the_ttl_unused_and_jwts_go_stale_on_auth_c
 fn fixture_jwt_tokens_signed_with_es256() {
     let certs = Certs::generate();
     let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
         auth_token: Some(AuthToken::Jwt),
         auth_token_ttl: Some(60),
-        ..Default::default()
+        ..EtcdOptions::tls(&certs)
     });
     etcd.enable_auth(ROOT_PASSWORD);
     etcd.add_user_with_prefixes("web-user", "pw", &[ELECTION_PREFIX]);
     let out = etcd.etcdctl_as("web-user", "pw", &["put", "web/a", "1"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(etcd.get("web/a").as_deref(), Some("1"));
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid().unwrap())).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd.pid(0).unwrap())).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     assert!(
         cmdline.contains("--auth-token jwt,") && cmdline.contains("sign-method=ES256"),
         "{cmdline}"
     );
     // etcd logs which token provider it set up; a bad key would have made it exit.
-    let log = etcd.log_tail();
+    let log = etcd.log_tail(0);
     assert!(!log.contains("failed to create"), "{log}");
 }
 
@@ -630,39 +525,23 @@ fn fixture_jwt_tokens_signed_with_es256() {
 #[test]
 fn over_https_a_leader_hands_over_to_its_standby_on_sigterm() {
     let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let etcd = Etcd::start_with(EtcdOptions::tls(&certs));
+    let scene = Scene::on(&etcd, ELECTION);
     assert!(scene.etcd.starts_with("https://127.0.0.1:"));
     let mut opts = cacert(&certs);
     opts.extend(os(&["--ttl", "3"]));
 
-    let mut a = scene.leaderrun("A").args(&opts).spawn();
-    let run_a = scene.wait_leading("A", 1, 10 * SEC);
-    let _b = scene.leaderrun("B").args(&opts).spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    let (mut a, run_a, _b) = a_leads_b_waits(&scene, &opts);
 
-    scene.mark("SIGTERM to A");
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
-    scene.report(&format!("handover over TLS: {:.3}s", secs(took)));
-    assert!(took < ns(2 * SEC), "handover took {:.3}s", secs(took));
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
-    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
-    wait_candidates(&etcd, &["B"], 5 * SEC);
+    scene.sigterm_handover(&mut a, &run_a, "B", 2 * SEC, "over TLS");
+    scene.wait_candidates(&["B"], 5 * SEC);
 }
 
 #[test]
 fn mutual_tls_a_client_certificate_leads_and_without_one_leaderrun_exits_1() {
     let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let etcd = Etcd::start_with(EtcdOptions::mutual_tls(&certs));
+    let scene = Scene::on(&etcd, ELECTION);
     let host = certs.client("host-a");
     let mut opts = cacert(&certs);
     opts.extend(client_cert(&host));
@@ -685,17 +564,13 @@ fn mutual_tls_a_client_certificate_leads_and_without_one_leaderrun_exits_1() {
     scene.report(&format!("no client certificate: {line}"));
     assert!(runs_of(&scene.runs(), "B").is_empty(), "B's child ran");
     assert!(running_now(&scene.current(run_a.pid)), "A's child stopped");
-    assert_eq!(candidates(&etcd), ["A"]);
+    assert_eq!(scene.candidate_ids(), ["A"]);
 }
 
 #[test]
 fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
     let certs = Certs::generate();
-    let (etcd, scene) = etcd_with_auth(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::mutual_tls(&certs));
     etcd.add_user_with_prefixes("web-svc", "unused", &[ELECTION_PREFIX, RUNS_PREFIX]);
     etcd.etcdctl_ok(&[
         "role",
@@ -709,16 +584,9 @@ fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
     opts.extend(client_cert(&svc));
     opts.extend(os(&["--ttl", "3"]));
 
-    let mut a = scene.leaderrun("A").args(&opts).spawn();
-    let run_a = scene.wait_leading("A", 1, 10 * SEC);
-    let _b = scene.leaderrun("B").args(&opts).spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    let (mut a, run_a, _b) = a_leads_b_waits(&scene, &opts);
     assert_no_permission_warnings(&a);
-    let (_, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
-    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
-    assert_no_overlap(&scene.runs());
+    scene.sigterm_handover(&mut a, &run_a, "B", 3 * SEC, "as the CN of a certificate");
 }
 
 /// `host`'s own copies of the CA and of a client certificate with CN `host`, from `certs`' CA
@@ -748,38 +616,34 @@ fn host_tls_files(scene: &Scene, certs: &Certs, host: &str) -> Vec<OsString> {
 #[test]
 fn certificates_are_read_again_at_every_new_connection_so_a_leader_follows_a_rotation() {
     let mut certs = Certs::generate();
-    let mut etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
+    let mut etcd = Etcd::start_with(EtcdOptions::mutual_tls(&certs));
+    let scene = Scene::on(&etcd, ELECTION);
     // The default TTL (10 s): an etcd restart on a loaded machine stays well inside it.
     let a_files = host_tls_files(&scene, &certs, "host-a");
     let b_files = host_tls_files(&scene, &certs, "host-b");
     let mut a = scene.leaderrun("A").args(&a_files).spawn();
     let run_a = scene.wait_leading("A", 1, 10 * SEC);
     let b = scene.leaderrun("B").args(&b_files).spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
 
     scene.mark("rotation: new CA, new certificates on both hosts, etcd restarted");
     certs.rotate_ca();
     let a_renewed = host_tls_files(&scene, &certs, "host-a");
     let b_renewed = host_tls_files(&scene, &certs, "host-b");
     assert_eq!((&a_renewed, &b_renewed), (&a_files, &b_files), "same paths");
-    etcd.restart();
+    etcd.restart(0);
     let restarted = scene.mark("etcd serves the new certificate and trusts only the new CA");
 
     // Both candidates are back in etcd over new connections; A leads, its child never stopped
     // (or, on a machine slow enough for the lease to run out, A leads again). B's campaign
     // broke with the restart: the key of its first lease goes when that lease expires (10 s).
-    wait_candidates(&etcd, &["A", "B"], 30 * SEC);
+    scene.wait_candidates(&["A", "B"], 30 * SEC);
     let back = scene.mark("both candidates back in etcd");
     scene.report(&format!(
         "candidates back {:.3}s after etcd's restart",
         secs(since(restarted, back))
     ));
-    assert_eq!(candidates(&etcd).first().map(String::as_str), Some("A"));
+    assert_eq!(scene.candidate_ids().first().map(String::as_str), Some("A"));
     let leading = the_running(&scene.runs()).expect("a child runs after the rotation");
     assert_eq!(
         leading.id.as_deref(),
@@ -795,15 +659,8 @@ fn certificates_are_read_again_at_every_new_connection_so_a_leader_follows_a_rot
         }
     ));
 
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 15 * SEC);
-    scene.report(&format!("handover after the rotation: {:.3}s", secs(took)));
-    assert!(
-        took < ns(3 * SEC),
-        "handover took {:.3}s: the leader's resign did not reach etcd",
-        secs(took)
-    );
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    let with = "after the rotation (slow: the leader's resign did not reach etcd)";
+    scene.sigterm_handover(&mut a, &leading, "B", 3 * SEC, with);
     for lr in [&a, &b] {
         assert!(
             final_lines(&lr.log_text()).is_empty(),
@@ -811,7 +668,7 @@ fn certificates_are_read_again_at_every_new_connection_so_a_leader_follows_a_rot
             lr.log_text()
         );
     }
-    wait_candidates(&etcd, &["B"], 5 * SEC);
+    scene.wait_candidates(&["B"], 5 * SEC);
 }
 
 /// Over TLS, several endpoints fail over as they do without: a member killed, then another
@@ -820,15 +677,8 @@ fn certificates_are_read_again_at_every_new_connection_so_a_leader_follows_a_rot
 #[test]
 fn over_tls_a_member_killed_or_frozen_does_not_restart_the_child() {
     let certs = Certs::generate();
-    let mut cluster = EtcdCluster::start_with(
-        3,
-        EtcdOptions {
-            tls: Some(&certs),
-            client_cert_auth: true,
-            ..Default::default()
-        },
-    );
-    let scene = Scene::with_election(&cluster.endpoints(), ELECTION);
+    let mut cluster = EtcdCluster::start_with(3, EtcdOptions::mutual_tls(&certs));
+    let scene = Scene::on(&cluster, ELECTION);
     let host = certs.client("host-a");
     let mut opts = cacert(&certs);
     opts.extend(client_cert(&host));
@@ -856,14 +706,7 @@ fn over_tls_a_member_killed_or_frozen_does_not_restart_the_child() {
     cluster.wait_healthy(1, 20 * SEC);
     scene.mark("member m1 thawed");
 
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 15 * SEC);
-    scene.report(&format!(
-        "handover over TLS after the faults: {:.3}s",
-        secs(took)
-    ));
-    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    scene.sigterm_handover(&mut a, &run_a, "B", 3 * SEC, "over TLS after the faults");
 }
 
 // ---------------------------------------------------------------------------
@@ -872,18 +715,6 @@ fn over_tls_a_member_killed_or_frozen_does_not_restart_the_child() {
 
 /// Starts candidate "A" with `opts` (and `--ttl 3`) and expects a fatal exit within 10 s
 /// naming one of `names`, its child never started.
-/// A fresh CA, an etcd requiring client certificates signed by it, and a scene on it.
-fn mutual_tls_etcd() -> (Certs, Etcd, Scene) {
-    let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        client_cert_auth: true,
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
-    (certs, etcd, scene)
-}
-
 fn fatal_at_start(scene: &Scene, opts: &[OsString], names: &[&str], what: &str) -> String {
     let mut a = scene
         .leaderrun("A")
@@ -896,75 +727,77 @@ fn fatal_at_start(scene: &Scene, opts: &[OsString], names: &[&str], what: &str) 
     line
 }
 
-#[test]
-fn an_unknown_ca_is_fatal_at_start_naming_the_endpoint_or_the_cacert() {
-    let certs = Certs::generate();
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
-    let (other_ca, _) = certs.other_ca("x");
-    fatal_at_start(
-        &scene,
-        &["--cacert".into(), other_ca.clone().into()],
-        &[host_port(&scene.etcd), file_name(&other_ca)],
-        "--cacert of another CA",
-    );
-    assert!(candidates(&etcd).is_empty());
+/// A TLS set-up that retrying cannot fix.
+struct BadTls {
+    what: &'static str,
+    /// etcd serves a certificate for this name, not for 127.0.0.1.
+    server_for: Option<&'static str>,
+    /// etcd requires a client certificate signed by its CA.
+    client_cert_auth: bool,
+    /// leaderrun's TLS options, and what its line may name besides the endpoint.
+    flags: fn(&Certs) -> (Vec<OsString>, Vec<String>),
+}
+
+/// The name of each file, as a line may name it.
+fn file_names(paths: &[&Path]) -> Vec<String> {
+    paths.iter().map(|p| file_name(p).to_string()).collect()
 }
 
 #[test]
-fn a_server_certificate_for_another_name_is_fatal_at_start() {
-    let certs = Certs::generate();
-    let wrong = certs.server_for(&["wrong.example"]);
-    let etcd = Etcd::start_with(EtcdOptions {
-        tls: Some(&certs),
-        server_cert: Some(&wrong),
-        ..Default::default()
-    });
-    let scene = Scene::with_election(&etcd.endpoints(), ELECTION);
-    fatal_at_start(
-        &scene,
-        &cacert(&certs),
-        &[host_port(&scene.etcd), "wrong.example"],
-        "server certificate for wrong.example",
-    );
-    assert!(candidates(&etcd).is_empty());
-}
-
-#[test]
-fn an_expired_client_certificate_is_fatal_at_start() {
-    let (certs, etcd, scene) = mutual_tls_etcd();
-    let expired = certs.expired_client("host-a");
-    let mut opts = cacert(&certs);
-    opts.extend(client_cert(&expired));
-    fatal_at_start(
-        &scene,
-        &opts,
-        &[host_port(&scene.etcd), file_name(&expired.cert)],
-        "expired client certificate",
-    );
-    assert!(candidates(&etcd).is_empty());
-}
-
-#[test]
-fn a_key_that_does_not_match_its_certificate_is_fatal_at_start() {
-    let (certs, etcd, scene) = mutual_tls_etcd();
-    let mismatched = certs.mismatched_client("host-a");
-    let mut opts = cacert(&certs);
-    opts.extend(client_cert(&mismatched));
-    fatal_at_start(
-        &scene,
-        &opts,
-        &[
-            host_port(&scene.etcd),
-            file_name(&mismatched.key),
-            file_name(&mismatched.cert),
-        ],
-        "a key that does not match its certificate",
-    );
-    assert!(candidates(&etcd).is_empty());
+fn tls_that_retrying_cannot_fix_is_fatal_at_start_naming_the_endpoint_or_the_file() {
+    let cases = [
+        BadTls {
+            what: "--cacert of another CA",
+            server_for: None,
+            client_cert_auth: false,
+            flags: |certs| {
+                let (other_ca, _) = certs.other_ca("x");
+                let names = file_names(&[&other_ca]);
+                (vec!["--cacert".into(), other_ca.into()], names)
+            },
+        },
+        BadTls {
+            what: "server certificate for wrong.example",
+            server_for: Some("wrong.example"),
+            client_cert_auth: false,
+            flags: |certs| (cacert(certs), vec!["wrong.example".into()]),
+        },
+        BadTls {
+            what: "expired client certificate",
+            server_for: None,
+            client_cert_auth: true,
+            flags: |certs| {
+                let expired = certs.expired_client("host-a");
+                let names = file_names(&[&expired.cert]);
+                ([cacert(certs), client_cert(&expired)].concat(), names)
+            },
+        },
+        BadTls {
+            what: "a key that does not match its certificate",
+            server_for: None,
+            client_cert_auth: true,
+            flags: |certs| {
+                let mismatched = certs.mismatched_client("host-a");
+                let names = file_names(&[&mismatched.key, &mismatched.cert]);
+                ([cacert(certs), client_cert(&mismatched)].concat(), names)
+            },
+        },
+    ];
+    for case in cases {
+        let certs = Certs::generate();
+        let server = case.server_for.map(|name| certs.server_for(&[name]));
+        let etcd = Etcd::start_with(EtcdOptions {
+            server_cert: server.as_ref(),
+            client_cert_auth: case.client_cert_auth,
+            ..EtcdOptions::tls(&certs)
+        });
+        let scene = Scene::on(&etcd, ELECTION);
+        let (flags, names) = (case.flags)(&certs);
+        let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+        names.push(host_port(&scene.etcd));
+        fatal_at_start(&scene, &flags, &names, case.what);
+        assert!(scene.candidates().is_empty(), "{}", case.what);
+    }
 }
 
 #[test]
@@ -1004,19 +837,13 @@ fn an_http_endpoint_with_tls_options_is_a_usage_error() {
 
 #[test]
 fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
-    const USER: &str = "web-user";
-    const PASSWORD: &str = "web-pass";
     let (etcd, scene) = etcd_with_auth(EtcdOptions {
         auth_token: Some(AuthToken::Simple),
         auth_token_ttl: Some(2),
         ..Default::default()
     });
-    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
-    // Read on the step-down request key (leaderrun resign), the one key, not a prefix.
-    let role = format!("{USER}-role");
-    etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
-    let pw = password_file(&scene, "password", PASSWORD);
-    let mut opts = user_flags(USER, &pw);
+    let user = web_user(&etcd, &scene);
+    let mut opts = user.clone();
     opts.extend(os(&["--ttl", "3"]));
 
     let mut a = scene.leaderrun("A").args(&opts).spawn();
@@ -1027,8 +854,8 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
         .args(&["--user", USER, "--ttl", "3"])
         .env("LEADERRUN_PASSWORD", PASSWORD)
         .spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
-    let watch = leader_watch(&scene, "watch", &user_flags(USER, &pw));
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+    let watch = leader_watch(&scene, "watch", &user);
     let shown = watch.wait_out_lines(1, 10 * SEC);
     assert_eq!(id_of(&shown[0]), "A", "{shown:?}");
 
@@ -1041,23 +868,14 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
     assert!(idle, "A's child stopped or B's started while idle");
     assert!(a.is_running() && b.is_running());
 
-    scene.mark("SIGTERM to A");
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
-    scene.report(&format!("handover with expired tokens: {:.3}s", secs(took)));
-    assert!(
-        took < ns(3 * SEC),
-        "handover with expired tokens took {:.3}s",
-        secs(took)
-    );
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+    let run_b = scene.sigterm_handover(&mut a, &run_a, "B", 3 * SEC, "with expired tokens");
     let shown = watch.wait_out_lines(2, 5 * SEC);
     assert_eq!(id_of(&shown[1]), "B", "{shown:?}");
 
     // A new standby; then the leader is SIGKILLed: its guardian revokes B's lease (with B's
     // credentials) once B's child is gone, and C takes over at once.
     let _c = scene.leaderrun("C").args(&opts).spawn();
-    wait_candidates(&etcd, &["B", "C"], 10 * SEC);
+    scene.wait_candidates(&["B", "C"], 10 * SEC);
     let t0 = scene.mark("SIGKILL to B");
     b.kill();
     let run_c = scene.wait_leading("C", 1, 10 * SEC);
@@ -1076,24 +894,16 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
 
 #[test]
 fn a_leader_with_a_jwt_goes_on_leading_through_auth_changes() {
-    const USER: &str = "web-user";
-    const PASSWORD: &str = "web-pass";
     let certs = Certs::generate();
     let (etcd, scene) = etcd_with_auth(EtcdOptions {
-        tls: Some(&certs),
         auth_token: Some(AuthToken::Jwt),
-        ..Default::default()
+        ..EtcdOptions::tls(&certs)
     });
-    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
-    let pw = password_file(&scene, "password", PASSWORD);
     let mut opts = cacert(&certs);
-    opts.extend(user_flags(USER, &pw));
+    opts.extend(web_user(&etcd, &scene));
     opts.extend(os(&["--ttl", "3"]));
 
-    let mut a = scene.leaderrun("A").args(&opts).spawn();
-    let run_a = scene.wait_leading("A", 1, 10 * SEC);
-    let _b = scene.leaderrun("B").args(&opts).spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
+    let (mut a, run_a, _b) = a_leads_b_waits(&scene, &opts);
 
     // Each change moves the auth store's revision: tokens issued before it are refused with
     // "revision of auth store is old".
@@ -1108,12 +918,7 @@ fn a_leader_with_a_jwt_goes_on_leading_through_auth_changes() {
     // Longer than a lease TTL: A renews and keeps leading; its child is the same.
     scene.only_child_runs_for(run_a.pid, 5 * SEC, "after the auth changes");
     assert!(a.is_running());
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
-    scene.report(&format!("handover after auth changes: {:.3}s", secs(took)));
-    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
-    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    scene.sigterm_handover(&mut a, &run_a, "B", 3 * SEC, "after auth changes");
 }
 
 // ---------------------------------------------------------------------------
@@ -1127,26 +932,18 @@ fn record_id(marker: &Path) -> String {
 
 #[test]
 fn a_user_with_readwrite_on_its_prefixes_only_leads_hands_over_and_runs_a_job_once() {
-    const USER: &str = "web-user";
-    const PASSWORD: &str = "web-pass";
     let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
-    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
-    // Read on the step-down request key (leaderrun resign), the one key, not a prefix.
-    let role = format!("{USER}-role");
-    etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
-    let pw = password_file(&scene, "password", PASSWORD);
-    let mut opts = user_flags(USER, &pw);
+    let mut opts = web_user(&etcd, &scene);
     opts.extend(os(&["--ttl", "3"]));
 
-    let mut a = scene.leaderrun("A").args(&opts).spawn();
-    let run_a = scene.wait_leading("A", 1, 10 * SEC);
-    let mut b = scene.leaderrun("B").args(&opts).spawn();
-    wait_candidates(&etcd, &["A", "B"], 10 * SEC);
-    let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 10 * SEC);
-    assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
-    a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-    assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
-    assert_no_overlap(&scene.after_running(run_b.pid, 300 * MS));
+    let (mut a, run_a, mut b) = a_leads_b_waits(&scene, &opts);
+    scene.sigterm_handover(
+        &mut a,
+        &run_a,
+        "B",
+        3 * SEC,
+        "as a user of its prefixes only",
+    );
     assert_no_permission_warnings(&a);
     assert_no_permission_warnings(&b);
     b.signal(Signal::SIGTERM);
@@ -1194,7 +991,7 @@ fn a_user_without_the_election_prefix_exits_1_naming_the_permission() {
         "the line does not name the election's range: {line}"
     );
     assert!(etcd.keys_with_prefix(ELECTION_PREFIX).is_empty());
-    assert!(candidates(&etcd).is_empty());
+    assert!(scene.candidates().is_empty());
 }
 
 #[test]
@@ -1234,13 +1031,8 @@ fn a_user_without_the_runs_prefix_and_a_run_id_exits_1_and_leaves_nothing_behind
 
 #[test]
 fn a_config_file_alone_gives_endpoints_tls_user_election_and_ttl() {
-    const USER: &str = "web-user";
-    const PASSWORD: &str = "web-pass";
     let certs = Certs::generate();
-    let (etcd, scene) = etcd_with_auth(EtcdOptions {
-        tls: Some(&certs),
-        ..Default::default()
-    });
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::tls(&certs));
     etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
     let pw = password_file(&scene, "password", PASSWORD);
     let config = scene.path("leaderrun.toml");

@@ -173,29 +173,13 @@ fn resign_gives_up_with_1_on_a_leader_that_does_not_listen() {
 #[test]
 fn resign_refuses_bad_usage_with_2_before_contacting_etcd() {
     for args in [
-        &["resign", "--endpoints", "127.0.0.1:9"][..],
-        &[
-            "resign",
-            "--endpoints",
-            "127.0.0.1:9",
-            "--election",
-            "w",
-            "--timeout",
-            "0s",
-        ],
-        &[
-            "resign",
-            "--endpoints",
-            "127.0.0.1:9",
-            "--election",
-            "w",
-            "--timeout",
-            "2h",
-        ],
-        &["resign", "--endpoints", "127.0.0.1:9", "--election"],
+        &[][..],
+        &["--election", "w", "--timeout", "0s"],
+        &["--election", "w", "--timeout", "2h"],
+        &["--election"],
     ] {
         let mut c = leaderrun();
-        c.args(args);
+        c.args(["resign", "--endpoints", "127.0.0.1:9"]).args(args);
         let out = run_with_timeout(&mut c, 10 * SEC);
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");

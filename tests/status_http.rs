@@ -282,7 +282,7 @@ fn graceful_handover_turns_leader_503_before_the_new_child_starts() {
 #[test]
 fn cut_off_leader_turns_leader_503_before_the_new_child_starts() {
     let (etcd, scene) = etcd_and_scene();
-    let proxy = FaultProxy::start(etcd.client_addr());
+    let proxy = FaultProxy::start(etcd.client_addr(0));
     let a_addr = status_addr();
     let addr = a_addr.to_string();
     let _a = scene

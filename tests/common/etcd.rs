@@ -264,6 +264,24 @@ pub struct EtcdOptions<'a> {
     pub auth_token_ttl: Option<u32>,
 }
 
+impl<'a> EtcdOptions<'a> {
+    /// Clients over TLS (`tls`), nothing else.
+    pub fn tls(certs: &'a Certs) -> EtcdOptions<'a> {
+        EtcdOptions {
+            tls: Some(certs),
+            ..Default::default()
+        }
+    }
+
+    /// Clients over TLS, each presenting a certificate signed by the CA (`client_cert_auth`).
+    pub fn mutual_tls(certs: &'a Certs) -> EtcdOptions<'a> {
+        EtcdOptions {
+            client_cert_auth: true,
+            ..EtcdOptions::tls(certs)
+        }
+    }
+}
+
 /// What the fixture's own etcdctl presents over TLS.
 #[derive(Clone, Debug)]
 struct FixtureTls {
@@ -867,7 +885,9 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// A single-member etcd (member m0), the common case.
+/// A single-member etcd (member m0), the common case. It is a cluster of one: every
+/// `EtcdCluster` method works on it (`Deref`), the per-member ones with member 0
+/// (`etcd.client_addr(0)`, `etcd.kill(0)`).
 #[derive(Debug)]
 pub struct Etcd {
     cluster: EtcdCluster,
@@ -876,9 +896,7 @@ pub struct Etcd {
 impl Etcd {
     /// Starts one member and waits until healthy (<= 20 s), else panics.
     pub fn single() -> Etcd {
-        Etcd {
-            cluster: EtcdCluster::start(1),
-        }
+        Etcd::start_with(EtcdOptions::default())
     }
 
     /// One member started with `opts` (TLS, auth token); waits until healthy.
@@ -887,136 +905,18 @@ impl Etcd {
             cluster: EtcdCluster::start_with(1, opts),
         }
     }
+}
 
-    /// `127.0.0.1:<client port>` (`https://127.0.0.1:<client port>` over TLS).
-    pub fn endpoint(&self) -> String {
-        self.cluster.endpoint(0)
+impl std::ops::Deref for Etcd {
+    type Target = EtcdCluster;
+
+    fn deref(&self) -> &EtcdCluster {
+        &self.cluster
     }
+}
 
-    /// Same as `endpoint()`: lets code take either fixture.
-    pub fn endpoints(&self) -> String {
-        self.cluster.endpoints()
-    }
-
-    /// `http://127.0.0.1:<client port>` (`https://` over TLS).
-    pub fn client_url(&self) -> String {
-        self.cluster.client_url(0)
-    }
-
-    pub fn client_addr(&self) -> SocketAddr {
-        self.cluster.client_addr(0)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.cluster.pid(0)
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.cluster.data_dir(0)
-    }
-
-    pub fn member_dir(&self) -> &Path {
-        self.cluster.member_dir(0)
-    }
-
-    pub fn log_tail(&self) -> String {
-        self.cluster.log_tail(0)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.cluster.is_running(0)
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.cluster.is_healthy(0)
-    }
-
-    pub fn kill(&mut self) {
-        self.cluster.kill(0)
-    }
-
-    pub fn freeze(&mut self) {
-        self.cluster.freeze(0)
-    }
-
-    pub fn thaw(&mut self) {
-        self.cluster.thaw(0)
-    }
-
-    pub fn restart(&mut self) {
-        self.cluster.restart(0)
-    }
-
-    pub fn wait_healthy(&mut self, timeout: Duration) {
-        self.cluster.wait_healthy(0, timeout)
-    }
-
-    pub fn etcdctl(&self, args: &[&str]) -> Output {
-        self.cluster.etcdctl(args)
-    }
-
-    pub fn etcdctl_ok(&self, args: &[&str]) -> String {
-        self.cluster.etcdctl_ok(args)
-    }
-
-    pub fn put(&self, key: &str, value: &str) {
-        self.cluster.put(key, value)
-    }
-
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.cluster.get(key)
-    }
-
-    pub fn etcdctl_retry(&self, args: &[&str]) -> String {
-        self.cluster.etcdctl_retry(args)
-    }
-
-    pub fn cluster(&mut self) -> &mut EtcdCluster {
+impl std::ops::DerefMut for Etcd {
+    fn deref_mut(&mut self) -> &mut EtcdCluster {
         &mut self.cluster
-    }
-
-    pub fn etcdctl_flags(&self) -> Vec<String> {
-        self.cluster.etcdctl_flags()
-    }
-
-    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
-        self.cluster.etcdctl_command(args)
-    }
-
-    pub fn etcdctl_as(&self, user: &str, password: &str, args: &[&str]) -> Output {
-        self.cluster.etcdctl_as(user, password, args)
-    }
-
-    pub fn enable_auth(&self, root_password: &str) {
-        self.cluster.enable_auth(root_password)
-    }
-
-    pub fn root_password(&self) -> Option<String> {
-        self.cluster.root_password()
-    }
-
-    pub fn add_user(&self, name: &str, password: &str) {
-        self.cluster.add_user(name, password)
-    }
-
-    pub fn add_role(&self, role: &str, prefixes: &[&str]) {
-        self.cluster.add_role(role, prefixes)
-    }
-
-    pub fn grant_role(&self, user: &str, role: &str) {
-        self.cluster.grant_role(user, role)
-    }
-
-    pub fn add_user_with_prefixes(&self, name: &str, password: &str, prefixes: &[&str]) {
-        self.cluster
-            .add_user_with_prefixes(name, password, prefixes)
-    }
-
-    pub fn lease_list(&self) -> Vec<String> {
-        self.cluster.lease_list()
-    }
-
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.cluster.keys_with_prefix(prefix)
     }
 }

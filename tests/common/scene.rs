@@ -16,12 +16,12 @@
 //!
 //! #[test]
 //! fn a_standby_started_like_under_nohup_takes_over_on_sigterm() {
-//!     let (etcd, scene) = etcd_and_scene(); // or Scene::new(&cluster.endpoints()), a 3-member one
+//!     let (etcd, scene) = etcd_and_scene(); // or Scene::on(&cluster, "svc"), a 3-member one
 //!     // `leaderrun --endpoints E --election svc --id A --ttl 3 -- fenced_child <records>`, then
 //!     // wait (<= 10 s) until its child runs.
 //!     let (mut a, run_a) = scene.leader("A", &["--ttl", "3"], &[]);
 //!     // Any other option: endpoints (a FaultProxy's), command, env, stderr, signal dispositions.
-//!     let proxy = FaultProxy::start(etcd.client_addr());
+//!     let proxy = FaultProxy::start(etcd.client_addr(0));
 //!     let b = scene
 //!         .leaderrun("B")
 //!         .endpoints(&proxy.endpoint())
@@ -34,13 +34,11 @@
 //!     scene.wait_candidates(&["A", "B"], 10 * SEC);
 //!     b.signal(Signal::SIGHUP);
 //!     assert!(holds_for(SEC, || process_alive(b.pid())));
-//!     scene.mark("SIGTERM to A"); // the timeline is printed if the test fails
-//!     let (run_b, took) = scene.handover(&a, Signal::SIGTERM, "B", 5 * SEC);
-//!     assert!(took < ns(3 * SEC), "handover took {:.3}s", secs(took));
-//!     a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
-//!     assert_eq!(scene.current(run_a.pid).ending, Ending::Term);
+//!     scene.mark("B is started"); // the timeline is printed if the test fails
+//!     // SIGTERM to A: B leads within 3 s, A exits 0, its child ended on the SIGTERM, no overlap.
+//!     // (`scene.handover` is the bare signal-and-wait, for checks of one's own.)
+//!     let run_b = scene.sigterm_handover(&mut a, &run_a, "B", 3 * SEC, "with B behind a proxy");
 //!     assert!(running_now(&scene.current(run_b.pid)));
-//!     assert_no_overlap(&scene.runs());
 //! }
 //! ```
 //!
@@ -55,11 +53,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{SigHandler, Signal};
 
 use super::{
-    etcdctl_at, fenced_child_path, file_tail, mono_now_ns, records, wait_until, ChildGuard, Ending,
-    Etcd, Records, Run, TempDir,
+    assert_no_overlap, etcdctl_command, fenced_child_path, file_tail, mono_now_ns, records,
+    run_with_timeout, wait_until, ChildGuard, Ending, Etcd, EtcdCluster, Records, Run, TempDir,
 };
 
 pub const SEC: Duration = Duration::from_secs(1);
@@ -221,21 +220,15 @@ pub fn sh(script: &str) -> Vec<OsString> {
 
 /// The candidates' keys and values under `<election>/`, oldest first (empty if etcdctl fails).
 pub fn election_keys(endpoints: &str, election: &str) -> Vec<(String, String)> {
+    keys_in(etcdctl_command(endpoints, &[]), election)
+}
+
+/// `election_keys`, asked with `etcdctl` (a command with its endpoints and flags set).
+fn keys_in(mut etcdctl: Command, election: &str) -> Vec<(String, String)> {
     let prefix = format!("{election}/");
-    let out = etcdctl_at(
-        endpoints,
-        &[
-            "--command-timeout",
-            "2s",
-            "get",
-            "--prefix",
-            &prefix,
-            "--sort-by",
-            "CREATE",
-            "--order",
-            "ASCEND",
-        ],
-    );
+    etcdctl.args(["--command-timeout", "2s", "get", "--prefix", &prefix]);
+    etcdctl.args(["--sort-by", "CREATE", "--order", "ASCEND"]);
+    let out = run_with_timeout(&mut etcdctl, 30 * SEC);
     if !out.status.success() {
         return Vec::new();
     }
@@ -261,7 +254,7 @@ pub fn etcd_and_scene() -> (Etcd, Scene) {
 /// Like `etcd_and_scene`, for the election `election`.
 pub fn etcd_and_scene_with_election(election: &str) -> (Etcd, Scene) {
     let etcd = Etcd::single();
-    let scene = Scene::with_election(&etcd.endpoints(), election);
+    let scene = Scene::on(&etcd, election);
     (etcd, scene)
 }
 
@@ -276,6 +269,8 @@ pub struct Scene {
     pub election: String,
     /// The etcd endpoints candidates use (unless told otherwise) and etcdctl uses.
     pub etcd: String,
+    /// What the scene's etcdctl adds: the fixture's TLS and root login (`Scene::on`).
+    etcdctl_flags: Vec<String>,
     logs: RefCell<Vec<(String, PathBuf)>>,
     timeline: RefCell<Vec<String>>,
 }
@@ -286,6 +281,16 @@ impl Scene {
         Scene::with_election(etcd_endpoints, "svc")
     }
 
+    /// A scene on `etcd` (a single member or a cluster) whose etcdctl presents the fixture's
+    /// TLS files and, if auth is on by now, logs in as root: its candidate listing works over
+    /// TLS and with auth.
+    pub fn on(etcd: &EtcdCluster, election: &str) -> Scene {
+        let mut scene = Scene::with_election(&etcd.endpoints(), election);
+        scene.etcdctl_flags = etcd.etcdctl_flags();
+        scene
+    }
+
+    /// A scene on plain-http `etcd_endpoints` (a proxy's, some members'), election `election`.
     pub fn with_election(etcd_endpoints: &str, election: &str) -> Scene {
         let dir = TempDir::new("leaderrun-test");
         let records = dir.join("records");
@@ -303,6 +308,7 @@ impl Scene {
             records,
             election: election.to_string(),
             etcd: etcd_endpoints.to_string(),
+            etcdctl_flags: Vec::new(),
             logs: RefCell::new(Vec::new()),
             timeline: RefCell::new(Vec::new()),
         };
@@ -363,6 +369,8 @@ impl Scene {
             }),
             stderr: Stderr::Log,
             ignored: Vec::new(),
+            limits: Vec::new(),
+            stdout: None,
         }
     }
 
@@ -376,6 +384,8 @@ impl Scene {
             candidate: None,
             stderr: Stderr::Log,
             ignored: Vec::new(),
+            limits: Vec::new(),
+            stdout: None,
         }
     }
 
@@ -459,6 +469,33 @@ impl Scene {
         let run = self.wait_leading(to, 1, timeout);
         let took = since(t0, run.start_ns);
         (run, took)
+    }
+
+    /// The graceful handover, checked: SIGTERM to the leader `from`, whose child is `from_run`,
+    /// makes candidate `to` lead less than `within` after the signal (reported as "handover
+    /// {what}"); `from` exits 0 within 5 s, its child ended on the SIGTERM, and no two children
+    /// overlapped (looked at once `to`'s child has run for 300 ms). Returns `to`'s run.
+    pub fn sigterm_handover(
+        &self,
+        from: &mut Lr,
+        from_run: &Run,
+        to: &str,
+        within: Duration,
+        what: &str,
+    ) -> Run {
+        self.mark(&format!("SIGTERM to {}", from.id));
+        let (run, took) = self.handover(from, Signal::SIGTERM, to, 15 * SEC);
+        self.report(&format!("handover {what}: {:.3}s", secs(took)));
+        assert!(
+            took < ns(within),
+            "handover {what} took {:.3}s, not under {within:?}",
+            secs(took)
+        );
+        from.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
+        let ended = self.current(from_run.pid);
+        assert_eq!(ended.ending, Ending::Term, "{ended:?}");
+        assert_no_overlap(&self.after_running(run.pid, 300 * MS));
+        run
     }
 
     /// Waits for the `n`-th run overall (1-based) and returns it.
@@ -545,9 +582,22 @@ impl Scene {
         );
     }
 
+    /// `etcdctl --endpoints <etcd> args...` with the scene's TLS and auth flags (`Scene::on`),
+    /// to spawn as one likes.
+    pub fn etcdctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = etcdctl_command(&self.etcd, &[]);
+        cmd.args(&self.etcdctl_flags).args(args);
+        cmd
+    }
+
     /// The candidates' keys and values under `<election>/`, oldest first.
     pub fn candidates(&self) -> Vec<(String, String)> {
-        election_keys(&self.etcd, &self.election)
+        keys_in(self.etcdctl_command(&[]), &self.election)
+    }
+
+    /// The candidates' ids, oldest first (the order of the queue).
+    pub fn candidate_ids(&self) -> Vec<String> {
+        self.candidates().into_iter().map(|(_, v)| v).collect()
     }
 
     /// The key of the candidate `id` under `<election>/`, if it has one.
@@ -562,7 +612,7 @@ impl Scene {
         want.sort();
         let mut last = Vec::new();
         let ok = wait_until(timeout, Duration::from_millis(50), || {
-            let mut got: Vec<String> = self.candidates().into_iter().map(|(_, v)| v).collect();
+            let mut got = self.candidate_ids();
             got.sort();
             last = got;
             last == want
@@ -635,6 +685,8 @@ pub struct Launch<'s> {
     candidate: Option<Candidate>,
     stderr: Stderr,
     ignored: Vec<Signal>,
+    limits: Vec<(Resource, u64, u64)>,
+    stdout: Option<Stdio>,
 }
 
 impl Launch<'_> {
@@ -695,6 +747,31 @@ impl Launch<'_> {
         self
     }
 
+    /// Starts the process with these resource limits (resource, soft, hard), as `ulimit` sets
+    /// them.
+    pub fn limits(mut self, limits: &[(Resource, u64, u64)]) -> Self {
+        self.limits.extend_from_slice(limits);
+        self
+    }
+
+    /// Its stdout goes to `stdout` (a pipe nobody reads, say), not to `<id>.out`.
+    pub fn stdout(mut self, stdout: impl Into<Stdio>) -> Self {
+        self.stdout = Some(stdout.into());
+        self
+    }
+
+    /// Starts it and waits for its exit (SIGKILLed after `timeout`): its status, and what it
+    /// wrote to `<id>.out` and `<id>.log` (stdout and stderr, unless told otherwise).
+    pub fn run(self, timeout: Duration) -> Output {
+        let mut lr = self.spawn();
+        let status = lr.wait_exit(timeout).unwrap_or_else(|| lr.kill());
+        Output {
+            status,
+            stdout: std::fs::read(&lr.out).unwrap_or_default(),
+            stderr: std::fs::read(&lr.log).unwrap_or_default(),
+        }
+    }
+
     fn candidate_mut(&mut self) -> &mut Candidate {
         self.candidate
             .as_mut()
@@ -716,7 +793,11 @@ impl Launch<'_> {
         let log = scene.path(&format!("{id}.log"));
         let out = scene.path(&format!("{id}.out"));
         let out_file = File::create(&out).expect("create out");
-        self.cmd.stdin(Stdio::null()).stdout(out_file);
+        self.cmd.stdin(Stdio::null());
+        match self.stdout.take() {
+            Some(stdout) => self.cmd.stdout(stdout),
+            None => self.cmd.stdout(out_file),
+        };
         match self.stderr {
             Stderr::Log => {
                 self.cmd.stderr(File::create(&log).expect("create log"));
@@ -734,12 +815,17 @@ impl Launch<'_> {
             .borrow_mut()
             .push((format!("{id} (stdout)"), out.clone()));
         let ignored = std::mem::take(&mut self.ignored);
+        let limits = std::mem::take(&mut self.limits);
         let close_stderr = self.stderr == Stderr::Closed;
-        // SAFETY: only async-signal-safe calls (sigaction, close) between fork and exec.
+        // SAFETY: only async-signal-safe calls (sigaction, setrlimit, close) between fork and
+        // exec.
         unsafe {
             self.cmd.pre_exec(move || {
                 for &sig in &ignored {
                     nix::sys::signal::signal(sig, SigHandler::SigIgn)?;
+                }
+                for &(resource, soft, hard) in &limits {
+                    setrlimit(resource, soft, hard)?;
                 }
                 if close_stderr && close(2) != 0 {
                     return Err(std::io::Error::last_os_error());
