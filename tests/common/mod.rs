@@ -8,6 +8,7 @@
 //! part of it, hence the module-wide allows.
 #![allow(dead_code, unused_imports)]
 
+pub mod bench;
 pub mod etcd;
 pub mod http;
 pub mod members;
