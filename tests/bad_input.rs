@@ -12,11 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl_command, leaderrun, run_with_timeout, ChildGuard, Etcd, TempDir};
-use nix::sys::resource::{setrlimit, Resource};
+use common::*;
+use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
-
-const SEC: Duration = Duration::from_secs(1);
 
 /// One bad invocation and what leaderrun must answer.
 struct Case {
@@ -59,33 +57,18 @@ impl Case {
     }
 }
 
-/// Start `cmd` with these resource limits (as `ulimit` would set them).
-fn limited(cmd: &mut Command, limits: &[(Resource, u64, u64)]) {
-    use std::os::unix::process::CommandExt;
-    let limits = limits.to_vec();
-    // SAFETY: setrlimit only, a system call, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &(resource, soft, hard) in &limits {
-                setrlimit(resource, soft, hard)?;
-            }
-            Ok(())
-        });
-    }
-}
-
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
 fn bad_input_is_refused_with_one_line_and_nothing_started() {
-    let dir = TempDir::new("leaderrun-bad-input");
-    let marker = dir.join("started");
-    let plain = dir.join("plain-file");
+    let scene = scene_without_etcd();
+    let marker = scene.path("started");
+    let plain = scene.path("plain-file");
     std::fs::write(&plain, "#!/bin/sh\ntouch /dev/null\n").unwrap();
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let subdir = dir.join("a-directory");
+    let subdir = scene.path("a-directory");
     std::fs::create_dir(&subdir).unwrap();
     let plain = plain.display().to_string();
     let subdir = subdir.display().to_string();
@@ -365,49 +348,63 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     ));
 
     // TLS and auth: checked together, every file read at start-up (its contents later).
-    let ca = dir.join("ca.pem");
+    let ca = scene.path("ca.pem");
     std::fs::write(&ca, "not looked at before connecting\n").unwrap();
     let ca = ca.display().to_string();
-    let password = dir.join("password");
+    let password = scene.path("password");
     std::fs::write(&password, "hunter2\n").unwrap();
     let password = password.display().to_string();
-    let missing = dir.join("missing.pem").display().to_string();
-    let tls = [
-        (
+    let missing = scene.path("missing.pem").display().to_string();
+    cases.extend([
+        case(
             "an http:// endpoint with a TLS option",
-            vec!["--endpoints", "http://127.0.0.1:1", "--cacert", &ca],
-            vec!["http://127.0.0.1:1", "--cacert", "https"],
+            with(&[
+                "--endpoints",
+                "http://127.0.0.1:1",
+                "--cacert",
+                &ca,
+                "--election",
+                "t",
+            ]),
+            2,
+            &["http://127.0.0.1:1", "--cacert", "https"],
         ),
-        (
+        case(
             "http and https endpoints mixed",
-            vec!["--endpoints", "https://127.0.0.1:1"],
-            vec!["https://127.0.0.1:1", "http://127.0.0.1:", "same scheme"],
+            with(&["--endpoints", "https://127.0.0.1:1", "--election", "t"]),
+            2,
+            &["https://127.0.0.1:1", "http://127.0.0.1:", "same scheme"],
         ),
-        (
+        case(
             "--cert without --key",
-            vec!["--cert", &ca],
-            vec!["--cert", "--key"],
+            with(&["--cert", &ca, "--election", "t"]),
+            2,
+            &["--cert", "--key"],
         ),
-        (
+        case(
             "a CA file that does not exist",
-            vec!["--cacert", &missing],
-            vec!["--cacert", &missing],
+            with(&["--cacert", &missing, "--election", "t"]),
+            2,
+            &["--cacert", &missing],
         ),
         // Read again at every new connection: a device, a pipe or a FIFO cannot serve.
-        (
+        case(
             "a CA file that is no regular file",
-            vec!["--cacert", "/dev/zero"],
-            vec!["--cacert", "/dev/zero", "not a regular file"],
+            with(&["--cacert", "/dev/zero", "--election", "t"]),
+            2,
+            &["--cacert", "/dev/zero", "not a regular file"],
         ),
-        (
+        case(
             "--password-file without --user",
-            vec!["--password-file", &password],
-            vec!["--password-file", "--user"],
+            with(&["--password-file", &password, "--election", "t"]),
+            2,
+            &["--password-file", "--user"],
         ),
-        (
+        case(
             "--user without a password",
-            vec!["--user", "me"],
-            vec![
+            with(&["--user", "me", "--election", "t"]),
+            2,
+            &[
                 "--user",
                 "--password-file",
                 "LEADERRUN_PASSWORD",
@@ -415,23 +412,34 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
             ],
         ),
         // A directory: unreadable as a file, for root too.
-        (
+        case(
             "an unreadable password file",
-            vec!["--user", "me", "--password-file", &subdir],
-            vec!["--password-file", &subdir],
+            with(&[
+                "--user",
+                "me",
+                "--password-file",
+                &subdir,
+                "--election",
+                "t",
+            ]),
+            2,
+            &["--password-file", &subdir],
         ),
         // A file that never ends is read up to a limit, not until memory runs out.
-        (
+        case(
             "a password file that never ends",
-            vec!["--user", "me", "--password-file", "/dev/zero"],
-            vec!["--password-file", "/dev/zero", "larger than 4 MiB"],
+            with(&[
+                "--user",
+                "me",
+                "--password-file",
+                "/dev/zero",
+                "--election",
+                "t",
+            ]),
+            2,
+            &["--password-file", "/dev/zero", "larger than 4 MiB"],
         ),
-    ];
-    for (name, args, mentions) in tls {
-        let mut args = args;
-        args.extend(["--election", "t"]);
-        cases.push(case(name, with(&args), 2, &mentions));
-    }
+    ]);
     cases.push(
         case(
             "LEADERRUN_KEY_FILE without a certificate",
@@ -444,14 +452,14 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
 
     // The configuration file: an error names the file, the line and the key.
     let config = |name: &str, text: &str| {
-        let path = dir.join(name);
+        let path = scene.path(name);
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
     let unknown = config("unknown.toml", "ttl = 3\nstop-timeout = \"3s\"\n");
     let bad_value = config("bad.toml", "# leaderrun\n\nstop_timeout = \"soon\"\n");
     let password_key = config("password.toml", "user = \"me\"\npassword = \"hunter2\"\n");
-    let absent = dir.join("absent.toml").display().to_string();
+    let absent = scene.path("absent.toml").display().to_string();
     let endless = "/dev/zero".to_string();
     for (name, file, mentions) in [
         (
@@ -543,8 +551,8 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     );
 
     let mut failures = Vec::new();
-    for c in &cases {
-        if let Err(why) = check(c, &marker) {
+    for (n, c) in cases.iter().enumerate() {
+        if let Err(why) = check(&scene, n, c, &marker) {
             failures.push(format!("{}: {why}", c.name));
         }
     }
@@ -557,9 +565,9 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     );
 }
 
-/// Runs one case against a listening port that never answers: any contact with
-/// "etcd" would leave a pending connection there (and hang leaderrun).
-fn check(c: &Case, marker: &Path) -> Result<(), String> {
+/// Runs case `n` against a listening port that never answers: any contact with "etcd" would
+/// leave a pending connection there (and hang leaderrun).
+fn check(scene: &Scene, n: usize, c: &Case, marker: &Path) -> Result<(), String> {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     silent.set_nonblocking(true).unwrap();
     let endpoint = silent.local_addr().unwrap().to_string();
@@ -568,11 +576,13 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
     for (k, v) in &c.env {
         cmd.env(k, v);
     }
-    limited(&mut cmd, &c.limits);
     let t0 = Instant::now();
-    let out = run_with_timeout(&mut cmd, 10 * SEC);
+    let out = scene
+        .command(&format!("case{n}"), cmd)
+        .limits(&c.limits)
+        .run(10 * SEC);
     let took = t0.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = stderr_of(&out);
     let mut problems = Vec::new();
     if out.status.code() != Some(c.code) {
         problems.push(format!("exit status {} (want {})", out.status, c.code));
@@ -598,10 +608,7 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
         }
     }
     if !out.stdout.is_empty() {
-        problems.push(format!(
-            "stdout not empty: {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        ));
+        problems.push(format!("stdout not empty: {:?}", stdout_of(&out)));
     }
     if marker.exists() {
         let _ = std::fs::remove_file(marker);
@@ -619,46 +626,79 @@ fn check(c: &Case, marker: &Path) -> Result<(), String> {
     }
 }
 
+/// Runs `cmd` in the scene as `id` (SIGKILLed after `timeout`) and checks that it exits with
+/// `code`; returns its stderr.
+fn run_for(scene: &Scene, id: &str, cmd: Command, timeout: Duration, code: i32) -> String {
+    let out = scene.command(id, cmd).run(timeout);
+    let stderr = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{id}: {}; stderr:\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// What a child wrote to `path`: it must have run.
+fn child_wrote(path: &Path, stderr: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "the command did not write {} ({e}); stderr:\n{stderr}",
+            path.display()
+        )
+    })
+}
+
+/// A loopback endpoint with nothing listening: connections are refused at once.
+fn closed_port() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A scene with no etcd behind it: its endpoint refuses connections.
+fn scene_without_etcd() -> Scene {
+    Scene::new(&closed_port())
+}
+
 #[test]
 fn soft_limits_too_low_are_raised_and_the_child_gets_them_as_they_were() {
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-limits");
-    let seen = dir.join("seen");
+    let (_etcd, scene) = etcd_and_scene_with_election("limits");
+    let seen = scene.path("seen");
     let hard_files = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
         .unwrap()
         .1;
-    let mut cmd = leaderrun();
-    cmd.args(["--endpoints", &etcd.endpoints(), "--election", "limits"])
-        .args(["--", "sh", "-c"])
-        .arg(format!(
-            "echo \"$(ulimit -S -s) $(ulimit -S -n)\" > {}",
-            seen.display()
-        ));
+    let script = format!(
+        "echo \"$(ulimit -S -s) $(ulimit -S -n)\" > {}",
+        seen.display()
+    );
     // Soft limits only, as `ulimit -S` sets them: leaderrun may raise them for itself.
-    limited(
-        &mut cmd,
-        &[
+    let mut a = scene
+        .leaderrun("A")
+        .sh(&script)
+        .limits(&[
             (Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024 * 1024),
             // 12: the shell's redirection needs descriptor 10.
             (Resource::RLIMIT_NOFILE, 12, hard_files),
-        ],
-    );
-    let stderr = run_for(&mut cmd, 20 * SEC, 0);
-    assert_eq!(child_wrote(&seen, &stderr).trim(), "64 12", "{stderr}");
+        ])
+        .spawn();
+    a.expect_exit_code(20 * SEC, 0, "the child ran and exited 0");
+    assert_eq!(child_wrote(&seen, &a.log_text()).trim(), "64 12");
     // A subcommand too: `leader` asks etcd (nobody leads now: 3), where it would have failed to
     // connect with 8 descriptors.
     let mut cmd = leaderrun();
-    cmd.args(["leader", "--endpoints", &etcd.endpoints()])
+    cmd.args(["leader", "--endpoints", &scene.etcd])
         .args(["--election", "limits"]);
-    limited(&mut cmd, &[(Resource::RLIMIT_NOFILE, 8, hard_files)]);
-    run_for(&mut cmd, 20 * SEC, 3);
+    let out = scene
+        .command("leader", cmd)
+        .limits(&[(Resource::RLIMIT_NOFILE, 8, hard_files)])
+        .run(20 * SEC);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
 }
 
 #[test]
 fn a_flag_wins_over_the_environment() {
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-env");
-    let seen = dir.join("seen");
+    let (_etcd, scene) = etcd_and_scene();
+    let seen = scene.path("seen");
     let script = format!(
         "echo \"$LEADERRUN_ELECTION $LEADERRUN_ID $LEADERRUN_KEY\" > {}",
         seen.display()
@@ -666,21 +706,13 @@ fn a_flag_wins_over_the_environment() {
     let mut cmd = leaderrun();
     // From the environment only: endpoints and id. Set in both (flag wins):
     // election, and a TTL whose environment value alone would be refused.
-    cmd.env("LEADERRUN_ENDPOINTS", etcd.endpoints())
+    cmd.env("LEADERRUN_ENDPOINTS", &scene.etcd)
         .env("LEADERRUN_ID", "env-id")
         .env("LEADERRUN_ELECTION", "from-env")
         .env("LEADERRUN_TTL", "0")
-        .args([
-            "--election",
-            "from-flag",
-            "--ttl",
-            "3",
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ]);
-    let stderr = run_for(&mut cmd, 15 * SEC, 0);
+        .args(["--election", "from-flag", "--ttl", "3", "--"])
+        .args(sh(&script));
+    let stderr = run_for(&scene, "A", cmd, 15 * SEC, 0);
     let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "child saw {seen:?}");
@@ -700,72 +732,26 @@ fn a_flag_wins_over_the_environment() {
 fn a_command_that_cannot_be_executed_after_winning_exits_and_resigns() {
     // Resolvable, and executable by its mode, but exec fails: its interpreter
     // is missing (ENOENT: 127) or not executable (EACCES: 126).
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-bad-exec");
-    let plain = dir.join("plain-interpreter");
+    let (etcd, scene) = etcd_and_scene_with_election("x");
+    let plain = scene.path("plain-interpreter");
     std::fs::write(&plain, "not a program\n").unwrap();
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let no_interp = dir.join("no-interpreter");
+    let no_interp = scene.path("no-interpreter");
     std::fs::write(&no_interp, "#!/nonexistent/interpreter\n").unwrap();
-    let bad_interp = dir.join("bad-interpreter");
+    let bad_interp = scene.path("bad-interpreter");
     std::fs::write(&bad_interp, format!("#!{}\n", plain.display())).unwrap();
-    for (path, code) in [(&no_interp, 127), (&bad_interp, 126)] {
+    for (id, path, code) in [("A", &no_interp, 127), ("B", &bad_interp, 126)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut cmd = leaderrun();
-        cmd.args([
-            "--endpoints",
-            &etcd.endpoints(),
-            "--ttl",
-            "3",
-            "--election",
-            "x",
-        ])
-        .arg("--")
-        .arg(path);
-        let out = run_with_timeout(&mut cmd, 10 * SEC);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{}: status {}; stderr:\n{stderr}",
-            path.display(),
-            out.status
-        );
+        let mut lr = scene
+            .leaderrun(id)
+            .args(&["--ttl", "3"])
+            .command(&[path])
+            .spawn();
+        lr.expect_exit_code(10 * SEC, code, &path.display().to_string());
         // It resigned: no key left behind for the next candidate to wait on.
-        let keys = etcd.etcdctl_ok(&["get", "--prefix", "x/", "--keys-only"]);
-        assert!(keys.trim().is_empty(), "keys left: {keys:?}");
+        let keys = etcd.keys_with_prefix("x/");
+        assert!(keys.is_empty(), "keys left: {keys:?}");
     }
-}
-
-/// Runs `cmd` (killed after `timeout`) and checks that it exits with `code`; returns its stderr.
-fn run_for(cmd: &mut Command, timeout: Duration, code: i32) -> String {
-    let out = run_with_timeout(cmd, timeout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{cmd:?}: {}; stderr:\n{stderr}",
-        out.status
-    );
-    stderr
-}
-
-/// What a child wrote to `path`: it must have run.
-fn child_wrote(path: &Path, stderr: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "the command did not write {} ({e}); stderr:\n{stderr}",
-            path.display()
-        )
-    })
-}
-
-/// A loopback port with nothing listening: connections are refused at once.
-fn closed_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    addr
 }
 
 /// The last line of stderr as the JSON log object it must be.
@@ -777,7 +763,8 @@ fn json_final_line(stderr: &str) -> serde_json::Value {
 
 #[test]
 fn the_final_line_is_json_with_log_format_json() {
-    for (flags, vars, code, mention) in [
+    let scene = scene_without_etcd();
+    let cases = [
         // Refused while parsing, before logging is set up.
         (
             &["--log-format", "json", "--ttl", "0"][..],
@@ -816,15 +803,16 @@ fn the_final_line_is_json_with_log_format_json() {
             2,
             "--run-id",
         ),
-    ] {
+    ];
+    for (n, (flags, vars, code, mention)) in cases.into_iter().enumerate() {
         let mut cmd = leaderrun();
-        cmd.args(["--endpoints", &closed_port(), "--election", "t"])
+        cmd.args(["--endpoints", &scene.etcd, "--election", "t"])
             .args(flags)
             .args(["--", "/bin/true"]);
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        let stderr = run_for(&mut cmd, 10 * SEC, code);
+        let stderr = run_for(&scene, &format!("case{n}"), cmd, 10 * SEC, code);
         assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
         let line = json_final_line(&stderr);
         assert_eq!(line["level"], "ERROR", "{line}");
@@ -835,24 +823,23 @@ fn the_final_line_is_json_with_log_format_json() {
     }
     // A command that cannot be found: its own status, in JSON too.
     let mut cmd = leaderrun();
-    cmd.args(["--endpoints", &closed_port(), "--log-format", "json"])
+    cmd.args(["--endpoints", &scene.etcd, "--log-format", "json"])
         .args(["--", "no-such-command-xyz"]);
-    let stderr = run_for(&mut cmd, 10 * SEC, 127);
+    let stderr = run_for(&scene, "not-found", cmd, 10 * SEC, 127);
     assert_eq!(
         json_final_line(&stderr)["fields"]["exit_code"],
         127,
         "{stderr}"
     );
     // The configuration file's log_format, for its own errors too.
-    let dir = TempDir::new("leaderrun-json-config");
-    let file = dir.join("leaderrun.toml");
+    let file = scene.path("leaderrun.toml");
     std::fs::write(&file, "log_format = \"json\"\nttl = 0\n").unwrap();
     let mut cmd = leaderrun();
-    cmd.args(["--endpoints", &closed_port(), "--election", "t"])
+    cmd.args(["--endpoints", &scene.etcd, "--election", "t"])
         .arg("--config")
         .arg(&file)
         .args(["--", "/bin/true"]);
-    let stderr = run_for(&mut cmd, 10 * SEC, 2);
+    let stderr = run_for(&scene, "config", cmd, 10 * SEC, 2);
     let message = json_final_line(&stderr)["fields"]["message"].clone();
     assert!(
         message.as_str().unwrap_or("").contains(":2: ttl: "),
@@ -861,14 +848,21 @@ fn the_final_line_is_json_with_log_format_json() {
     // A bad --log-format itself can only be reported as text.
     let mut cmd = leaderrun();
     cmd.args(["--log-format", "xml", "--", "/bin/true"]);
-    let stderr = run_for(&mut cmd, 10 * SEC, 2);
+    let stderr = run_for(&scene, "xml", cmd, 10 * SEC, 2);
     assert!(stderr.starts_with("leaderrun: "), "{stderr}");
     // A stack too small for leaderrun: found before the arguments are parsed, JSON all the same.
-    for format in [&["--log-format", "json"][..], &["--log-format=json"]] {
+    for (n, format) in [&["--log-format", "json"][..], &["--log-format=json"]]
+        .into_iter()
+        .enumerate()
+    {
         let mut cmd = leaderrun();
         cmd.args(format).args(["--", "/bin/true"]);
-        limited(&mut cmd, &[(Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024)]);
-        let stderr = run_for(&mut cmd, 10 * SEC, 1);
+        let out = scene
+            .command(&format!("stack{n}"), cmd)
+            .limits(&[(Resource::RLIMIT_STACK, 64 * 1024, 64 * 1024)])
+            .run(10 * SEC);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{format:?}: {stderr}");
         let message = json_final_line(&stderr)["fields"]["message"].clone();
         assert!(
             message
@@ -882,31 +876,26 @@ fn the_final_line_is_json_with_log_format_json() {
 
 #[test]
 fn no_wait_with_a_wait_timeout_gives_up_on_an_unreachable_etcd() {
-    let mut cmd = leaderrun();
-    cmd.args([
-        "--endpoints",
-        &closed_port(),
-        "--election",
-        "t",
-        "--ttl",
-        "2",
-    ])
-    .args(["--no-wait", "--wait-timeout", "2s", "--", "/bin/true"]);
+    let scene = scene_without_etcd();
     let t0 = Instant::now();
-    let out = run_with_timeout(&mut cmd, 20 * SEC);
+    let out = scene
+        .leaderrun("A")
+        .args(&["--ttl", "2", "--no-wait", "--wait-timeout", "2s"])
+        .command(&["/bin/true"])
+        .run(20 * SEC);
     let took = t0.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
         Some(75),
-        "after {took:?}; stderr:\n{stderr}"
+        "after {took:?}; stderr:\n{}",
+        stderr_of(&out)
     );
     assert!(took >= 2 * SEC && took < 6 * SEC, "gave up after {took:?}");
 }
 
 #[test]
 fn duplicate_endpoints_count_once() {
-    let etcd = Etcd::single();
+    let (etcd, scene) = etcd_and_scene_with_election("dups");
     // 100 spellings of one endpoint: one endpoint, not more than 64.
     let one = etcd.endpoint(0);
     let list: Vec<String> = (0..100)
@@ -918,46 +907,31 @@ fn duplicate_endpoints_count_once() {
             }
         })
         .collect();
+    let mut a = scene
+        .leaderrun("A")
+        .endpoints(&list.join(","))
+        .args(&["--ttl", "3"])
+        .command(&["/bin/true"])
+        .spawn();
+    a.expect_exit_code(15 * SEC, 0, "one endpoint, 100 spellings");
     let mut cmd = leaderrun();
-    cmd.args([
-        "--endpoints",
-        &list.join(","),
-        "--election",
-        "dups",
-        "--ttl",
-        "3",
-    ])
-    .args(["--", "/bin/true"]);
-    run_for(&mut cmd, 15 * SEC, 0);
-    let mut cmd = leaderrun();
-    cmd.args([
-        "leader",
-        "--endpoints",
-        &list.join(","),
-        "--election",
-        "dups",
-    ]);
-    let out = run_with_timeout(&mut cmd, 15 * SEC);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "no leader\n");
+    cmd.args(["leader", "--endpoints", &list.join(",")])
+        .args(["--election", "dups"]);
+    let out = scene.command("leader", cmd).run(15 * SEC);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "no leader\n");
 }
 
 #[test]
 fn leader_refuses_bad_input_like_the_main_command() {
     let many: Vec<String> = (1..=65).map(|p| format!("127.0.0.1:{p}")).collect();
     let many = many.join(",");
-    let silent = closed_port();
-    let dir = TempDir::new("leaderrun-leader-config");
-    let unknown = dir.join("leaderrun.toml");
+    let scene = scene_without_etcd();
+    let unknown = scene.path("leaderrun.toml");
     std::fs::write(&unknown, "election = \"web\"\nwatch = true\n").unwrap();
     let unknown = unknown.display().to_string();
     let unknown_line = format!("{unknown}:2: watch");
-    for (args, vars, mentions) in [
+    let cases = [
         (vec!["--election", "  "], vec![], vec!["--election"]),
         (
             vec!["--election", "a\nb"],
@@ -1003,19 +977,20 @@ fn leader_refuses_bad_input_like_the_main_command() {
             )],
             vec!["http://127.0.0.1:1", "LEADERRUN_CACERT"],
         ),
-    ] {
+    ];
+    for (n, (args, vars, mentions)) in cases.into_iter().enumerate() {
         let mut cmd = leaderrun();
         cmd.arg("leader");
         if !vars.iter().any(|(k, _)| *k == "LEADERRUN_ENDPOINTS") && !args.contains(&"--endpoints")
         {
-            cmd.args(["--endpoints", &silent]);
+            cmd.args(["--endpoints", &scene.etcd]);
         }
         cmd.args(&args);
         for (k, v) in &vars {
             cmd.env(k, v);
         }
-        let out = run_with_timeout(&mut cmd, 10 * SEC);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = scene.command(&format!("case{n}"), cmd).run(10 * SEC);
+        let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("leaderrun: "), "{args:?}: {stderr}");
@@ -1042,23 +1017,14 @@ fn grant(etcd: &Etcd, ttl: &str) -> String {
 
 #[test]
 fn leader_reports_a_key_that_blocks_the_election() {
-    let etcd = Etcd::single();
+    let (etcd, scene) = etcd_and_scene();
     let ask = |election: &str, format: &str| {
         let mut cmd = leaderrun();
-        cmd.args([
-            "leader",
-            "--endpoints",
-            &etcd.endpoints(),
-            "--election",
-            election,
-        ])
-        .args(["--format", format]);
-        let out = run_with_timeout(&mut cmd, 15 * SEC);
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cmd.args(["leader", "--endpoints", &scene.etcd, "--election", election])
+            .args(["--format", format]);
+        let id = format!("leader {election} {format}").replace('/', "-");
+        let out = scene.command(&id, cmd).run(15 * SEC);
+        (out.status.code(), stdout_of(&out), stderr_of(&out))
     };
 
     // A key without a lease: `etcdctl put web/x v`.
@@ -1126,11 +1092,10 @@ fn leader_reports_a_key_that_blocks_the_election() {
 
 #[test]
 fn a_nested_leaderrun_does_not_join_its_parents_election() {
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-nested");
-    let seen = dir.join("seen");
+    let (_etcd, scene) = etcd_and_scene();
+    let seen = scene.path("seen");
     // A plain program (not a shell), so that its file name is the nested default election.
-    let inner = dir.join("inner-job");
+    let inner = scene.path("inner-job");
     std::fs::write(
         &inner,
         format!(
@@ -1147,10 +1112,11 @@ fn a_nested_leaderrun_does_not_join_its_parents_election() {
     );
     let mut cmd = leaderrun();
     // Settings other than the election and id are inherited on purpose: the endpoints here.
-    cmd.env("LEADERRUN_ENDPOINTS", etcd.endpoints())
+    cmd.env("LEADERRUN_ENDPOINTS", &scene.etcd)
         .args(["--election", "parent", "--id", "parent-id", "--ttl", "3"])
-        .args(["--", "/bin/sh", "-c", &nested]);
-    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+        .arg("--")
+        .args(sh(&nested));
+    let stderr = run_for(&scene, "parent", cmd, 30 * SEC, 0);
     let seen = child_wrote(&seen, &stderr);
     let fields: Vec<&str> = seen.split_whitespace().collect();
     assert_eq!(fields.len(), 2, "{seen:?}");
@@ -1162,11 +1128,11 @@ fn a_nested_leaderrun_does_not_join_its_parents_election() {
 /// a bound, then refused with one line: opening it must not wait for a writer forever.
 #[test]
 fn a_fifo_nobody_writes_as_an_input_file_is_refused_in_bounded_time() {
-    let dir = TempDir::new("leaderrun-fifo-input");
-    let fifo = dir.join("fifo");
+    let scene = scene_without_etcd();
+    let fifo = scene.path("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let fifo = fifo.display().to_string();
-    let marker = dir.join("started");
+    let marker = scene.path("started");
     let touch = format!("touch {}", marker.display());
     for (flag, args) in [
         ("--config", vec!["--config", &fifo]),
@@ -1175,14 +1141,14 @@ fn a_fifo_nobody_writes_as_an_input_file_is_refused_in_bounded_time() {
             vec!["--user", "me", "--password-file", &fifo],
         ),
     ] {
-        let mut cmd = leaderrun();
-        cmd.args(["--endpoints", &closed_port(), "--election", "t"])
-            .args(&args)
-            .args(["--", "/bin/sh", "-c", &touch]);
         let t0 = Instant::now();
-        let out = run_with_timeout(&mut cmd, 30 * SEC);
+        let out = scene
+            .leaderrun(flag.trim_start_matches('-'))
+            .args(&args)
+            .sh(&touch)
+            .run(30 * SEC);
         let took = t0.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
         assert!(took < 20 * SEC, "{flag}: took {took:?}");
         assert_eq!(stderr.lines().count(), 1, "{flag}: {stderr}");
@@ -1197,16 +1163,15 @@ fn a_fifo_nobody_writes_as_an_input_file_is_refused_in_bounded_time() {
 /// look for its log format must not leave an empty pipe for the rest.
 #[test]
 fn a_configuration_file_from_a_pipe_is_read_whole() {
+    let scene = scene_without_etcd();
     let program = leaderrun().get_program().to_string_lossy().into_owned();
     let script = format!(
         "exec '{program}' --endpoints {} --config <(printf 'ttl = \"soon\"\\n') -- true",
-        closed_port()
+        scene.etcd
     );
     let mut cmd = Command::new("bash");
     cmd.args(["-c", &script]);
-    let out = run_with_timeout(&mut cmd, 20 * SEC);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = run_for(&scene, "bash", cmd, 20 * SEC, 2);
     assert!(
         stderr.contains(":1: ttl:"),
         "the file's ttl was not read: {stderr}"
@@ -1215,28 +1180,18 @@ fn a_configuration_file_from_a_pipe_is_read_whole() {
 
 #[test]
 fn a_closed_stderr_does_not_take_the_supervisor_down() {
-    let (reader, writer) = std::io::pipe().unwrap();
+    let scene = scene_without_etcd();
+    let mut a = scene
+        .leaderrun("A")
+        .args(&["--ttl", "2"])
+        .command(&["sleep", "30"])
+        .stderr(Stderr::Piped)
+        .spawn();
     // Nobody will read what leaderrun logs.
-    drop(reader);
-    let mut cmd = leaderrun();
-    cmd.args([
-        "--endpoints",
-        &closed_port(),
-        "--election",
-        "x",
-        "--ttl",
-        "2",
-    ])
-    .args(["--", "sleep", "30"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::from(writer));
-    let mut child = ChildGuard::spawn(&mut cmd);
+    drop(a.take_stderr());
     std::thread::sleep(SEC);
-    child.signal(Signal::SIGTERM);
-    let status = child
-        .wait_timeout(10 * SEC)
-        .expect("leaderrun did not exit");
+    a.signal(Signal::SIGTERM);
+    let status = a.wait_exit(10 * SEC).expect("leaderrun did not exit");
     assert_eq!(
         status.code(),
         Some(0),
@@ -1248,43 +1203,25 @@ fn a_closed_stderr_does_not_take_the_supervisor_down() {
 fn a_closed_stdout_ends_leader_quietly() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let etcd = Etcd::single();
+    let (_etcd, scene) = etcd_and_scene_with_election("web");
     let mut cmd = leaderrun();
-    cmd.args([
-        "leader",
-        "--endpoints",
-        &etcd.endpoints(),
-        "--election",
-        "web",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::from(writer))
-    .stderr(Stdio::piped());
-    let mut child = ChildGuard::spawn(&mut cmd);
-    let status = child
-        .wait_timeout(10 * SEC)
-        .expect("leaderrun leader did not exit");
-    assert_eq!(status.code(), Some(1), "{status}");
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = child
-        .child_mut()
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr);
-    assert!(stderr.is_empty(), "{stderr}");
+    cmd.args(["leader", "--endpoints", &scene.etcd, "--election", "web"]);
+    let out = scene
+        .command("leader", cmd)
+        .stdout(Stdio::from(writer))
+        .run(10 * SEC);
+    assert_eq!(out.status.code(), Some(1), "{}", out.status);
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
 }
 
 #[test]
 fn a_configuration_file_gives_the_election_ttl_and_command() {
-    let etcd = Etcd::single();
-    let dir = TempDir::new("leaderrun-config");
-    let file = dir.join("leaderrun.toml");
-    let seen = dir.join("seen");
-    let leader = dir.join("leader");
-    let lease = dir.join("lease");
-    let etcdctl = etcdctl_command(&etcd.endpoints(), &[]);
+    let (_etcd, scene) = etcd_and_scene();
+    let file = scene.path("leaderrun.toml");
+    let seen = scene.path("seen");
+    let leader = scene.path("leader");
+    let lease = scene.path("lease");
+    let etcdctl = scene.etcdctl_command(&[]);
     let etcdctl = etcdctl.get_program().to_string_lossy();
     // While leading, the command asks `leaderrun leader --config` (the same file) who leads,
     // and etcd how long its lease is.
@@ -1297,7 +1234,7 @@ fn a_configuration_file_gives_the_election_ttl_and_command() {
         leaderrun = env!("CARGO_BIN_EXE_leaderrun"),
         file = file.display(),
         leader = leader.display(),
-        endpoints = etcd.endpoints(),
+        endpoints = scene.etcd,
         lease = lease.display(),
     );
     std::fs::write(
@@ -1309,14 +1246,14 @@ fn a_configuration_file_gives_the_election_ttl_and_command() {
              id = \"file-id\"\n\
              ttl = 7\n\
              command = [\"/bin/sh\", \"-c\", {}]\n",
-            etcd.endpoints(),
+            scene.etcd,
             serde_json::Value::from(script.as_str())
         ),
     )
     .unwrap();
     let mut cmd = leaderrun();
     cmd.args(["--config", &file.display().to_string(), "--no-wait"]);
-    let stderr = run_for(&mut cmd, 30 * SEC, 0);
+    let stderr = run_for(&scene, "A", cmd, 30 * SEC, 0);
     assert_eq!(child_wrote(&seen, &stderr).trim(), "from-file");
     let leader = child_wrote(&leader, &stderr);
     assert!(
@@ -1329,36 +1266,33 @@ fn a_configuration_file_gives_the_election_ttl_and_command() {
     let mut cmd = leaderrun();
     cmd.args(["--config", &file.display().to_string(), "--no-wait"])
         .args(["--", "/bin/sh", "-c", "exit 7"]);
-    run_for(&mut cmd, 30 * SEC, 7);
+    run_for(&scene, "B", cmd, 30 * SEC, 7);
 }
 
 #[test]
 fn a_password_is_never_written_and_argv_passwords_are_warned_of() {
-    let etcd = Etcd::single();
+    let (_etcd, scene) = etcd_and_scene_with_election("pw");
     let secret = "Sup3r-s3cret-passw0rd";
-    let run = |user: &str, vars: &[(&str, &str)]| {
-        let mut cmd = leaderrun();
-        cmd.args(["--endpoints", &etcd.endpoints(), "--user", user])
-            .args(["--log-level", "trace", "--election", "pw", "--ttl", "3"])
-            .args(["--no-wait", "--wait-timeout", "3s", "--", "/bin/true"]);
+    let run = |id: &str, user: &str, vars: &[(&str, &str)]| {
+        let mut launch = scene
+            .leaderrun(id)
+            .args(&["--user", user, "--log-level", "trace", "--ttl", "3"])
+            .args(&["--no-wait", "--wait-timeout", "3s"])
+            .command(&["/bin/true"]);
         for (k, v) in vars {
-            cmd.env(k, v);
+            launch = launch.env(k, v);
         }
-        let out = run_with_timeout(&mut cmd, 20 * SEC);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = launch.run(20 * SEC);
+        let all = format!("{}{}", stdout_of(&out), stderr_of(&out));
         assert!(out.status.code().is_some(), "{}: {all}", out.status);
         assert!(!all.contains(secret), "the password was written:\n{all}");
         all
     };
     // This etcd has no auth: leaderrun may run or be refused; either way the password stays
     // unsaid.
-    let all = run("root", &[("LEADERRUN_PASSWORD", secret)]);
+    let all = run("A", "root", &[("LEADERRUN_PASSWORD", secret)]);
     assert!(!all.contains("argv"), "{all}");
-    let all = run(&format!("root:{secret}"), &[]);
+    let all = run("B", &format!("root:{secret}"), &[]);
     assert!(
         all.lines()
             .any(|l| l.contains("WARN") && l.contains("--user") && l.contains("argv")),
