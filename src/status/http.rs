@@ -12,8 +12,14 @@
 //! child runs, and no answer ever says "leader" about a supervisor that could no longer act.
 //! So nothing a client does may hold that thread: every connection is bounded by
 //! [`crate::status::http1`] (request head within 5 s and 8 KiB, garbage answered 400) and closed after
-//! [`CONNECTION_LIFETIME`] whatever happens, and at most [`MAX_CONNECTIONS`] are served at a
-//! time (more are closed at once). No handler waits on anything but `/status` on a standby,
+//! [`CONNECTION_LIFETIME`] whatever happens, and at most [`MAX_CONNECTIONS`] are open at a
+//! time. When they are all taken, a new connection takes the place of the oldest one that is
+//! waiting for a request (idle, or sending its head slowly): connections held open by one
+//! client, or reopened as fast as they are closed, cannot keep a load balancer's probe out,
+//! and memory and descriptors stay bounded (a connection is only closed at once when all the
+//! others are being answered, which takes a moment). A per-client limit would not do: the
+//! load balancer and a misbehaving client may share an address, and many addresses defeat it.
+//! No handler waits on anything but `/status` on a standby,
 //! which reads the leader's id from etcd on demand within [`LEADER_READ_TIMEOUT`] (no standing
 //! watch per standby: etcd's load matters with hundreds of them).
 
@@ -27,15 +33,18 @@ use crate::process::health::Health;
 use crate::status::http1::{self, Request, Response};
 use crate::status::Role;
 use etcd_client::Client;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// Any connection is closed after this, busy or not.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// Connections served at once; more are closed as soon as they are accepted.
+/// Connections open at once; a new one beyond them takes the place of the oldest one waiting
+/// for a request ([`Connections::make_room`]).
 pub const MAX_CONNECTIONS: usize = 128;
 /// `/status` on a standby: how long the read of the leader's id may take.
 pub const LEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -95,7 +104,7 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Context) {
         }
     };
     let ctx = Arc::new(ctx);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = Arc::new(Mutex::new(Connections::default()));
     let mut trouble = Recurring::new("accepting on --status-addr");
     loop {
         let stream = match listener.accept().await {
@@ -110,18 +119,94 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Context) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Full: closing at once costs nothing and keeps the backlog moving.
+        let room = lock(&table).make_room();
+        let Some(evicted) = room else {
+            // Every connection is being answered: closing this one costs nothing.
             drop(stream);
             continue;
         };
+        if evicted {
+            // The evicted connection's task runs and closes its socket before the next
+            // accept: never more than one descriptor beyond the bound.
+            tokio::task::yield_now().await;
+        }
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
+        let (id, open) = lock(&table).add();
+        let (ctx, table) = (ctx.clone(), table.clone());
         tokio::spawn(async move {
-            let conn = http1::serve(stream, |req| answer(&ctx, req));
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-            drop(slot);
+            let _entry = Entry { table, id };
+            let conn = http1::serve(stream, &open.waiting, |req| answer(&ctx, req));
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
+                () = open.close.notified() => {}
+            }
         });
+    }
+}
+
+fn lock(table: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    // Nothing panics while holding it; a poisoned table is still a table.
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The open connections, by age (ids grow).
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    open: BTreeMap<u64, Arc<Open>>,
+}
+
+/// One open connection, as the table sees it.
+#[derive(Default)]
+struct Open {
+    /// Waiting for a request head: it may be closed for a newer connection.
+    waiting: AtomicBool,
+    /// Told to close.
+    close: Notify,
+}
+
+impl Connections {
+    /// Room for one more: Some(false) if there was some, Some(true) if the oldest connection
+    /// waiting for a request was told to close for it, None if every one is being answered.
+    fn make_room(&mut self) -> Option<bool> {
+        if self.open.len() < MAX_CONNECTIONS {
+            return Some(false);
+        }
+        let oldest = self
+            .open
+            .iter()
+            .find(|(_, o)| o.waiting.load(Ordering::Relaxed))
+            .map(|(id, _)| *id)?;
+        let evicted = self.open.remove(&oldest)?;
+        // A permit: it closes even if its task has not run yet.
+        evicted.close.notify_one();
+        Some(true)
+    }
+
+    /// A new connection, waiting for its first request.
+    fn add(&mut self) -> (u64, Arc<Open>) {
+        let id = self.next;
+        self.next += 1;
+        let open = Arc::new(Open {
+            waiting: AtomicBool::new(true),
+            close: Notify::new(),
+        });
+        self.open.insert(id, open.clone());
+        (id, open)
+    }
+}
+
+/// A connection's place in the table, given up when its task ends (or is dropped).
+struct Entry {
+    table: Arc<Mutex<Connections>>,
+    id: u64,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        lock(&self.table).open.remove(&self.id);
     }
 }
 
@@ -324,6 +409,29 @@ mod tests {
         ] {
             assert!(!verdicts(&role, fresh, true, now).leader, "{role:?}");
         }
+    }
+
+    #[test]
+    fn a_full_table_closes_its_oldest_waiting_connection_for_a_new_one() {
+        let mut t = Connections::default();
+        let opened: Vec<(u64, Arc<Open>)> = (0..MAX_CONNECTIONS).map(|_| t.add()).collect();
+        // The two oldest are being answered: the third oldest goes.
+        opened[0].1.waiting.store(false, Ordering::Relaxed);
+        opened[1].1.waiting.store(false, Ordering::Relaxed);
+        assert_eq!(t.make_room(), Some(true));
+        assert!(!t.open.contains_key(&opened[2].0));
+        assert!(t.open.contains_key(&opened[0].0) && t.open.contains_key(&opened[3].0));
+        let (_, newest) = t.add();
+        assert_eq!(t.open.len(), MAX_CONNECTIONS);
+        // Every one answering: no room.
+        for o in t.open.values() {
+            o.waiting.store(false, Ordering::Relaxed);
+        }
+        assert_eq!(t.make_room(), None);
+        newest.waiting.store(true, Ordering::Relaxed);
+        assert_eq!(t.make_room(), Some(true));
+        assert_eq!(t.open.len(), MAX_CONNECTIONS - 1);
+        assert_eq!(t.make_room(), Some(false));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   then the connection closed: its body is never read;
 //! - anything that is not HTTP/1.x is answered 400 (505 for another version), then closed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,19 +77,23 @@ pub struct Head {
 }
 
 /// Serve requests on `stream` with `handler` until the client closes, breaks a bound, or asks
-/// to close. Errors end the connection quietly: they concern that client only.
-pub async fn serve<F, Fut>(mut stream: TcpStream, handler: F)
+/// to close. Errors end the connection quietly: they concern that client only. `waiting` is
+/// true while the connection waits for a request head (it may then be closed for a newer one
+/// without cutting an answer short), false while a request is answered.
+pub async fn serve<F, Fut>(mut stream: TcpStream, waiting: &AtomicBool, handler: F)
 where
     F: Fn(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
+        waiting.store(true, Ordering::Relaxed);
         let head = match timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut buf)).await {
             Ok(Ok(Some(head))) => head,
             // Closed, failed, or too slow: nothing to answer.
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
         };
+        waiting.store(false, Ordering::Relaxed);
         let parsed = parse_head(&buf[..head]);
         buf.drain(..head);
         let (response, head_only, keep_alive) = match parsed {
