@@ -6,6 +6,11 @@
 //! Failures during the start period (counted from each start of the child) do not count; a
 //! success ends it. A check runs in its own process group with the child's environment and is
 //! killed with its group when it outlives its timeout.
+//!
+//! A `--health-cmd`'s stdout and stderr are leaderrun's, not the child's: they go to a pipe
+//! that leaderrun drains while the check runs, keeping only the last [`OUTPUT_KEPT`] bytes.
+//! That tail is logged with the failure (WARN), or at DEBUG after a success: a chatty check
+//! neither floods leaderrun's stdout nor blocks on a full pipe.
 
 use crate::process::child::{Child, Command, ExitStatus, Reaper};
 use nix::sys::signal::Signal;
@@ -158,12 +163,15 @@ pub async fn unhealthy(
     let mut next = started + check.interval;
     loop {
         tokio::time::sleep_until(next).await;
-        let result = probe(check, reaper, env).await;
+        let (result, said) = probe(check, reaper, env).await;
         // Not a fixed rate: a slow check never queues the next one behind it.
         next = Instant::now() + check.interval;
         match result {
             Ok(()) => {
                 crate::metrics::health_check(true);
+                if let Some(output) = said.as_deref() {
+                    tracing::debug!(output, "health check passed");
+                }
                 if failures > 0 {
                     tracing::info!(after = failures, "health check passing again");
                 }
@@ -173,13 +181,27 @@ pub async fn unhealthy(
             }
             Err(why) if starting && started.elapsed() < check.start_period => {
                 crate::metrics::health_check(false);
-                tracing::debug!(%why, "health check failed in the start period: not counted");
+                tracing::debug!(%why, output = said.as_deref(), "health check failed in the start period: not counted");
             }
             Err(why) => {
                 crate::metrics::health_check(false);
                 starting = false;
                 failures += 1;
-                tracing::warn!(%why, failures, retries = check.retries, "health check failed");
+                match said.as_deref() {
+                    Some(output) => tracing::warn!(
+                        %why,
+                        failures,
+                        retries = check.retries,
+                        output,
+                        "health check failed"
+                    ),
+                    None => tracing::warn!(
+                        %why,
+                        failures,
+                        retries = check.retries,
+                        "health check failed"
+                    ),
+                }
                 if failures >= check.retries {
                     return why;
                 }
@@ -192,47 +214,152 @@ pub async fn unhealthy(
     }
 }
 
-/// One check, bounded by its timeout.
-async fn probe(check: &HealthCheck, reaper: &Reaper, env: &Command) -> Result<(), Failure> {
+/// One check, bounded by its timeout; with what a `--health-cmd` said (the tail of its
+/// output), if anything.
+async fn probe(
+    check: &HealthCheck,
+    reaper: &Reaper,
+    env: &Command,
+) -> (Result<(), Failure>, Option<String>) {
     match &check.probe {
         Probe::Cmd(script) => run_cmd(script, check.timeout, reaper, env).await,
-        Probe::Http(target) => match timeout(check.timeout, get(target)).await {
-            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
-            Ok(Ok(code)) => Err(Failure::Status(code)),
-            Ok(Err(e)) => Err(Failure::Error(format!("{}: {e}", target.url))),
-            Err(_) => Err(Failure::TimedOut(check.timeout)),
-        },
+        Probe::Http(target) => {
+            let result = match timeout(check.timeout, get(target)).await {
+                Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
+                Ok(Ok(code)) => Err(Failure::Status(code)),
+                Ok(Err(e)) => Err(Failure::Error(format!("{}: {e}", target.url))),
+                Err(_) => Err(Failure::TimedOut(check.timeout)),
+            };
+            (result, None)
+        }
     }
 }
 
+/// The most of a check's output kept (its end): enough for a reason, never a flood.
+pub const OUTPUT_KEPT: usize = 1024;
+
+/// The tail of a check's output: the last [`OUTPUT_KEPT`] bytes, and how many there were.
+#[derive(Debug, Default)]
+struct Said {
+    tail: Vec<u8>,
+    total: u64,
+}
+
+impl Said {
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(OUTPUT_KEPT)..];
+        let over = (self.tail.len() + bytes.len()).saturating_sub(OUTPUT_KEPT);
+        self.tail.drain(..over);
+        self.tail.extend_from_slice(bytes);
+    }
+
+    /// For the log, with how much came before the tail. A string field: the log quotes it and
+    /// escapes its newlines and control characters, so it stays one line.
+    fn line(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.tail);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return None;
+        }
+        match self.total - self.tail.len() as u64 {
+            0 => Some(text.to_string()),
+            before => Some(format!("[{before} bytes before] {text}")),
+        }
+    }
+}
+
+/// A pipe for a check's output: leaderrun reads one end; the check opens the other by its
+/// /proc path (the spawn passes no descriptors on), and so never writes to leaderrun's stdout.
+/// None where /proc does not show leaderrun's descriptors: the check's output then goes where
+/// leaderrun's does, as a child's.
+fn output_pipe() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    std::io::PipeWriter,
+    String,
+)> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let (reader, writer) = std::io::pipe().ok()?;
+    let path = format!("/proc/{}/fd/{}", std::process::id(), writer.as_raw_fd());
+    std::fs::metadata(&path).ok()?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok()?;
+    Some((reader, writer, path))
+}
+
 /// `/bin/sh -c script` in its own group with the child's environment; its group is killed if
-/// it outlives `limit`.
+/// it outlives `limit`. Its output is drained while it runs; what it said comes back with the
+/// result.
 async fn run_cmd(
     script: &str,
     limit: Duration,
     reaper: &Reaper,
     env: &Command,
-) -> Result<(), Failure> {
+) -> (Result<(), Failure>, Option<String>) {
+    let pipe = output_pipe();
+    // `command`: a redirection that fails leaves the shell running, its output where it was.
+    let script = match &pipe {
+        Some((_, _, path)) => format!("command exec >{path} 2>&1\n{script}"),
+        None => script.to_string(),
+    };
     let cmd = Command {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         ..env.clone()
     };
-    let check = reaper
-        .spawn_unguarded(&cmd)
-        .map_err(|e| Failure::Error(format!("cannot run the check: {e}")))?;
+    let check = match reaper.spawn_unguarded(&cmd) {
+        Ok(check) => check,
+        Err(e) => {
+            let failure = Failure::Error(format!("cannot run the check: {e}"));
+            return (Err(failure), None);
+        }
+    };
     let mut check = KillOnDrop(Some(check));
     let Some(child) = check.0.as_mut() else {
-        return Err(Failure::Error("the check vanished".into()));
+        return (Err(Failure::Error("the check vanished".into())), None);
     };
-    let result = match timeout(limit, child.wait()).await {
+    let mut said = Said::default();
+    let ended = match pipe {
+        Some((mut output, writer, _)) => {
+            let ended = timeout(limit, drain_while(child, &mut output, &mut said)).await;
+            // What is left in the pipe, without waiting (the check's group may live on).
+            drop(writer);
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = output.try_read(&mut chunk) {
+                said.push(&chunk[..n]);
+            }
+            ended
+        }
+        None => timeout(limit, child.wait()).await,
+    };
+    let result = match ended {
         Ok(ExitStatus::Code(0)) => Ok(()),
         Ok(status) => Err(Failure::Exit(status)),
         Err(_) => Err(Failure::TimedOut(limit)),
     };
     // Whatever the check left in its group goes too; the reaper collects them.
     drop(check);
-    result
+    (result, said.line())
+}
+
+/// Wait for `child`, reading its output meanwhile (keeping the tail): a check that writes
+/// much never blocks on a full pipe. Reads yield to the runtime like any I/O, so the
+/// supervisor's timers run between them.
+async fn drain_while(
+    child: &mut Child,
+    output: &mut tokio::net::unix::pipe::Receiver,
+    said: &mut Said,
+) -> ExitStatus {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            status = child.wait() => return status,
+            read = output.read(&mut chunk) => match read {
+                Ok(n @ 1..) => said.push(&chunk[..n]),
+                // Closed or failed: no more to read, the exit still to wait for.
+                _ => return child.wait().await,
+            },
+        }
+    }
 }
 
 /// A check's process group is killed when the check is dropped: after it ended, when it timed
@@ -314,6 +441,45 @@ mod tests {
         ] {
             assert!(HttpTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_the_tail_of_a_checks_output_is_kept() {
+        let mut said = Said::default();
+        assert_eq!(said.line(), None);
+        said.push(b"starting\n");
+        assert_eq!(said.line().as_deref(), Some("starting"));
+        said.push(&vec![b'x'; 3 * OUTPUT_KEPT]);
+        said.push(b"\nthe reason\n");
+        let line = said.line().unwrap();
+        assert_eq!(said.tail.len(), OUTPUT_KEPT);
+        assert!(line.ends_with("x\nthe reason"), "{line}");
+        assert!(
+            line.starts_with(&format!("[{} bytes before] ", 2 * OUTPUT_KEPT + 21)),
+            "{line}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    #[allow(clippy::await_holding_lock)]
+    async fn a_check_that_floods_its_output_is_drained_and_its_tail_kept() {
+        let _serial = crate::process::child::tests::serial();
+        let reaper = Reaper::start(None).unwrap();
+        let env = Command {
+            program: "/bin/true".into(),
+            args: vec![],
+            env: vec![],
+            env_remove: vec![],
+            signal_defaults: vec![],
+        };
+        let script = "head -c 5000000 /dev/zero; echo; echo why it failed >&2; exit 3";
+        let (result, said) = run_cmd(script, Duration::from_secs(20), &reaper, &env).await;
+        assert_eq!(result, Err(Failure::Exit(ExitStatus::Code(3))));
+        let said = said.unwrap();
+        assert!(said.ends_with("why it failed"), "{said}");
+        assert!(said.len() < 3 * OUTPUT_KEPT, "{}", said.len());
+        let (result, said) = run_cmd("exit 0", Duration::from_secs(20), &reaper, &env).await;
+        assert_eq!((result, said), (Ok(()), None));
     }
 
     #[test]
