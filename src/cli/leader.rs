@@ -6,6 +6,7 @@ use crate::election::{classify, first_candidates, Candidate};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd;
 use crate::log::escape_controls;
+use crate::log::recurring::Recurring;
 use etcd_client::{Client, KeyValue, WatchOptions};
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
@@ -204,6 +205,9 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
     let mut int = signal(SignalKind::interrupt()).map_err(handler)?;
     let prefix = format!("{}/", config.election);
     let mut watcher = client.clone();
+    // One condition while etcd is away (the watch and the reads fail alike): logged when it
+    // starts, then every 30 s, and when it ends.
+    let mut trouble = Recurring::new("following the election");
     loop {
         let options = WatchOptions::new()
             .with_prefix()
@@ -218,23 +222,31 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
             }
             Err(etcd_client::Error::WatchError("watch ended".into()))
         };
-        tokio::select! {
-            r = watched => if let Err(e) = r {
-                tracing::warn!(error = %e, "watch failed; re-establishing");
-                sleep(WATCH_RETRY).await;
+        let watch_worked = tokio::select! {
+            r = watched => match r {
+                Ok(()) => true,
+                Err(e) => {
+                    trouble.report(format_args!("watch: {e}"));
+                    sleep(WATCH_RETRY).await;
+                    false
+                }
             },
             _ = term.recv() => return Ok(0),
             _ = int.recv() => return Ok(0),
-        }
+        };
         match read(&client, &config.election, config.holders).await {
             Ok((views, rev)) => {
+                // Both work again (a read alone may work while the watch is refused).
+                if watch_worked {
+                    trouble.clear();
+                }
                 revision = rev;
                 if views != current {
                     print_all(&views, config.format)?;
                     current = views;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the election; retrying"),
+            Err(e) => trouble.report(format_args!("reading: {e}")),
         }
     }
 }
