@@ -459,6 +459,7 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     let unknown = config("unknown.toml", "ttl = 3\nstop-timeout = \"3s\"\n");
     let bad_value = config("bad.toml", "# leaderrun\n\nstop_timeout = \"soon\"\n");
     let password_key = config("password.toml", "user = \"me\"\npassword = \"hunter2\"\n");
+    let duplicate = config("duplicate.toml", "ttl = 3\nelection = \"t\"\nttl = 4\n");
     let absent = scene.path("absent.toml").display().to_string();
     let endless = "/dev/zero".to_string();
     for (name, file, mentions) in [
@@ -497,11 +498,43 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
                 "password_file".into(),
             ],
         ),
+        (
+            "a key twice in the configuration file",
+            &duplicate,
+            vec![format!(
+                "{duplicate}:3: ttl: duplicate key (first set at line 1)"
+            )],
+        ),
     ] {
         let mut c = case(name, with(&["--config", file, "--election", "t"]), 2, &[]);
         c.mentions = mentions;
         cases.push(c);
     }
+    // An election at or under leaderrun's own key prefixes would take its records for
+    // candidates; one ending in '/' would be a nested election.
+    for name in ["leaderrun.runs", "leaderrun.resign/t", "leaderrun.holders/t"] {
+        cases.push(case(
+            "an election among leaderrun's own keys",
+            with(&["--election", name]),
+            2,
+            &["--election", name, "keys of its own"],
+        ));
+    }
+    cases.push(case(
+        "an election ending in '/'",
+        with(&["--election", "t/"]),
+        2,
+        &["--election", "t/", "must not end with '/'"],
+    ));
+    cases.push(
+        case(
+            "an election among leaderrun's own keys, from the environment",
+            with(&[]),
+            2,
+            &["LEADERRUN_ELECTION=leaderrun.runs/t", "keys of its own"],
+        )
+        .with_env(&[("LEADERRUN_ELECTION", "leaderrun.runs/t")]),
+    );
     // A name far too long for an etcd key (etcd would refuse every campaign for good), quoted
     // cut short in the line.
     let long = "a".repeat(5000);
@@ -685,11 +718,8 @@ fn soft_limits_too_low_are_raised_and_the_child_gets_them_as_they_were() {
     assert_eq!(child_wrote(&seen, &a.log_text()).trim(), "64 12");
     // A subcommand too: `leader` asks etcd (nobody leads now: 3), where it would have failed to
     // connect with 8 descriptors.
-    let mut cmd = leaderrun();
-    cmd.args(["leader", "--endpoints", &scene.etcd])
-        .args(["--election", "limits"]);
     let out = scene
-        .command("leader", cmd)
+        .command("leader", scene.subcommand("leader", &[]))
         .limits(&[(Resource::RLIMIT_NOFILE, 8, hard_files)])
         .run(20 * SEC);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
@@ -933,6 +963,16 @@ fn leader_refuses_bad_input_like_the_main_command() {
     let unknown_line = format!("{unknown}:2: watch");
     let cases = [
         (vec!["--election", "  "], vec![], vec!["--election"]),
+        (
+            vec!["--election", "leaderrun.resign"],
+            vec![],
+            vec!["--election", "keys of its own"],
+        ),
+        (
+            vec![],
+            vec![("LEADERRUN_ELECTION", "web/")],
+            vec!["LEADERRUN_ELECTION=web/", "must not end with '/'"],
+        ),
         (
             vec!["--election", "a\nb"],
             vec![],
@@ -1204,10 +1244,8 @@ fn a_closed_stdout_ends_leader_quietly() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let (_etcd, scene) = etcd_and_scene_with_election("web");
-    let mut cmd = leaderrun();
-    cmd.args(["leader", "--endpoints", &scene.etcd, "--election", "web"]);
     let out = scene
-        .command("leader", cmd)
+        .command("leader", scene.subcommand("leader", &[]))
         .stdout(Stdio::from(writer))
         .run(10 * SEC);
     assert_eq!(out.status.code(), Some(1), "{}", out.status);
@@ -1298,4 +1336,18 @@ fn a_password_is_never_written_and_argv_passwords_are_warned_of() {
             .any(|l| l.contains("WARN") && l.contains("--user") && l.contains("argv")),
         "no warning about the password in argv:\n{all}"
     );
+    // A password file others may read (or write): used, and warned of once, as ssh does.
+    let loose = scene.path("loose-password");
+    std::fs::write(&loose, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = loose.display().to_string();
+    let all = run("C", "root", &[("LEADERRUN_PASSWORD_FILE", &loose)]);
+    let warned: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("password file"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{all}");
+    for m in ["LEADERRUN_PASSWORD_FILE", &loose, "readable", "mode 0644"] {
+        assert!(warned[0].contains(m), "{m}: {all}");
+    }
 }

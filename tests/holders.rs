@@ -52,11 +52,7 @@ fn first_and_next(scene: &Scene, ids: &[&str], holding: &[Run]) -> (String, usiz
 
 /// `leaderrun leader --endpoints E --election <election> extra...`, run to completion.
 fn ask_leader(scene: &Scene, extra: &[&str]) -> std::process::Output {
-    let mut c = leaderrun();
-    c.args(["leader", "--endpoints", &scene.etcd])
-        .args(["--election", &scene.election])
-        .args(extra);
-    run_with_timeout(&mut c, 15 * SEC)
+    scene.ask("leader", extra, 15 * SEC)
 }
 
 /// `lr` exits 2 with one line on stderr naming everything in `words`; returns that line.
@@ -380,9 +376,8 @@ fn leader_lists_the_holders() {
     assert_eq!(ids_shown, line[..3].to_vec(), "{text}");
 
     // From the environment too, as every option; without it, the first only.
-    let mut c = leaderrun();
-    c.args(["leader", "--endpoints", &scene.etcd, "--election", "web"])
-        .env("LEADERRUN_HOLDERS", "2");
+    let mut c = scene.subcommand("leader", &[]);
+    c.env("LEADERRUN_HOLDERS", "2");
     let out = run_with_timeout(&mut c, 15 * SEC);
     assert_eq!(stdout_of(&out).lines().count(), 2, "{}", stdout_of(&out));
     let out = ask_leader(&scene, &[]);
@@ -409,15 +404,7 @@ fn leaderrun_resign_hands_the_oldest_holders_place_to_the_next_in_line() {
         .unwrap();
 
     let t0 = scene.mark(&format!("leaderrun resign: {} should hand over", line[0]));
-    let mut c = leaderrun();
-    c.args([
-        "resign",
-        "--endpoints",
-        &scene.etcd,
-        "--election",
-        &scene.election,
-    ]);
-    let out = run_with_timeout(&mut c, 40 * SEC);
+    let out = scene.ask("resign", &[], 40 * SEC);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let new = scene.wait_leading(&line[2], 1, 10 * SEC);
     let ended = scene.current(old.pid);

@@ -2,24 +2,15 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 use common::*;
 use nix::sys::signal::Signal;
 
-/// `leaderrun leader --endpoints E --election <election> extra...`.
-fn leader_query(scene: &Scene, extra: &[&str]) -> Command {
-    let mut c = leaderrun();
-    c.args(["leader", "--endpoints", &scene.etcd])
-        .args(["--election", &scene.election])
-        .args(extra);
-    c
-}
-
-/// `leader_query` run to completion (bounded).
+/// `leaderrun leader --endpoints E --election <election> extra...`, run to completion.
 fn ask_leader(scene: &Scene, extra: &[&str]) -> Output {
-    run_with_timeout(&mut leader_query(scene, extra), 15 * SEC)
+    scene.ask("leader", extra, 15 * SEC)
 }
 
 #[test]
@@ -91,7 +82,7 @@ fn leader_watch_prints_a_line_at_each_change_until_sigint() {
     let _beta = scene.candidate_sh("beta", &[], "exec sleep 60");
     scene.wait_candidates(&["alpha", "beta"], 10 * SEC);
 
-    let mut watch = scene.start("watch", &mut leader_query(&scene, &["--watch"]));
+    let mut watch = scene.start("watch", &mut scene.subcommand("leader", &["--watch"]));
     let shown = watch.wait_out_lines(1, 10 * SEC);
     assert!(
         shown[0].starts_with(&format!("id=alpha key={key_a} revision={rev_a} ")),

@@ -164,10 +164,8 @@ fn file_name(p: &Path) -> &str {
 
 /// `leaderrun leader --endpoints <etcd> --election web extra...`, started in the scene.
 fn leader_watch(scene: &Scene, id: &str, extra: &[OsString]) -> Lr {
-    let mut cmd = leaderrun();
-    cmd.args(["leader", "--endpoints", &scene.etcd, "--election", ELECTION])
-        .args(extra)
-        .arg("--watch");
+    let mut cmd = scene.subcommand("leader", &[]);
+    cmd.args(extra).arg("--watch");
     scene.command(id, cmd).spawn()
 }
 

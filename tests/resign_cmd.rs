@@ -4,26 +4,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use nix::sys::signal::Signal;
 
-/// `leaderrun resign --endpoints E --election <election> extra...`.
-fn resign_query(endpoints: &str, election: &str, extra: &[&str]) -> Command {
-    let mut c = leaderrun();
-    c.args(["resign", "--endpoints", endpoints])
-        .args(["--election", election])
-        .args(extra);
-    c
-}
-
 /// `leaderrun resign` on the scene's election, run to completion (bounded).
 fn resign(scene: &Scene, extra: &[&str]) -> Output {
-    run_with_timeout(
-        &mut resign_query(&scene.etcd, &scene.election, extra),
-        40 * SEC,
-    )
+    scene.ask("resign", extra, 40 * SEC)
 }
 
 /// The id in a `old: id=... key=...` line.

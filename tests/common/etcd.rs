@@ -3,10 +3,11 @@
 //!
 //! `Etcd::start_with` / `EtcdCluster::start_with` take `EtcdOptions`: TLS for clients
 //! (certificates from `tls::Certs`; endpoints become `https://127.0.0.1:PORT`), client
-//! certificate authentication and the auth token kind (simple, JWT) and TTL. The fixture's own
-//! calls (health checks, `etcdctl`, `put`, `get`, `leader`) follow: over TLS they present the
-//! CA and the `root` client certificate, and once `enable_auth` has run they log in as root.
-//! Auth set-up: `enable_auth`, `add_user`, `add_role`, `grant_role`, `add_user_with_prefixes`.
+//! certificate authentication (`EtcdOptions::tls`, `EtcdOptions::mutual_tls`) and the auth
+//! token kind (simple, JWT) and TTL. The fixture's own calls (health checks, `etcdctl`, `put`,
+//! `get`, `leader`) follow: over TLS they present the CA and the `root` client certificate, and
+//! once `enable_auth` has run they log in as root; so does a `Scene::on` the fixture. Auth
+//! set-up: `enable_auth`, `add_user`, `add_role`, `grant_role`, `add_user_with_prefixes`.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};

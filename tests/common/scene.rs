@@ -429,6 +429,21 @@ impl Scene {
         self.command(id, cmd).spawn()
     }
 
+    /// `leaderrun <subcommand> --endpoints <etcd> --election <election> extra...`: a question
+    /// about this scene's election (`leader`, `resign`), to start as one likes.
+    pub fn subcommand(&self, subcommand: &str, extra: &[&str]) -> Command {
+        let mut cmd = leaderrun();
+        cmd.args([subcommand, "--endpoints", &self.etcd])
+            .args(["--election", &self.election])
+            .args(extra);
+        cmd
+    }
+
+    /// `subcommand`, run to completion (SIGKILLed after `timeout`).
+    pub fn ask(&self, subcommand: &str, extra: &[&str], timeout: Duration) -> Output {
+        run_with_timeout(&mut self.subcommand(subcommand, extra), timeout)
+    }
+
     /// All runs recorded so far, in start order.
     pub fn runs(&self) -> Vec<Run> {
         Records::read(&self.records)
