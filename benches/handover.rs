@@ -59,8 +59,8 @@ use common::bench::{
     status_field, stop_all_on_signal, Follow,
 };
 use common::{
-    etcdctl_command, free_port, guardian_of, mono_now_ns, ppid, process_alive, run_with_timeout,
-    signal_pid, Certs, Etcd, EtcdOptions, Lr, Run, Scene, MS, SEC,
+    etcdctl_command, fenced_child_path, free_port, guardian_of, mono_now_ns, ppid, process_alive,
+    run_with_timeout, signal_pid, Certs, Etcd, EtcdOptions, Lr, Run, Scene, MS, SEC,
 };
 
 /// leaderrun --ttl and etcdctl lock --ttl: the same session TTL for both.
@@ -1144,15 +1144,18 @@ fn main() {
         raise_nofile(max_n);
     }
     let version = etcd_version();
+    // Built now if it is not (cargo bench builds no example), not at the first candidate.
+    let child = fenced_child_path();
     let mut modes = vec![Mode::plain(opts.tls)];
     if opts.tls {
         modes.push(Mode::tls());
     }
     say(&format!(
-        "etcd {version} on {}; {} CPUs; {} runs per figure",
+        "etcd {version} on {}; {} CPUs; {} runs per figure; the child: {}",
         modes[0].etcd.endpoints(),
         cpus(),
-        opts.runs
+        opts.runs,
+        child.display()
     ));
     if opts.tls {
         say(&format!(
@@ -1386,7 +1389,7 @@ fn main() {
     if !scale.is_empty() {
         println!();
         let row4 = |a: &str, b: &str, c: &str, d: &str| {
-            println!("{}", format!("{a:<40} {b:<24} {c:<24} {d}").trim_end())
+            println!("{}", format!("{a:<40} {b:<30} {c:<24} {d}").trim_end())
         };
         let row = |a: &str, b: &str, c: &str| row4(a, b, c, "");
         row4(
