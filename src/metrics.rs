@@ -31,16 +31,19 @@ pub enum Reason {
     Unhealthy,
     /// Given up on purpose: TERM/INT, the child's exit, a step-down, an exit.
     Graceful,
+    /// The promote hook failed: the child never started.
+    Vetoed,
 }
 
 impl Reason {
-    const ALL: [Reason; 6] = [
+    const ALL: [Reason; 7] = [
         Reason::LeaseExpired,
         Reason::KeyDeleted,
         Reason::Deadline,
         Reason::Unverified,
         Reason::Unhealthy,
         Reason::Graceful,
+        Reason::Vetoed,
     ];
 
     fn label(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::Unverified => "unverified",
             Reason::Unhealthy => "unhealthy",
             Reason::Graceful => "graceful",
+            Reason::Vetoed => "vetoed",
         }
     }
 }
@@ -104,6 +108,8 @@ struct Metrics {
     health_checks: [AtomicU64; 2],
     log_lines_dropped: AtomicU64,
     fencing_behind: AtomicU64,
+    /// By hook (promote, demote), then outcome (failed, ok).
+    hooks: [[AtomicU64; 2]; 2],
 }
 
 static METRICS: Metrics = Metrics {
@@ -118,6 +124,7 @@ static METRICS: Metrics = Metrics {
     health_checks: [const { AtomicU64::new(0) }; 2],
     log_lines_dropped: AtomicU64::new(0),
     fencing_behind: AtomicU64::new(0),
+    hooks: [const { [const { AtomicU64::new(0) }; 2] }; 2],
 };
 
 // ---- hooks ------------------------------------------------------------------------------------
@@ -148,6 +155,11 @@ pub fn health_check(passed: bool) {
 /// A log line was dropped: stderr was not being read and the queue was full.
 pub fn log_line_dropped() {
     METRICS.log_lines_dropped.fetch_add(1, Relaxed);
+}
+
+/// A role hook ran: `promote` or demote, and whether it exited 0.
+pub fn hook_ran(promote: bool, ok: bool) {
+    METRICS.hooks[usize::from(promote)][usize::from(ok)].fetch_add(1, Relaxed);
 }
 
 /// A term was refused because its fencing token was not above a revision seen before.
@@ -288,6 +300,17 @@ pub fn encode_text(leading: bool, lease: Option<(f64, f64)>) -> String {
         "Terms refused: etcd reported a revision below one seen before (restored from an older copy?)",
     );
     p.sample("fencing_token_behind_total", "", get(&m.fencing_behind));
+    p.head(
+        "hook_runs_total",
+        "counter",
+        "Role hooks run, by hook and outcome",
+    );
+    for (h, hook) in ["on_demote", "on_promote"].iter().enumerate() {
+        for (o, outcome) in ["failed", "ok"].iter().enumerate() {
+            let labels = format!("hook=\"{hook}\",outcome=\"{outcome}\"");
+            p.sample("hook_runs_total", &labels, get(&m.hooks[h][o]));
+        }
+    }
     p.head("build_info", "gauge", "The version of leaderrun");
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
     p.sample("build_info", &version, 1);
@@ -356,6 +379,8 @@ mod tests {
             "# TYPE leaderrun_log_lines_dropped_total counter",
             "leaderrun_log_lines_dropped_total ",
             "leaderrun_fencing_token_behind_total ",
+            "leaderrun_hook_runs_total{hook=\"on_promote\",outcome=\"failed\"} ",
+            "leaderrun_leadership_losses_total{reason=\"vetoed\"} ",
             "leaderrun_build_info{version=\"",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");

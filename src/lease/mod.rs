@@ -125,19 +125,21 @@ impl Lease {
         members: &[Member],
         ttl: Duration,
         stop_timeout: Option<Duration>,
+        hook_timeout: Duration,
     ) -> Result<Lease, EtcdError> {
         let unexpected = |detail: String| EtcdError::Unexpected {
             what: "lease grant",
             detail,
         };
-        let requested = Timing::new(ttl, stop_timeout).map_err(|e| unexpected(e.to_string()))?;
+        let requested = Timing::with_hook(ttl, stop_timeout, hook_timeout)
+            .map_err(|e| unexpected(e.to_string()))?;
         let sent = Instant::now();
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let grant = |mut c: Client| async move { c.lease_grant(secs, None).await };
         let resp = etcd::call_as("lease grant", requested.request_timeout(), client, grant).await?;
         // The granted TTL, never the requested one: it is what the server enforces.
         let granted = Duration::from_secs(resp.ttl().max(0) as u64);
-        let timing = Timing::new(granted, stop_timeout)
+        let timing = Timing::with_hook(granted, stop_timeout, hook_timeout)
             .map_err(|e| unexpected(format!("granted TTL {}s: {e}", resp.ttl())))?;
         let (tx, rx) = watch::channel(State {
             deadline: Deadline::acknowledged(sent, timing.ttl),
@@ -188,6 +190,11 @@ impl Lease {
     /// Whether a child may start now: the stop time `D - m - G` is still ahead.
     pub fn may_start(&self) -> bool {
         facts(self.id, self.timing, *self.state.borrow()).may_run(Instant::now())
+    }
+
+    /// Whether etcd reported the lease gone.
+    pub fn is_gone(&self) -> bool {
+        self.state.borrow().gone
     }
 
     /// A reader of this lease's state for the status endpoint.

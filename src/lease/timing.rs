@@ -6,12 +6,14 @@
 //!                                      T/3 + 500 ms, at most 2k - T/100)
 //!   r  allowance for one round trip  = k/2
 //!   m  safety margin                 = max(500 ms, T/10)
-//!   G  stop timeout (signal → KILL)  <= T - 2k - r - m
+//!   G  stop timeout (signal → KILL)  <= T - 2k - r - m - H
+//!   H  demote hook's timeout         (0 without --on-demote)
 //!   D  local deadline                = send time of the newest acknowledged keepalive + T
 //! ```
 //!
-//! The child gets the stop signal at `D - m - G` and SIGKILL at `D - m`, so it is dead before the
-//! server can expire the lease (no earlier than D) and before any standby can win.
+//! The child gets the stop signal at `D - m - H - G` and SIGKILL at `D - m - H`; the demote hook
+//! then runs and is killed at `D - m` at the latest. So the child is dead and the hook has ended
+//! before the server can expire the lease (no earlier than D) and before any standby can win.
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,6 +44,8 @@ pub struct Timing {
     pub margin: Duration,
     /// G: stop signal to SIGKILL.
     pub stop_timeout: Duration,
+    /// H: what the demote hook may take, within the deadline (0 without one).
+    pub hook_timeout: Duration,
 }
 
 /// Why a TTL and stop timeout do not fit together.
@@ -53,12 +57,32 @@ pub enum BudgetError {
         "--stop-timeout {given}ms does not fit --ttl {ttl}s (at most {max}ms fits: 2k + r + m + G <= TTL); raise --ttl or lower --stop-timeout"
     )]
     StopTimeoutTooLong { given: u128, ttl: u64, max: u128 },
+    #[error(
+        "--hook-timeout {hook}ms and --stop-timeout {stop}ms do not fit --ttl {ttl}s together (at most {max}ms fits: 2k + r + m + G + H <= TTL, the demote hook within the deadline); raise --ttl or lower --hook-timeout or --stop-timeout"
+    )]
+    HookTooLong {
+        hook: u128,
+        stop: u128,
+        ttl: u64,
+        max: u128,
+    },
 }
 
 impl Timing {
     /// Derive the timing for `ttl`. An explicit `stop_timeout` that does not fit is refused; the
     /// default one shrinks to fit.
     pub fn new(ttl: Duration, stop_timeout: Option<Duration>) -> Result<Timing, BudgetError> {
+        Timing::with_hook(ttl, stop_timeout, Duration::ZERO)
+    }
+
+    /// [`Timing::new`], with a demote hook of `hook_timeout` inside the stop budget: the child's
+    /// stop timeout and the hook's together must fit; the default stop timeout shrinks to fit
+    /// what the hook leaves.
+    pub fn with_hook(
+        ttl: Duration,
+        stop_timeout: Option<Duration>,
+        hook_timeout: Duration,
+    ) -> Result<Timing, BudgetError> {
         let keepalive = ttl / 5;
         let round_trip = keepalive / 2;
         let margin = MIN_MARGIN.max(ttl / 10);
@@ -68,6 +92,13 @@ impl Timing {
             ttl: ttl.as_secs(),
             needed: needed.as_millis(),
         })?;
+        let too_long = |stop: Duration| BudgetError::HookTooLong {
+            hook: hook_timeout.as_millis(),
+            stop: stop.as_millis(),
+            ttl: ttl.as_secs(),
+            max: budget.as_millis(),
+        };
+        let explicit = stop_timeout.is_some();
         let stop_timeout = match stop_timeout {
             Some(g) if g > budget => {
                 return Err(BudgetError::StopTimeoutTooLong {
@@ -79,6 +110,13 @@ impl Timing {
             Some(g) => g,
             None => DEFAULT_STOP_TIMEOUT.min(budget),
         };
+        let stop_timeout = match budget.checked_sub(hook_timeout) {
+            _ if hook_timeout.is_zero() => stop_timeout,
+            // What the hook leaves; a default G shrinks to it, but not to nothing.
+            Some(left) if stop_timeout <= left => stop_timeout,
+            Some(left) if !left.is_zero() && !explicit => left,
+            _ => return Err(too_long(stop_timeout)),
+        };
         Ok(Timing {
             ttl,
             keepalive,
@@ -86,16 +124,22 @@ impl Timing {
             round_trip,
             margin,
             stop_timeout,
+            hook_timeout,
         })
     }
 
-    /// When the stop signal must go out for a lease deadline `d`: `D - m - G`.
+    /// When the stop signal must go out for a lease deadline `d`: `D - m - H - G`.
     pub fn stop_at(&self, d: Instant) -> Instant {
-        d - self.margin - self.stop_timeout
+        d - self.margin - self.hook_timeout - self.stop_timeout
     }
 
-    /// When SIGKILL must go out for a lease deadline `d`: `D - m`.
+    /// When SIGKILL must go out to the child for a lease deadline `d`: `D - m - H`.
     pub fn kill_at(&self, d: Instant) -> Instant {
+        d - self.margin - self.hook_timeout
+    }
+
+    /// When the demote hook is killed at the latest for a lease deadline `d`: `D - m`.
+    pub fn hook_kill_at(&self, d: Instant) -> Instant {
         d - self.margin
     }
 
@@ -209,7 +253,33 @@ mod tests {
             );
             assert!(t.stop_at(d.at()) + t.stop_timeout == t.kill_at(d.at()));
             assert!(t.kill_at(d.at()) + t.margin == d.at());
+            assert!(t.hook_kill_at(d.at()) == t.kill_at(d.at()));
         }
+    }
+
+    #[test]
+    fn the_deadline_covers_the_demote_hook() {
+        // T=10: k=2, r=1, m=1 → G + H <= 4 s.
+        let ttl = Duration::from_secs(10);
+        let t = Timing::with_hook(ttl, None, ms(1000)).unwrap();
+        assert_eq!(t.stop_timeout, ms(3000));
+        let d = Instant::now() + ttl;
+        assert_eq!(
+            t.stop_at(d) + t.stop_timeout + t.hook_timeout,
+            t.hook_kill_at(d)
+        );
+        assert_eq!(t.hook_kill_at(d) + t.margin, d);
+        // A default G shrinks to what the hook leaves; an explicit one does not.
+        let t = Timing::with_hook(ttl, None, ms(2500)).unwrap();
+        assert_eq!(t.stop_timeout, ms(1500));
+        let err = Timing::with_hook(ttl, Some(ms(3000)), ms(2500)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--hook-timeout") && text.contains("--ttl"),
+            "{text}"
+        );
+        assert!(Timing::with_hook(ttl, None, ms(4000)).is_err());
+        assert!(Timing::with_hook(ttl, Some(ms(1000)), ms(3000)).is_ok());
     }
 
     #[test]

@@ -289,7 +289,7 @@ fn output_pipe() -> Option<(
 /// `/bin/sh -c script` in its own group with the child's environment; its group is killed if
 /// it outlives `limit`. Its output is drained while it runs; what it said comes back with the
 /// result.
-async fn run_cmd(
+pub(crate) async fn run_cmd(
     script: &str,
     limit: Duration,
     reaper: &Reaper,

@@ -5,6 +5,7 @@
 pub mod child;
 pub mod guardian;
 pub mod health;
+pub mod hook;
 pub mod limits;
 pub mod signals;
 pub mod spawn;

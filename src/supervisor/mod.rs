@@ -35,8 +35,8 @@ use crate::log::recurring::Recurring;
 use crate::metrics::{self, Reason};
 use crate::process::child::{self, ExitStatus};
 use crate::process::guardian::Guardian;
-use crate::process::health;
 use crate::process::signals::{Request, Signals};
+use crate::process::{health, hook};
 use crate::status::{HealthReporter, Role, Status};
 use crate::supervisor::backoff::Backoff;
 use crate::supervisor::restart::Restarts;
@@ -88,6 +88,19 @@ enum End {
     Exit(u8),
     /// etcd refused us for good.
     Fatal(Error),
+}
+
+impl End {
+    /// `LEADERRUN_REASON` for the demote hook.
+    fn hook_reason(&self) -> hook::Reason {
+        match self {
+            End::ChildExited { .. } | End::Exit(_) => hook::Reason::Exit,
+            End::Lost => hook::Reason::Lost,
+            End::Shutdown | End::Fatal(_) => hook::Reason::Shutdown,
+            End::StepDown => hook::Reason::StepDown,
+            End::Unhealthy => hook::Reason::Unhealthy,
+        }
+    }
 }
 
 impl State {
@@ -203,6 +216,7 @@ impl Supervisor {
         }
         let connection = &self.config.connection;
         let (ttl, stop_timeout) = (self.config.ttl, self.config.stop_timeout);
+        let hook_timeout = self.gate.demote_budget();
         let (members, reached) = (&self.members, self.reached_etcd);
         let wait = timing::request_timeout(ttl);
         let current = &self.client;
@@ -214,7 +228,7 @@ impl Supervisor {
             } else {
                 current.clone()
             };
-            let lease = Lease::grant(&client, members, ttl, stop_timeout).await?;
+            let lease = Lease::grant(&client, members, ttl, stop_timeout, hook_timeout).await?;
             Ok((client, lease))
         };
         let granted = retrying(
@@ -304,7 +318,7 @@ impl Supervisor {
         };
         match self
             .gate
-            .start(&self.client, candidacy.lease(), &elected, Some(proof))
+            .start(&self.client, candidacy.lease(), &elected, Some(proof), true)
             .await
         {
             Ok((leadership, child)) => Ok(State::Leading(Tenure::begin(
@@ -432,7 +446,8 @@ impl Supervisor {
     /// What follows a start that did not happen, and whether to resign first.
     fn not_started(&self, not: NotStarted) -> (bool, Result<State, Error>) {
         let run_id = self.config.run_id.as_ref().map(|r| r.id.as_str());
-        after_not_started(not, run_id)
+        let holdoff = self.config.health.as_ref().map(|h| h.holdoff);
+        after_not_started(not, run_id, holdoff.unwrap_or(Duration::from_secs(10)))
     }
 
     /// Who is first under the prefix, by the value it proclaims (never us: our key does not
@@ -518,7 +533,7 @@ impl Supervisor {
                     }
                 }
                 _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {
-                    match self.gate.start(&self.client, term.lease(), leadership.leader_key(), None).await {
+                    match self.gate.start(&self.client, term.lease(), leadership.leader_key(), None, false).await {
                         Ok((_, child)) => {
                             term.run = Run::Running { child, started: Instant::now() };
                             return State::Leading(term);
@@ -624,8 +639,15 @@ impl Supervisor {
             End::Unhealthy => metrics::term_ended(Reason::Unhealthy),
             _ => metrics::term_ended(Reason::Graceful),
         }
+        let reason = end.hook_reason();
         let status = term
-            .end(&self.client, self.config.stop_signal, resign)
+            .end(
+                &self.client,
+                &self.gate,
+                self.config.stop_signal,
+                reason,
+                resign,
+            )
             .await;
         let holdoff = self.config.health.as_ref().map(|h| h.holdoff);
         after_end(
@@ -639,7 +661,11 @@ impl Supervisor {
 }
 
 /// What follows a start that did not happen, and whether to resign first.
-fn after_not_started(not: NotStarted, run_id: Option<&str>) -> (bool, Result<State, Error>) {
+fn after_not_started(
+    not: NotStarted,
+    run_id: Option<&str>,
+    holdoff: Duration,
+) -> (bool, Result<State, Error>) {
     match not {
         NotStarted::Unverified(why) => {
             warn!(why = %why, "elected but not verified; campaigning again with a new lease");
@@ -668,6 +694,12 @@ fn after_not_started(not: NotStarted, run_id: Option<&str>) -> (bool, Result<Sta
             (true, Ok(State::Exit(0)))
         }
         NotStarted::Spawn(code) => (true, Ok(State::Exit(code))),
+        // As for ill health: hand over, stay out for the holdoff.
+        NotStarted::Vetoed => {
+            warn!(?holdoff, "the promote hook vetoed the term: resigning, staying out of the election for the holdoff");
+            metrics::term_ended(Reason::Vetoed);
+            (true, Ok(State::Connecting { after: holdoff }))
+        }
         // Hand over: another host may have processes to spare; back after a pause.
         NotStarted::SpawnLater => (
             true,
@@ -931,7 +963,7 @@ mod tests {
     #[test]
     fn each_refusal_of_the_start_gate_leads_to_its_next_state() {
         let next = |not| {
-            let (resign, state) = after_not_started(not, Some("nightly"));
+            let (resign, state) = after_not_started(not, Some("nightly"), Duration::from_secs(30));
             format!("{resign} {}", shown(state))
         };
         let unverified = NotStarted::Unverified(election::Unverified::NotFirst);
@@ -941,6 +973,7 @@ mod tests {
         assert_eq!(next(NotStarted::RunStartedBefore), "true exit 0");
         assert_eq!(next(NotStarted::Spawn(127)), "true exit 127");
         assert_eq!(next(NotStarted::SpawnLater), "true connecting after 1s");
+        assert_eq!(next(NotStarted::Vetoed), "true connecting after 30s");
         let fatal = NotStarted::Fatal(Error::Usage("no".into()));
         assert_eq!(next(fatal), "true error 2");
     }

@@ -17,12 +17,14 @@ use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::lease::Lease;
 use crate::process::child::{Child, Command, ExitStatus, Reaper};
+use crate::process::hook::{Hooks, Kind, Reason};
 use crate::status::notify;
 use crate::supervisor::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -91,11 +93,21 @@ pub enum NotStarted {
     RunStartedBefore,
     /// The command could not be spawned: exit with this status.
     Spawn(u8),
+    /// The promote hook failed or timed out: hand over as for ill health.
+    Vetoed,
     /// The command could not be spawned for now (no process or memory left: EAGAIN, ENOMEM):
     /// retrying can fix it.
     SpawnLater,
     /// etcd refused us for good.
     Fatal(Error),
+}
+
+/// Why the gate's last steps did not spawn.
+#[derive(Debug)]
+enum Refusal {
+    DeadlineNear,
+    Vetoed,
+    Spawn(std::io::Error),
 }
 
 /// What the gate needs: the command and how to start it.
@@ -113,6 +125,7 @@ pub struct Gate {
     run_started: bool,
     /// The fencing tokens handed out and the revisions seen.
     tokens: Tokens,
+    hooks: Hooks,
 }
 
 /// The fencing token never goes back: a term's token (its key's create revision) must be above
@@ -165,6 +178,7 @@ impl Gate {
             holders: config.holders,
             run_started: false,
             tokens: Tokens::default(),
+            hooks: Hooks::default(), // TODO(options): config.hooks
         }
     }
 
@@ -175,19 +189,29 @@ impl Gate {
         self.reaper.guard_lease(lease.id());
     }
 
+    /// H: what the demote hook may take inside the stop budget (0 without one).
+    pub fn demote_budget(&self) -> Duration {
+        match self.hooks.demote {
+            Some(_) => self.hooks.timeout,
+            None => Duration::ZERO,
+        }
+    }
+
     /// Whether a `--run-id` run was started by this process: it is then done here for good.
     pub fn run_started(&self) -> bool {
         self.run_started
     }
 
     /// The start gate: verify (on the queue's proof, or by a read when there is none), claim
-    /// the run, check the deadline, spawn.
+    /// the run, check the deadline, the promote hook (for a `new_term`, not a restart in place),
+    /// spawn.
     pub async fn start(
         &mut self,
         client: &Client,
         lease: &Lease,
         elected: &LeaderKey,
         proof: Option<holders::Proof>,
+        new_term: bool,
     ) -> Result<(Leadership, Child), NotStarted> {
         if self.run_started {
             return Err(NotStarted::RunStartedBefore);
@@ -236,20 +260,40 @@ impl Gate {
         // The guardian forgets the lease while the child's group is not yet known to it: a crash
         // in between must let the lease expire, not revoke it under a group that may live.
         self.reaper.guard_lease(0);
-        // The deadline rule, checked here only, last: verifying and claiming took round trips.
-        // Err(None): not spawned, the deadline is too near.
-        let spawned = if lease.may_start() {
-            self.reaper
-                .spawn(&self.command(&leadership, lease))
-                .map_err(Some)
+        let command = self.command(&leadership, lease);
+        // The promote hook, once per term, after the deadline rule and before the spawn; the
+        // deadline kills it in time for a demote hook to undo it.
+        let promoted = if !new_term || self.hooks.promote.is_none() {
+            Ok(false)
+        } else if !lease.may_start() {
+            Err(Refusal::DeadlineNear)
         } else {
-            Err(None)
+            let until = lease.kill_at();
+            let hook = self
+                .hooks
+                .run(Kind::Promote, None, &self.reaper, &command, until);
+            hook.await.map(|()| true).map_err(|_| Refusal::Vetoed)
+        };
+        let hook_ran = matches!(promoted, Ok(true) | Err(Refusal::Vetoed));
+        // The deadline rule, checked here, last: verifying, claiming and the hook took time.
+        let spawned = match promoted {
+            Ok(_) if lease.may_start() => self.reaper.spawn(&command).map_err(Refusal::Spawn),
+            Ok(_) => Err(Refusal::DeadlineNear),
+            Err(refusal) => Err(refusal),
         };
         // The group is known now (or there is none).
         self.guard_lease(lease);
         let child = match spawned {
             Ok(child) => child,
-            Err(e) => {
+            Err(refusal) => {
+                if hook_ran {
+                    // Whatever the promote hook did (or half did) is undone before release.
+                    let reason = match refusal {
+                        Refusal::Vetoed => Reason::Vetoed,
+                        _ => Reason::Exit,
+                    };
+                    self.demote(lease, &command, reason).await;
+                }
                 if let Some(record) = record {
                     // A run that did not start must not count as done.
                     let key = record.key.clone();
@@ -262,8 +306,12 @@ impl Gate {
                         }
                     }
                 }
-                let Some(e) = e else {
-                    return Err(NotStarted::Unverified(Unverified::DeadlineNear));
+                let e = match refusal {
+                    Refusal::DeadlineNear => {
+                        return Err(NotStarted::Unverified(Unverified::DeadlineNear))
+                    }
+                    Refusal::Vetoed => return Err(NotStarted::Vetoed),
+                    Refusal::Spawn(e) => e,
                 };
                 if is_transient(&e) {
                     error!(error = %e, "cannot start the command for now");
@@ -288,6 +336,21 @@ impl Gate {
             "leading: child started"
         );
         Ok((leadership, child))
+    }
+
+    /// The demote hook, if any, for `reason`: killed by the deadline's share `D - m`, or by its
+    /// own timeout alone when the lease is already gone (the order can no longer be kept, but
+    /// what the promote hook took must still go).
+    async fn demote(&self, lease: &Lease, command: &Command, reason: Reason) {
+        let until = if lease.is_gone() {
+            Instant::now() + self.hooks.timeout
+        } else {
+            lease.timing().hook_kill_at(lease.deadline())
+        };
+        let hook = self
+            .hooks
+            .run(Kind::Demote, Some(reason), &self.reaper, command, until);
+        let _ = hook.await;
     }
 
     /// What a health check needs: a reaper that leaves the guardian alone, and the child's
@@ -363,10 +426,17 @@ impl Tenure {
         }
     }
 
-    /// The end path: stop the child (stop signal, then SIGKILL by the deadline), and only then
-    /// release leadership: resign when `resign` (the next candidate wins at once) and revoke the
+    /// The end path: stop the child (stop signal, then SIGKILL by the deadline), run the demote
+    /// hook (killed by the deadline), and only then release leadership: resign when `resign` (the next candidate wins at once) and revoke the
     /// lease. Returns how the child ended, if it ever ran this term.
-    pub async fn end(mut self, client: &Client, stop_signal: Signal, resign: bool) -> ExitStatus {
+    pub async fn end(
+        mut self,
+        client: &Client,
+        gate: &Gate,
+        stop_signal: Signal,
+        reason: Reason,
+        resign: bool,
+    ) -> ExitStatus {
         let status = match &mut self.run {
             Run::Running { child, .. } => {
                 let status = stop(child, &self.lease, stop_signal).await;
@@ -376,6 +446,9 @@ impl Tenure {
             Run::Restarting { last, .. } => *last,
             Run::Finished(status) => *status,
         };
+        // The child's group is gone: the demote hook, before anyone else can lead.
+        let command = gate.command(&self.leadership, &self.lease);
+        gate.demote(&self.lease, &command, reason).await;
         let key = resign.then(|| self.leadership.leader_key());
         if release(client, self.lease, key).await {
             info!(key = %self.leadership.key, "resigned");
