@@ -100,7 +100,12 @@ mod tests {
     /// Checks a row against the options table of `config`.
     fn check(row: &Row, opt: &Opt) {
         let at = format!("README.md:{} ({})", row.line, opt.long);
-        assert_eq!(row.variable, opt.env, "{at}: the variable");
+        // A subcommand's own flag has neither a variable nor a key.
+        assert_eq!(
+            row.variable,
+            opt.env.unwrap_or("none"),
+            "{at}: the variable"
+        );
         assert_eq!(row.key, opt.key.unwrap_or("none"), "{at}: the config key");
         match opt.default {
             // The default as written in the options table, first in its cell.
@@ -136,40 +141,23 @@ mod tests {
             };
             match OPTIONS.iter().find(|o| a.get_long() == Some(o.long)) {
                 Some(opt) => check(row, opt),
-                // A flag of one subcommand only: no variable, no key.
-                None => {
-                    let at = format!("README.md:{} ({name})", row.line);
-                    assert_eq!(row.variable, "none", "{at}: the variable");
-                    assert_eq!(row.key, "none", "{at}: the config key");
-                    match a.get_default_values().first() {
-                        Some(d) => {
-                            let d = format!("`{}`", d.to_string_lossy());
-                            assert!(row.default.starts_with(&d), "{at}: the default is {d}");
-                        }
-                        None => assert!(!row.default.is_empty(), "{at}: the default"),
-                    }
-                }
+                None => panic!("{name}: a flag that is not in the options table"),
             }
         }
         // Settings without a flag (the password) have a row of their own.
-        for opt in OPTIONS {
-            let flag = flags.iter().any(|(_, a)| a.get_long() == Some(opt.long));
-            if !flag {
-                let Some(row) = rows.get(opt.env) else {
-                    panic!(
-                        "README.md: no row for {} in a table headed {HEADER}",
-                        opt.env
-                    );
-                };
-                check(row, opt);
-            }
+        for opt in OPTIONS.iter().filter(|o| !o.is_flag()) {
+            let var = opt.env.expect("an option without a flag has a variable");
+            let Some(row) = rows.get(var) else {
+                panic!("README.md: no row for {var} in a table headed {HEADER}");
+            };
+            check(row, opt);
         }
         // And nothing documented that does not exist.
         rows.retain(|name, _| {
             let flag = flags
                 .iter()
                 .any(|(_, a)| a.get_long() == name.strip_prefix("--"));
-            !flag && !OPTIONS.iter().any(|o| o.env == name)
+            !flag && !OPTIONS.iter().any(|o| o.env == Some(name.as_str()))
         });
         assert!(rows.is_empty(), "README.md: rows for no option: {rows:?}");
     }
@@ -217,8 +205,9 @@ mod tests {
                 // roff escapes every dash: \-\-stop\-signal.
                 let flag = format!("--{long}").replace('-', "\\-");
                 assert!(page.contains(&flag), "{}: --{long}", c.get_name());
-                if let Some(opt) = OPTIONS.iter().find(|o| o.long == long) {
-                    assert!(page.contains(opt.env), "{}: {}", c.get_name(), opt.env);
+                let env = OPTIONS.iter().find(|o| o.long == long).and_then(|o| o.env);
+                if let Some(env) = env {
+                    assert!(page.contains(env), "{}: {env}", c.get_name());
                 }
             }
         }

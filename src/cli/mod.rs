@@ -8,7 +8,7 @@ pub mod leader;
 pub mod resign;
 
 use crate::config::flags;
-use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig, LOG_FORMAT};
+use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
 use crate::error::Error;
 use crate::log;
 use crate::process::guardian::Guardian;
@@ -35,32 +35,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     code
 }
 
-/// The stack error, in JSON when `--log-format json` (or `=json`) is among the arguments before
-/// `--`, or LEADERRUN_LOG_FORMAT says json. Not [`flags::log_format_hint`]: building the
-/// argument parser's definitions, and reading a configuration file, take the stack there is not.
+/// The stack error, in JSON when `--log-format json` is among the arguments before `--`, or
+/// LEADERRUN_LOG_FORMAT says json. The configuration file is not read: that, and building the
+/// argument parser's definitions, take the stack there is not (the scanner of
+/// [`flags::log_format_hint`] needs neither).
 #[inline(never)]
 fn too_little_stack(args: &[OsString], e: &Error) -> u8 {
-    let flag = format!("--{}", LOG_FORMAT.long);
-    let own = args.iter().skip(1).take_while(|a| *a != "--");
-    let mut given = None;
-    let mut previous: Option<&OsString> = None;
-    for arg in own {
-        let inline = arg
-            .to_str()
-            .and_then(|a| a.strip_prefix(&flag)?.strip_prefix('='));
-        if let Some(v) = inline {
-            given = Some(v == "json");
-        } else if previous.is_some_and(|p| *p == *flag) {
-            given = Some(arg == "json");
-        }
-        previous = Some(arg);
-    }
-    let env = || std::env::var(LOG_FORMAT.env).is_ok_and(|v| v == "json");
-    let format = match given.unwrap_or_else(env) {
-        true => LogFormat::Json,
-        false => LogFormat::Text,
-    };
-    fail(format, e)
+    fail(flags::log_format_hint(args, &Env::from_process(), false), e)
 }
 
 #[inline(never)]
@@ -74,7 +55,7 @@ fn run(args: Vec<OsString>) -> u8 {
         _ => {}
     }
     // Known first, so that even a failure to parse the rest is reported in this format.
-    let format = flags::log_format_hint(&args, &env);
+    let format = flags::log_format_hint(&args, &env, true);
     let config = match configure(format, flags::parse(&args), |f| Config::load(f, &env)) {
         Ok(c) => c,
         Err(code) => return code,

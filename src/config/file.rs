@@ -10,7 +10,9 @@
 //! refused with the file, line and key. A value is parsed when its setting is taken from the
 //! file, that is when no flag or variable sets it.
 
-use crate::config::{Env, Opt, Parser, Reader, Source, Sourced, COMMAND_KEY, CONFIG, FROM_PARENT};
+use crate::config::{
+    open_to_others, Env, Opt, Parser, Reader, Source, Sourced, COMMAND_KEY, CONFIG, FROM_PARENT,
+};
 use crate::config::{ENDPOINTS, OPTIONS, USER};
 use crate::error::Error;
 use std::ffi::OsString;
@@ -18,6 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+
+/// A configuration file as it was read, by its path and what named it: the file, or why not
+/// (a usage error).
+#[derive(Debug, Clone)]
+pub struct Read {
+    path: PathBuf,
+    from: String,
+    file: Result<ConfigFile, String>,
+}
 
 /// A configuration file, read and checked for unknown keys.
 #[derive(Debug, Clone)]
@@ -29,29 +40,60 @@ pub struct ConfigFile {
     /// Named by a LEADERRUN_CONFIG inherited from a parent leaderrun: its election, id and
     /// command are the parent's (see [`Env`]).
     inherited: bool,
+    /// Said once logging is set up: the file may be changed by others.
+    warnings: Vec<String>,
 }
 
 impl ConfigFile {
     /// The file named by `--config` (`flag`), else by LEADERRUN_CONFIG; None when neither is.
+    /// Read once per `env`: asked for again, it is the same file (or the same error).
     pub fn find(flag: Option<PathBuf>, env: &Env) -> Result<Option<ConfigFile>, Error> {
         let (path, from, inherited) = match flag {
             Some(path) => (path, format!("--{}", CONFIG.long), false),
-            None => match env.raw(&CONFIG) {
-                Some(raw) => (PathBuf::from(raw), CONFIG.env.into(), env.under_a_parent()),
-                None => return Ok(None),
+            None => match (env.raw(&CONFIG), CONFIG.env) {
+                (Some(raw), Some(var)) => (PathBuf::from(raw), var.into(), env.under_a_parent()),
+                _ => return Ok(None),
             },
         };
+        let mut cache = env.file.borrow_mut();
+        let read = match cache.as_ref() {
+            Some(read) if read.path == path && read.from == from => read.file.clone(),
+            _ => {
+                let file = ConfigFile::read(&path, &from).map_err(|e| e.to_string());
+                *cache = Some(Read {
+                    path,
+                    from,
+                    file: file.clone(),
+                });
+                file
+            }
+        };
+        let mut file = read.map_err(Error::Usage)?;
+        file.inherited = inherited;
+        Ok(Some(file))
+    }
+
+    /// Read and check the file at `path`, named by `from`.
+    fn read(path: &Path, from: &str) -> Result<ConfigFile, Error> {
         let cannot = |e: &dyn std::fmt::Display| {
             Error::Usage(format!(
                 "{from}: cannot read the configuration file {}: {e}",
                 path.display()
             ))
         };
-        let bytes = crate::input_file::read_once(&path).map_err(|e| cannot(&e))?;
+        let bytes = crate::input_file::read_once(path).map_err(|e| cannot(&e))?;
         let text = String::from_utf8(bytes).map_err(|_| cannot(&"not UTF-8"))?;
-        let mut file = ConfigFile::parse(&path, &text)?;
-        file.inherited = inherited;
-        Ok(Some(file))
+        let mut file = ConfigFile::parse(path, &text)?;
+        // Whoever may write it chooses what leaderrun runs, and where.
+        let what = "configuration file";
+        file.warnings
+            .extend(open_to_others(path, &from, what, 0o022, "go-w"));
+        Ok(file)
+    }
+
+    /// What to warn of once logging is set up.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
     /// Parse and check `text`, the contents of `path`.
@@ -60,13 +102,18 @@ impl ConfigFile {
         let shown = path.display();
         let table = DeTable::parse(text).map_err(|e| {
             let line = e.span().map_or(1, |s| at(s.start));
-            Error::Usage(format!("{shown}:{line}: {}", one_line(e.message())))
+            let message = one_line(e.message());
+            match e.span().filter(|_| message == "duplicate key") {
+                Some(span) => Error::Usage(format!("{shown}:{line}: {}", duplicate(text, span))),
+                None => Error::Usage(format!("{shown}:{line}: {message}")),
+            }
         })?;
         let mut file = ConfigFile {
             path: path.into(),
             values: Vec::new(),
             command: None,
             inherited: false,
+            warnings: Vec::new(),
         };
         let mut entries: Vec<_> = table.get_ref().iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
@@ -200,6 +247,34 @@ fn command(value: &Spanned<DeValue<'_>>) -> Result<Vec<OsString>, String> {
     Ok(command)
 }
 
+/// What the parser's "duplicate key" (at `span`, the second definition) is about: the key, and
+/// where it was first set when that is a key of the top level.
+fn duplicate(text: &str, span: std::ops::Range<usize>) -> String {
+    let written = text.get(span.clone()).unwrap_or_default();
+    let key = written
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .trim();
+    let name = key.trim_matches('"');
+    let shown = crate::log::shown_value(name);
+    // The text before the second definition parses (the parser stopped at it).
+    let line_start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let before = &text[..line_start];
+    let first = DeTable::parse(before).ok().and_then(|table| {
+        let (k, _) = table.get_ref().get_key_value(name)?;
+        Some(before[..k.span().start].matches('\n').count() + 1)
+    });
+    match first {
+        Some(line) => format!("{shown}: duplicate key (first set at line {line})"),
+        None => format!("{shown}: duplicate key"),
+    }
+}
+
 /// The parser's message on one line.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -261,7 +336,16 @@ mod tests {
                 "[tls]\ncacert = \"x\"",
                 "/etc/leaderrun.toml:1: tls: unknown key",
             ),
-            ("ttl = 3\nttl = 4", "/etc/leaderrun.toml:2: "),
+            (
+                "ttl = 3\nttl = 4",
+                "/etc/leaderrun.toml:2: ttl: duplicate key (first set at line 1)",
+            ),
+            (
+                "ttl = 3\n\nelection = \"x\"\n \"ttl\" = 4 # again",
+                "/etc/leaderrun.toml:4: ttl: duplicate key (first set at line 1)",
+            ),
+            // Not a key of the top level: named, without the first line.
+            ("[a]\nx = 1\n[a]", "/etc/leaderrun.toml:3: a: duplicate key"),
             ("ttl = ", "/etc/leaderrun.toml:1: "),
             ("config = \"other.toml\"", "config: unknown key"),
         ] {

@@ -1,335 +1,155 @@
-//! The command line: each flag documented where it is defined, and the value parsers that
-//! flags, environment variables and defaults share.
+//! The command line, made from the options table ([`crate::config::OPTIONS`]): each flag's
+//! argument, help and notes come from its entry there. Also the value parsers that flags,
+//! environment variables, the configuration file and defaults share.
 //!
-//! clap reads the flags only (no `env=`): every field is optional here, so that
-//! [`crate::config`] can layer the flags over the environment, the configuration file and the
-//! defaults. The help text gets each option's environment variable, configuration-file key and
-//! default from [`crate::config::OPTIONS`].
+//! clap reads the flags only (no `env=`), none of them with a default but a subcommand's own
+//! flags (which no other layer sets), so that [`crate::config`] can layer the flags over the
+//! environment, the configuration file and the defaults. The help of each option ends with its
+//! environment variable, configuration-file key and default.
 
 use crate::config::file::ConfigFile;
 use crate::config::{
-    Env, Format, LogFormat, LogLevel, OnExit, Opt, Reader, Secret, Settings, Source, Sourced, User,
-    CACERT, CERT, CONFIG, DEFAULT_PORT, ELECTION, ENDPOINTS, HEALTH_CMD, HEALTH_HOLDOFF,
-    HEALTH_HTTP, HEALTH_INTERVAL, HEALTH_RETRIES, HEALTH_START_PERIOD, HEALTH_TIMEOUT, HOLDERS, ID,
-    KEY, LOG_FORMAT, LOG_LEVEL, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, ON_EXIT,
-    OPTIONS, PARENT_KEY_VAR, PASSWORD, PASSWORD_FILE, RESTART_LIMIT, RESTART_WINDOW, RUN_ID,
-    RUN_ID_TTL, STATUS_ADDR, STOP_SIGNAL, STOP_TIMEOUT, TTL, USER, WAIT_TIMEOUT,
+    value_parser, Cmd, Env, Kind, LogFormat, Opt, Reader, Secret, Settings, User, CONFIG,
+    DEFAULT_PORT, LOG_FORMAT, MAX_DURATION, MAX_ENDPOINTS, NO_WAIT, NO_WAIT_TIMEOUT, OPTIONS,
+    PARENT_KEY_VAR, PASSWORD,
 };
 use crate::error::{
     Error, EXIT_ETCD, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_NOT_LEADING, EXIT_NO_LEADER,
     EXIT_USAGE,
 };
-use crate::process::health::HttpTarget;
-use clap::{Arg, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Arg, ArgAction, ArgMatches, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Run COMMAND on exactly one host at a time, chosen by etcd leader election.
-///
-/// Every option can also be set in the environment as LEADERRUN_<OPTION> and in the
-/// configuration file; a flag wins over the environment, which wins over the file. In the
-/// environment of leaderrun's own command, LEADERRUN_ELECTION and
-/// LEADERRUN_ID describe the parent: a leaderrun started there (LEADERRUN_KEY set) does not
-/// read them.
-#[derive(Debug, Parser)]
-#[command(name = "leaderrun", version, about, long_about = None)]
+/// The id of the command to run (main command only), after the options.
+const COMMAND: &str = "command";
+
+/// A command line as clap read it: the flags layer of one command.
+#[derive(Debug)]
 pub struct Flags {
-    #[command(flatten)]
-    pub etcd: EtcdFlags,
-
-    /// Election name: the key prefix shared with `etcdctl elect NAME`. Default: the command's
-    /// file name (`./my-server` gives `my-server`); required when COMMAND is a shell,
-    /// interpreter or wrapper (sh, bash, python3, env, nohup, ...).
-    #[arg(long, value_name = "NAME", value_parser = text)]
-    pub election: Option<String>,
-
-    /// The value this candidate proclaims (what `etcdctl elect -l` shows). Default: hostname:pid.
-    #[arg(long, value_parser = text)]
-    pub id: Option<String>,
-
-    /// At most N children across all hosts at once (1 to 1000), like `consul lock -n`: the N
-    /// first candidates by create revision hold. Every candidate of one election must use the
-    /// same N (a mismatch is refused). Not with --run-id.
-    #[arg(long, value_name = "N", value_parser = holders)]
-    pub holders: Option<u32>,
-
-    /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
-    /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
-    /// at once.
-    #[arg(long, value_name = "SECONDS", value_parser = ttl)]
-    pub ttl: Option<u64>,
-
-    /// Signal sent to the child's process group to stop it (TERM, INT, HUP, QUIT, USR1, ...).
-    #[arg(long, value_name = "SIGNAL", value_parser = signal)]
-    pub stop_signal: Option<Signal>,
-
-    /// Time between the stop signal and SIGKILL (500ms, 3s, ...). Default 3s, shrunk to fit a
-    /// small --ttl; an explicit value that does not fit the TTL is refused.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub stop_timeout: Option<Duration>,
-
-    /// What to do when the child exits on its own while leading.
-    #[arg(long, value_name = "ACTION", value_enum, ignore_case = true)]
-    pub on_exit: Option<OnExit>,
-
-    /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
-    /// resign and campaign again, so that a standby gets its chance (at least 1).
-    #[arg(long, value_name = "COUNT", value_parser = restart_limit)]
-    pub restart_limit: Option<u32>,
-
-    /// With --on-exit restart: the window in which --restart-limit exits count.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub restart_window: Option<Duration>,
-
-    /// When another candidate leads, exit at once with status 75 instead of waiting. Also
-    /// gives up with 75 when not leading after --wait-timeout (default below), for instance
-    /// while etcd cannot be reached, so that a cron job always ends.
-    #[arg(long)]
-    pub no_wait: bool,
-
-    /// Give up with status 75 when not leading after this long (counted from start-up).
-    #[arg(long, value_name = "DURATION", value_parser = wait_timeout)]
-    pub wait_timeout: Option<Duration>,
-
-    /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
-    /// starts the command; a host that finds it recorded exits 0 without running. Not with
-    /// --on-exit restart or recampaign, which start the command again.
-    #[arg(long, value_name = "ID", value_parser = text)]
-    pub run_id: Option<String>,
-
-    /// How long a --run-id record is kept in etcd (1s to 9000000000s).
-    #[arg(long, value_name = "DURATION", value_parser = run_id_ttl)]
-    pub run_id_ttl: Option<Duration>,
-
-    /// Leadership follows the child's health: while leading, run this shell command (sh -c,
-    /// with the child's environment) every --health-interval; exit status 0 is healthy. After
-    /// --health-retries failures in a row, the child is stopped, leadership handed over, and
-    /// this host stays out of the election for --health-holdoff.
-    #[arg(long, value_name = "CMD", value_parser = text)]
-    pub health_cmd: Option<String>,
-
-    /// Like --health-cmd, with a GET of this http:// URL: 2xx and 3xx are healthy.
-    #[arg(long, value_name = "URL", value_parser = HttpTarget::parse)]
-    pub health_http: Option<HttpTarget>,
-
-    /// Time between health checks (the first comes one interval after the child starts).
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
-    pub health_interval: Option<Duration>,
-
-    /// A check that takes longer fails (a command is killed with its process group).
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
-    pub health_timeout: Option<Duration>,
-
-    /// Failures in a row that make the leader unhealthy (at least 1).
-    #[arg(long, value_name = "COUNT", value_parser = restart_limit)]
-    pub health_retries: Option<u32>,
-
-    /// Failures within this time after the child starts do not count; a success ends it.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub health_start_period: Option<Duration>,
-
-    /// After handing over for ill health, stay out of the election this long, so a standby
-    /// takes over; then campaign again.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub health_holdoff: Option<Duration>,
-
-    /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
-    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
-    /// Off by default.
-    #[arg(long, value_name = "HOST:PORT", value_parser = status_addr)]
-    pub status_addr: Option<SocketAddr>,
-
-    /// Log format on stderr (the final line of a failure too).
-    #[arg(long, value_name = "FORMAT", value_enum, ignore_case = true)]
-    pub log_format: Option<LogFormat>,
-
-    /// Log level.
-    #[arg(long, value_name = "LEVEL", value_enum, ignore_case = true)]
-    pub log_level: Option<LogLevel>,
-
-    /// The command to run while leading, and its arguments (after `--`). Required, unless the
-    /// configuration file names one (`command = ["./my-server", "--port", "8080"]`); this one
-    /// wins over the file's.
-    #[arg(num_args = 1.., trailing_var_arg = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
-}
-
-/// Where settings are read from and how to reach etcd: shared by `leaderrun` and `leaderrun
-/// leader`.
-#[derive(Debug, clap::Args)]
-pub struct EtcdFlags {
-    /// Read settings from this TOML file: each option under its name with _ for - (shown as
-    /// [config: ...]), and command = ["PROGRAM", "ARG", ...]. Flags and variables win over it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// etcd endpoints, comma-separated: host:port, http://host:port, https://host:port,
-    /// [ipv6]:port; the port defaults to 2379. A bare host:port is https when a TLS option
-    /// (--cacert, --cert, --key) is given, else http. Duplicates count once; at most 64.
-    #[arg(long, value_name = "ENDPOINTS", value_parser = endpoint_list)]
-    pub endpoints: Vec<EndpointList>,
-
-    /// CA bundle (PEM) that signs etcd's server certificates. Default with https: the
-    /// system's roots.
-    #[arg(long, value_name = "FILE", value_parser = tls_file)]
-    pub cacert: Option<PathBuf>,
-
-    /// Client certificate (PEM), for etcd's --client-cert-auth; needs --key.
-    #[arg(long, value_name = "FILE", value_parser = tls_file)]
-    pub cert: Option<PathBuf>,
-
-    /// The client certificate's private key (PEM); needs --cert. Its variable is
-    /// LEADERRUN_KEY_FILE: LEADERRUN_KEY is the leader key leaderrun gives its command.
-    #[arg(long, value_name = "FILE", value_parser = tls_file)]
-    pub key: Option<PathBuf>,
-
-    /// etcd user (etcd's --auth). Its password: --password-file or LEADERRUN_PASSWORD.
-    /// NAME:PASSWORD (etcdctl's form) works too, but puts the password where every user of
-    /// the host can read it (ps): a warning says so.
-    #[arg(long, value_name = "NAME", value_parser = user)]
-    pub user: Option<User>,
-
-    /// File holding --user's password (one trailing newline is ignored); read at start-up.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
-    pub password_file: Option<PathBuf>,
-}
-
-/// One `--endpoints` value, checked and normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointList(pub Vec<String>);
-
-/// Print the current leader of an election (exit 0), or exit 3 when nobody leads.
-#[derive(Debug, Parser)]
-#[command(name = "leaderrun leader", version, long_about = None)]
-pub struct LeaderFlags {
-    #[command(flatten)]
-    pub etcd: EtcdFlags,
-
-    /// The election to ask about.
-    #[arg(long, value_name = "NAME", value_parser = text)]
-    pub election: Option<String>,
-
-    /// Output: `text` (id=... key=... revision=... lease=...) or `json` (one object per line).
-    #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
-    pub format: Format,
-
-    /// Print every change of leader until interrupted, like `etcdctl elect -l`.
-    #[arg(long)]
-    pub watch: bool,
-
-    /// List the first N keys under NAME/, a line each: the holders of a --holders N election.
-    #[arg(long, value_name = "N", value_parser = holders)]
-    pub holders: Option<u32>,
-}
-
-/// Ask the leader of an election to hand over: it stops its command, resigns and campaigns
-/// again behind the others, so that a standby takes over at once.
-#[derive(Debug, Parser)]
-#[command(name = "leaderrun resign", version, long_about = None)]
-pub struct ResignFlags {
-    #[command(flatten)]
-    pub etcd: EtcdFlags,
-
-    /// The election whose leader should step down.
-    #[arg(long, value_name = "NAME", value_parser = text)]
-    pub election: Option<String>,
-
-    /// Give up (status 1) when no other candidate leads after this long: the leader's stop
-    /// timeout and a handover must fit in it.
-    #[arg(long, value_name = "DURATION", value_parser = resign_timeout, default_value = "30s")]
-    pub timeout: Duration,
-
-    /// Output: `text` (the old and the new leader, a line each) or `json` (one object).
-    #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
-    pub format: Format,
-}
-
-fn flag<T>(opt: &'static Opt, value: Option<T>) -> Option<Sourced<T>> {
-    value.map(|value| Sourced {
-        value,
-        from: Source::Flag(opt),
-    })
-}
-
-impl EtcdFlags {
-    /// The flags layer of the connection settings.
-    fn settings(self) -> Result<Settings, Error> {
-        Ok(Settings {
-            endpoints: self.endpoints()?,
-            cacert: flag(&CACERT, self.cacert),
-            cert: flag(&CERT, self.cert),
-            key: flag(&KEY, self.key),
-            user: flag(&USER, self.user),
-            password_file: flag(&PASSWORD_FILE, self.password_file),
-            ..Settings::default()
-        })
-    }
-
-    /// Every `--endpoints` flag together, duplicates removed, the limit checked.
-    fn endpoints(&self) -> Result<Option<Sourced<Vec<String>>>, Error> {
-        if self.endpoints.is_empty() {
-            return Ok(None);
-        }
-        let all: Vec<String> = self.endpoints.iter().flat_map(|l| l.0.clone()).collect();
-        let list = distinct(all).map_err(|e| Error::Usage(format!("--endpoints: {e}")))?;
-        Ok(flag(&ENDPOINTS, Some(list)))
-    }
+    cmd: Cmd,
+    matches: ArgMatches,
 }
 
 impl Flags {
-    /// The flags layer.
-    pub fn settings(self) -> Result<Settings, Error> {
-        Ok(Settings {
-            election: flag(&ELECTION, self.election),
-            id: flag(&ID, self.id),
-            holders: flag(&HOLDERS, self.holders),
-            ttl: flag(&TTL, self.ttl),
-            stop_signal: flag(&STOP_SIGNAL, self.stop_signal),
-            stop_timeout: flag(&STOP_TIMEOUT, self.stop_timeout),
-            on_exit: flag(&ON_EXIT, self.on_exit),
-            restart_limit: flag(&RESTART_LIMIT, self.restart_limit),
-            restart_window: flag(&RESTART_WINDOW, self.restart_window),
-            // Absent is "not set here": the environment may still set it.
-            no_wait: flag(&NO_WAIT, self.no_wait.then_some(true)),
-            wait_timeout: flag(&WAIT_TIMEOUT, self.wait_timeout),
-            run_id: flag(&RUN_ID, self.run_id),
-            run_id_ttl: flag(&RUN_ID_TTL, self.run_id_ttl),
-            health_cmd: flag(&HEALTH_CMD, self.health_cmd),
-            health_http: flag(&HEALTH_HTTP, self.health_http),
-            health_interval: flag(&HEALTH_INTERVAL, self.health_interval),
-            health_timeout: flag(&HEALTH_TIMEOUT, self.health_timeout),
-            health_retries: flag(&HEALTH_RETRIES, self.health_retries),
-            health_start_period: flag(&HEALTH_START_PERIOD, self.health_start_period),
-            health_holdoff: flag(&HEALTH_HOLDOFF, self.health_holdoff),
-            status_addr: flag(&STATUS_ADDR, self.status_addr),
-            log_format: flag(&LOG_FORMAT, self.log_format),
-            log_level: flag(&LOG_LEVEL, self.log_level),
-            ..self.etcd.settings()?
-        })
+    /// The command these flags are of.
+    pub fn cmd(&self) -> Cmd {
+        self.cmd
+    }
+
+    /// The flags layer: the `wanted` settings given as flags.
+    pub fn settings(&self, wanted: &[&'static Opt]) -> Result<Settings, Error> {
+        Settings::from_flags(&self.matches, wanted)
+    }
+
+    /// `--config`, if given.
+    pub fn config(&self) -> Option<PathBuf> {
+        self.matches
+            .try_get_one::<PathBuf>(CONFIG.id)
+            .ok()?
+            .cloned()
+    }
+
+    /// The command to run and its arguments (empty when none is given).
+    pub fn command(&self) -> Vec<OsString> {
+        match self.matches.try_get_many::<OsString>(COMMAND) {
+            Ok(Some(words)) => words.cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
-impl LeaderFlags {
-    /// The flags layer (the settings `leaderrun leader` shares with `leaderrun`).
-    pub fn settings(self) -> Result<Settings, Error> {
-        Ok(Settings {
-            election: flag(&ELECTION, self.election),
-            holders: flag(&HOLDERS, self.holders),
-            ..self.etcd.settings()?
-        })
+/// A command's arguments, from the options it takes, in the table's order.
+fn options_of(cmd: clap::Command, of: Cmd) -> clap::Command {
+    let args = OPTIONS
+        .iter()
+        .filter(|o| o.is_flag() && o.taken_by(of))
+        .map(|o| arg(o, of));
+    cmd.args(args)
+}
+
+/// `opt`'s argument on `cmd`'s command line.
+fn arg(opt: &'static Opt, cmd: Cmd) -> Arg {
+    let a = Arg::new(opt.id).long(opt.long);
+    let a = match opt.kind {
+        Kind::Switch => a.action(ArgAction::SetTrue),
+        Kind::List => a.action(ArgAction::Append),
+        _ => a.action(ArgAction::Set),
+    };
+    let a = match opt.takes_value() {
+        // A value that looks like a negative number is taken as the option's value (and
+        // refused by its parser with a message that names the option).
+        true => a
+            .value_name(opt.value_name)
+            .value_parser(value_parser(opt))
+            .allow_negative_numbers(true),
+        false => a,
+    };
+    let a = match opt.kind {
+        Kind::Words => a.ignore_case(true),
+        _ => a,
+    };
+    let (help, long_help) = doc_help(&opt.help(cmd));
+    let a = a.help(help);
+    let a = match long_help {
+        Some(l) => a.long_help(l),
+        None => a,
+    };
+    match opt.env {
+        Some(env) => {
+            // A layered setting: the layers, not clap, give its default; the help says which.
+            let mut note = format!("[env: {env}]");
+            if let Some(key) = opt.key {
+                note.push_str(&format!(" [config: {key}]"));
+            }
+            if let Some(d) = opt.default.filter(|_| opt.takes_value()) {
+                note.push_str(&format!(" [default: {d}]"));
+            }
+            append_help(a, &note)
+        }
+        // A subcommand's own flag: clap gives (and shows) its default.
+        None => match opt.default.filter(|_| opt.takes_value()) {
+            Some(d) => a.default_value(d),
+            None => a,
+        },
     }
 }
 
-impl ResignFlags {
-    /// The flags layer (the settings `leaderrun resign` shares with `leaderrun`).
-    pub fn settings(self) -> Result<Settings, Error> {
-        Ok(Settings {
-            election: flag(&ELECTION, self.election),
-            ..self.etcd.settings()?
-        })
+/// The help of doc lines (`///` comments, one leading space each), as clap's derive makes it:
+/// the first paragraph on one line without its final period, and the long help (all
+/// paragraphs) when there is more than one.
+fn doc_help(lines: &[&str]) -> (String, Option<String>) {
+    let lines: Vec<&str> = lines
+        .iter()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let paragraphs: Vec<String> = lines
+        .split(|l| l.trim().is_empty())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" "))
+        .collect();
+    let first = paragraphs.first().cloned().unwrap_or_default();
+    let short = match first.strip_suffix('.') {
+        Some(s) if !first.ends_with("..") => s.to_string(),
+        _ => first,
+    };
+    let long = (paragraphs.len() > 1).then(|| paragraphs.join("\n\n"));
+    (short, long)
+}
+
+fn append_help(a: Arg, note: &str) -> Arg {
+    let help = a.get_help().map(|h| format!("{h} {note}"));
+    let long = a.get_long_help().map(|h| format!("{h}\n\n{note}"));
+    let a = match help {
+        Some(h) => a.help(h),
+        None => a.help(note.to_string()),
+    };
+    match long {
+        Some(l) => a.long_help(l),
+        None => a,
     }
 }
 
@@ -345,11 +165,12 @@ fn settings_help() -> String {
          [config: ...] (stop_timeout = \"3s\", endpoints = [\"https://etcd1:2379\"]). A \
          password is never read from it: password_file names the file that holds it. A flag \
          wins over a variable, which wins over the file, which wins over the default.",
-        PASSWORD.env, CONFIG.env
+        PASSWORD.env.unwrap_or_default(),
+        CONFIG.env.unwrap_or_default()
     )
 }
 
-/// `leaderrun`'s command line definition, its help annotated from the options table.
+/// `leaderrun`'s command line definition.
 pub fn command() -> clap::Command {
     let after = format!(
         "{}\n\n\
@@ -366,11 +187,28 @@ pub fn command() -> clap::Command {
          resign --election NAME` asks the leader to hand over (each has its --help). A \
          command named `leader` or `resign` runs with `leaderrun -- leader`.",
         settings_help(),
-        CONFIG.env
+        CONFIG.env.unwrap_or_default()
     );
-    annotate(Flags::command())
+    let cmd = clap::Command::new("leaderrun")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .long_about(None);
+    options_of(cmd, Cmd::Main)
+        .arg(
+            Arg::new(COMMAND)
+                .num_args(1..)
+                .trailing_var_arg(true)
+                .value_name("COMMAND")
+                .value_parser(clap::value_parser!(OsString))
+                .action(ArgAction::Append)
+                .help(
+                    "The command to run while leading, and its arguments (after `--`). \
+                     Required, unless the configuration file names one (`command = \
+                     [\"./my-server\", \"--port\", \"8080\"]`); this one wins over the file's",
+                ),
+        )
         .after_long_help(after)
-        .mut_arg("no_wait", |a| {
+        .mut_arg(NO_WAIT.id, |a| {
             append_help(
                 a,
                 &format!(
@@ -383,7 +221,11 @@ pub fn command() -> clap::Command {
 
 /// `leaderrun leader`'s command line definition.
 pub fn leader_command() -> clap::Command {
-    annotate(LeaderFlags::command()).after_long_help(format!(
+    let cmd = clap::Command::new("leaderrun leader")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Print the current leader of an election (exit 0), or exit 3 when nobody leads")
+        .long_about(None);
+    options_of(cmd, Cmd::Leader).after_long_help(format!(
         "{}\n\n\
          Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads, or the first key under \
          NAME/ is not a live candidate of NAME (a key without a lease, a candidate of a nested \
@@ -397,7 +239,14 @@ pub fn leader_command() -> clap::Command {
 
 /// `leaderrun resign`'s command line definition.
 pub fn resign_command() -> clap::Command {
-    annotate(ResignFlags::command()).after_long_help(format!(
+    let cmd = clap::Command::new("leaderrun resign")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(
+            "Ask the leader of an election to hand over: it stops its command, resigns and \
+             campaigns again behind the others, so that a standby takes over at once",
+        )
+        .long_about(None);
+    options_of(cmd, Cmd::Resign).after_long_help(format!(
         "{}\n\n\
          The request is bound to the leader it was meant for (its key and create revision): it \
          cannot unseat a later leader. Only a leaderrun leader listens; an `etcdctl elect` \
@@ -409,15 +258,6 @@ pub fn resign_command() -> clap::Command {
          bad usage.",
         settings_help()
     ))
-}
-
-/// Parse `leaderrun resign`'s flags (the first item is `resign`).
-pub fn parse_resign<I, T>(args: I) -> Result<ResignFlags, clap::Error>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    ResignFlags::from_arg_matches(&resign_command().try_get_matches_from(args)?)
 }
 
 /// Every command, for the man pages and the shell completions: `leaderrun` with its
@@ -432,87 +272,84 @@ pub fn commands() -> clap::Command {
         .subcommand_negates_reqs(true)
 }
 
+/// Parse `cmd`'s command line with its definition `def` (the first item is the program name,
+/// or the subcommand's).
+fn parse_as<I, T>(cmd: Cmd, def: clap::Command, args: I) -> Result<Flags, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = def.try_get_matches_from(args)?;
+    Ok(Flags { cmd, matches })
+}
+
 /// Parse `leaderrun`'s flags (the first item is the program name).
 pub fn parse<I, T>(args: I) -> Result<Flags, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Flags::from_arg_matches(&command().try_get_matches_from(args)?)
+    parse_as(Cmd::Main, command(), args)
 }
 
 /// Parse `leaderrun leader`'s flags (the first item is `leader`).
-pub fn parse_leader<I, T>(args: I) -> Result<LeaderFlags, clap::Error>
+pub fn parse_leader<I, T>(args: I) -> Result<Flags, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    LeaderFlags::from_arg_matches(&leader_command().try_get_matches_from(args)?)
+    parse_as(Cmd::Leader, leader_command(), args)
 }
 
-/// Each option's help ends with its environment variable, its configuration-file key and its
-/// default. A value that looks like a negative number is taken as the option's value (and
-/// refused by its parser with a message that names the option).
-fn annotate(cmd: clap::Command) -> clap::Command {
-    cmd.mut_args(|a| {
-        let a = match a.get_action().takes_values() && a.get_long().is_some() {
-            true => a.allow_negative_numbers(true),
-            false => a,
-        };
-        let Some(opt) = OPTIONS.iter().find(|o| a.get_long() == Some(o.long)) else {
-            return a;
-        };
-        let mut note = format!("[env: {}]", opt.env);
-        if let Some(key) = opt.key {
-            note.push_str(&format!(" [config: {key}]"));
-        }
-        if let Some(d) = opt.default.filter(|_| a.get_action().takes_values()) {
-            note.push_str(&format!(" [default: {d}]"));
-        }
-        append_help(a, &note)
-    })
-}
-
-fn append_help(a: Arg, note: &str) -> Arg {
-    let help = a.get_help().map(|h| format!("{h} {note}"));
-    let long = a.get_long_help().map(|h| format!("{h}\n\n{note}"));
-    let a = match help {
-        Some(h) => a.help(h),
-        None => a.help(note.to_string()),
-    };
-    match long {
-        Some(l) => a.long_help(l),
-        None => a,
-    }
+/// Parse `leaderrun resign`'s flags (the first item is `resign`).
+pub fn parse_resign<I, T>(args: I) -> Result<Flags, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    parse_as(Cmd::Resign, resign_command(), args)
 }
 
 /// The log format to report a failure in, found before the command line is validated: the
-/// `--log-format` flag if given (before COMMAND), else LEADERRUN_LOG_FORMAT, else the
-/// configuration file's `log_format`, else text. A value that does not parse, or a file that
-/// cannot be read, gives text (its error is then reported as text).
-pub fn log_format_hint(args: &[OsString], env: &Env) -> LogFormat {
+/// `--log-format` flag if given (before COMMAND), else LEADERRUN_LOG_FORMAT, else (when
+/// `read_file`) the configuration file's `log_format`, else text. A value that does not parse,
+/// or a file that cannot be read, gives text (its error is then reported as text).
+pub fn log_format_hint(args: &[OsString], env: &Env, read_file: bool) -> LogFormat {
     let parse = value_enum::<LogFormat>;
-    if let Some(v) = given(args, &LOG_FORMAT) {
-        return parse(&v).unwrap_or(LogFormat::Text);
+    let own = scan(args);
+    if let Some(v) = given(&own, &LOG_FORMAT) {
+        return v.and_then(|v| parse(&v).ok()).unwrap_or(LogFormat::Text);
     }
     let from_env = env.read(&LOG_FORMAT, parse);
     let from_file = || {
-        let file = ConfigFile::find(given(args, &CONFIG).map(PathBuf::from), env).ok()??;
+        let config = given(&own, &CONFIG).flatten().map(PathBuf::from);
+        let file = ConfigFile::find(config, env).ok()??;
         file.read(&LOG_FORMAT, parse).ok()?
     };
     match from_env {
         Ok(Some(f)) => f.value,
-        Ok(None) => from_file().map_or(LogFormat::Text, |f| f.value),
-        Err(_) => LogFormat::Text,
+        Ok(None) if read_file => from_file().map_or(LogFormat::Text, |f| f.value),
+        Ok(None) | Err(_) => LogFormat::Text,
     }
 }
 
-/// The last value of `opt`'s flag among leaderrun's own arguments (those before COMMAND).
-fn given(args: &[OsString], opt: &Opt) -> Option<String> {
-    let cmd = command();
-    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+/// The value of the last `opt` flag of `own` (None inside when it lacks one); None when not
+/// given.
+fn given(own: &[(String, Option<String>)], opt: &Opt) -> Option<Option<String>> {
     let flag = format!("--{}", opt.long);
-    let mut given = None;
+    own.iter()
+        .rev()
+        .find(|(name, _)| *name == flag)
+        .map(|(_, v)| v.clone())
+}
+
+/// `leaderrun`'s own flags among `args` (those before COMMAND; the first item is the program
+/// name), each with its value: the one scanner of the command line before clap reads it,
+/// from the options table alone (whether a flag takes a value), so that it needs neither the
+/// argument parser's definitions nor much stack.
+pub fn scan(args: &[OsString]) -> Vec<(String, Option<String>)> {
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let mut own = Vec::new();
     while let Some(arg) = args.next() {
         if arg == "--" || !arg.starts_with('-') || arg == "-" {
             break; // COMMAND starts here: its arguments are not ours.
@@ -522,19 +359,18 @@ fn given(args: &[OsString], opt: &Opt) -> Option<String> {
             None => (arg.to_string(), None),
         };
         let takes_value = name.strip_prefix("--").is_some_and(|long| {
-            cmd.get_arguments()
-                .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+            OPTIONS
+                .iter()
+                .any(|o| o.long == long && o.taken_by(Cmd::Main) && o.takes_value())
         });
         let value = match inline {
             Some(v) => Some(v),
             None if takes_value => args.next().map(|v| v.to_string()),
             None => None,
         };
-        if name == flag {
-            given = value;
-        }
+        own.push((name, value));
     }
-    given
+    own
 }
 
 // The value parsers: one per kind of value, for flags, variables and defaults alike.
@@ -562,6 +398,50 @@ pub fn text(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+/// An election name: [`text`], and neither a prefix of leaderrun's own keys nor one ending in
+/// `/`. Every key under `NAME/` takes part in the election, so an election at or under the
+/// root of leaderrun's own keys (run records, step-down requests, holders' counts) would take
+/// them for candidates; and `web/` would campaign under `web//`, a nested election of `web`
+/// that blocks it.
+pub fn election(s: &str) -> Result<String, String> {
+    let name = text(s)?;
+    if name.ends_with('/') {
+        return Err("must not end with '/': the candidates' keys are NAME/LEASE".into());
+    }
+    if let Some(root) = own_key_roots()
+        .into_iter()
+        .find(|r| name == *r || name.starts_with(&format!("{r}/")))
+    {
+        return Err(format!(
+            "{root}/ is where leaderrun keeps keys of its own, which an election there would              take for candidates: choose another name"
+        ));
+    }
+    Ok(name)
+}
+
+/// The first segment of each of leaderrun's own key prefixes, as the election module writes
+/// them (`leaderrun.runs`, `leaderrun.resign`, `leaderrun.holders`).
+fn own_key_roots() -> Vec<String> {
+    use crate::election::{holders, run_records, step_down};
+    let keys = [
+        run_records::run_key("x", "x"),
+        step_down::request_key("x"),
+        holders::prefix("x"),
+    ];
+    keys.iter()
+        .filter_map(|k| k.split('/').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A path, not empty (as clap's own parser reads `--config`).
+pub fn path(s: &str) -> Result<PathBuf, String> {
+    match s.is_empty() {
+        true => Err("must not be empty".into()),
+        false => Ok(PathBuf::from(s)),
+    }
 }
 
 /// A lease TTL: whole seconds, 1 to etcd's maximum.
@@ -764,10 +644,6 @@ pub fn secret(s: &str) -> Result<Secret, String> {
     Ok(Secret(s.to_string()))
 }
 
-fn endpoint_list(s: &str) -> Result<EndpointList, String> {
-    endpoints(s).map(EndpointList)
-}
-
 /// A comma-separated list of endpoints, normalized, duplicates removed, at most
 /// [`MAX_ENDPOINTS`].
 pub fn endpoints(s: &str) -> Result<Vec<String>, String> {
@@ -873,7 +749,7 @@ pub fn endpoint(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LEADER_OPTIONS;
+    use crate::config::{OnExit, ELECTION, FORMAT, HOLDERS, ID, TIMEOUT, TTL, WATCH};
 
     #[test]
     fn status_addr_is_an_ip_and_a_port() {
@@ -1000,23 +876,113 @@ mod tests {
 
     #[test]
     fn help_names_each_variable_and_default() {
-        let help = command().render_long_help().to_string();
-        for o in OPTIONS.iter().filter(|o| ***o != PASSWORD) {
-            assert!(help.contains(&format!("[env: {}]", o.env)), "{}", o.env);
-            if let Some(key) = o.key {
-                assert!(help.contains(&format!("[config: {key}]")), "{key}");
+        for (cmd, mut def) in [
+            (Cmd::Main, command()),
+            (Cmd::Leader, leader_command()),
+            (Cmd::Resign, resign_command()),
+        ] {
+            let help = def.render_long_help().to_string();
+            for o in OPTIONS.iter().filter(|o| o.is_flag()) {
+                let flag = format!("--{}", o.long);
+                let listed = help.lines().any(|l| {
+                    let rest = l.trim().strip_prefix(&flag);
+                    rest.is_some_and(|r| r.is_empty() || r.starts_with(' '))
+                });
+                assert_eq!(listed, o.taken_by(cmd), "{cmd:?} {flag}");
+                if !o.taken_by(cmd) {
+                    continue;
+                }
+                if let Some(env) = o.env {
+                    assert!(help.contains(&format!("[env: {env}]")), "{cmd:?} {env}");
+                }
+                if let Some(key) = o.key {
+                    assert!(help.contains(&format!("[config: {key}]")), "{cmd:?} {key}");
+                }
             }
+            // The password has a variable and no flag.
+            assert!(help.contains("LEADERRUN_PASSWORD,"), "{help}");
+            assert!(!help.contains("[config: password]"), "{help}");
         }
-        // The password has a variable and no flag.
-        assert!(help.contains(PASSWORD.env), "{help}");
-        assert!(!help.contains("[config: password]"), "{help}");
+        let help = command().render_long_help().to_string();
         assert!(help.contains("[default: 10]"), "{help}");
         assert!(help.contains("1m"), "{help}");
+        // Per command: its own help of a shared option, and a subcommand's flag's own default.
         let help = leader_command().render_long_help().to_string();
-        let flags = LEADER_OPTIONS.iter().filter(|o| ***o != PASSWORD);
-        for o in flags.chain([&&CONFIG]) {
-            assert!(help.contains(&format!("[env: {}]", o.env)), "{help}");
+        assert!(help.contains("The election to ask about ["), "{help}");
+        assert!(help.contains("[default: text]"), "{help}");
+        let help = resign_command().render_long_help().to_string();
+        assert!(help.contains("step down ["), "{help}");
+        assert!(help.contains("[default: 30s]"), "{help}");
+    }
+
+    #[test]
+    fn each_command_takes_its_options() {
+        let takes = |args: &[&str], parse: fn(Vec<OsString>) -> Result<Flags, clap::Error>| {
+            parse(args.iter().map(OsString::from).collect()).is_ok()
+        };
+        let main = |a| parse(a);
+        let leader = |a| parse_leader(a);
+        let resign = |a| parse_resign(a);
+        assert!(takes(&["l", "--ttl", "3", "--", "x"], main));
+        assert!(!takes(&["leader", "--ttl", "3"], leader));
+        assert!(!takes(&["resign", "--holders", "3"], resign));
+        assert!(takes(&["leader", "--holders", "3", "--watch"], leader));
+        assert!(!takes(&["l", "--watch", "--", "x"], main));
+        assert!(!takes(&["l", "--format", "json", "--", "x"], main));
+        assert!(takes(
+            &["resign", "--timeout", "2s", "--format", "JSON"],
+            resign
+        ));
+        assert!(!takes(&["l", "--password", "x", "--", "x"], main));
+        for o in [&ELECTION, &CONFIG, &PASSWORD] {
+            assert!(
+                o.taken_by(Cmd::Leader) && o.taken_by(Cmd::Resign),
+                "{}",
+                o.long
+            );
         }
+        assert!(!ID.taken_by(Cmd::Leader) && !TTL.taken_by(Cmd::Resign));
+        assert!(HOLDERS.taken_by(Cmd::Leader) && !HOLDERS.taken_by(Cmd::Resign));
+        assert!(!TIMEOUT.taken_by(Cmd::Main) && !WATCH.taken_by(Cmd::Resign));
+        assert!(!FORMAT.taken_by(Cmd::Main));
+    }
+
+    #[test]
+    fn doc_comments_become_help_as_derive_makes_it() {
+        assert_eq!(doc_help(&[" One line."]), ("One line".into(), None));
+        assert_eq!(doc_help(&[" Etc..."]), ("Etc...".into(), None));
+        assert_eq!(
+            doc_help(&[" First", " line.", "", " Second."]),
+            ("First line".into(), Some("First line.\n\nSecond.".into()))
+        );
+    }
+
+    #[test]
+    fn election_names_stay_clear_of_leaderruns_own_keys() {
+        assert_eq!(election("web").as_deref(), Ok("web"));
+        for ok in [
+            "leaderrun",
+            "leaderrun.runsx",
+            "jobs/nightly",
+            "x/leaderrun.runs",
+        ] {
+            assert!(election(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "leaderrun.runs",
+            "leaderrun.runs/web",
+            "leaderrun.resign",
+            "leaderrun.resign/web",
+            "leaderrun.holders/web",
+        ] {
+            let e = election(bad).unwrap_err();
+            assert!(e.contains("keys of its own"), "{bad}: {e}");
+        }
+        for bad in ["web/", "/"] {
+            let e = election(bad).unwrap_err();
+            assert!(e.contains("must not end with '/'"), "{bad}: {e}");
+        }
+        assert!(election("").is_err());
     }
 
     #[test]
@@ -1024,7 +990,7 @@ mod tests {
         let hint = |args: &[&str], vars: &[(&str, &str)]| {
             let args: Vec<OsString> = args.iter().map(OsString::from).collect();
             let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.into(), v.into())));
-            log_format_hint(&args, &env)
+            log_format_hint(&args, &env, true)
         };
         let json = LogFormat::Json;
         let text = LogFormat::Text;

@@ -22,7 +22,7 @@ use crate::lease::timing::Timing;
 pub use crate::log::LogFormat;
 use crate::process::health::{HealthCheck, HttpTarget, Probe};
 use clap::ValueEnum;
-use flags::{Flags, LeaderFlags, ResignFlags};
+use flags::Flags;
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -54,240 +54,685 @@ pub const NO_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`Env`].
 pub const PARENT_KEY_VAR: &str = "LEADERRUN_KEY";
 
-/// One setting: its flag, its environment variable, its key in the configuration file and its
-/// default.
-#[derive(Debug, PartialEq, Eq)]
+/// A command line that takes options: `leaderrun`, `leaderrun leader`, `leaderrun resign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    Main,
+    Leader,
+    Resign,
+}
+
+/// How an option is given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `--flag VALUE`.
+    Value,
+    /// `--flag WORD`, one of an enum's words in any case (the help lists them).
+    Words,
+    /// `--flag VALUE`, repeatable: the values are read as one comma-separated list.
+    List,
+    /// `--flag FILE`, any path but an empty one (the configuration file's own name).
+    Path,
+    /// `--flag` alone: true when given.
+    Switch,
+    /// No flag: a variable only (LEADERRUN_PASSWORD: a secret is never an argument).
+    EnvOnly,
+}
+
+/// One option, as the table in this module defines it: everything its flag, its variable,
+/// its configuration-file key, its default, its help and the commands that take it are made
+/// from.
+#[derive(Debug)]
 pub struct Opt {
+    /// The name of its [`Settings`] field, and of its argument in the clap definitions.
+    pub id: &'static str,
     /// The flag, without `--` (LEADERRUN_PASSWORD, which has no flag: the setting's name).
     pub long: &'static str,
+    /// What the help calls its value (`--ttl <SECONDS>`); empty for a switch.
+    pub value_name: &'static str,
+    pub kind: Kind,
     /// Its environment variable: `LEADERRUN_` and the flag in upper case, `-` as `_`, but for
-    /// `--key`: LEADERRUN_KEY is the leader key a leaderrun gives its child.
-    pub env: &'static str,
+    /// `--key`: LEADERRUN_KEY is the leader key a leaderrun gives its child. None: a flag of
+    /// a subcommand only (`leader --format`), which is neither a variable nor a key.
+    pub env: Option<&'static str>,
     /// Its key in the configuration file: the flag with `_` for `-`. None: not in the file (the
     /// file's own name, and the password: secrets are given by file only).
     pub key: Option<&'static str>,
     /// The default, as a user would write it (and read by the flag's parser). None: no default,
-    /// or one computed from other settings (the flag's help says how).
+    /// or one computed from other settings (the help says how).
     pub default: Option<&'static str>,
+    /// The commands that take it, each with its help there when it differs from `doc`.
+    pub takes: &'static [(Cmd, Option<&'static str>)],
+    /// Its help, a line each, as written above its entry in the table.
+    pub doc: &'static [&'static str],
 }
 
-macro_rules! opt {
-    ($name:ident, $long:literal, $env:literal, $key:expr, $default:expr) => {
-        pub const $name: Opt = Opt {
-            long: $long,
-            env: $env,
-            key: $key,
-            default: $default,
-        };
+/// Options are told apart by their name (an `Opt` is only ever one of the table's constants).
+impl PartialEq for Opt {
+    fn eq(&self, other: &Opt) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Opt {}
+
+impl Opt {
+    /// Whether `cmd` takes this option (as a flag, or, for the password, a variable).
+    pub fn taken_by(&self, cmd: Cmd) -> bool {
+        self.takes.iter().any(|(c, _)| *c == cmd)
+    }
+
+    /// Its help on `cmd`'s command line, a line each.
+    pub fn help(&self, cmd: Cmd) -> Vec<&'static str> {
+        match self.takes.iter().find(|(c, _)| *c == cmd) {
+            Some((_, Some(own))) => vec![own],
+            _ => self.doc.to_vec(),
+        }
+    }
+
+    /// Whether it is a flag (every option but the password).
+    pub fn is_flag(&self) -> bool {
+        self.kind != Kind::EnvOnly
+    }
+
+    /// Whether its flag takes a value.
+    pub fn takes_value(&self) -> bool {
+        !matches!(self.kind, Kind::Switch | Kind::EnvOnly)
+    }
+}
+
+/// The options `cmd` reads through the layers (flag, variable, file, default): those it takes,
+/// but the file's own name, which is read before them to find the file.
+pub fn layered_options(cmd: Cmd) -> Vec<&'static Opt> {
+    OPTIONS
+        .iter()
+        .copied()
+        .filter(|o| o.taken_by(cmd) && **o != CONFIG)
+        .collect()
+}
+
+macro_rules! some {
+    () => {
+        None
+    };
+    ($help:literal) => {
+        Some($help)
     };
 }
 
-opt!(CONFIG, "config", "LEADERRUN_CONFIG", None, None);
-opt!(
-    ENDPOINTS,
-    "endpoints",
-    "LEADERRUN_ENDPOINTS",
-    Some("endpoints"),
-    Some("127.0.0.1:2379")
-);
-opt!(CACERT, "cacert", "LEADERRUN_CACERT", Some("cacert"), None);
-opt!(CERT, "cert", "LEADERRUN_CERT", Some("cert"), None);
-opt!(KEY, "key", "LEADERRUN_KEY_FILE", Some("key"), None);
-opt!(USER, "user", "LEADERRUN_USER", Some("user"), None);
-opt!(
-    PASSWORD_FILE,
-    "password-file",
-    "LEADERRUN_PASSWORD_FILE",
-    Some("password_file"),
-    None
-);
-opt!(PASSWORD, "password", "LEADERRUN_PASSWORD", None, None);
-opt!(
-    ELECTION,
-    "election",
-    "LEADERRUN_ELECTION",
-    Some("election"),
-    None
-);
-opt!(ID, "id", "LEADERRUN_ID", Some("id"), None);
-opt!(
-    HOLDERS,
-    "holders",
-    "LEADERRUN_HOLDERS",
-    Some("holders"),
-    Some("1")
-);
-opt!(TTL, "ttl", "LEADERRUN_TTL", Some("ttl"), Some("10"));
-opt!(
-    STOP_SIGNAL,
-    "stop-signal",
-    "LEADERRUN_STOP_SIGNAL",
-    Some("stop_signal"),
-    Some("TERM")
-);
-opt!(
-    STOP_TIMEOUT,
-    "stop-timeout",
-    "LEADERRUN_STOP_TIMEOUT",
-    Some("stop_timeout"),
-    None
-);
-opt!(
-    ON_EXIT,
-    "on-exit",
-    "LEADERRUN_ON_EXIT",
-    Some("on_exit"),
-    Some("exit")
-);
-opt!(
-    RESTART_LIMIT,
-    "restart-limit",
-    "LEADERRUN_RESTART_LIMIT",
-    Some("restart_limit"),
-    Some("5")
-);
-opt!(
-    RESTART_WINDOW,
-    "restart-window",
-    "LEADERRUN_RESTART_WINDOW",
-    Some("restart_window"),
-    Some("60s")
-);
-opt!(
-    NO_WAIT,
-    "no-wait",
-    "LEADERRUN_NO_WAIT",
-    Some("no_wait"),
-    Some("false")
-);
-opt!(
-    WAIT_TIMEOUT,
-    "wait-timeout",
-    "LEADERRUN_WAIT_TIMEOUT",
-    Some("wait_timeout"),
-    None
-);
-opt!(RUN_ID, "run-id", "LEADERRUN_RUN_ID", Some("run_id"), None);
-opt!(
-    RUN_ID_TTL,
-    "run-id-ttl",
-    "LEADERRUN_RUN_ID_TTL",
-    Some("run_id_ttl"),
-    Some("24h")
-);
-opt!(
-    HEALTH_CMD,
-    "health-cmd",
-    "LEADERRUN_HEALTH_CMD",
-    Some("health_cmd"),
-    None
-);
-opt!(
-    HEALTH_HTTP,
-    "health-http",
-    "LEADERRUN_HEALTH_HTTP",
-    Some("health_http"),
-    None
-);
-opt!(
-    HEALTH_INTERVAL,
-    "health-interval",
-    "LEADERRUN_HEALTH_INTERVAL",
-    Some("health_interval"),
-    Some("10s")
-);
-opt!(
-    HEALTH_TIMEOUT,
-    "health-timeout",
-    "LEADERRUN_HEALTH_TIMEOUT",
-    Some("health_timeout"),
-    Some("5s")
-);
-opt!(
-    HEALTH_RETRIES,
-    "health-retries",
-    "LEADERRUN_HEALTH_RETRIES",
-    Some("health_retries"),
-    Some("3")
-);
-opt!(
-    HEALTH_START_PERIOD,
-    "health-start-period",
-    "LEADERRUN_HEALTH_START_PERIOD",
-    Some("health_start_period"),
-    Some("0s")
-);
-opt!(
-    HEALTH_HOLDOFF,
-    "health-holdoff",
-    "LEADERRUN_HEALTH_HOLDOFF",
-    Some("health_holdoff"),
-    Some("10s")
-);
-opt!(
-    STATUS_ADDR,
-    "status-addr",
-    "LEADERRUN_STATUS_ADDR",
-    Some("status_addr"),
-    None
-);
-opt!(
-    LOG_FORMAT,
-    "log-format",
-    "LEADERRUN_LOG_FORMAT",
-    Some("log_format"),
-    Some("text")
-);
-opt!(
-    LOG_LEVEL,
-    "log-level",
-    "LEADERRUN_LOG_LEVEL",
-    Some("log_level"),
-    Some("info")
-);
+/// The clap value parser of a flag of this kind.
+macro_rules! clap_parser {
+    (Words, $ty:ty, $parse:expr) => {
+        clap::builder::ValueParser::new(clap::builder::EnumValueParser::<$ty>::new())
+    };
+    (Path, $ty:ty, $parse:expr) => {
+        clap::value_parser!(PathBuf).into()
+    };
+    (Switch, $ty:ty, $parse:expr) => {
+        clap::builder::ValueParser::bool()
+    };
+    ($kind:ident, $ty:ty, $parse:expr) => {
+        clap::builder::ValueParser::new($parse)
+    };
+}
+
+/// The flags layer's value of one option, from clap's matches (None where this command has no
+/// such flag).
+macro_rules! flag_value {
+    (EnvOnly, $ty:ty, $opt:expr, $parse:expr, $m:expr) => {
+        None
+    };
+    (Switch, $ty:ty, $opt:expr, $parse:expr, $m:expr) => {
+        // Absent is "not set here": the environment may still set it.
+        $m.try_get_one::<bool>($opt.id)
+            .ok()
+            .flatten()
+            .filter(|given| **given)
+            .map(|_| flag(&$opt, true))
+    };
+    (List, $ty:ty, $opt:expr, $parse:expr, $m:expr) => {
+        match $m.try_get_raw($opt.id).ok().flatten() {
+            // Each value was checked by clap; together they are one list, checked again.
+            Some(raw) => {
+                let all: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+                let parse: Parser<$ty> = $parse;
+                let list = parse(&all.join(","))
+                    .map_err(|e| Error::Usage(format!("--{}: {e}", $opt.long)))?;
+                Some(flag(&$opt, list))
+            }
+            None => None,
+        }
+    };
+    ($kind:ident, $ty:ty, $opt:expr, $parse:expr, $m:expr) => {
+        $m.try_get_one::<$ty>($opt.id)
+            .ok()
+            .flatten()
+            .map(|v| flag(&$opt, v.clone()))
+    };
+}
+
+/// The options table: each option defined once, with its help above it. Everything else is
+/// made from it: the [`Opt`] constant named first, the [`Settings`] field named second (its
+/// type, and the parser that reads it from a flag, a variable, a file or the default), the
+/// clap arguments of the commands it lists, the help's notes, and the checks of the README
+/// and of the example configuration file.
+macro_rules! options {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident $field:ident: $ty:ty {
+            kind: $kind:ident,
+            flag: $long:literal $value:literal,
+            env: $env:expr,
+            key: $key:expr,
+            default: $default:expr,
+            parse: $parse:expr,
+            takes: [$($cmd:ident $(($help:literal))?),*],
+        }
+    )*) => {
+        $(
+            $(#[doc = $doc])*
+            pub const $name: Opt = Opt {
+                id: stringify!($field),
+                long: $long,
+                value_name: $value,
+                kind: Kind::$kind,
+                env: $env,
+                key: $key,
+                default: $default,
+                takes: &[$((Cmd::$cmd, some!($($help)?))),*],
+                doc: &[$($doc),*],
+            };
+        )*
+
+        /// Every option, in the order of the help.
+        pub const OPTIONS: &[&Opt] = &[$(&$name),*];
+
+        /// One layer of settings, each set or not.
+        #[derive(Debug, Default, Clone, PartialEq)]
+        pub struct Settings {
+            $(pub $field: Option<Sourced<$ty>>,)*
+        }
+
+        impl Settings {
+            /// `self` where it is set, `lower` elsewhere.
+            pub fn over(self, lower: Settings) -> Settings {
+                Settings {
+                    $($field: self.$field.or(lower.$field),)*
+                }
+            }
+
+            /// Whether this layer sets `opt`.
+            pub fn is_set(&self, opt: &Opt) -> bool {
+                $(if *opt == $name {
+                    return self.$field.is_some();
+                })*
+                false
+            }
+
+            /// The flags layer: the `wanted` settings given as flags.
+            pub fn from_flags(m: &clap::ArgMatches, wanted: &[&Opt]) -> Result<Settings, Error> {
+                Ok(Settings {
+                    $($field: if wanted.contains(&&$name) {
+                        flag_value!($kind, $ty, $name, $parse, m)
+                    } else {
+                        None
+                    },)*
+                })
+            }
+
+            /// The environment or the file layer: the `wanted` settings only.
+            pub fn read(layer: &impl Reader, wanted: &[&Opt]) -> Result<Settings, Error> {
+                Ok(Settings {
+                    $($field: if wanted.contains(&&$name) {
+                        layer.read(&$name, $parse)?
+                    } else {
+                        None
+                    },)*
+                })
+            }
+
+            /// The defaults layer, for `wanted` settings.
+            pub fn defaults(wanted: &[&Opt]) -> Result<Settings, Error> {
+                Ok(Settings {
+                    $($field: match $name.default {
+                        Some(d) if wanted.contains(&&$name) => Some(parse_default(&$name, d, $parse)?),
+                        _ => None,
+                    },)*
+                })
+            }
+        }
+
+        /// The clap value parser of `opt`'s flag.
+        pub fn value_parser(opt: &Opt) -> clap::builder::ValueParser {
+            $(if *opt == $name {
+                return clap_parser!($kind, $ty, $parse);
+            })*
+            unreachable!("every option is in the table")
+        }
+    };
+}
+
+fn flag<T>(opt: &'static Opt, value: T) -> Sourced<T> {
+    Sourced {
+        value,
+        from: Source::Flag(opt),
+    }
+}
+
+options! {
+    /// Read settings from this TOML file: each option under its name with _ for - (shown as
+    /// [config: ...]), and command = ["PROGRAM", "ARG", ...]. Flags and variables win over it.
+    CONFIG config: PathBuf {
+        kind: Path,
+        flag: "config" "FILE",
+        env: Some("LEADERRUN_CONFIG"),
+        key: None,
+        default: None,
+        parse: flags::path,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// etcd endpoints, comma-separated: host:port, http://host:port, https://host:port,
+    /// [ipv6]:port; the port defaults to 2379. A bare host:port is https when a TLS option
+    /// (--cacert, --cert, --key) is given, else http. Duplicates count once; at most 64.
+    ENDPOINTS endpoints: Vec<String> {
+        kind: List,
+        flag: "endpoints" "ENDPOINTS",
+        env: Some("LEADERRUN_ENDPOINTS"),
+        key: Some("endpoints"),
+        default: Some("127.0.0.1:2379"),
+        parse: flags::endpoints,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// CA bundle (PEM) that signs etcd's server certificates. Default with https: the
+    /// system's roots.
+    CACERT cacert: PathBuf {
+        kind: Value,
+        flag: "cacert" "FILE",
+        env: Some("LEADERRUN_CACERT"),
+        key: Some("cacert"),
+        default: None,
+        parse: flags::tls_file,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// Client certificate (PEM), for etcd's --client-cert-auth; needs --key.
+    CERT cert: PathBuf {
+        kind: Value,
+        flag: "cert" "FILE",
+        env: Some("LEADERRUN_CERT"),
+        key: Some("cert"),
+        default: None,
+        parse: flags::tls_file,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// The client certificate's private key (PEM); needs --cert. Its variable is
+    /// LEADERRUN_KEY_FILE: LEADERRUN_KEY is the leader key leaderrun gives its command.
+    KEY key: PathBuf {
+        kind: Value,
+        flag: "key" "FILE",
+        env: Some("LEADERRUN_KEY_FILE"),
+        key: Some("key"),
+        default: None,
+        parse: flags::tls_file,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// etcd user (etcd's --auth). Its password: --password-file or LEADERRUN_PASSWORD.
+    /// NAME:PASSWORD (etcdctl's form) works too, but puts the password where every user of
+    /// the host can read it (ps): a warning says so.
+    USER user: User {
+        kind: Value,
+        flag: "user" "NAME",
+        env: Some("LEADERRUN_USER"),
+        key: Some("user"),
+        default: None,
+        parse: flags::user,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// File holding --user's password (one trailing newline is ignored); read at start-up.
+    PASSWORD_FILE password_file: PathBuf {
+        kind: Value,
+        flag: "password-file" "FILE",
+        env: Some("LEADERRUN_PASSWORD_FILE"),
+        key: Some("password_file"),
+        default: None,
+        parse: flags::readable_file,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// --user's password: a variable only, never a flag (argv is public) nor a key.
+    PASSWORD password: Secret {
+        kind: EnvOnly,
+        flag: "password" "",
+        env: Some("LEADERRUN_PASSWORD"),
+        key: None,
+        default: None,
+        parse: flags::secret,
+        takes: [Main, Leader, Resign],
+    }
+
+    /// Election name: the key prefix shared with `etcdctl elect NAME`. Default: the command's
+    /// file name (`./my-server` gives `my-server`); required when COMMAND is a shell,
+    /// interpreter or wrapper (sh, bash, python3, env, nohup, ...).
+    ELECTION election: String {
+        kind: Value,
+        flag: "election" "NAME",
+        env: Some("LEADERRUN_ELECTION"),
+        key: Some("election"),
+        default: None,
+        parse: flags::election,
+        takes: [
+            Main,
+            Leader("The election to ask about."),
+            Resign("The election whose leader should step down.")
+        ],
+    }
+
+    /// The value this candidate proclaims (what `etcdctl elect -l` shows). Default: hostname:pid.
+    ID id: String {
+        kind: Value,
+        flag: "id" "ID",
+        env: Some("LEADERRUN_ID"),
+        key: Some("id"),
+        default: None,
+        parse: flags::text,
+        takes: [Main],
+    }
+
+    /// Give up (status 1) when no other candidate leads after this long: the leader's stop
+    /// timeout and a handover must fit in it.
+    TIMEOUT timeout: Duration {
+        kind: Value,
+        flag: "timeout" "DURATION",
+        env: None,
+        key: None,
+        default: Some("30s"),
+        parse: flags::resign_timeout,
+        takes: [Resign],
+    }
+
+    /// Output: `text` (id=... key=... revision=... lease=...) or `json` (one object per line).
+    FORMAT format: Format {
+        kind: Words,
+        flag: "format" "FORMAT",
+        env: None,
+        key: None,
+        default: Some("text"),
+        parse: flags::value_enum::<Format>,
+        takes: [
+            Leader,
+            Resign("Output: `text` (the old and the new leader, a line each) or `json` (one object).")
+        ],
+    }
+
+    /// Print every change of leader until interrupted, like `etcdctl elect -l`.
+    WATCH watch: bool {
+        kind: Switch,
+        flag: "watch" "",
+        env: None,
+        key: None,
+        default: Some("false"),
+        parse: flags::boolean,
+        takes: [Leader],
+    }
+
+    /// At most N children across all hosts at once (1 to 1000), like `consul lock -n`: the N
+    /// first candidates by create revision hold. Every candidate of one election must use the
+    /// same N (a mismatch is refused). Not with --run-id.
+    HOLDERS holders: u32 {
+        kind: Value,
+        flag: "holders" "N",
+        env: Some("LEADERRUN_HOLDERS"),
+        key: Some("holders"),
+        default: Some("1"),
+        parse: flags::holders,
+        takes: [
+            Main,
+            Leader("List the first N keys under NAME/, a line each: the holders of a --holders N election.")
+        ],
+    }
+
+    /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
+    /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
+    /// at once.
+    TTL ttl: u64 {
+        kind: Value,
+        flag: "ttl" "SECONDS",
+        env: Some("LEADERRUN_TTL"),
+        key: Some("ttl"),
+        default: Some("10"),
+        parse: flags::ttl,
+        takes: [Main],
+    }
+
+    /// Signal sent to the child's process group to stop it (TERM, INT, HUP, QUIT, USR1, ...).
+    STOP_SIGNAL stop_signal: Signal {
+        kind: Value,
+        flag: "stop-signal" "SIGNAL",
+        env: Some("LEADERRUN_STOP_SIGNAL"),
+        key: Some("stop_signal"),
+        default: Some("TERM"),
+        parse: flags::signal,
+        takes: [Main],
+    }
+
+    /// Time between the stop signal and SIGKILL (500ms, 3s, ...). Default 3s, shrunk to fit a
+    /// small --ttl; an explicit value that does not fit the TTL is refused.
+    STOP_TIMEOUT stop_timeout: Duration {
+        kind: Value,
+        flag: "stop-timeout" "DURATION",
+        env: Some("LEADERRUN_STOP_TIMEOUT"),
+        key: Some("stop_timeout"),
+        default: None,
+        parse: flags::duration,
+        takes: [Main],
+    }
+
+    /// What to do when the child exits on its own while leading.
+    ON_EXIT on_exit: OnExit {
+        kind: Words,
+        flag: "on-exit" "ACTION",
+        env: Some("LEADERRUN_ON_EXIT"),
+        key: Some("on_exit"),
+        default: Some("exit"),
+        parse: flags::value_enum::<OnExit>,
+        takes: [Main],
+    }
+
+    /// With --on-exit restart: after this many exits within --restart-window, stop restarting,
+    /// resign and campaign again, so that a standby gets its chance (at least 1).
+    RESTART_LIMIT restart_limit: u32 {
+        kind: Value,
+        flag: "restart-limit" "COUNT",
+        env: Some("LEADERRUN_RESTART_LIMIT"),
+        key: Some("restart_limit"),
+        default: Some("5"),
+        parse: flags::restart_limit,
+        takes: [Main],
+    }
+
+    /// With --on-exit restart: the window in which --restart-limit exits count.
+    RESTART_WINDOW restart_window: Duration {
+        kind: Value,
+        flag: "restart-window" "DURATION",
+        env: Some("LEADERRUN_RESTART_WINDOW"),
+        key: Some("restart_window"),
+        default: Some("60s"),
+        parse: flags::duration,
+        takes: [Main],
+    }
+
+    /// When another candidate leads, exit at once with status 75 instead of waiting. Also
+    /// gives up with 75 when not leading after --wait-timeout (default below), for instance
+    /// while etcd cannot be reached, so that a cron job always ends.
+    NO_WAIT no_wait: bool {
+        kind: Switch,
+        flag: "no-wait" "",
+        env: Some("LEADERRUN_NO_WAIT"),
+        key: Some("no_wait"),
+        default: Some("false"),
+        parse: flags::boolean,
+        takes: [Main],
+    }
+
+    /// Give up with status 75 when not leading after this long (counted from start-up).
+    WAIT_TIMEOUT wait_timeout: Duration {
+        kind: Value,
+        flag: "wait-timeout" "DURATION",
+        env: Some("LEADERRUN_WAIT_TIMEOUT"),
+        key: Some("wait_timeout"),
+        default: None,
+        parse: flags::wait_timeout,
+        takes: [Main],
+    }
+
+    /// Run at most once per ID across all hosts: the winner records the ID in etcd before it
+    /// starts the command; a host that finds it recorded exits 0 without running. Not with
+    /// --on-exit restart or recampaign, which start the command again.
+    RUN_ID run_id: String {
+        kind: Value,
+        flag: "run-id" "ID",
+        env: Some("LEADERRUN_RUN_ID"),
+        key: Some("run_id"),
+        default: None,
+        parse: flags::text,
+        takes: [Main],
+    }
+
+    /// How long a --run-id record is kept in etcd (1s to 9000000000s).
+    RUN_ID_TTL run_id_ttl: Duration {
+        kind: Value,
+        flag: "run-id-ttl" "DURATION",
+        env: Some("LEADERRUN_RUN_ID_TTL"),
+        key: Some("run_id_ttl"),
+        default: Some("24h"),
+        parse: flags::run_id_ttl,
+        takes: [Main],
+    }
+
+    /// Leadership follows the child's health: while leading, run this shell command (sh -c,
+    /// with the child's environment) every --health-interval; exit status 0 is healthy. After
+    /// --health-retries failures in a row, the child is stopped, leadership handed over, and
+    /// this host stays out of the election for --health-holdoff.
+    HEALTH_CMD health_cmd: String {
+        kind: Value,
+        flag: "health-cmd" "CMD",
+        env: Some("LEADERRUN_HEALTH_CMD"),
+        key: Some("health_cmd"),
+        default: None,
+        parse: flags::text,
+        takes: [Main],
+    }
+
+    /// Like --health-cmd, with a GET of this http:// URL: 2xx and 3xx are healthy.
+    HEALTH_HTTP health_http: HttpTarget {
+        kind: Value,
+        flag: "health-http" "URL",
+        env: Some("LEADERRUN_HEALTH_HTTP"),
+        key: Some("health_http"),
+        default: None,
+        parse: HttpTarget::parse,
+        takes: [Main],
+    }
+
+    /// Time between health checks (the first comes one interval after the child starts).
+    HEALTH_INTERVAL health_interval: Duration {
+        kind: Value,
+        flag: "health-interval" "DURATION",
+        env: Some("LEADERRUN_HEALTH_INTERVAL"),
+        key: Some("health_interval"),
+        default: Some("10s"),
+        parse: flags::positive_duration,
+        takes: [Main],
+    }
+
+    /// A check that takes longer fails (a command is killed with its process group).
+    HEALTH_TIMEOUT health_timeout: Duration {
+        kind: Value,
+        flag: "health-timeout" "DURATION",
+        env: Some("LEADERRUN_HEALTH_TIMEOUT"),
+        key: Some("health_timeout"),
+        default: Some("5s"),
+        parse: flags::positive_duration,
+        takes: [Main],
+    }
+
+    /// Failures in a row that make the leader unhealthy (at least 1).
+    HEALTH_RETRIES health_retries: u32 {
+        kind: Value,
+        flag: "health-retries" "COUNT",
+        env: Some("LEADERRUN_HEALTH_RETRIES"),
+        key: Some("health_retries"),
+        default: Some("3"),
+        parse: flags::restart_limit,
+        takes: [Main],
+    }
+
+    /// Failures within this time after the child starts do not count; a success ends it.
+    HEALTH_START_PERIOD health_start_period: Duration {
+        kind: Value,
+        flag: "health-start-period" "DURATION",
+        env: Some("LEADERRUN_HEALTH_START_PERIOD"),
+        key: Some("health_start_period"),
+        default: Some("0s"),
+        parse: flags::duration,
+        takes: [Main],
+    }
+
+    /// After handing over for ill health, stay out of the election this long, so a standby
+    /// takes over; then campaign again.
+    HEALTH_HOLDOFF health_holdoff: Duration {
+        kind: Value,
+        flag: "health-holdoff" "DURATION",
+        env: Some("LEADERRUN_HEALTH_HOLDOFF"),
+        key: Some("health_holdoff"),
+        default: Some("10s"),
+        parse: flags::duration,
+        takes: [Main],
+    }
+
+    /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
+    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
+    /// Off by default.
+    STATUS_ADDR status_addr: SocketAddr {
+        kind: Value,
+        flag: "status-addr" "HOST:PORT",
+        env: Some("LEADERRUN_STATUS_ADDR"),
+        key: Some("status_addr"),
+        default: None,
+        parse: flags::status_addr,
+        takes: [Main],
+    }
+
+    /// Log format on stderr (the final line of a failure too).
+    LOG_FORMAT log_format: LogFormat {
+        kind: Words,
+        flag: "log-format" "FORMAT",
+        env: Some("LEADERRUN_LOG_FORMAT"),
+        key: Some("log_format"),
+        default: Some("text"),
+        parse: flags::value_enum::<LogFormat>,
+        takes: [Main],
+    }
+
+    /// Log level.
+    LOG_LEVEL log_level: LogLevel {
+        kind: Words,
+        flag: "log-level" "LEVEL",
+        env: Some("LEADERRUN_LOG_LEVEL"),
+        key: Some("log_level"),
+        default: Some("info"),
+        parse: flags::value_enum::<LogLevel>,
+        takes: [Main],
+    }
+}
 
 /// The key of the command in the configuration file (on the command line: after `--`).
 pub const COMMAND_KEY: &str = "command";
-
-/// Every setting with an environment variable: `--config`, then `leaderrun leader`'s (see
-/// [`LEADER_OPTIONS`]), then the others.
-pub const OPTIONS: &[&Opt] = &[
-    &CONFIG,
-    &ENDPOINTS,
-    &CACERT,
-    &CERT,
-    &KEY,
-    &USER,
-    &PASSWORD_FILE,
-    &PASSWORD,
-    &ELECTION,
-    &ID,
-    &HOLDERS,
-    &TTL,
-    &STOP_SIGNAL,
-    &STOP_TIMEOUT,
-    &ON_EXIT,
-    &RESTART_LIMIT,
-    &RESTART_WINDOW,
-    &NO_WAIT,
-    &WAIT_TIMEOUT,
-    &RUN_ID,
-    &RUN_ID_TTL,
-    &HEALTH_CMD,
-    &HEALTH_HTTP,
-    &HEALTH_INTERVAL,
-    &HEALTH_TIMEOUT,
-    &HEALTH_RETRIES,
-    &HEALTH_START_PERIOD,
-    &HEALTH_HOLDOFF,
-    &STATUS_ADDR,
-    &LOG_FORMAT,
-    &LOG_LEVEL,
-];
-
-/// The settings `leaderrun leader` reads: how to reach etcd, and the election (from
-/// `--endpoints` to `--election` in [`OPTIONS`]).
-pub const LEADER_OPTIONS: &[&Opt] = OPTIONS.split_at(9).0.split_at(1).1;
 
 /// A parent leaderrun sets these for its child: in the child's environment they describe the
 /// parent's election, not a setting for a nested leaderrun. The same holds for these keys (and
@@ -329,7 +774,7 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Flag(o) => write!(f, "--{}", o.long),
-            Source::Env(o) => f.write_str(o.env),
+            Source::Env(o) => f.write_str(o.env.unwrap_or(o.long)),
             Source::File { opt, path, line } => write!(
                 f,
                 "{} ({}:{line})",
@@ -375,87 +820,6 @@ pub fn layered(wanted: &[&'static Opt], layers: Vec<Layer<'_>>) -> Result<Settin
     Ok(merged)
 }
 
-macro_rules! settings {
-    ($($field:ident: $ty:ty = $opt:ident, $parse:expr;)*) => {
-        /// One layer of settings, each set or not.
-        #[derive(Debug, Default, Clone, PartialEq)]
-        pub struct Settings {
-            $(pub $field: Option<Sourced<$ty>>,)*
-        }
-
-        impl Settings {
-            /// `self` where it is set, `lower` elsewhere.
-            pub fn over(self, lower: Settings) -> Settings {
-                Settings {
-                    $($field: self.$field.or(lower.$field),)*
-                }
-            }
-
-            /// Whether this layer sets `opt`.
-            pub fn is_set(&self, opt: &Opt) -> bool {
-                $(if *opt == $opt {
-                    return self.$field.is_some();
-                })*
-                false
-            }
-
-            /// The environment or the file layer: the `wanted` settings only.
-            pub fn read(layer: &impl Reader, wanted: &[&Opt]) -> Result<Settings, Error> {
-                Ok(Settings {
-                    $($field: if wanted.contains(&&$opt) {
-                        layer.read(&$opt, $parse)?
-                    } else {
-                        None
-                    },)*
-                })
-            }
-
-            /// The defaults layer, for `wanted` settings.
-            pub fn defaults(wanted: &[&Opt]) -> Result<Settings, Error> {
-                Ok(Settings {
-                    $($field: match $opt.default {
-                        Some(d) if wanted.contains(&&$opt) => Some(parse_default(&$opt, d, $parse)?),
-                        _ => None,
-                    },)*
-                })
-            }
-        }
-    };
-}
-
-settings! {
-    endpoints: Vec<String> = ENDPOINTS, flags::endpoints;
-    cacert: PathBuf = CACERT, flags::tls_file;
-    cert: PathBuf = CERT, flags::tls_file;
-    key: PathBuf = KEY, flags::tls_file;
-    user: User = USER, flags::user;
-    password_file: PathBuf = PASSWORD_FILE, flags::readable_file;
-    password: Secret = PASSWORD, flags::secret;
-    election: String = ELECTION, flags::text;
-    id: String = ID, flags::text;
-    holders: u32 = HOLDERS, flags::holders;
-    ttl: u64 = TTL, flags::ttl;
-    stop_signal: Signal = STOP_SIGNAL, flags::signal;
-    stop_timeout: Duration = STOP_TIMEOUT, flags::duration;
-    on_exit: OnExit = ON_EXIT, flags::value_enum::<OnExit>;
-    restart_limit: u32 = RESTART_LIMIT, flags::restart_limit;
-    restart_window: Duration = RESTART_WINDOW, flags::duration;
-    no_wait: bool = NO_WAIT, flags::boolean;
-    wait_timeout: Duration = WAIT_TIMEOUT, flags::wait_timeout;
-    run_id: String = RUN_ID, flags::text;
-    run_id_ttl: Duration = RUN_ID_TTL, flags::run_id_ttl;
-    health_cmd: String = HEALTH_CMD, flags::text;
-    health_http: HttpTarget = HEALTH_HTTP, HttpTarget::parse;
-    health_interval: Duration = HEALTH_INTERVAL, flags::positive_duration;
-    health_timeout: Duration = HEALTH_TIMEOUT, flags::positive_duration;
-    health_retries: u32 = HEALTH_RETRIES, flags::restart_limit;
-    health_start_period: Duration = HEALTH_START_PERIOD, flags::duration;
-    health_holdoff: Duration = HEALTH_HOLDOFF, flags::duration;
-    status_addr: SocketAddr = STATUS_ADDR, flags::status_addr;
-    log_format: LogFormat = LOG_FORMAT, flags::value_enum::<LogFormat>;
-    log_level: LogLevel = LOG_LEVEL, flags::value_enum::<LogLevel>;
-}
-
 fn parse_default<T>(opt: &'static Opt, text: &str, parse: Parser<T>) -> Result<Sourced<T>, Error> {
     parse(text)
         .map(|value| Sourced {
@@ -471,9 +835,15 @@ fn parse_default<T>(opt: &'static Opt, text: &str, parse: Parser<T>) -> Result<S
 /// LEADERRUN_KEY is set, this process is the child of a leaderrun: LEADERRUN_ELECTION and
 /// LEADERRUN_ID describe the parent's election and are not read, so a nested leaderrun does not
 /// join its parent's election. Every other variable is inherited on purpose.
+///
+/// The configuration file it names (or `--config` names) is read once, when first asked for
+/// ([`ConfigFile::find`]): the log format is looked up in it before the flags are parsed, the
+/// settings after.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<OsString, OsString>,
+    /// The configuration file read, by its path and what named it.
+    pub(crate) file: std::cell::RefCell<Option<file::Read>>,
 }
 
 impl Env {
@@ -485,6 +855,7 @@ impl Env {
     pub fn from_pairs(pairs: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
         Env {
             vars: pairs.into_iter().collect(),
+            file: Default::default(),
         }
     }
 
@@ -505,7 +876,7 @@ impl Env {
         if FROM_PARENT.contains(&opt) && self.under_a_parent() {
             return None;
         }
-        self.var(opt.env)
+        self.var(opt.env?)
     }
 }
 
@@ -513,7 +884,7 @@ impl Reader for Env {
     /// `opt`'s variable, parsed; an error names the variable and its value (a secret's value is
     /// not shown).
     fn read<T>(&self, opt: &'static Opt, parse: Parser<T>) -> Result<Option<Sourced<T>>, Error> {
-        let Some(raw) = self.raw(opt) else {
+        let (Some(raw), Some(name)) = (self.raw(opt), opt.env) else {
             return Ok(None);
         };
         let shown = if SECRETS.contains(&opt) {
@@ -523,7 +894,7 @@ impl Reader for Env {
         };
         let text = raw
             .to_str()
-            .ok_or_else(|| Error::Usage(format!("{}={shown}: not valid UTF-8", opt.env)))?;
+            .ok_or_else(|| Error::Usage(format!("{name}={shown}: not valid UTF-8")))?;
         parse(text)
             .map(|value| {
                 Some(Sourced {
@@ -531,7 +902,7 @@ impl Reader for Env {
                     from: Source::Env(opt),
                 })
             })
-            .map_err(|e| Error::Usage(format!("{}={shown}: {e}", opt.env)))
+            .map_err(|e| Error::Usage(format!("{name}={shown}: {e}")))
     }
 }
 
@@ -650,39 +1021,44 @@ fn required<T>(v: Option<Sourced<T>>, opt: &Opt) -> Result<Sourced<T>, Error> {
     v.ok_or_else(|| Error::Usage(format!("--{} has no value and no default", opt.long)))
 }
 
-/// The `wanted` settings, each from the first layer that sets it: the flags, the environment,
-/// the configuration file (if any), the defaults.
-fn layers(
-    wanted: &[&'static Opt],
-    flags: impl FnOnce() -> Result<Settings, Error>,
-    env: &Env,
-    file: Option<&ConfigFile>,
-) -> Result<Settings, Error> {
-    layered(
-        wanted,
+/// The settings `flags`' command takes, each from the first layer that sets it: the flags, the
+/// environment, the configuration file (if any), the defaults; and that file.
+fn layers(flags: &Flags, env: &Env) -> Result<(Settings, Option<ConfigFile>), Error> {
+    let file = ConfigFile::find(flags.config(), env)?;
+    let settings = layered(
+        &layered_options(flags.cmd()),
         vec![
-            Box::new(|_| flags()),
+            Box::new(|wanted| flags.settings(wanted)),
             Box::new(|wanted| Settings::read(env, wanted)),
-            Box::new(|wanted| match file {
+            Box::new(|wanted| match &file {
                 Some(file) => Settings::read(file, wanted),
                 None => Ok(Settings::default()),
             }),
             Box::new(Settings::defaults),
         ],
-    )
+    )?;
+    Ok((settings, file))
+}
+
+/// What the configuration file warns of (it may be changed by others), before `warnings`.
+fn with_file_warnings(file: Option<&ConfigFile>, warnings: Vec<String>) -> Vec<String> {
+    let mut all: Vec<String> = file.iter().flat_map(|f| f.warnings()).collect();
+    all.extend(warnings);
+    all
 }
 
 impl Config {
     /// Layer the flags over the environment over the configuration file over the defaults, and
     /// validate the result. A command on the command line wins over the file's.
-    pub fn load(mut flags: Flags, env: &Env) -> Result<Config, Error> {
-        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
-        let command = match std::mem::take(&mut flags.command) {
+    pub fn load(flags: Flags, env: &Env) -> Result<Config, Error> {
+        let (settings, file) = layers(&flags, env)?;
+        let command = match flags.command() {
             c if c.is_empty() => file.as_ref().and_then(|f| f.command()).unwrap_or_default(),
             c => c,
         };
-        let settings = layers(OPTIONS, || flags.settings(), env, file.as_ref())?;
-        Config::from_settings(settings, command)
+        let mut config = Config::from_settings(settings, command)?;
+        config.warnings = with_file_warnings(file.as_ref(), config.warnings);
+        Ok(config)
     }
 
     /// Check how the settings fit together. Each value was checked when it was read.
@@ -953,7 +1329,17 @@ fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Cr
     }
     let password = match password {
         Password::Given(p) => p.0,
-        Password::File(path) => read_password(&path, &from)?,
+        Password::File(path) => {
+            // Readable by others gives the password away; writable lets them choose it.
+            warnings.extend(open_to_others(
+                &path,
+                &from,
+                "password file",
+                0o066,
+                "go-rw",
+            ));
+            read_password(&path, &from)?
+        }
     };
     if password.is_empty() {
         return Err(Error::Usage(format!("{from}: the password is empty")));
@@ -962,6 +1348,37 @@ fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Cr
         name: user.value.name,
         password,
     }))
+}
+
+/// A warning when `path` (a regular file, named by `from`) grants group or others the access in
+/// `mask` (read 0o044, write 0o022), as ssh warns of a private key anyone may read: said, not
+/// refused, since only the file's owner can change it. `chmod` is the remedy offered.
+pub(crate) fn open_to_others(
+    path: &Path,
+    from: &dyn fmt::Display,
+    what: &str,
+    mask: u32,
+    chmod: &str,
+) -> Option<String> {
+    let mode = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let open: Vec<&str> = [(0o044, "readable"), (0o022, "writable")]
+        .into_iter()
+        .filter(|(bits, _)| mode & mask & bits != 0)
+        .map(|(_, word)| word)
+        .collect();
+    if open.is_empty() {
+        return None;
+    }
+    let shown = crate::log::escape_controls(&path.to_string_lossy()).into_owned();
+    Some(format!(
+        "{from}: the {what} {shown} is {} by group or others (mode {mode:04o}): chmod {chmod} {shown}",
+        open.join(" and ")
+    ))
 }
 
 /// The password in `path`, without one trailing newline.
@@ -999,20 +1416,17 @@ pub struct LeaderConfig {
 impl LeaderConfig {
     /// The settings `leaderrun leader` shares with `leaderrun`, layered alike (from the same
     /// configuration file too, whose other keys it does not read).
-    pub fn load(mut flags: LeaderFlags, env: &Env) -> Result<LeaderConfig, Error> {
-        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
-        let (format, watch) = (flags.format, flags.watch);
-        // --holders too, layered alike: the same file lists as many holders as it runs.
-        let wanted = [LEADER_OPTIONS, &[&HOLDERS]].concat();
-        let mut s = layers(&wanted, || flags.settings(), env, file.as_ref())?;
+    /// --holders too, layered alike: the same file lists as many holders as it runs.
+    pub fn load(flags: Flags, env: &Env) -> Result<LeaderConfig, Error> {
+        let (mut s, file) = layers(&flags, env)?;
         let (connection, election, warnings) = target(&mut s)?;
         Ok(LeaderConfig {
             connection,
             election,
             holders: required(s.holders, &HOLDERS)?.value,
-            format,
-            watch,
-            warnings,
+            format: required(s.format, &FORMAT)?.value,
+            watch: required(s.watch, &WATCH)?.value,
+            warnings: with_file_warnings(file.as_ref(), warnings),
         })
     }
 }
@@ -1043,17 +1457,15 @@ pub struct ResignConfig {
 
 impl ResignConfig {
     /// The connection and the election, read as `leaderrun leader` reads them.
-    pub fn load(mut flags: ResignFlags, env: &Env) -> Result<ResignConfig, Error> {
-        let file = ConfigFile::find(flags.etcd.config.take(), env)?;
-        let (timeout, format) = (flags.timeout, flags.format);
-        let mut s = layers(LEADER_OPTIONS, || flags.settings(), env, file.as_ref())?;
+    pub fn load(flags: Flags, env: &Env) -> Result<ResignConfig, Error> {
+        let (mut s, file) = layers(&flags, env)?;
         let (connection, election, warnings) = target(&mut s)?;
         Ok(ResignConfig {
             connection,
             election,
-            timeout,
-            format,
-            warnings,
+            timeout: required(s.timeout, &TIMEOUT)?.value,
+            format: required(s.format, &FORMAT)?.value,
+            warnings: with_file_warnings(file.as_ref(), warnings),
         })
     }
 }
@@ -1098,7 +1510,7 @@ fn default_election(command: &Path) -> Result<String, Error> {
              --election NAME (or LEADERRUN_ELECTION)"
         )));
     }
-    flags::text(&name).map_err(|e| {
+    flags::election(&name).map_err(|e| {
         Error::Usage(format!(
             "the default election, COMMAND's file name '{}': {e}; give --election NAME",
             crate::log::escape_controls(&name)
@@ -1194,8 +1606,13 @@ mod tests {
                 true => "LEADERRUN_KEY_FILE".to_string(),
                 false => format!("LEADERRUN_{}", o.long.to_uppercase().replace('-', "_")),
             };
-            assert_eq!(o.env, want);
-            assert_ne!(o.env, PARENT_KEY_VAR);
+            // A subcommand's own flag is neither a variable nor a key.
+            match o.taken_by(Cmd::Main) {
+                true => assert_eq!(o.env, Some(want.as_str())),
+                false => assert_eq!((o.env, o.key), (None, None), "{}", o.long),
+            }
+            assert_ne!(o.env, Some(PARENT_KEY_VAR));
+            assert_eq!(o.value_name.is_empty(), !o.takes_value(), "{}", o.long);
             if let Some(key) = o.key {
                 assert_eq!(key, o.long.replace('-', "_"));
             }
@@ -1207,12 +1624,29 @@ mod tests {
         assert_eq!(d.ttl.unwrap().value, 10);
         assert_eq!(d.endpoints.unwrap().value, ["127.0.0.1:2379"]);
         // leaderrun leader's: the connection and the election, nothing of the supervisor's.
-        assert_eq!(LEADER_OPTIONS.first(), Some(&&ENDPOINTS));
-        assert_eq!(LEADER_OPTIONS.last(), Some(&&ELECTION));
-        for o in [&CACERT, &CERT, &KEY, &USER, &PASSWORD_FILE, &PASSWORD] {
-            assert!(LEADER_OPTIONS.contains(&o), "{}", o.long);
+        let leader = layered_options(Cmd::Leader);
+        assert_eq!(leader.first(), Some(&&ENDPOINTS));
+        for o in [
+            &CACERT,
+            &CERT,
+            &KEY,
+            &USER,
+            &PASSWORD_FILE,
+            &PASSWORD,
+            &ELECTION,
+        ] {
+            assert!(leader.contains(&o), "{}", o.long);
         }
-        assert_eq!(LEADER_OPTIONS.len(), 8);
+        // With its own flags, and --holders (the same file lists as many as it runs).
+        for o in [&FORMAT, &WATCH, &HOLDERS] {
+            assert!(leader.contains(&o), "{}", o.long);
+        }
+        assert_eq!(leader.len(), 11);
+        let resign = layered_options(Cmd::Resign);
+        assert_eq!(&resign[..8], &leader[..8]);
+        assert_eq!(&resign[8..], [&TIMEOUT, &FORMAT]);
+        // The file's own name is read before the layers.
+        assert!(!layered_options(Cmd::Main).contains(&&CONFIG));
         assert_eq!(d.run_id_ttl.unwrap().value, Duration::from_secs(86400));
     }
 
@@ -1544,6 +1978,11 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             path.display().to_string()
         }
+
+        fn chmod(&self, name: &str, mode: u32) {
+            let mode = std::fs::Permissions::from_mode(mode);
+            std::fs::set_permissions(self.0.join(name), mode).unwrap();
+        }
     }
 
     impl Drop for Temp {
@@ -1702,6 +2141,7 @@ mod tests {
     fn credentials_come_from_one_source_and_are_never_shown() {
         let t = Temp::new();
         let pw = t.file("pw", "s3cr3t-file\n");
+        t.chmod("pw", 0o600);
         let c = parse(&["--user", "me", "--password-file", &pw, "--", "true"]).unwrap();
         let user = c.connection.user.clone().unwrap();
         assert_eq!(
@@ -1784,5 +2224,139 @@ mod tests {
             &[],
         );
         assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn files_open_to_others_are_warned_of_once() {
+        let t = Temp::new();
+        let pw = t.file("pw", "s3cr3t\n");
+        let file = t.file(
+            "l.toml",
+            &format!("user = \"me\"\npassword_file = \"{pw}\""),
+        );
+        let warned = |c: &Config| c.warnings.join("\n");
+        // A password file: neither readable nor writable by group or others.
+        for (mode, bad, what) in [
+            (0o600, false, ""),
+            (0o400, false, ""),
+            (0o640, true, "readable by group or others (mode 0640)"),
+            (0o604, true, "readable by group or others (mode 0604)"),
+            (0o620, true, "writable by group or others (mode 0620)"),
+            (
+                0o666,
+                true,
+                "readable and writable by group or others (mode 0666)",
+            ),
+        ] {
+            t.chmod("pw", mode);
+            let c = parse(&["--user", "me", "--password-file", &pw, "--", "true"]).unwrap();
+            assert_eq!(
+                c.warnings.len(),
+                usize::from(bad),
+                "{mode:o}: {}",
+                warned(&c)
+            );
+            if bad {
+                let w = &c.warnings[0];
+                assert!(w.starts_with("--password-file: the password file "), "{w}");
+                assert!(
+                    w.contains(&pw) && w.contains(what) && w.contains("chmod"),
+                    "{w}"
+                );
+                assert!(!w.contains("s3cr3t"), "{w}");
+            }
+        }
+        // A configuration file: not writable by group or others (readable is fine).
+        t.chmod("pw", 0o600);
+        for (mode, bad) in [(0o644, false), (0o600, false), (0o664, true), (0o646, true)] {
+            t.chmod("l.toml", mode);
+            let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
+            assert_eq!(
+                c.warnings.len(),
+                usize::from(bad),
+                "{mode:o}: {}",
+                warned(&c)
+            );
+            if bad {
+                let w = &c.warnings[0];
+                let want = format!("--config: the configuration file {file} is writable");
+                assert!(w.starts_with(&want), "{w}");
+                assert!(w.contains(&format!("(mode 0{mode:o})")), "{w}");
+            }
+        }
+        // Named by the variable, read by a subcommand: the same one warning.
+        let c = load(&["--", "true"], &[("LEADERRUN_CONFIG", &file)]).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{}", warned(&c));
+        assert!(
+            c.warnings[0].starts_with("LEADERRUN_CONFIG: "),
+            "{}",
+            warned(&c)
+        );
+        let lf = flags::parse_leader(["leader", "--config", &file, "--election", "x"]).unwrap();
+        let c = LeaderConfig::load(lf, &env(&[])).unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        // Both at once: the file first, as it is read first.
+        t.chmod("pw", 0o644);
+        let c = load(&["--config", &file, "--", "true"], &[]).unwrap();
+        assert_eq!(c.warnings.len(), 2, "{}", warned(&c));
+        assert!(
+            c.warnings[0].contains("configuration file"),
+            "{}",
+            warned(&c)
+        );
+        assert!(c.warnings[1].contains("password file"), "{}", warned(&c));
+    }
+
+    #[test]
+    fn the_configuration_file_is_read_once() {
+        let t = Temp::new();
+        let file = t.file("l.toml", "log_format = \"json\"\nelection = \"first\"\n");
+        let env = env(&[]);
+        let args: Vec<OsString> = ["leaderrun", "--config", &file, "--", "true"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        // The log format is looked up in it before the flags are parsed...
+        assert_eq!(flags::log_format_hint(&args, &env, true), LogFormat::Json);
+        // ...and what was read then is what the settings come from.
+        std::fs::write(&file, "election = \"second\"\n").unwrap();
+        let c = Config::load(flags::parse(&args).unwrap(), &env).unwrap();
+        assert_eq!(
+            (c.election.as_str(), c.log_format),
+            ("first", LogFormat::Json)
+        );
+        // Another process (another Env) reads it anew.
+        let c = Config::load(flags::parse(&args).unwrap(), &self::env(&[])).unwrap();
+        assert_eq!(c.election, "second");
+    }
+
+    #[test]
+    fn election_names_that_hold_leaderruns_own_keys_are_refused() {
+        let t = Temp::new();
+        for name in ["leaderrun.runs", "leaderrun.resign/web", "web/"] {
+            let e = usage(&["--election", name, "--", "true"], &[]);
+            assert!(e.contains("--election"), "{e}");
+            let e = usage(&["--", "true"], &[("LEADERRUN_ELECTION", name)]);
+            assert!(
+                e.starts_with(&format!("LEADERRUN_ELECTION={name}: ")),
+                "{e}"
+            );
+            let file = t.file("e.toml", &format!("election = \"{name}\""));
+            let e = usage(&["--config", &file, "--", "true"], &[]);
+            assert!(e.starts_with(&format!("{file}:1: election: ")), "{e}");
+            let lf = flags::parse_leader(["leader"]).unwrap();
+            let e = LeaderConfig::load(lf, &env(&[("LEADERRUN_ELECTION", name)])).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(flags::parse_resign(["resign", "--election", name]).is_err());
+        }
+        // The default, the command's file name, too.
+        let runs = t.0.join("leaderrun.runs");
+        std::fs::write(&runs, "#!/bin/sh\n").unwrap();
+        t.chmod("leaderrun.runs", 0o755);
+        let e = usage(&["--", &runs.display().to_string()], &[]);
+        assert!(
+            e.contains("default election") && e.contains("keys of its own"),
+            "{e}"
+        );
     }
 }
