@@ -750,8 +750,15 @@ impl Soak {
             runs.len(),
             runs.windows(2).filter(|p| p[0].id != p[1].id).count()
         ));
+        // The fencing token: strictly increasing from one child to the next, in start order.
+        let tokens: Vec<i64> = runs.iter().map(revision).collect();
+        let backwards = tokens.windows(2).filter(|t| t[1] <= t[0]).count();
+        w(format!(
+            "fencing tokens: {} handed out, {backwards} not above the one before",
+            tokens.len()
+        ));
         let found = overlaps(&runs);
-        let mut failing = 0;
+        let mut failing = backwards;
         let mut forced = 0;
         for (a, b) in &found {
             let fault = self
