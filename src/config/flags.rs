@@ -415,7 +415,8 @@ pub fn election(s: &str) -> Result<String, String> {
         .find(|r| name == *r || name.starts_with(&format!("{r}/")))
     {
         return Err(format!(
-            "{root}/ is where leaderrun keeps keys of its own, which an election there would              take for candidates: choose another name"
+            "{root}/ is where leaderrun keeps keys of its own, which an election there would \
+             take for candidates: choose another name"
         ));
     }
     Ok(name)
@@ -977,6 +978,7 @@ mod tests {
         ] {
             let e = election(bad).unwrap_err();
             assert!(e.contains("keys of its own"), "{bad}: {e}");
+            assert!(!e.contains("  "), "{e}");
         }
         for bad in ["web/", "/"] {
             let e = election(bad).unwrap_err();
