@@ -1010,4 +1010,42 @@ mod tests {
         assert_eq!(hint(&["l", "x"], &env), json);
         assert_eq!(hint(&["l", "--log-format", "text", "x"], &env), text);
     }
+
+    #[test]
+    fn the_scanner_knows_from_the_table_which_flags_take_a_value() {
+        let own = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            scan(&args)
+        };
+        let pair = |n: &str, v: Option<&str>| (n.to_string(), v.map(str::to_string));
+        assert_eq!(
+            own(&[
+                "l",
+                "--no-wait",
+                "--config",
+                "a.toml",
+                "--ttl=3",
+                "x",
+                "--id",
+                "y"
+            ]),
+            [
+                pair("--no-wait", None),
+                pair("--config", Some("a.toml")),
+                pair("--ttl", Some("3"))
+            ]
+        );
+        // A switch takes no value: what follows it is the command.
+        assert_eq!(own(&["l", "--no-wait", "json"]), [pair("--no-wait", None)]);
+        // A flag that is no option of leaderrun's (a subcommand's, a typo) takes none either.
+        assert_eq!(
+            own(&["l", "--watch", "--log-format", "json"]),
+            [pair("--watch", None), pair("--log-format", Some("json"))]
+        );
+        assert_eq!(own(&["l", "--ttl"]), [pair("--ttl", None)]);
+        // The stack error's reading of the same: the variable, and no file.
+        let env = Env::from_pairs([("LEADERRUN_LOG_FORMAT".into(), "JSON".into())]);
+        let args: Vec<OsString> = ["l", "x"].iter().map(OsString::from).collect();
+        assert_eq!(log_format_hint(&args, &env, false), LogFormat::Json);
+    }
 }
