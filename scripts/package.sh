@@ -8,7 +8,9 @@
 # The package ([package.metadata.deb] in Cargo.toml): the release binary (cargo build --release,
 # reused when fresh), the man pages and the bash, zsh and fish completions generated from the
 # clap definitions (examples/generate.rs), the systemd units of systemd/ with the packaged
-# binary's path (/usr/bin/leaderrun), and /etc/default/leaderrun (packaging/default, a conffile).
+# binary's path (/usr/bin/leaderrun), /etc/default/leaderrun (packaging/default, a conffile), the
+# opt-in drop-ins of systemd/leaderrun@.service.d/ as examples, the DEP-5 copyright file
+# (packaging/copyright) and postinst/postrm that reload systemd (packaging/debian/).
 # Installs what the build needs (scripts/deps.sh), and cargo-deb (the pinned version below, into
 # ~/.cargo/bin) when it is missing.
 #
@@ -16,7 +18,10 @@
 # LEADERRUN_PACKAGE_INSTALL=extract), installs the package with `dpkg -i`, runs the installed
 # binary and purges it. Always, in a scratch directory (dpkg-deb -x): every file in place, the
 # binary runs (--version, --help), the man pages render, the completions load (bash; zsh and
-# fish when installed), the units run the packaged binary, /etc/default/leaderrun sets nothing.
+# fish when installed), the units run the packaged binary, /etc/default/leaderrun sets nothing,
+# the maintainer scripts reload systemd, the copyright file names both licenses; and the units
+# themselves (systemd-analyze verify with the drop-ins, where systemd-analyze is installed; the
+# watchdog against the smallest TTL the units allow; the job's run ID against its timer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO_DEB_VERSION=3.8.0
@@ -48,6 +53,7 @@ gzip -9n "$ASSETS"/man/*.1
 # The units run /usr/local/bin/leaderrun (a binary installed by hand); the package's is in /usr/bin.
 mkdir -p "$ASSETS/systemd"
 for unit in systemd/*; do
+  [[ -f $unit ]] || continue # the drop-ins' directory: examples, see Cargo.toml
   sed 's#/usr/local/bin/leaderrun #/usr/bin/leaderrun #g' "$unit" >"$ASSETS/systemd/${unit##*/}"
 done
 ! grep -q '/usr/local/bin/leaderrun' "$ASSETS"/systemd/* ||
@@ -83,11 +89,22 @@ if ((check)); then
     /lib/systemd/system/leaderrun-job@.service
     /lib/systemd/system/leaderrun-job@.timer
     /etc/default/leaderrun
+    /usr/share/doc/leaderrun/copyright
+    /usr/share/doc/leaderrun/install.md
+    /usr/share/doc/leaderrun/examples/systemd/hardening.conf
+    /usr/share/doc/leaderrun/examples/systemd/password.conf
   )
   dpkg-deb --field "$deb" Depends | grep -qx 'libc6 (>= 2.34), libgcc-s1' ||
     die "Depends is '$(dpkg-deb --field "$deb" Depends)'"
   dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/default/leaderrun ||
     die "/etc/default/leaderrun is not a conffile"
+  # Each maintainer script reloads systemd, and only when systemd runs.
+  for script in postinst postrm; do
+    body=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - "./$script") || die "no $script in the package"
+    grep -q 'systemctl --system daemon-reload' <<<"$body" || die "$script does not reload systemd"
+    grep -q '/run/systemd/system' <<<"$body" || die "$script does not check that systemd runs"
+    sh -n <<<"$body" || die "$script is not valid sh"
+  done
 
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/leaderrun-package.XXXXXX")
   installed=0 how="unpacked"
@@ -148,6 +165,77 @@ if ((check)); then
     grep -q '^ExecStart=.*/usr/bin/leaderrun ' "$root/lib/systemd/system/$u" || die "$u does not run /usr/bin/leaderrun"
   done
   ! grep -q '^[^#]' "$root/etc/default/leaderrun" || die "/etc/default/leaderrun sets something"
+
+  # The copyright file: DEP-5, both licenses, each with its text or Debian's copy.
+  copyright=$root/usr/share/doc/leaderrun/copyright
+  head -n 1 "$copyright" | grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' ||
+    die "the copyright file is not DEP-5"
+  for l in 'License: MIT or Apache-2.0' 'License: MIT' 'License: Apache-2.0' 'Copyright: .*leaderrun contributors'; do
+    grep -qx "$l" "$copyright" || die "the copyright file has no line '$l'"
+  done
+
+  # The units. The watchdog (W) must fire before a standby can take over from a frozen leader:
+  # W < T - T/5 - max(0.5, T/10) (docs/SAFETY.md), for every TTL down to the 5 s that
+  # /etc/default/leaderrun says the units take as they are.
+  min_ttl=5
+  for u in leaderrun@.service leaderrun-job@.service; do
+    w=$(sed -n 's/^WatchdogSec=\([0-9.]*\)s\{0,1\}$/\1/p' "$root/lib/systemd/system/$u")
+    [[ -n $w ]] || die "$u: no WatchdogSec= in seconds"
+    awk -v w="$w" -v t="$min_ttl" 'BEGIN { m = t / 10; if (m < 0.5) m = 0.5; exit !(w < t - t / 5 - m) }' ||
+      die "$u: WatchdogSec=${w}s is not below T - k - m at a TTL of $min_ttl s"
+  done
+  grep -q "every TTL from $min_ttl up" "$root/etc/default/leaderrun" ||
+    die "/etc/default/leaderrun does not state the smallest TTL the units take ($min_ttl)"
+  # The job's run ID is the latest tick's: TICK_MINUTES must be the timer's time of day.
+  cal=$(sed -n 's/^OnCalendar=\*-\*-\* \([0-9][0-9]\):\([0-9][0-9]\):00 UTC$/\1 \2/p' "$root/lib/systemd/system/leaderrun-job@.timer")
+  tick=$(sed -n 's/^Environment=.*TICK_MINUTES=\([0-9]*\).*/\1/p' "$root/lib/systemd/system/leaderrun-job@.service")
+  [[ -n $cal && -n $tick ]] || die "leaderrun-job@: no daily OnCalendar= in UTC, or no TICK_MINUTES"
+  read -r hh mm <<<"$cal"
+  ((10#$hh * 60 + 10#$mm == tick)) || die "leaderrun-job@: TICK_MINUTES=$tick is not the timer's $hh:$mm"
+  # systemd's own check, with the drop-ins, as an instance of each template; any remark fails.
+  if command -v systemd-analyze >/dev/null; then
+    units=$scratch/units
+    mkdir -p "$units/leaderrun@check.service.d"
+    # The unpacked binary, for systemd-analyze's check that the command exists.
+    sed "s#/usr/bin/leaderrun #$root/usr/bin/leaderrun #g" "$root/lib/systemd/system/leaderrun@.service" >"$units/leaderrun@check.service"
+    sed "s#/usr/bin/leaderrun #$root/usr/bin/leaderrun #g" "$root/lib/systemd/system/leaderrun-job@.service" >"$units/leaderrun-job@check.service"
+    cp "$root/lib/systemd/system/leaderrun-job@.timer" "$units/leaderrun-job@check.timer"
+    cp "$root"/usr/share/doc/leaderrun/examples/systemd/*.conf "$units/leaderrun@check.service.d/"
+    (cd "$units" && timeout 60 systemd-analyze verify ./leaderrun@check.service ./leaderrun-job@check.service ./leaderrun-job@check.timer) \
+      >"$scratch/verify.out" 2>&1 || die "systemd-analyze verify: $(head -n 5 "$scratch/verify.out")"
+    [[ ! -s $scratch/verify.out ]] || die "systemd-analyze verify: $(head -n 5 "$scratch/verify.out")"
+    how+=", units verified by systemd-analyze"
+  fi
+  # The container example: the manifest parses and keeps the settings docs/install.md explains.
+  if python3 -c 'import yaml' 2>/dev/null; then
+    python3 - examples/container/kubernetes.yaml <<'EOF' || die "examples/container/kubernetes.yaml (above)"
+import sys, yaml
+docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+dep = docs[("Deployment", "my-server")]
+c = dep["spec"]["template"]["spec"]["containers"][0]
+problems = []
+if c["readinessProbe"]["httpGet"]["path"] != "/leader":
+    problems.append("the readiness probe is not /leader")
+if dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] != "100%":
+    problems.append("maxUnavailable is not 100%: a rolling update would wait for readiness for ever")
+if not any(e["name"] == "LEADERRUN_STATUS_ADDR" for e in c["env"]):
+    problems.append("no LEADERRUN_STATUS_ADDR: nothing answers the probes")
+if docs[("Service", "my-server")]["spec"]["selector"] != dep["spec"]["selector"]["matchLabels"]:
+    problems.append("the Service does not select the Deployment's pods")
+if docs[("Service", "etcd")]["spec"].get("publishNotReadyAddresses") is not True:
+    problems.append("etcd's headless Service does not publish not-ready addresses")
+if docs[("StatefulSet", "etcd")]["spec"].get("podManagementPolicy") != "Parallel":
+    problems.append("etcd's members do not start in parallel")
+for p in problems:
+    print("kubernetes.yaml:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+    how+=", container manifest checked"
+  fi
+  grep -qx 'FROM scratch' examples/container/Dockerfile || die "examples/container/Dockerfile is not FROM scratch"
+  for d in target/ .cache/ dist/ .git; do
+    grep -qx "$d" examples/container/Dockerfile.dockerignore || die "Dockerfile.dockerignore does not leave out $d"
+  done
   say "checked: $(dpkg-deb --show --showformat '${Package} ${Version} ${Architecture}' "$deb"): $how, every file checked"
 fi
 echo "$deb"
