@@ -553,20 +553,20 @@ impl EtcdCluster {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
             return false;
         }
-        let mut cmd = self.etcdctl_command_at(
-            &self.endpoint(i),
-            &[
-                "--dial-timeout",
-                "2s",
-                "--command-timeout",
-                "2s",
-                "endpoint",
-                "health",
-            ],
-        );
-        run_with_timeout(&mut cmd, Duration::from_secs(10))
+        self.etcdctl_member(i, &["endpoint", "health"])
             .status
             .success()
+    }
+
+    /// `etcdctl` at member `i` alone, dial and command cut at 2 s each (a probe of one member,
+    /// which may be down or frozen), bounded at 10 s.
+    fn etcdctl_member(&self, i: usize, args: &[&str]) -> Output {
+        let mut cmd = self.etcdctl_command_at(
+            &self.endpoint(i),
+            &["--dial-timeout", "2s", "--command-timeout", "2s"],
+        );
+        cmd.args(args);
+        run_with_timeout(&mut cmd, Duration::from_secs(10))
     }
 
     /// SIGKILL member `i` and reap it. Its ports and data dir are kept.
@@ -833,18 +833,7 @@ impl EtcdCluster {
             if !self.is_running(i) || self.is_frozen(i) {
                 return false;
             }
-            let mut cmd = self.etcdctl_command_at(
-                &self.endpoint(i),
-                &[
-                    "--command-timeout",
-                    "2s",
-                    "endpoint",
-                    "status",
-                    "-w",
-                    "simple",
-                ],
-            );
-            let out = run_with_timeout(&mut cmd, ETCDCTL_DEADLINE);
+            let out = self.etcdctl_member(i, &["endpoint", "status", "-w", "simple"]);
             // "<endpoint>, <id>, <version>, <db size>, <is leader>, ..."
             let text = String::from_utf8_lossy(&out.stdout);
             out.status.success() && text.split(", ").nth(4) == Some("true")
