@@ -512,7 +512,11 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
     }
     // An election at or under leaderrun's own key prefixes would take its records for
     // candidates; one ending in '/' would be a nested election.
-    for name in ["leaderrun.runs", "leaderrun.resign/t", "leaderrun.holders/t"] {
+    for name in [
+        "leaderrun.runs",
+        "leaderrun.resign/t",
+        "leaderrun.holders/t",
+    ] {
         cases.push(case(
             "an election among leaderrun's own keys",
             with(&["--election", name]),
