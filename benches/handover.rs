@@ -1230,7 +1230,7 @@ fn main() {
     // waiting inside etcd's election service, did not return; a stall is reported as such, and
     // that tool's runs end there.)
     let summary_modes: Vec<(bool, &'static str)> = modes.iter().map(|m| (m.tls, m.tag())).collect();
-    let endpoints_note = modes.len();
+    let etcds = modes.len();
     drop(modes);
     let mut scale: Vec<(usize, Scale)> = Vec::new();
     let mut base = 0.0;
@@ -1462,7 +1462,7 @@ fn main() {
     }
     println!();
     say("gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby");
-    if endpoints_note == 1 {
+    if etcds == 1 {
         say(&format!(
             "queued >= {MIN_QUEUED_MS} ms before (see SETTLE in benches/handover.rs); {} CPUs, \
              loopback, one etcd {version}",
