@@ -31,8 +31,9 @@ pub enum Error {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::etcd::EtcdError),
 
-    /// A TLS failure retrying cannot fix: which endpoints, which files.
-    #[error("etcd at {endpoints}: {source} [{files}]")]
+    /// A TLS failure retrying cannot fix: which endpoints, which files (none: TLS was not
+    /// asked for, and the endpoint speaks it).
+    #[error("etcd at {endpoints}: {source}{}", if files.is_empty() { String::new() } else { format!(" [{files}]") })]
     Tls {
         endpoints: String,
         files: String,
@@ -83,7 +84,7 @@ impl Error {
 
     /// A fatal etcd error met while using the key range `range`: a refused permission names it.
     pub fn on_range(range: String, source: crate::etcd::EtcdError) -> Self {
-        if source.to_string().contains("permission denied") {
+        if source.is_denied() {
             Error::Denied { range, source }
         } else {
             Error::Etcd(source)

@@ -59,28 +59,26 @@ impl std::fmt::Debug for Credentials {
 /// lazily); with them, etcd-client authenticates at once, a round trip that fails like any call
 /// while etcd is unreachable: callers retry it.
 ///
-/// Over TLS every new connection of the client, the ones its channel makes by itself later
-/// included, reads the TLS files again ([`crate::etcd::tls`]): a renewed certificate or CA is used
-/// without a restart. They are also read here once, so that files that make no configuration
-/// (no PEM, a key that is not the certificate's) are reported at once, naming the file.
+/// Every connection, http:// or https://, goes through our connector ([`crate::etcd::tls`]):
+/// over TLS every new connection of the client, the ones its channel makes by itself later
+/// included, reads the TLS files again, so a renewed certificate or CA is used without a
+/// restart. They are also read here once, so that files that make no configuration (no PEM, a
+/// key that is not the certificate's) are reported at once, naming the file.
 ///
 /// No client-wide timeout: it would also cut `campaign`, which blocks until elected. Single
 /// calls get [`call`] instead.
 pub async fn connect(conn: &Connection) -> Result<Client, EtcdError> {
-    let options = options(conn);
-    let client = match &conn.tls {
-        None => Client::connect(&conn.endpoints, Some(options)).await,
-        Some(files) => {
-            tls::client_config_off_thread(Arc::new(files.clone())).await?;
-            let channel = tls::channel(&conn.endpoints, files, http2_settings)
-                .map_err(|e| EtcdError::new("connecting", e))?;
-            Client::from_channel(channel, Some(options)).await
-        }
-    };
-    client.map_err(|e| EtcdError::new("connecting", e))
+    if let Some(files) = &conn.tls {
+        tls::client_config_off_thread(Arc::new(files.clone())).await?;
+    }
+    let channel = tls::channel(&conn.endpoints, conn.tls.as_ref(), http2_settings)
+        .map_err(|e| EtcdError::new("connecting", e))?;
+    Client::from_channel(channel, Some(options(conn)))
+        .await
+        .map_err(|e| EtcdError::new("connecting", e))
 }
 
-/// What `options` gives etcd-client's own endpoints, for the TLS channel's endpoints.
+/// Each endpoint's HTTP/2 keepalive and connect timeout.
 fn http2_settings(endpoint: Endpoint) -> Endpoint {
     endpoint
         .keep_alive_while_idle(true)
@@ -130,15 +128,11 @@ pub fn members(conn: &Connection) -> Vec<Member> {
         .collect()
 }
 
-/// The client's options; over TLS the channel is ours ([`tls::channel`]) and these give it only
-/// the require-leader flag and the user.
+/// The client's options: the channel is ours ([`tls::channel`]), these give it only the
+/// require-leader flag and the user.
 fn options(conn: &Connection) -> ConnectOptions {
-    let mut options = ConnectOptions::new()
-        .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT)
-        .with_keep_alive_while_idle(true)
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        // A member cut off from the raft leader fails our streams instead of holding them.
-        .with_require_leader(true);
+    // A member cut off from the raft leader fails our streams instead of holding them.
+    let mut options = ConnectOptions::new().with_require_leader(true);
     if let Some(user) = &conn.user {
         // Unary calls re-authenticate by themselves when the token expired; streams are
         // re-opened after `Client::refresh_token` by their owners.
@@ -190,10 +184,13 @@ const AUTH_REFUSALS: &[&str] = &[
     "user name is empty",
     "user name not found",
     "authentication failed",
-    "permission denied",
+    PERMISSION_DENIED,
     // --user given to an etcd without authentication: etcdctl refuses it too.
     "authentication is not enabled",
 ];
+
+/// The refusal that concerns a key range (the user's role), not the user.
+const PERMISSION_DENIED: &str = "permission denied";
 
 /// A token that expired while we were idle, or an auth store that changed under it: Go's client
 /// authenticates again on these.
@@ -204,18 +201,41 @@ const AUTH_EXPIRED: &[&str] = &[
     "revision in header is old",
 ];
 
-/// Classify one error from etcd-client.
-pub fn kind_of(e: &etcd_client::Error) -> Kind {
-    if is_certificate_failure(e) {
-        return Kind::Tls;
+/// etcd's words for a request above its `--max-request-bytes` (etcdserver's check), and
+/// gRPC's for one above the message size etcd's server accepts (that limit plus 512 KiB).
+const TOO_LARGE: &[&str] = &["request is too large", "larger than max"];
+
+/// What an error says beyond its [`Kind`], for the line that reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Nothing more than the error's own words.
+    Other,
+    /// A TLS failure, in the words of the error that names it (the innermost of the chain).
+    Tls(String),
+    /// etcd refused a permission on a key range to the user's role.
+    Denied,
+    /// The request is larger than etcd takes (`--max-request-bytes`).
+    TooLarge,
+}
+
+/// Classify one error from etcd-client: the one place etcd's answers, and the transport's
+/// failures, are given a meaning.
+pub fn classify(e: &etcd_client::Error) -> (Kind, Reason) {
+    if let Some(failure) = tls_failure(e) {
+        return (Kind::Tls, Reason::Tls(failure));
     }
     match e {
         etcd_client::Error::GRpcStatus(s) => {
             let message = s.message();
             if AUTH_EXPIRED.iter().any(|m| message.contains(m)) {
-                Kind::AuthExpired
+                (Kind::AuthExpired, Reason::Other)
             } else if s.code() == Code::NotFound {
-                Kind::LeaseGone
+                (Kind::LeaseGone, Reason::Other)
+            } else if TOO_LARGE.iter().any(|m| message.contains(m)) {
+                // Sent again, it is as large again.
+                (Kind::Fatal, Reason::TooLarge)
+            } else if message.contains(PERMISSION_DENIED) {
+                (Kind::Fatal, Reason::Denied)
             } else if matches!(
                 s.code(),
                 // OutOfRange: a TTL etcd refuses (above its maximum).
@@ -225,23 +245,28 @@ pub fn kind_of(e: &etcd_client::Error) -> Kind {
                     | Code::OutOfRange
             ) || AUTH_REFUSALS.iter().any(|m| message.contains(m))
             {
-                Kind::Fatal
+                (Kind::Fatal, Reason::Other)
             } else if s.code() == Code::Unavailable && message.contains("connect error") {
-                Kind::NeverSent
+                (Kind::NeverSent, Reason::Other)
             } else {
-                Kind::Retry
+                (Kind::Retry, Reason::Other)
             }
         }
-        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => Kind::LeaseGone,
-        etcd_client::Error::TransportError(_) => Kind::NeverSent,
-        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => Kind::Fatal,
-        _ => Kind::Retry,
+        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => {
+            (Kind::LeaseGone, Reason::Other)
+        }
+        etcd_client::Error::TransportError(_) => (Kind::NeverSent, Reason::Other),
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
+            (Kind::Fatal, Reason::Other)
+        }
+        _ => (Kind::Retry, Reason::Other),
     }
 }
 
 /// rustls's words for a handshake that failed on a certificate, ours or the server's, as they
-/// appear somewhere in the error's chain of sources (gRPC wraps them in a transport error).
-const CERTIFICATE_FAILURES: &[&str] = &[
+/// appear somewhere in the error's chain of sources (gRPC wraps them in a transport error);
+/// and our connector's for an http:// endpoint that answers in TLS.
+const TLS_FAILURES: &[&str] = &[
     "invalid peer certificate",
     "certificate",
     "received fatal alert",
@@ -251,17 +276,16 @@ const CERTIFICATE_FAILURES: &[&str] = &[
     "keymismatch",
     "private key",
     "pem",
+    tls::SPEAKS_TLS,
 ];
 
-fn is_certificate_failure(e: &etcd_client::Error) -> bool {
-    certificate_failure(e).is_some()
-}
-
-/// The message of the error in `e`'s chain that names the certificate failure, if any.
-fn certificate_failure(e: &etcd_client::Error) -> Option<String> {
+/// The message of the error in `e`'s chain that names the TLS failure, if any.
+fn tls_failure(e: &etcd_client::Error) -> Option<String> {
     let matches = |text: &str| {
         let lower = text.to_ascii_lowercase();
-        CERTIFICATE_FAILURES.iter().any(|m| lower.contains(m))
+        TLS_FAILURES
+            .iter()
+            .any(|m| lower.contains(&m.to_ascii_lowercase()))
     };
     // etcd-client's error does not chain its sources: start from what it wraps.
     let mut source: Option<&dyn std::error::Error> = match e {
@@ -284,10 +308,13 @@ fn certificate_failure(e: &etcd_client::Error) -> Option<String> {
     found
 }
 
-/// What to check, for the certificate failures rustls reports.
+/// What to check, for the TLS failures rustls (and our connector) reports.
 fn tls_hint(failure: &str) -> &'static str {
     let f = failure.to_ascii_lowercase();
-    if f.contains("unknownissuer") || f.contains("unknown ca") {
+    if f.contains(&tls::SPEAKS_TLS.to_ascii_lowercase()) {
+        // The failure says it all.
+        ""
+    } else if f.contains("unknownissuer") || f.contains("unknown ca") {
         "is --cacert the CA that signed etcd's server certificate?"
     } else if f.contains("notvalidforname") {
         "the endpoint's host name or IP is not in etcd's server certificate"
@@ -298,28 +325,58 @@ fn tls_hint(failure: &str) -> &'static str {
     } else if f.contains("expired") {
         "a certificate has expired"
     } else if f.contains("certificaterequired") || f.contains("badcertificate") {
-        "etcd refused our client certificate, or wants one: check --cert and --key"
+        "etcd refused our client certificate (expired, or not signed by its CA?), or wants \
+         one: check --cert and --key"
     } else {
         "check --cacert, --cert and --key"
     }
 }
 
-/// The one line for an error: a certificate failure says what failed and what to check, not the
-/// whole chain of transport wrappers.
-fn describe(what: &str, kind: Kind, source: &etcd_client::Error) -> String {
-    match (kind, certificate_failure(source)) {
-        (Kind::Tls, Some(failure)) => {
-            format!("{what}: TLS: {failure} ({})", tls_hint(&failure))
-        }
+/// The values a request made for `what` carries that a user can make long.
+fn values_of(what: &str) -> &'static str {
+    match what {
+        "campaigning" => "--election and --id (the candidate key and its value)",
+        "run record" => "--election, --run-id and --id (the run record)",
+        "writing the request" => "--election (the step-down request)",
+        _ => "--election and --id",
+    }
+}
+
+/// The one line for an error: a TLS failure says what failed and what to check, a refusal what
+/// was refused, not the whole chain of transport wrappers or gRPC's status dump.
+fn describe(what: &str, reason: &Reason, source: &etcd_client::Error) -> String {
+    match reason {
+        Reason::Tls(failure) => match tls_hint(failure) {
+            "" => format!("{what}: TLS: {failure}"),
+            hint => format!("{what}: TLS: {failure} ({hint})"),
+        },
+        Reason::TooLarge => format!(
+            "{what}: etcd refused the request as too large for its --max-request-bytes (1.5 MiB \
+             by default, lower on this cluster): shorten {}, or raise etcd's \
+             --max-request-bytes",
+            values_of(what)
+        ),
         _ => {
-            // A transport error says only "transport error": its sources say what happened.
-            let mut line = format!("{what}: {source}");
-            if let etcd_client::Error::TransportError(t) = source {
-                let mut inner = std::error::Error::source(t);
-                while let Some(err) = inner {
-                    line.push_str(&format!(": {err}"));
-                    inner = err.source();
+            // gRPC's status dump (code, message, details, metadata) says no more than its
+            // message; a transport error says only "transport error": its sources say what
+            // happened.
+            let (mut line, mut inner) = match source {
+                etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => (
+                    format!("{what}: {}", s.message()),
+                    std::error::Error::source(s),
+                ),
+                etcd_client::Error::GRpcStatus(s) => (
+                    format!("{what}: {}", s.code().description()),
+                    std::error::Error::source(s),
+                ),
+                etcd_client::Error::TransportError(t) => {
+                    (format!("{what}: {t}"), std::error::Error::source(t))
                 }
+                other => (format!("{what}: {other}"), None),
+            };
+            while let Some(err) = inner {
+                line.push_str(&format!(": {err}"));
+                inner = err.source();
             }
             line
         }
@@ -329,7 +386,7 @@ fn describe(what: &str, kind: Kind, source: &etcd_client::Error) -> String {
 /// An etcd call that failed, with what we were doing and the client's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("{}", describe(what, *kind, source))]
+    #[error("{}", describe(what, &classify(source).1, source))]
     Failed {
         what: &'static str,
         kind: Kind,
@@ -356,7 +413,7 @@ impl From<TlsError> for EtcdError {
 
 impl EtcdError {
     pub fn new(what: &'static str, source: etcd_client::Error) -> EtcdError {
-        let kind = kind_of(&source);
+        let (kind, _) = classify(&source);
         crate::metrics::etcd_error(kind.label());
         EtcdError::Failed { what, kind, source }
     }
@@ -372,6 +429,11 @@ impl EtcdError {
 
     pub fn is_fatal(&self) -> bool {
         self.kind() == Kind::Fatal
+    }
+
+    /// etcd refused a permission on a key range to the user's role.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, EtcdError::Failed { source, .. } if classify(source).1 == Reason::Denied)
     }
 }
 
@@ -446,7 +508,7 @@ mod tests {
 
     #[test]
     fn auth_errors_are_fatal_and_unavailability_is_not() {
-        let status = |s: tonic::Status| kind_of(&etcd_client::Error::GRpcStatus(s));
+        let status = |s: tonic::Status| classify(&etcd_client::Error::GRpcStatus(s)).0;
         assert_eq!(status(tonic::Status::permission_denied("no")), Kind::Fatal);
         assert_eq!(status(tonic::Status::unavailable("down")), Kind::Retry);
         let wrapped = tonic::Status::unknown("etcdserver: user name is empty");
@@ -455,8 +517,52 @@ mod tests {
     }
 
     #[test]
+    fn a_request_too_large_is_fatal_and_said_in_words() {
+        let e = EtcdError::new(
+            "campaigning",
+            etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
+                "etcdserver: request is too large",
+            )),
+        );
+        assert!(e.is_fatal());
+        let line = e.to_string();
+        assert!(
+            line.contains("--id") && line.contains("--max-request-bytes"),
+            "{line}"
+        );
+        assert!(
+            line.contains("1.5 MiB") && !line.contains("metadata"),
+            "{line}"
+        );
+        let grpc = tonic::Status::resource_exhausted(
+            "grpc: received message larger than max (2097152 vs. 2097152)",
+        );
+        let (kind, reason) = classify(&etcd_client::Error::GRpcStatus(grpc));
+        assert_eq!((kind, reason), (Kind::Fatal, Reason::TooLarge));
+    }
+
+    #[test]
+    fn a_refused_permission_is_told_from_other_refusals() {
+        let denied = |m: &str| {
+            EtcdError::new(
+                "campaigning",
+                etcd_client::Error::GRpcStatus(tonic::Status::permission_denied(m.to_string())),
+            )
+        };
+        let e = denied("etcdserver: permission denied");
+        assert!(e.is_fatal() && e.is_denied());
+        let e = denied("etcdserver: authentication failed, invalid user ID or password");
+        assert!(e.is_fatal() && !e.is_denied());
+        // The status's message, not gRPC's dump of it.
+        assert_eq!(
+            denied("etcdserver: permission denied").to_string(),
+            "campaigning: etcdserver: permission denied"
+        );
+    }
+
+    #[test]
     fn an_expired_token_is_never_fatal() {
-        let status = |s: tonic::Status| kind_of(&etcd_client::Error::GRpcStatus(s));
+        let status = |s: tonic::Status| classify(&etcd_client::Error::GRpcStatus(s)).0;
         let token = tonic::Status::unauthenticated("etcdserver: invalid auth token");
         assert_eq!(status(token), Kind::AuthExpired);
         let old = tonic::Status::invalid_argument("etcdserver: revision of auth store is old");
