@@ -188,15 +188,17 @@ listing=$(cd "$root" && find . -mindepth 1 -not -type d | sort | tr '\n' ' ')
   die "the root holds more than it should: $listing"
 
 # How to enter it: as root, unshare and chroot; else an unprivileged user namespace.
-enter=()
+unshare_bin=$(command -v unshare)
 if [[ $(id -u) == 0 ]]; then
-  enter=("$(command -v unshare)" --pid --fork --kill-child "$(command -v chroot)" "$root")
-elif unshare --user --map-root-user true 2>/dev/null; then
-  enter=("$(command -v unshare)" --user --map-root-user --pid --fork --kill-child --root "$root")
+  ns=("$unshare_bin" --pid --fork --kill-child)
+  root_in=("$(command -v chroot)" "$root")
 else
-  die "cannot enter an empty root: not root, and no unprivileged user namespaces"
+  ns=("$unshare_bin" --user --map-root-user --pid --fork --kill-child)
+  root_in=(--root "$root")
 fi
-unshare --pid --fork --kill-child true 2>/dev/null || die "unshare --pid is not allowed here: $(unshare --pid --fork true 2>&1)"
+"${ns[@]}" true 2>"$work/unshare.err" ||
+  die "cannot enter an empty root here (${ns[*]}): $(cat "$work/unshare.err")"
+enter=("${ns[@]}" "${root_in[@]}")
 
 # The settings as variables, so that the child inherits the endpoints and TLS files; its
 # election is given as a flag (LEADERRUN_ELECTION is its parent's, not configuration, there).
