@@ -21,6 +21,7 @@ use crate::etcd::{Connection, Credentials, TlsFiles};
 use crate::lease::timing::Timing;
 pub use crate::log::LogFormat;
 use crate::process::health::{HealthCheck, HttpTarget, Probe};
+use crate::process::hook::Hooks;
 use clap::ValueEnum;
 use flags::Flags;
 use nix::sys::signal::Signal;
@@ -695,6 +696,74 @@ options! {
         takes: [Main],
     }
 
+    /// Run this shell command (sh -c, with the child's environment and LEADERRUN_ROLE=leader)
+    /// after leadership is verified and before the child starts (with --hot-standby, before it
+    /// is told it leads). The child starts only if it exits 0; a failure or a timeout vetoes
+    /// the term: leadership is handed over as for ill health (--health-holdoff).
+    ON_PROMOTE on_promote: String {
+        kind: Value,
+        flag: "on-promote" "CMD",
+        env: Some("LEADERRUN_ON_PROMOTE"),
+        key: Some("on_promote"),
+        default: None,
+        parse: flags::text,
+        takes: [Main],
+    }
+
+    /// Run this shell command (sh -c, with the child's environment, LEADERRUN_ROLE=standby and
+    /// LEADERRUN_REASON: exit, lost, shutdown, step-down, unhealthy, vetoed) after the child's
+    /// group is gone (with --hot-standby, after it confirmed its demotion) and before
+    /// leadership is released, at every end of a term, a lost lease included. It ends before
+    /// the lease can expire: it counts in the stop budget.
+    ON_DEMOTE on_demote: String {
+        kind: Value,
+        flag: "on-demote" "CMD",
+        env: Some("LEADERRUN_ON_DEMOTE"),
+        key: Some("on_demote"),
+        default: None,
+        parse: flags::text,
+        takes: [Main],
+    }
+
+    /// How long each hook may run before its process group is killed. Default 2s, shrunk to
+    /// half the stop budget of a small --ttl; with --on-demote it must fit the TTL together
+    /// with --stop-timeout.
+    HOOK_TIMEOUT hook_timeout: Duration {
+        kind: Value,
+        flag: "hook-timeout" "DURATION",
+        env: Some("LEADERRUN_HOOK_TIMEOUT"),
+        key: Some("hook_timeout"),
+        default: None,
+        parse: flags::duration,
+        takes: [Main],
+    }
+
+    /// Start the child at once in every role and keep it running: it learns its role from
+    /// LEADERRUN_ROLE, then from the file LEADERRUN_ROLE_FILE with --role-signal at each change,
+    /// and confirms a demotion with the datagram ROLE=standby on LEADERRUN_NOTIFY_SOCKET; one
+    /// that does not confirm within --stop-timeout is stopped and started again as a standby.
+    HOT_STANDBY hot_standby: bool {
+        kind: Switch,
+        flag: "hot-standby" "",
+        env: Some("LEADERRUN_HOT_STANDBY"),
+        key: Some("hot_standby"),
+        default: Some("false"),
+        parse: flags::boolean,
+        takes: [Main],
+    }
+
+    /// With --hot-standby: the signal that tells the child its role file changed (URG is
+    /// ignored by default, so a child that has not set its handler yet is not killed).
+    ROLE_SIGNAL role_signal: Signal {
+        kind: Value,
+        flag: "role-signal" "SIGNAL",
+        env: Some("LEADERRUN_ROLE_SIGNAL"),
+        key: Some("role_signal"),
+        default: Some("URG"),
+        parse: flags::signal,
+        takes: [Main],
+    }
+
     /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
     /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
     /// Off by default.
@@ -1006,6 +1075,12 @@ pub struct Config {
     pub health: Option<HealthCheck>,
     /// --status-addr: where the HTTP status endpoint listens; None: off.
     pub status_addr: Option<SocketAddr>,
+    /// --on-promote, --on-demote, --hook-timeout.
+    pub hooks: Hooks,
+    /// --hot-standby, with its --role-signal.
+    pub hot_standby: Option<Signal>,
+    /// How long to stay out after a handover for ill health or a vetoed term.
+    pub holdoff: Duration,
     /// The command, resolved to a path that exists and is executable.
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -1075,12 +1150,20 @@ impl Config {
         let mut warnings = Vec::new();
         let connection = connection(&mut s, &mut warnings)?;
 
+        let holdoff = s.health_holdoff.as_ref().map(|h| h.value);
         let health = health_check(&mut s)?;
-        let ttl = Duration::from_secs(required(s.ttl, &TTL)?.value);
-        let stop_timeout = s.stop_timeout.map(|g| g.value);
-        Timing::new(ttl, stop_timeout).map_err(|e| Error::Usage(e.to_string()))?;
+        let ttl = Duration::from_secs(required(s.ttl.take(), &TTL)?.value);
+        let stop_timeout = s.stop_timeout.take().map(|g| g.value);
+        let hooks = hooks(&mut s, ttl)?;
+        let demote_budget = match hooks.demote {
+            Some(_) => hooks.timeout,
+            None => Duration::ZERO,
+        };
+        Timing::with_hook(ttl, stop_timeout, demote_budget)
+            .map_err(|e| Error::Usage(e.to_string()))?;
 
-        let on_exit = required(s.on_exit, &ON_EXIT)?;
+        let on_exit = required(s.on_exit.take(), &ON_EXIT)?;
+        let hot_standby = hot_standby(&mut s, &on_exit)?;
         let run_id_ttl = required(s.run_id_ttl, &RUN_ID_TTL)?.value;
         let holders = required(s.holders, &HOLDERS)?;
         if let (Some(run), n @ 2..) = (&s.run_id, holders.value) {
@@ -1141,6 +1224,9 @@ impl Config {
             run_id,
             health,
             status_addr: s.status_addr.map(|a| a.value),
+            hooks,
+            hot_standby,
+            holdoff: holdoff.unwrap_or(DEFAULT_HOLDOFF),
             program,
             args,
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
@@ -1148,6 +1234,72 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// After a vetoed term (or ill health), stay out this long unless --health-holdoff says.
+const DEFAULT_HOLDOFF: Duration = Duration::from_secs(10);
+
+/// The hook timeout when none is given: 2 s, at most half the stop budget of the TTL.
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The role hooks; the timeout without a hook is a mistake.
+fn hooks(s: &mut Settings, ttl: Duration) -> Result<Hooks, Error> {
+    let promote = s.on_promote.take().map(|c| c.value);
+    let demote = s.on_demote.take().map(|c| c.value);
+    let timeout = match s.hook_timeout.take() {
+        Some(t) if promote.is_none() && demote.is_none() => {
+            return Err(Error::Usage(format!(
+                "{} needs --on-promote or --on-demote",
+                t.from
+            )))
+        }
+        Some(t) if t.value.is_zero() => {
+            return Err(Error::Usage(format!("{} must be more than 0s", t.from)))
+        }
+        Some(t) => t.value,
+        None => {
+            let budget = crate::lease::timing::stop_budget(ttl).unwrap_or_default();
+            DEFAULT_HOOK_TIMEOUT.min(budget / 2)
+        }
+    };
+    Ok(Hooks {
+        promote,
+        demote,
+        timeout,
+    })
+}
+
+/// `--hot-standby` with its signal: the signal without it, or a child restarted by an
+/// `--on-exit` of its own, is a mistake.
+fn hot_standby(s: &mut Settings, on_exit: &Sourced<OnExit>) -> Result<Option<Signal>, Error> {
+    let hot = s.hot_standby.take().filter(|h| h.value);
+    let signal = s.role_signal.take();
+    let Some(hot) = hot else {
+        if let Some(sig) = signal.filter(|s| !matches!(s.from, Source::Default(_))) {
+            return Err(Error::Usage(format!("{} needs --hot-standby", sig.from)));
+        }
+        return Ok(None);
+    };
+    if !matches!(on_exit.from, Source::Default(_)) {
+        return Err(Error::Usage(format!(
+            "{} cannot be combined with {}: a hot standby's child is started again by \
+             leaderrun whenever it exits",
+            on_exit.from, hot.from
+        )));
+    }
+    if s.run_id.is_some() {
+        return Err(Error::Usage(format!(
+            "--run-id cannot be combined with {}: a run ID starts the command at most once",
+            hot.from
+        )));
+    }
+    let signal = signal.map_or(crate::process::role::DEFAULT_SIGNAL, |s| s.value);
+    if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+        return Err(Error::Usage(format!(
+            "--role-signal {signal}: a signal the child cannot handle"
+        )));
+    }
+    Ok(Some(signal))
 }
 
 /// The health check, if a probe is given: one probe, and the tuning only with one.

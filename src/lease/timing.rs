@@ -143,10 +143,22 @@ impl Timing {
         d - self.margin
     }
 
+    /// What a TTL leaves for the child's stop and the demote hook together: `T - 2k - r - m`.
+    pub fn stop_budget(ttl: Duration) -> Option<Duration> {
+        let keepalive = ttl / 5;
+        ttl.checked_sub(2 * keepalive + keepalive / 2 + MIN_MARGIN.max(ttl / 10))
+    }
+
     /// How long one unary request to etcd may take before we give up on it and retry.
     pub fn request_timeout(&self) -> Duration {
         request_timeout(self.ttl)
     }
+}
+
+/// What a TTL leaves for the child's stop and the demote hook together: `T - 2k - r - m`.
+pub fn stop_budget(ttl: Duration) -> Option<Duration> {
+    let keepalive = ttl / 5;
+    ttl.checked_sub(2 * keepalive + keepalive / 2 + MIN_MARGIN.max(ttl / 10))
 }
 
 /// How long one unary request to etcd (or building a client) may take for a lease of `ttl`:

@@ -294,6 +294,14 @@ impl Child {
         self.pid.as_raw() as u32
     }
 
+    /// How the child exited, if it has (without waiting).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.exit.try_recv().ok();
+        }
+        self.status
+    }
+
     /// Wait for the child (the group leader) to exit. Cancel-safe.
     pub async fn wait(&mut self) -> ExitStatus {
         if let Some(s) = self.status {

@@ -7,5 +7,6 @@ pub mod guardian;
 pub mod health;
 pub mod hook;
 pub mod limits;
+pub mod role;
 pub mod signals;
 pub mod spawn;

@@ -172,7 +172,12 @@ pub async fn run(
         Err(code) => return Ok(code),
     };
     let members = etcd::members(&config.connection);
-    let gate = Gate::new(&config, reaper, signals.child_defaults());
+    let mut gate = Gate::new(&config, reaper, signals.child_defaults());
+    if let Some(signal) = config.hot_standby {
+        if let Err(code) = gate.start_hot(signal) {
+            return Ok(code);
+        }
+    }
     let mut sup = Supervisor {
         config,
         client,
@@ -198,12 +203,24 @@ pub async fn run(
             // Health is the child's, checked while leading only.
             sup.health.set(None);
         }
+        if matches!(state, State::Connecting { .. }) {
+            if let Err(code) = sup.gate.tend_hot() {
+                state = State::Exit(code);
+            }
+        }
         state = match state {
             State::Connecting { after } => sup.connecting(after).await?,
             State::Campaigning { candidacy, after } => sup.campaigning(candidacy, after).await?,
             State::Leading(term) => sup.leading(term).await,
             State::Stopping { term, end } => sup.stopping(term, end).await?,
-            State::Exit(code) => return Ok(code),
+            State::Exit(code) => {
+                let grace = sup
+                    .config
+                    .stop_timeout
+                    .unwrap_or(timing::DEFAULT_STOP_TIMEOUT);
+                sup.gate.stop_hot(sup.config.stop_signal, grace).await;
+                return Ok(code);
+            }
         };
     }
 }
@@ -367,6 +384,11 @@ impl Supervisor {
                     info!("another candidate is ahead: not waiting (--no-wait)");
                     return Err(State::Exit(EXIT_NOT_LEADING));
                 }
+                _ = self.gate.hot_event() => {
+                    if let Err(code) = self.gate.tend_hot() {
+                        return Err(State::Exit(code));
+                    }
+                }
                 loss = lease.lost() => {
                     warn!(%loss, "standby lost its lease; campaigning again with a new one");
                     return Err(State::Connecting { after: Duration::ZERO });
@@ -446,8 +468,7 @@ impl Supervisor {
     /// What follows a start that did not happen, and whether to resign first.
     fn not_started(&self, not: NotStarted) -> (bool, Result<State, Error>) {
         let run_id = self.config.run_id.as_ref().map(|r| r.id.as_str());
-        let holdoff = self.config.health.as_ref().map(|h| h.holdoff);
-        after_not_started(not, run_id, holdoff.unwrap_or(Duration::from_secs(10)))
+        after_not_started(not, run_id, self.config.holdoff)
     }
 
     /// Who is first under the prefix, by the value it proclaims (never us: our key does not
@@ -611,6 +632,10 @@ impl Supervisor {
         };
         term.stop_child(self.config.stop_signal).await;
         term.run = Run::Finished(status);
+        if self.gate.is_hot() {
+            // Handed over; the child is started again as a standby.
+            return Some(End::ChildExited { ran });
+        }
         if self.config.on_exit == OnExit::Restart {
             match term.restarts.on_exit(Instant::now(), ran) {
                 Some(delay) => {
@@ -643,19 +668,22 @@ impl Supervisor {
         let status = term
             .end(
                 &self.client,
-                &self.gate,
+                &mut self.gate,
                 self.config.stop_signal,
                 reason,
                 resign,
             )
             .await;
-        let holdoff = self.config.health.as_ref().map(|h| h.holdoff);
+        let on_exit = match self.gate.is_hot() {
+            true => OnExit::Recampaign,
+            false => self.config.on_exit,
+        };
         after_end(
             end,
             status,
             self.gate.run_started(),
-            self.config.on_exit,
-            holdoff.unwrap_or_default(),
+            on_exit,
+            self.config.holdoff,
         )
     }
 }

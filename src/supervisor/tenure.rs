@@ -18,14 +18,23 @@ use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::lease::Lease;
 use crate::process::child::{Child, Command, ExitStatus, Reaper};
 use crate::process::hook::{Hooks, Kind, Reason};
+use crate::process::role::{RoleChannel, Told};
 use crate::status::notify;
+use crate::supervisor::backoff::Backoff;
 use crate::supervisor::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant};
+
+/// A hot standby child that exits is started again after this, doubling...
+const HOT_RESTART_BASE: Duration = Duration::from_secs(1);
+/// ...up to this.
+const HOT_RESTART_CAP: Duration = Duration::from_secs(30);
+/// A hot standby child that ran this long before it exited starts the backoff anew.
+const HOT_HEALTHY_RUN: Duration = Duration::from_secs(60);
 use tracing::{error, info, warn};
 
 /// The child's lifecycle within a term.
@@ -107,6 +116,8 @@ pub enum NotStarted {
 enum Refusal {
     DeadlineNear,
     Vetoed,
+    /// `--hot-standby`: the child is down (restarting).
+    HotDown,
     Spawn(std::io::Error),
 }
 
@@ -126,6 +137,28 @@ pub struct Gate {
     /// The fencing tokens handed out and the revisions seen.
     tokens: Tokens,
     hooks: Hooks,
+    /// `--hot-standby`: the child that runs in every role.
+    hot: Option<Hot>,
+}
+
+/// A hot standby's child while it stands by, and its role channel.
+struct Hot {
+    channel: RoleChannel,
+    /// The child while standing by; None while a term holds it, or while it is down.
+    standby: Option<Child>,
+    /// Down: started again then.
+    restart_at: Option<Instant>,
+    backoff: Backoff,
+    /// When the standby child last started (a long run resets the backoff).
+    started: Instant,
+}
+
+/// How a hot standby's demotion went.
+enum Demoted {
+    /// The child confirmed: it runs on as a standby.
+    Confirmed(Child),
+    /// It did not confirm in time (or exited): stopped, with this status.
+    Stopped(ExitStatus),
 }
 
 /// The fencing token never goes back: a term's token (its key's create revision) must be above
@@ -178,7 +211,8 @@ impl Gate {
             holders: config.holders,
             run_started: false,
             tokens: Tokens::default(),
-            hooks: Hooks::default(), // TODO(options): config.hooks
+            hooks: config.hooks.clone(),
+            hot: None,
         }
     }
 
@@ -277,6 +311,9 @@ impl Gate {
         let hook_ran = matches!(promoted, Ok(true) | Err(Refusal::Vetoed));
         // The deadline rule, checked here, last: verifying, claiming and the hook took time.
         let spawned = match promoted {
+            Ok(_) if lease.may_start() && self.hot.is_some() => {
+                self.promote_hot(&leadership, lease)
+            }
             Ok(_) if lease.may_start() => self.reaper.spawn(&command).map_err(Refusal::Spawn),
             Ok(_) => Err(Refusal::DeadlineNear),
             Err(refusal) => Err(refusal),
@@ -311,6 +348,10 @@ impl Gate {
                         return Err(NotStarted::Unverified(Unverified::DeadlineNear))
                     }
                     Refusal::Vetoed => return Err(NotStarted::Vetoed),
+                    Refusal::HotDown => {
+                        warn!("the hot standby's child is down: handing over");
+                        return Err(NotStarted::SpawnLater);
+                    }
                     Refusal::Spawn(e) => e,
                 };
                 if is_transient(&e) {
@@ -357,6 +398,192 @@ impl Gate {
     /// command (its environment is the check's).
     pub fn for_checks(&self, leadership: &Leadership, lease: &Lease) -> (Reaper, Command) {
         (self.reaper.clone(), self.command(leadership, lease))
+    }
+
+    /// `--hot-standby`: make the role channel and start the child as a standby, before the
+    /// first campaign. Err(exit status) when the command cannot be run at all.
+    pub fn start_hot(&mut self, signal: Signal) -> Result<(), u8> {
+        let channel = RoleChannel::new(signal).map_err(|e| {
+            error!(error = %e, "cannot make the hot standby's role file and notify socket");
+            EXIT_NOT_EXECUTABLE
+        })?;
+        self.hot = Some(Hot {
+            channel,
+            standby: None,
+            restart_at: Some(Instant::now()),
+            backoff: Backoff::new(HOT_RESTART_BASE, HOT_RESTART_CAP),
+            started: Instant::now(),
+        });
+        self.tend_hot()
+    }
+
+    pub fn is_hot(&self) -> bool {
+        self.hot.is_some()
+    }
+
+    /// Resolves when the hot standby's child needs tending: it exited, or its restart is due.
+    /// Never without one. Cancel-safe.
+    pub async fn hot_event(&mut self) {
+        let Some(hot) = &mut self.hot else {
+            return std::future::pending().await;
+        };
+        match (&mut hot.standby, hot.restart_at) {
+            (Some(child), _) => {
+                child.wait().await;
+            }
+            (None, Some(at)) => sleep_until(at).await,
+            (None, None) => std::future::pending().await,
+        }
+    }
+
+    /// Restart a hot standby child that is due, note one that exited. Err(exit status): the
+    /// command cannot be run at all.
+    pub fn tend_hot(&mut self) -> Result<(), u8> {
+        let command = self.hot_command();
+        let Some(hot) = &mut self.hot else {
+            return Ok(());
+        };
+        if let Some(child) = &mut hot.standby {
+            let Some(status) = child.try_status() else {
+                return Ok(());
+            };
+            // What is left of its group goes with it (a standby holds nothing to stop).
+            child.signal_group(Signal::SIGKILL);
+            if hot.started.elapsed() >= HOT_HEALTHY_RUN {
+                hot.backoff.reset();
+            }
+            let delay = hot.backoff.next_delay();
+            warn!(%status, retry_in = ?delay, "the hot standby's child exited: starting it again");
+            hot.standby = None;
+            hot.restart_at = Some(Instant::now() + delay);
+            return Ok(());
+        }
+        match hot.restart_at {
+            Some(at) if at <= Instant::now() => {}
+            _ => return Ok(()),
+        }
+        hot.channel.drain();
+        match self.reaper.spawn(&command) {
+            Ok(child) => {
+                info!(pid = child.pid(), "hot standby: child started as standby");
+                hot.standby = Some(child);
+                hot.restart_at = None;
+                hot.started = Instant::now();
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => {
+                let delay = hot.backoff.next_delay();
+                error!(error = %e, retry_in = ?delay, "cannot start the command for now");
+                hot.restart_at = Some(Instant::now() + delay);
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "cannot start the command");
+                Err(match e.kind() {
+                    std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                    _ => EXIT_NOT_EXECUTABLE,
+                })
+            }
+        }
+    }
+
+    /// Tell the hot standby child it leads: no fork, no exec. Err when it is down.
+    fn promote_hot(&mut self, leadership: &Leadership, lease: &Lease) -> Result<Child, Refusal> {
+        let Some(hot) = &mut self.hot else {
+            return Err(Refusal::HotDown);
+        };
+        let Some(child) = hot.standby.take() else {
+            return Err(Refusal::HotDown);
+        };
+        let told = Told::Leader {
+            revision: leadership.revision,
+            key: leadership.key.clone(),
+            lease: lease.hex_id(),
+        };
+        hot.channel.drain();
+        match hot.channel.tell(&child, &told) {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                error!(error = %e, "cannot write the role file");
+                hot.standby = Some(child);
+                Err(Refusal::HotDown)
+            }
+        }
+    }
+
+    /// Demote a hot standby's leading child: tell it, wait for its confirmation within the
+    /// stop timeout (and by `D - m - H`), or stop it as a cold child is stopped.
+    async fn demote_hot(
+        &mut self,
+        mut child: Child,
+        lease: &Lease,
+        stop_signal: Signal,
+    ) -> Demoted {
+        let Some(hot) = &mut self.hot else {
+            let status = stop(&mut child, lease, stop_signal).await;
+            return Demoted::Stopped(status);
+        };
+        let until = (Instant::now() + lease.timing().stop_timeout).min(lease.kill_at());
+        hot.channel.drain();
+        let told = hot.channel.tell(&child, &Told::Standby);
+        if let Err(e) = &told {
+            error!(error = %e, "cannot write the role file: stopping the child");
+        }
+        let pid = child.pid();
+        let confirmed = told.is_ok()
+            && tokio::select! {
+                () = hot.channel.confirmed_standby(pid) => true,
+                _ = child.wait() => false,
+                _ = sleep_until(until) => {
+                    warn!(pid = child.pid(), "the child did not confirm its demotion in time: stopping it");
+                    false
+                }
+            };
+        if confirmed {
+            info!(
+                pid = child.pid(),
+                "hot standby: the child confirmed its demotion"
+            );
+            return Demoted::Confirmed(child);
+        }
+        let status = stop(&mut child, lease, stop_signal).await;
+        Demoted::Stopped(status)
+    }
+
+    /// leaderrun is exiting: the standby child goes, gracefully (no lease depends on it).
+    pub async fn stop_hot(&mut self, stop_signal: Signal, grace: Duration) {
+        let Some(child) = self.hot.as_mut().and_then(|h| h.standby.as_mut()) else {
+            return;
+        };
+        child.stop(stop_signal, Instant::now() + grace).await;
+    }
+
+    /// A term ended: its hot child stands by again, or is started again after a pause.
+    fn hot_back(&mut self, child: Option<Child>) {
+        if let Some(hot) = &mut self.hot {
+            if child.is_none() {
+                hot.restart_at = Some(Instant::now() + hot.backoff.next_delay());
+            }
+            hot.standby = child;
+        }
+    }
+
+    /// The hot standby's command: the child's, without a term's variables, with the channel's.
+    fn hot_command(&self) -> Command {
+        let mut env = vec![
+            ("LEADERRUN_ELECTION".into(), self.election.clone()),
+            ("LEADERRUN_ID".into(), self.id.clone()),
+        ];
+        if let Some(hot) = &self.hot {
+            env.extend(hot.channel.env());
+        }
+        Command {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            env_remove: [&["LEADERRUN_PASSWORD"][..], &notify::VARS].concat(),
+            signal_defaults: self.signal_defaults.clone(),
+        }
     }
 
     fn command(&self, leadership: &Leadership, lease: &Lease) -> Command {
@@ -432,20 +659,33 @@ impl Tenure {
     pub async fn end(
         mut self,
         client: &Client,
-        gate: &Gate,
+        gate: &mut Gate,
         stop_signal: Signal,
         reason: Reason,
         resign: bool,
     ) -> ExitStatus {
-        let status = match &mut self.run {
-            Run::Running { child, .. } => {
-                let status = stop(child, &self.lease, stop_signal).await;
-                crate::metrics::child_exited(crate::metrics::Exit::Stopped);
-                status
+        // A hot standby's child is demoted (or stopped), unless leaderrun is exiting.
+        let demote = gate.is_hot() && !matches!(reason, Reason::Shutdown);
+        let run = std::mem::replace(&mut self.run, Run::Finished(ExitStatus::Code(0)));
+        let (status, kept) = match run {
+            Run::Running { child, .. } if demote => {
+                match gate.demote_hot(child, &self.lease, stop_signal).await {
+                    Demoted::Confirmed(child) => (ExitStatus::Code(0), Some(child)),
+                    Demoted::Stopped(status) => {
+                        crate::metrics::child_exited(crate::metrics::Exit::Stopped);
+                        (status, None)
+                    }
+                }
             }
-            Run::Restarting { last, .. } => *last,
-            Run::Finished(status) => *status,
+            Run::Running { mut child, .. } => {
+                let status = stop(&mut child, &self.lease, stop_signal).await;
+                crate::metrics::child_exited(crate::metrics::Exit::Stopped);
+                (status, None)
+            }
+            Run::Restarting { last, .. } => (last, None),
+            Run::Finished(status) => (status, None),
         };
+        gate.hot_back(kept);
         // The child's group is gone: the demote hook, before anyone else can lead.
         let command = gate.command(&self.leadership, &self.lease);
         gate.demote(&self.lease, &command, reason).await;
