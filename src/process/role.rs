@@ -24,6 +24,12 @@ use tokio::net::UnixDatagram;
 /// killed by it) and not among the signals passed on to the child.
 pub const DEFAULT_SIGNAL: Signal = Signal::SIGURG;
 
+/// At most this many stale datagrams are dropped before a request (a socket buffer's worth).
+const MAX_DRAINED: usize = 4096;
+
+/// Datagrams read before the supervisor's other work gets a turn.
+const BATCH: usize = 32;
+
 /// The largest datagram read; longer ones are garbage anyway.
 const MAX_DATAGRAM: usize = 4096;
 
@@ -129,8 +135,13 @@ impl RoleChannel {
     }
 
     /// Drop what the socket holds: a confirmation counts only after the request it answers.
+    /// Bounded: a flooding child cannot keep it reading.
     pub fn drain(&mut self) {
-        while self.receive_now().is_some() {}
+        for _ in 0..MAX_DRAINED {
+            if self.receive_now().is_none() {
+                return;
+            }
+        }
     }
 
     /// Resolves when the group of the child `leader` confirms `ROLE=standby`. Cancel-safe; anything else
@@ -140,7 +151,12 @@ impl RoleChannel {
             if self.socket.readable().await.is_err() {
                 return std::future::pending().await;
             }
-            while let Some((pid, text)) = self.receive_now() {
+            // A few at a time: a child that floods the socket must not keep the supervisor's
+            // thread from its timers (the deadline among them).
+            for _ in 0..BATCH {
+                let Some((pid, text)) = self.receive_now() else {
+                    break;
+                };
                 match verdict(pid, &text, leader) {
                     Ok(true) => {
                         self.noise.clear();
@@ -150,6 +166,7 @@ impl RoleChannel {
                     Err(why) => self.noise.report(why),
                 }
             }
+            tokio::task::yield_now().await;
         }
     }
 
