@@ -184,6 +184,8 @@ fn run_id_runs_once_per_id_and_a_late_host_exits_0_naming_who_ran_it() {
     let status = h1.expect_exit(15 * SEC);
     assert_eq!(status.code(), Some(0), "{status}");
     assert_eq!(lines(&marker), ["host1"]);
+    // A run that went well says nothing above INFO (cron mails what --log-level warn shows).
+    assert_eq!(h1.warnings(), Vec::<String>::new());
 
     // A late host: the run is recorded, it exits 0 without running.
     let mut h2 = scene.candidate_sh("host2", &opts, &script);

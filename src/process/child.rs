@@ -329,7 +329,9 @@ impl Child {
     /// SIGKILL to the group; returns the child's status once reaped. Nothing of the group
     /// survives this call (short of processes that left the group themselves).
     pub async fn stop(&mut self, sig: Signal, kill_at: Instant) -> ExitStatus {
-        if self.status.is_none() || !self.group_is_empty() {
+        // A child that exited with its group gone was logged when it exited: one line an end.
+        let exited = self.status.is_some() && self.group_is_empty();
+        if !exited {
             tracing::info!(pid = self.pid.as_raw(), signal = %sig, "stopping child");
             self.signal_group(sig);
             // A stopped group acts on nothing but SIGKILL until it is continued (systemd does
@@ -358,7 +360,11 @@ impl Child {
         if let Some(g) = &self.guardian {
             g.forget_group();
         }
-        tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
+        if exited {
+            tracing::debug!(pid = self.pid.as_raw(), %status, "child's group gone");
+        } else {
+            tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");
+        }
         status
     }
 }

@@ -62,7 +62,8 @@ impl Signals {
     pub fn install() -> std::io::Result<Signals> {
         let handle = |sig: Signal| -> std::io::Result<Option<Stream>> {
             if ignored_at_start(sig) {
-                tracing::info!(signal = %sig, "ignored when leaderrun started: it stays ignored, for the child too");
+                // A shell's background job ignores INT and QUIT: normal, not news.
+                tracing::debug!(signal = %sig, "ignored when leaderrun started: it stays ignored, for the child too");
                 return Ok(None);
             }
             signal(SignalKind::from_raw(sig as libc::c_int)).map(Some)

@@ -773,8 +773,10 @@ fn after_end(
         End::Fatal(e) => return Err(e),
         End::Exit(code) => State::Exit(code),
         End::Shutdown => State::Exit(status.code()),
-        // A run under --run-id starts once per process, whatever became of it.
-        End::Lost | End::StepDown | End::Unhealthy | End::ChildExited { .. } if run_started => {
+        // A run under --run-id starts once per process, whatever became of it: a run that
+        // ended on its own is simply done; one cut short is worth a warning.
+        End::ChildExited { .. } if run_started => State::Exit(status.code()),
+        End::Lost | End::StepDown | End::Unhealthy if run_started => {
             warn!(%status, "the run was started once under its run ID: it is not started again");
             State::Exit(status.code())
         }
