@@ -56,6 +56,55 @@ fn nproc_of(pid: u32) -> String {
     line.split_whitespace().nth(2).unwrap().to_string()
 }
 
+/// leaderrun as `nobody` leading with `child`, its process limit then lowered to 1.
+/// Returns it, with the soft limit it had, and the directory of its binary.
+fn leading_at_the_limit(
+    scene: &Scene,
+    port: u16,
+    opts: &[&str],
+    child: &[&str],
+) -> (Lr, String, TempDir) {
+    let dir = TempDir::new("leaderrun-nproc");
+    let bin = binary_for_nobody(&dir);
+    let election = unique_name("nproc");
+    let cmd = as_nobody(&bin, port, &election, opts, child);
+    let lr = scene.start("limited", &mut { cmd });
+    let led = wait_until(20 * SEC, POLL_MS, || {
+        lr.log_text().contains("child started")
+    });
+    assert!(led, "never led:\n{}", lr.log_text());
+    let soft = nproc_of(lr.pid());
+    (lr, soft, dir)
+}
+
+/// Still running, it said why it could not start its child; given its limit back, it
+/// starts one again within `within`; then it exits on TERM.
+fn recovers_when_processes_can_be_made(mut lr: Lr, soft: &str, within: Duration) {
+    assert!(
+        lr.is_running(),
+        "leaderrun ended at the process limit:\n{}",
+        lr.log_text()
+    );
+    let log = lr.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("cannot start the command for now"),
+        "no spawn failure logged:\n{log}"
+    );
+    let before = count(&log, "child started");
+    set_nproc(lr.pid(), soft);
+    let again = wait_until(within, POLL_MS, || {
+        count(&lr.log_text(), "child started") > before
+    });
+    assert!(
+        again,
+        "no child once processes could be made:\n{}",
+        lr.log_text()
+    );
+    lr.signal(Signal::SIGTERM);
+    lr.expect_exit(20 * SEC);
+}
+
 fn port_of(etcd: &Etcd) -> u16 {
     etcd.client_addr(0).port()
 }
@@ -67,89 +116,31 @@ fn count(text: &str, needle: &str) -> usize {
 #[test]
 fn a_full_process_table_never_panics_a_leader_and_a_start_is_tried_again() {
     let (mut etcd, scene) = etcd_and_scene();
-    let dir = TempDir::new("leaderrun-nproc");
-    let bin = binary_for_nobody(&dir);
-    let election = unique_name("nproc");
-    let cmd = as_nobody(&bin, port_of(&etcd), &election, &[], &["/bin/sleep", "600"]);
-    let mut lr = scene.start("limited", &mut { cmd });
-    assert!(
-        wait_until(20 * SEC, POLL_MS, || lr
-            .log_text()
-            .contains("child started")),
-        "never led:\n{}",
-        lr.log_text()
-    );
+    let child = ["/bin/sleep", "600"];
+    let (lr, soft, _bin) = leading_at_the_limit(&scene, port_of(&etcd), &[], &child);
+    set_nproc(lr.pid(), "1");
     // Idle blocking threads used to retire after 10 s; the next one then had to be made.
     std::thread::sleep(Duration::from_secs(12));
-    let soft = nproc_of(lr.pid());
-    set_nproc(lr.pid(), "1");
     // etcd goes away and comes back: the lease is lost, the child stopped, and reaching etcd
-    // again resolves `localhost` on a blocking thread.
+    // again resolves `localhost` on a blocking thread. It wins again but cannot fork its
+    // child: it says so and hands over, not exit 126.
     etcd.kill(0);
     std::thread::sleep(Duration::from_secs(5));
     etcd.restart(0);
     std::thread::sleep(Duration::from_secs(8));
-    assert!(
-        lr.is_running(),
-        "leaderrun ended at the process limit:\n{}",
-        lr.log_text()
-    );
-    let log = lr.log_text();
-    assert!(!log.contains("panicked"), "{log}");
-    // It won again but could not fork its child: it says so and hands over, not exit 126.
-    assert!(
-        log.contains("cannot start the command for now"),
-        "no spawn failure logged:\n{log}"
-    );
-    let before = count(&log, "child started");
-    set_nproc(lr.pid(), &soft);
-    assert!(
-        wait_until(20 * SEC, POLL_MS, || count(&lr.log_text(), "child started")
-            > before),
-        "did not lead again once processes could be made:\n{}",
-        lr.log_text()
-    );
-    lr.signal(Signal::SIGTERM);
-    lr.expect_exit(20 * SEC);
+    recovers_when_processes_can_be_made(lr, &soft, 20 * SEC);
 }
 
 #[test]
 fn a_restart_that_meets_the_process_limit_is_retried_not_exit_126() {
     let (etcd, scene) = etcd_and_scene();
-    let dir = TempDir::new("leaderrun-nproc");
-    let bin = binary_for_nobody(&dir);
-    let election = unique_name("nproc");
     let opts = ["--on-exit", "restart"];
-    let cmd = as_nobody(&bin, port_of(&etcd), &election, &opts, &["/bin/sleep", "2"]);
-    let mut lr = scene.start("limited", &mut { cmd });
-    assert!(
-        wait_until(20 * SEC, POLL_MS, || lr
-            .log_text()
-            .contains("child started")),
-        "never led:\n{}",
-        lr.log_text()
-    );
-    let soft = nproc_of(lr.pid());
+    let child = ["/bin/sleep", "2"];
+    let (lr, soft, _bin) = leading_at_the_limit(&scene, port_of(&etcd), &opts, &child);
     set_nproc(lr.pid(), "1");
     // The child exits after 2 s; its restarts cannot fork.
     std::thread::sleep(Duration::from_secs(8));
-    assert!(
-        lr.is_running(),
-        "leaderrun ended when a restart met the process limit:\n{}",
-        lr.log_text()
-    );
-    let log = lr.log_text();
-    assert!(log.contains("cannot start the command for now"), "{log}");
-    let before = count(&log, "child started");
-    set_nproc(lr.pid(), &soft);
-    assert!(
-        wait_until(30 * SEC, POLL_MS, || count(&lr.log_text(), "child started")
-            > before),
-        "the child was not started again once processes could be made:\n{}",
-        lr.log_text()
-    );
-    lr.signal(Signal::SIGTERM);
-    lr.expect_exit(20 * SEC);
+    recovers_when_processes_can_be_made(lr, &soft, 30 * SEC);
 }
 
 #[test]
