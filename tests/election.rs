@@ -192,7 +192,7 @@ fn a_leader_whose_proof_began_before_a_compaction_still_watches_its_key() {
         scene.wait_ended(run.pid, 5 * SEC, false).ending,
         Ending::Term
     );
-    let log = b.log_text();
+    let log = b.log_with("verified=", 5 * SEC);
     assert!(log.contains("verified=queue"), "{log}");
     assert!(!log.contains("watch on own key"), "{log}");
     assert_no_overlap(&scene.runs());
@@ -510,7 +510,7 @@ fn verify_before_start_on_the_queues_proof_hands_over_in_line_order() {
         let leads = |log: &str| {
             key.is_some_and(|k| log.contains(&format!("leading: child started key={k} ")))
         };
-        let log = line[i + 1].log_text();
+        let log = line[i + 1].log_with("leading: child started", 5 * SEC);
         assert!(leads(&log), "{next} leads with another key:\n{log}");
         assert!(
             log.contains("verified=queue"),

@@ -940,6 +940,12 @@ impl Lr {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its log once it holds `needle` (or after `timeout`, as it is then): its lines are
+    /// written by a thread of their own, a little after what they tell (a child's start).
+    pub fn log_with(&self, needle: &str, timeout: Duration) -> String {
+        poll_for(timeout, || self.log_text(), |log| log.contains(needle)).unwrap_or_else(|l| l)
+    }
+
     pub fn out_text(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
