@@ -135,7 +135,8 @@ fn a_failing_promote_hook_vetoes_the_term_and_the_next_candidate_leads() {
     let _b = scene.candidate("B", &["--ttl", "5"], &[]);
     scene.wait_leading("B", 1, 10 * SEC);
     assert!(runs_of(&scene.runs(), "A").is_empty(), "{:?}", scene.runs());
-    assert!(a.log_text().contains("no VIP for me"), "{}", a.log_text());
+    let log = a.log_with("no VIP for me", 5 * SEC);
+    assert!(log.contains("no VIP for me"), "{log}");
 }
 
 #[test]

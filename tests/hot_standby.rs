@@ -140,7 +140,8 @@ fn a_child_that_never_confirms_is_stopped_before_the_next_leader_and_started_aga
         !pid_exists(a_child) || !running(a_child),
         "A's child lives on"
     );
-    assert!(a.log_text().contains("did not confirm"), "{}", a.log_text());
+    let log = a.log_with("did not confirm", 5 * SEC);
+    assert!(log.contains("did not confirm"), "{log}");
     let a_standby = j.iter().rfind(|t| t.pid == a_child).unwrap();
     assert!(a_standby.ns < b_leads.ns, "{j:#?}");
     // A runs on, with a new child standing by.
