@@ -418,7 +418,7 @@ fn a_chatty_health_check_stays_off_stdout_and_its_tail_is_logged() {
 // ---------------------------------------------------------------------------
 
 /// etcd down for 10 s under `leaderrun leader --watch`: the outage is logged when it starts,
-/// not twice a second.
+/// not twice a second, and the watch goes on after it.
 #[test]
 fn leader_watch_logs_an_outage_once_then_every_30_seconds() {
     let (mut etcd, scene) = etcd_and_scene();
@@ -432,7 +432,7 @@ fn leader_watch_logs_an_outage_once_then_every_30_seconds() {
         "svc",
         "--watch",
     ]);
-    let watch = scene.start("watch", &mut cmd);
+    let mut watch = scene.start("watch", &mut cmd);
     watch.wait_out_lines(1, 10 * SEC);
     scene.mark("etcd killed");
     etcd.kill(0);
@@ -446,4 +446,10 @@ fn leader_watch_logs_an_outage_once_then_every_30_seconds() {
     scene.report(&format!("{} WARN lines in 10 s", warnings.len()));
     assert!(!warnings.is_empty(), "the outage was not logged");
     assert!(warnings.len() <= 2, "{warnings:#?}");
+    // The watch goes on: A's next term is printed.
+    scene.mark("etcd restarted");
+    etcd.restart(0);
+    let shown = watch.wait_out_lines(2, 30 * SEC);
+    assert!(shown[1].starts_with("id=A "), "{shown:?}");
+    assert!(watch.is_running(), "--watch ended");
 }

@@ -375,7 +375,11 @@ fn describe(what: &str, reason: &Reason, source: &etcd_client::Error) -> String 
                 other => (format!("{what}: {other}"), None),
             };
             while let Some(err) = inner {
-                line.push_str(&format!(": {err}"));
+                // A message often repeats its source's words: each once.
+                let words = err.to_string();
+                if !line.contains(&words) {
+                    line.push_str(&format!(": {words}"));
+                }
                 inner = err.source();
             }
             line
