@@ -25,8 +25,19 @@
 //!                        second (its /metrics), the candidates' CPU (% of one core) and RSS;
 //!                        then, with both tools' N queued, child-exit and SIGTERM handovers, the
 //!                        tools taking turns: p50, p90 and max of each tool's pooled runs
+//!   hook overhead        two candidates, the child-exit and the SIGTERM handover with
+//!                        `--on-promote true --on-demote true` on both, against the same without
+//!                        hooks, the four kinds taking turns: p50 / p90 and the difference of p50
+//!   hot promotion        (--candidates) N `leaderrun --hot-standby` candidates (TTL 10 s), each
+//!                        child a small Rust replica (examples/hot_child.rs) that runs in every
+//!                        role; `leaderrun resign` makes the leader step down: gap from the old
+//!                        child's record of becoming standby (just before its confirmation) to the
+//!                        new child's record of reading ROLE=leader. Beside it, in turns on the
+//!                        same etcd, N `etcdctl lock` waiters' child-exit gap; p50 / p90 / max,
+//!                        and where the time goes on leaderrun's side, from its logs
 //!
 //! Usage: cargo bench --bench handover -- [--tls] [--runs N] [--candidates N[,N...]]
+//!                                        [--only roles]
 //!
 //!   --runs N          N runs per figure (default 7)
 //!   --tls             also measure the two-candidate figures over mutual TLS, interleaved with
@@ -36,6 +47,9 @@
 //!                     --cacert/--cert/--key.
 //!   --candidates N    add the scale rows for N candidates (2 to 500; a list 3,100,200 or the
 //!                     option repeated); plain etcd only. Without it, only the two-candidate rows.
+//!                     The hot promotion rows are measured at the same N.
+//!   --only roles      only the hook overhead and the hot promotion rows (the latter at each
+//!                     --candidates N, default 3)
 //!
 //! The candidates are the release build of leaderrun (cargo bench's profile inherits release)
 //! and `etcdctl lock` (ETCDCTL_BIN, else on PATH) on etcd (ETCD_BIN, else on PATH); the child of
@@ -55,8 +69,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use common::bench::{
-    cpu_ns, end_ns, etcd_msgs, fmt2, med_min_max, median, mib, p50_p90_max, pct, pss, ratio, rss,
-    status_field, stop_all_on_signal, Follow,
+    cpu_ns, end_ns, etcd_msgs, example_path, fmt2, med_min_max, median, mib, p50_p90_max, pct, pss,
+    ratio, rss, status_field, stop_all_on_signal, Follow, Journal,
 };
 use common::{
     etcdctl_command, fenced_child_path, free_port, guardian_of, mono_now_ns, ppid, process_alive,
@@ -97,6 +111,9 @@ const BATCH: usize = 20;
 /// The scale runs' children lead through a whole N (queueing 500 may take minutes): past the
 /// fenced child's default cap of 600 s. (It also ends when its record file goes.)
 const SCALE_CHILD: [&str; 2] = ["--max-lifetime-ms", "3600000"];
+/// The hooks of the hook overhead rows: each a `sh -c true`, so that what is measured is
+/// leaderrun's cost of running one, not the hook's.
+const HOOKS: [&str; 4] = ["--on-promote", "true", "--on-demote", "true"];
 
 fn say(what: &str) {
     println!("bench: {what}");
@@ -115,6 +132,7 @@ struct Opts {
     runs: usize,
     tls: bool,
     scale: Vec<usize>,
+    only_roles: bool,
 }
 
 fn usage() -> ! {
@@ -140,6 +158,7 @@ fn parse_args() -> Opts {
         runs: 7,
         tls: false,
         scale: Vec::new(),
+        only_roles: false,
     };
     let runs = |v: Option<String>| -> usize {
         match v.as_deref().map(str::parse::<usize>) {
@@ -167,12 +186,18 @@ fn parse_args() -> Opts {
             "--runs" => opts.runs = runs(args.next()),
             "--tls" => opts.tls = true,
             "--candidates" => candidates(args.next(), &mut opts.scale),
+            "--only" => match args.next().as_deref() {
+                Some("roles") => opts.only_roles = true,
+                _ => bad("--only takes: roles"),
+            },
             "-h" | "--help" => usage(),
             _ => {
                 if let Some(v) = a.strip_prefix("--runs=") {
                     opts.runs = runs(Some(v.into()));
                 } else if let Some(v) = a.strip_prefix("--candidates=") {
                     candidates(Some(v.into()), &mut opts.scale);
+                } else if a == "--only=roles" {
+                    opts.only_roles = true;
                 } else {
                     bad(&format!("unknown argument '{a}' (see --help)"));
                 }
@@ -190,6 +215,8 @@ fn parse_args() -> Opts {
 enum Tool {
     Lr,
     Lk,
+    /// leaderrun --hot-standby, its child examples/hot_child.rs journaling to `journal`.
+    Hot,
 }
 
 impl Tool {
@@ -197,8 +224,15 @@ impl Tool {
         match self {
             Tool::Lr => "leaderrun",
             Tool::Lk => "etcdctl lock",
+            Tool::Hot => "leaderrun --hot-standby",
         }
     }
+}
+
+/// The hot child's binary, built once (cargo bench builds no example).
+fn hot_child() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| example_path("hot_child"))
 }
 
 /// One throwaway etcd (plain, or mutual TLS) and how both tools connect to it.
@@ -274,6 +308,16 @@ impl Mode {
                 .args(extra)
                 .fenced(child)
                 .spawn(),
+            Tool::Hot => {
+                let journal = scene.path("journal");
+                scene
+                    .leaderrun(id)
+                    .args(&self.flags)
+                    .args(&["--ttl", &ttl, "--hot-standby"])
+                    .args(extra)
+                    .command(&[hot_child().as_os_str(), journal.as_os_str()])
+                    .spawn()
+            }
             Tool::Lk => {
                 let cmd = etcdctl_command(&self.etcd.endpoints(), &[]);
                 scene
@@ -353,6 +397,9 @@ enum Kind {
     KillLr,
     KillLock,
     HealthLr,
+    /// ExitLr and TermLr with HOOKS on both candidates.
+    ExitHooks,
+    TermHooks,
 }
 
 const KINDS: [Kind; 6] = [
@@ -373,6 +420,8 @@ impl Kind {
             Kind::KillLr => "kill-lr",
             Kind::KillLock => "kill-lock",
             Kind::HealthLr => "health-lr",
+            Kind::ExitHooks => "exit-hooks",
+            Kind::TermHooks => "term-hooks",
         }
     }
 
@@ -458,12 +507,15 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     let tool = kind.tool();
     let exit_after = CHILD_MS.to_string();
     let child_a: Vec<&str> = match kind {
-        Kind::ExitLr | Kind::ExitLock => vec!["--exit-after", &exit_after],
+        Kind::ExitLr | Kind::ExitLock | Kind::ExitHooks => vec!["--exit-after", &exit_after],
         _ => Vec::new(),
     };
     // The check fails once the file <id>.sick exists: the instant it is made is the failure's.
     let sick = |id: &str| scene.path(&format!("{id}.sick"));
     let health = |id: &str| -> Vec<String> {
+        if matches!(kind, Kind::ExitHooks | Kind::TermHooks) {
+            return HOOKS.iter().map(|s| s.to_string()).collect();
+        }
         if kind != Kind::HealthLr {
             return Vec::new();
         }
@@ -510,10 +562,11 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     }
 
     let mut t_kill = 0;
-    if matches!(kind, Kind::TermLr | Kind::KillLr | Kind::KillLock) {
+    let term = matches!(kind, Kind::TermLr | Kind::TermHooks);
+    if term || matches!(kind, Kind::KillLr | Kind::KillLock) {
         thread::sleep(SETTLE);
         t_kill = mono_now_ns();
-        let sig = if kind == Kind::TermLr {
+        let sig = if term {
             Signal::SIGTERM
         } else {
             Signal::SIGKILL
@@ -548,7 +601,7 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     let runs = p.follow.runs();
     let (end_a, start_b) = (end_ns(&runs[0]).expect("ended"), runs[1].start_ns);
     // Checked once the new child runs: nothing forks during the handover.
-    if kind != Kind::TermLr && queued + MIN_QUEUED_MS * 1_000_000 > end_a {
+    if !term && queued + MIN_QUEUED_MS * 1_000_000 > end_a {
         return Err(format!(
             "standby queued only {:.2} ms before the child ended (want >= {MIN_QUEUED_MS})",
             ms(queued, end_a)
@@ -557,7 +610,20 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     f.ms.entry(kind.name())
         .or_default()
         .push(ms(end_a, start_b));
-    if kind == Kind::TermLr {
+    if matches!(kind, Kind::ExitHooks | Kind::TermHooks) {
+        // What each hook took by leaderrun's own account: the old leader's demote hook, the
+        // new one's promote hook.
+        let b = p.b.as_ref().expect("the standby");
+        for (lr, hook, key) in [
+            (&p.a, "on-demote", "took-demote"),
+            (b, "on-promote", "took-promote"),
+        ] {
+            if let Some(took) = hook_took(&lr.log_text(), hook) {
+                f.ms.entry(key).or_default().push(took);
+            }
+        }
+    }
+    if term {
         f.term_stop.push(ms(t_kill, end_a));
         let status = p.a.wait_exit(3 * SEC);
         f.term_status.push(match status {
@@ -791,6 +857,8 @@ struct Queue {
     tool: Tool,
     scene: Scene,
     follow: Follow,
+    /// The hot children's journal (Tool::Hot).
+    journal: Journal,
     sups: Vec<Lr>,
     last_id: usize,
     stalled: Option<String>,
@@ -863,15 +931,22 @@ fn queue(m: &Mode, tool: Tool, name: &str, n: usize) -> Queue {
     let mut q = Queue {
         tool,
         follow: Follow::new(scene.records.clone()),
+        journal: Journal::new(scene.path("journal")),
         scene,
         sups: Vec::new(),
         last_id: 0,
         stalled: None,
     };
     q.add(m);
+    let led = match tool {
+        Tool::Hot => q
+            .journal
+            .wait(10 * SEC, |j| j.iter().any(|t| t.role == "leader")),
+        _ => q.follow.wait(10 * SEC, |r| !r.is_empty()),
+    };
     assert!(
-        q.follow.wait(10 * SEC, |r| !r.is_empty()),
-        "{}: the first candidate's child did not start in 10 s",
+        led,
+        "{}: the first candidate's child did not lead in 10 s",
         tool.who()
     );
     while q.last_id < n {
@@ -909,7 +984,7 @@ struct Idle {
 fn idle(m: &Mode, q: &mut Queue, n: usize) -> Idle {
     let sups = q.pids();
     let guards: Vec<u32> = match q.tool {
-        Tool::Lr => sups.iter().filter_map(|&p| guardian_of(p)).collect(),
+        Tool::Lr | Tool::Hot => sups.iter().filter_map(|&p| guardian_of(p)).collect(),
         Tool::Lk => Vec::new(),
     };
     let procs: Vec<u32> = sups.iter().chain(&guards).copied().collect();
@@ -940,7 +1015,7 @@ fn idle(m: &Mode, q: &mut Queue, n: usize) -> Idle {
         i.cpu
     ));
     let guards_text = match q.tool {
-        Tool::Lr => format!(
+        Tool::Lr | Tool::Hot => format!(
             ", {} guardians {} MiB (median {} MiB)",
             i.guard_rss.2,
             mib(i.guard_rss.0),
@@ -996,6 +1071,7 @@ fn tool_key(t: Tool) -> &'static str {
     match t {
         Tool::Lr => "lr",
         Tool::Lk => "lk",
+        Tool::Hot => "hot",
     }
 }
 
@@ -1011,7 +1087,7 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
         sc.idle.insert(tool_key(tool), idle(m, &mut q, n));
         // leaderrun's go, so that etcdctl lock's idle window has etcd to itself.
         match tool {
-            Tool::Lr => q.stop(),
+            Tool::Lr | Tool::Hot => q.stop(),
             Tool::Lk => lk_queue = Some(q),
         }
     }
@@ -1031,6 +1107,7 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
             let kinds: &[(&str, bool)] = match q.tool {
                 Tool::Lr => &[("exit", false), ("term", true)],
                 Tool::Lk => &[("exit", false)],
+                Tool::Hot => &[],
             };
             for &(kind, term) in kinds {
                 match scale_handover(q, term) {
@@ -1065,6 +1142,7 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
         let kinds: &[&str] = match q.tool {
             Tool::Lr => &["exit", "term"],
             Tool::Lk => &["exit"],
+            Tool::Hot => &[],
         };
         for kind in kinds {
             let v = sc
@@ -1085,6 +1163,230 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
         q.stop();
     }
     sc
+}
+
+// ---------------------------------------------------------------------------
+// Roles: hook overhead, hot promotion
+// ---------------------------------------------------------------------------
+
+/// The hook overhead rows: the handovers with and without hooks, two candidates, in turns
+/// (so that a slower minute of this shared machine weighs on both alike).
+const HOOK_KINDS: [Kind; 4] = [Kind::ExitLr, Kind::ExitHooks, Kind::TermLr, Kind::TermHooks];
+
+fn hook_overhead(m: &Mode, runs: usize) -> Figures {
+    say(&format!(
+        "hook overhead: child-exit and SIGTERM handovers, two candidates, with `{}` on both and \
+         without, in turns, {runs} runs each",
+        HOOKS.join(" ")
+    ));
+    let mut f = Figures::default();
+    let max_attempts = runs * 2 + 2;
+    let mut attempt = 0;
+    while HOOK_KINDS.iter().any(|&k| f.done(k) < runs) {
+        attempt += 1;
+        if attempt > max_attempts {
+            say(&format!("giving up after {max_attempts} rounds"));
+            break;
+        }
+        for kind in HOOK_KINDS {
+            if f.done(kind) >= runs {
+                continue;
+            }
+            if let Err(why) = handover(m, kind, attempt, &mut f) {
+                f.discarded += 1;
+                say(&format!("  {} run {attempt} discarded: {why}", kind.name()));
+            }
+        }
+        say(&format!(
+            "  round {attempt}: child-exit {} ms, with hooks {} ms | SIGTERM {} ms, with hooks {} ms",
+            f.last(Kind::ExitLr),
+            f.last(Kind::ExitHooks),
+            f.last(Kind::TermLr),
+            f.last(Kind::TermHooks)
+        ));
+    }
+    f
+}
+
+/// The `took` (ms) of the last `hook done` line of `hook` in a leaderrun's log: a Duration as
+/// Debug prints it (`2.5ms`, `812.3µs`, `1.2s`).
+fn hook_took(log: &str, hook: &str) -> Option<f64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("hook done") && l.contains(hook))?;
+    let took = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("took="))?;
+    let split = took.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = took.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1e-6,
+        "µs" | "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
+/// The hot promotion rows at one N.
+#[derive(Default)]
+struct Roles {
+    /// The old child's `standby` record to the new child's `leader` record (ms).
+    hot: Vec<f64>,
+    /// `leaderrun resign` started to the new child's `leader` record (ms).
+    resign: Vec<f64>,
+    /// etcdctl lock's child-exit gaps (ms), in the same rounds.
+    lock: Vec<f64>,
+    /// Where the hot gap went, by leaderrun's log lines (ms each, per run): the old child's
+    /// standby record to the old leader's log of its confirmation (the datagram's way), that
+    /// to the new leader's `leading` (the resign's round trip to etcd, the watch event, the
+    /// verify read, the role file and the signal), that to the new child's `leader` record (the
+    /// line is written after the signal: the child may read first, a negative figure); and the new leader's `leading` to the old one's
+    /// `resigned` (logged once etcd answered its resign).
+    parts: [Vec<f64>; 4],
+    stalled: Vec<(Tool, String)>,
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns: leaderrun's log stamps are wall-clock (to the
+/// microsecond), the children's records monotonic.
+fn wall_minus_mono() -> i128 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as i128;
+    wall - mono_now_ns() as i128
+}
+
+/// The monotonic ns of the last line of `log` that holds `needle` (its RFC 3339 stamp, moved
+/// by `offset`).
+fn log_mono(log: &std::path::Path, needle: &str, offset: i128) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().rev().find(|l| l.contains(needle))?;
+    let stamp = line.split_whitespace().next()?;
+    let at = humantime::parse_rfc3339_weak(stamp).ok()?;
+    let wall = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i128;
+    u64::try_from(wall - offset).ok()
+}
+
+/// One hot handover: `leaderrun resign`, then the new child's `leader` record. (the gap, the
+/// time from resign's start, and the breakdown by the logs, if found).
+fn hot_handover(m: &Mode, q: &mut Queue) -> Result<(f64, f64, Option<[f64; 4]>), String> {
+    let old = q.journal.leader().ok_or("no hot child leads")?;
+    let from = q.journal.poll().len();
+    let offset = wall_minus_mono();
+    let mut cmd = q.scene.subcommand("resign", &["--timeout", "20s"]);
+    cmd.args(&m.flags);
+    let t0 = mono_now_ns();
+    // The one fork of the run is the trigger's, before the gap opens.
+    let out = run_with_timeout(&mut cmd, 30 * SEC);
+    if !out.status.success() {
+        return Err(format!(
+            "leaderrun resign: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let told = |j: &[common::bench::Took]| {
+        j[from..]
+            .iter()
+            .find(|t| t.role == "leader" && t.pid != old)
+            .cloned()
+    };
+    if !q.journal.wait(10 * SEC, |j| told(j).is_some()) {
+        return Err("no new hot child told it leads in 10 s".into());
+    }
+    let j = q.journal.poll();
+    let new = told(j).expect("found");
+    let demoted = j[from..]
+        .iter()
+        .find(|t| t.pid == old && t.role == "standby")
+        .ok_or("the old child never recorded standby")?
+        .ns;
+    // The supervisors by their children: each hot child's parent is its leaderrun.
+    let log_of = |child: u32| {
+        let sup = ppid(child)?;
+        q.sups
+            .iter()
+            .find(|s| s.pid() == sup)
+            .map(|s| s.log.clone())
+    };
+    let parts = (|| {
+        let old_log = log_of(old)?;
+        let confirmed = log_mono(&old_log, "confirmed its demotion", offset)?;
+        let resigned = log_mono(&old_log, "resigned", offset)?;
+        let leading = log_mono(&log_of(new.pid)?, "leading: child started", offset)?;
+        Some([
+            ms(demoted, confirmed),
+            ms(confirmed, leading),
+            ms(leading, new.ns),
+            ms(leading, resigned),
+        ])
+    })();
+    Ok((ms(demoted, new.ns), ms(t0, new.ns), parts))
+}
+
+fn roles_n(m: &Mode, n: usize, runs: usize) -> Roles {
+    let mut r = Roles::default();
+    say(&format!(
+        "  {n} x leaderrun --hot-standby and {n} x etcdctl lock, TTL {SCALE_TTL} s, in turns:"
+    ));
+    let hot = queue(m, Tool::Hot, &format!("roles-{n}-hot"), n);
+    let lk = queue(m, Tool::Lk, &format!("roles-{n}-lk"), n);
+    thread::sleep(IDLE_SETTLE);
+    let mut queues = [hot, lk];
+    for k in 1..=runs {
+        for q in &mut queues {
+            if q.stalled.is_some() {
+                continue;
+            }
+            let result = match q.tool {
+                Tool::Hot => hot_handover(m, q).map(|(gap, resign, parts)| {
+                    r.hot.push(gap);
+                    r.resign.push(resign);
+                    if let Some(p) = parts {
+                        for (v, x) in r.parts.iter_mut().zip(p) {
+                            v.push(x);
+                        }
+                    }
+                    format!("{gap:.2} ms (resign to told: {resign:.2} ms)")
+                }),
+                _ => scale_handover(q, false).map(|gap| {
+                    r.lock.push(gap);
+                    // One more at the end, so that N stay queued (the old one exited).
+                    q.add(m);
+                    format!("{gap:.2} ms")
+                }),
+            };
+            match result {
+                Ok(what) => say(&format!("    {} {k}: {what}", tool_key(q.tool))),
+                Err(why) => {
+                    let what = format!("handover {k}: {why}");
+                    say(&format!("    {}: {what}", tool_key(q.tool)));
+                    q.stalled = Some(what);
+                    continue;
+                }
+            }
+            // A resigned leaderrun queues again at the end: N queued again either way.
+            let name = q.election().to_string();
+            if !m.wait_keys(&name, n, 30 * SEC, 200 * MS) {
+                say(&format!(
+                    "    {}: not {n} queued again within 30 s",
+                    tool_key(q.tool)
+                ));
+            }
+            thread::sleep(2 * SETTLE);
+        }
+    }
+    for q in &mut queues {
+        if let Some(s) = q.stalled.take() {
+            r.stalled.push((q.tool, s));
+        }
+        q.stop();
+    }
+    r
 }
 
 // ---------------------------------------------------------------------------
@@ -1121,6 +1423,102 @@ fn etcd_version() -> String {
 
 fn cpus() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The roles table: the hook overhead, then the hot promotion at each N.
+fn print_roles(hooks: &Figures, roles: &[(usize, Roles)]) {
+    let row = |a: &str, b: &str, c: &str, d: &str| {
+        println!("{}", format!("{a:<44} {b:<26} {c:<40} {d}").trim_end())
+    };
+    let ms2 = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} / {} ms", fmt2(median(v)), fmt2(pct(v, 90)))
+        }
+    };
+    let diff = |a: &[f64], b: &[f64]| match (median(a), median(b)) {
+        (Some(a), Some(b)) => format!("{:+.2} ms", b - a),
+        _ => "-".into(),
+    };
+    row(
+        "hook overhead, 2 candidates (p50/p90)",
+        "without hooks",
+        &format!("with {}", HOOKS.join(" ")),
+        "difference of p50",
+    );
+    for (what, plain, hooked) in [
+        ("child-exit handover", Kind::ExitLr, Kind::ExitHooks),
+        ("SIGTERM handover", Kind::TermLr, Kind::TermHooks),
+    ] {
+        let (a, b) = (hooks.of(plain), hooks.of(hooked));
+        row(
+            &format!("{what} ({} + {} runs)", a.len(), b.len()),
+            &ms2(a),
+            &ms2(b),
+            &diff(a, b),
+        );
+    }
+    let took = |k: &str| hooks.ms.get(k).cloned().unwrap_or_default();
+    row(
+        "  each hook, by its `hook done` log (p50/p90)",
+        "",
+        &format!(
+            "demote {}, promote {}",
+            ms2(&took("took-demote")),
+            ms2(&took("took-promote"))
+        ),
+        "",
+    );
+    if roles.is_empty() {
+        return;
+    }
+    let ms3 = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} ms", p50_p90_max(v))
+        }
+    };
+    println!();
+    row(
+        &format!("hot promotion, TTL {SCALE_TTL} s (p50/p90/max)"),
+        "leaderrun --hot-standby",
+        "etcdctl lock (child-exit)",
+        "ratio of p50",
+    );
+    for (n, r) in roles {
+        row(
+            &format!(
+                "N={n}: promotion gap ({} + {} runs)",
+                r.hot.len(),
+                r.lock.len()
+            ),
+            &ms3(&r.hot),
+            &ms3(&r.lock),
+            &ratio(median(&r.hot), median(&r.lock)),
+        );
+        for (tool, why) in &r.stalled {
+            row(&format!("N={n}: {} STALLED", tool.who()), why, "", "");
+        }
+        row(
+            &format!("N={n}: `leaderrun resign` to told"),
+            &ms3(&r.resign),
+            "",
+            "",
+        );
+        for (what, v) in [
+            "standby record to old's `confirmed`",
+            "`confirmed` to new's `leading`",
+            "new's `leading` to its child told",
+            "(new's `leading` to old's `resigned`)",
+        ]
+        .iter()
+        .zip(&r.parts)
+        {
+            row(&format!("N={n}:   {what}"), &ms3(v), "", "");
+        }
+    }
 }
 
 fn one(v: Option<f64>) -> String {
@@ -1168,13 +1566,18 @@ fn main() {
     let mut figs: Vec<Figures> = modes.iter().map(|_| Figures::default()).collect();
 
     // ---- 1 and 2: handovers, interleaved so that drift hits all kinds (and modes) alike
-    say(&format!(
-        "child-exit handover (child lives {CHILD_MS} ms), SIGTERM handover, SIGKILLed \
+    // --only roles: none of the rows above the roles rows.
+    let all = !opts.only_roles;
+    if all {
+        say(&format!(
+            "child-exit handover (child lives {CHILD_MS} ms), SIGTERM handover, SIGKILLed \
          supervisor and health failover, {} runs each",
-        opts.runs
-    ));
+            opts.runs
+        ));
+    }
     let unfinished = |figs: &[Figures]| {
-        figs.iter()
+        all && figs
+            .iter()
             .any(|f| KINDS.iter().any(|&k| f.done(k) < opts.runs))
     };
     // Per kind, discarded runs are retried, within a bound.
@@ -1216,12 +1619,19 @@ fn main() {
     }
 
     // ---- 2b: what SIGTERM does to etcdctl lock
-    for (m, f) in modes.iter().zip(figs.iter_mut()) {
-        f.term_lock = term_lock(m);
+    if all {
+        for (m, f) in modes.iter().zip(figs.iter_mut()) {
+            f.term_lock = term_lock(m);
+        }
     }
 
     // ---- 3: peak RSS and the status endpoint
-    peak_rss(&modes, &mut figs);
+    if all {
+        peak_rss(&modes, &mut figs);
+    }
+
+    // ---- 3b: hook overhead, on the plain etcd
+    let hooks = hook_overhead(&modes[0], opts.runs);
 
     // ---- 4: scale, on a fresh plain etcd for each N (the ones above stopped): each N starts
     // from the same empty store and no earlier run's leases or watches are in the counts. (On
@@ -1234,7 +1644,7 @@ fn main() {
     drop(modes);
     let mut scale: Vec<(usize, Scale)> = Vec::new();
     let mut base = 0.0;
-    if !opts.scale.is_empty() {
+    if all && !opts.scale.is_empty() {
         say(&format!(
             "scale: N candidates on one election, TTL {SCALE_TTL} s, a fresh etcd for each N; \
              idle figures one tool at a time over {} s, then handovers with both tools queued, \
@@ -1265,10 +1675,31 @@ fn main() {
         }
     }
 
+    // ---- 5: hot promotion, a fresh plain etcd for each N
+    let role_ns = match (opts.only_roles, opts.scale.is_empty()) {
+        (true, true) => vec![3],
+        _ => opts.scale.clone(),
+    };
+    let mut roles: Vec<(usize, Roles)> = Vec::new();
+    if !role_ns.is_empty() {
+        say(&format!(
+            "hot promotion: N `leaderrun --hot-standby` candidates (child: examples/hot_child.rs) \
+             stepped down by `leaderrun resign`, and N `etcdctl lock` waiters' child-exit \
+             handovers, in turns, TTL {SCALE_TTL} s, a fresh etcd for each N"
+        ));
+        for &n in &role_ns {
+            let m = Mode::plain(false);
+            roles.push((n, roles_n(&m, n, opts.runs)));
+        }
+    }
+
     // ---- summary
     println!();
     let mut tables = Vec::new();
     for (&(tls, tag), f) in summary_modes.iter().zip(&figs) {
+        if !all {
+            break;
+        }
         let e_lr = f.of(Kind::ExitLr);
         let e_lk = f.of(Kind::ExitLock);
         let t_lr = f.of(Kind::TermLr);
@@ -1461,6 +1892,8 @@ fn main() {
         }
     }
     println!();
+    print_roles(&hooks, &roles);
+    println!();
     say("gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby");
     if etcds == 1 {
         say(&format!(
@@ -1476,10 +1909,19 @@ fn main() {
         ));
         say("(plain http, and https with --client-cert-auth), each run on one of them, plain and TLS runs interleaved");
     }
+    if all {
+        say(&format!(
+            "RSS in MiB (VmHWM is in KiB); TTL {TTL} s for both tools; the child: \
+             examples/fenced_child.rs (release)"
+        ));
+    }
     say(&format!(
-        "RSS in MiB (VmHWM is in KiB); TTL {TTL} s for both tools; the child: \
-         examples/fenced_child.rs (release)"
+        "hook overhead: TTL {TTL} s, the child examples/fenced_child.rs; each hook `sh -c true`"
     ));
+    if !roles.is_empty() {
+        say("hot promotion: the old hot child's record of becoming standby (before its datagram) to the new one's record of reading ROLE=leader; etcdctl lock: its child-exit gap, the child ended by SIGTERM to it");
+        say("the breakdown's stamps are leaderrun's log lines (wall clock, to the us), moved onto CLOCK_MONOTONIC by one reading of both clocks per run");
+    }
     if !scale.is_empty() {
         say(&format!(
             "scale: TTL {SCALE_TTL} s, a fresh etcd for each N; idle figures over {} s once all \

@@ -53,21 +53,10 @@ impl Follow {
 
     /// Reads what was appended since the last call; returns all runs so far.
     pub fn poll(&mut self) -> &[Run] {
-        if let Ok(mut f) = File::open(&self.file) {
-            let mut buf = Vec::new();
-            if f.seek(SeekFrom::Start(self.offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-                self.offset += buf.len() as u64;
-                self.partial.extend_from_slice(&buf);
-            }
-        }
-        // Only whole lines: each is one write(2), but a read can end inside one.
-        if let Some(cut) = self.partial.iter().rposition(|&b| b == b'\n') {
-            let complete: Vec<u8> = self.partial.drain(..=cut).collect();
-            for line in String::from_utf8_lossy(&complete).lines() {
-                self.parser
-                    .line(line)
-                    .unwrap_or_else(|e| panic!("bad record line {line:?}: {e}"));
-            }
+        for line in new_lines(&self.file, &mut self.offset, &mut self.partial) {
+            self.parser
+                .line(&line)
+                .unwrap_or_else(|e| panic!("bad record line {line:?}: {e}"));
         }
         &self.parser.runs
     }
@@ -95,6 +84,133 @@ impl Follow {
             .find(|r| r.ending == Ending::Killed)
             .cloned()
     }
+}
+
+/// The whole lines appended to `file` since `offset` (which moves on); a line still being
+/// written stays in `partial` for the next call.
+fn new_lines(file: &std::path::Path, offset: &mut u64, partial: &mut Vec<u8>) -> Vec<String> {
+    if let Ok(mut f) = File::open(file) {
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(*offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+            *offset += buf.len() as u64;
+            partial.extend_from_slice(&buf);
+        }
+    }
+    // Only whole lines: each is one write(2), but a read can end inside one.
+    match partial.iter().rposition(|&b| b == b'\n') {
+        Some(cut) => {
+            let complete: Vec<u8> = partial.drain(..=cut).collect();
+            String::from_utf8_lossy(&complete)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+        None => Vec::new(),
+    }
+}
+
+/// One role a hot standby child took: its journal line `<ns> <pid> <role> [<revision>]`
+/// (examples/hot_child.rs).
+#[derive(Debug, Clone)]
+pub struct Took {
+    pub ns: u64,
+    pub pid: u32,
+    pub role: String,
+}
+
+/// The hot children's journal, read as it grows.
+#[derive(Debug)]
+pub struct Journal {
+    file: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    took: Vec<Took>,
+}
+
+impl Journal {
+    pub fn new(file: PathBuf) -> Journal {
+        Journal {
+            file,
+            offset: 0,
+            partial: Vec::new(),
+            took: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended since the last call; returns all lines so far.
+    pub fn poll(&mut self) -> &[Took] {
+        for line in new_lines(&self.file, &mut self.offset, &mut self.partial) {
+            let mut w = line.split_whitespace();
+            let took = (|| {
+                Some(Took {
+                    ns: w.next()?.parse().ok()?,
+                    pid: w.next()?.parse().ok()?,
+                    role: w.next()?.to_string(),
+                })
+            })();
+            self.took
+                .push(took.unwrap_or_else(|| panic!("bad journal line {line:?}")));
+        }
+        &self.took
+    }
+
+    /// Polls every `FOLLOW_POLL` until `pred(lines)` holds (true) or `timeout` passes (false).
+    pub fn wait(&mut self, timeout: Duration, mut pred: impl FnMut(&[Took]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self.poll()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(FOLLOW_POLL);
+        }
+    }
+
+    /// The child that leads now: the last to say `leader`, unless it said `standby` since.
+    pub fn leader(&mut self) -> Option<u32> {
+        let took = self.poll();
+        let last = took.iter().rposition(|t| t.role == "leader")?;
+        let pid = took[last].pid;
+        let demoted = took[last..]
+            .iter()
+            .any(|t| t.pid == pid && t.role == "standby");
+        (!demoted).then_some(pid)
+    }
+}
+
+/// The path of the release (or this build's profile) example `name` beside the fenced child,
+/// built first when cargo runs us (cargo bench builds no example).
+pub fn example_path(name: &str) -> PathBuf {
+    let fenced = super::fenced_child_path();
+    let examples = fenced.parent().expect("examples dir");
+    let path = examples.join(name);
+    let profile_dir = examples.parent().expect("profile dir");
+    if let (Some(cargo), Some(target_dir)) = (std::env::var_os("CARGO"), profile_dir.parent()) {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "--offline", "--example", name])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile_dir.file_name().and_then(|s| s.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().expect("run cargo build --example");
+        assert!(
+            out.status.success(),
+            "cargo build --example {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(path.exists(), "{} missing", path.display());
+    path
 }
 
 /// The instant the child ended, by its own end line (None without one).
