@@ -22,6 +22,13 @@ fn binary_for_nobody(dir: &TempDir) -> PathBuf {
     let bin = dir.join("leaderrun");
     std::fs::copy(env!("CARGO_BIN_EXE_leaderrun"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A process forked by another test's thread while the copy was open for writing holds it
+    // until its exec: running the copy fails with ETXTBSY until then.
+    let ready = wait_until(10 * SEC, POLL_MS, || {
+        let run = Command::new(&bin).arg("--version").output();
+        !matches!(run, Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY))
+    });
+    assert!(ready, "{} stays busy", bin.display());
     bin
 }
 
