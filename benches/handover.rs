@@ -1682,6 +1682,8 @@ fn main() {
     };
     let mut roles: Vec<(usize, Roles)> = Vec::new();
     if !role_ns.is_empty() {
+        // Built (or found fresh) now, not while the first candidate is awaited.
+        hot_child();
         say(&format!(
             "hot promotion: N `leaderrun --hot-standby` candidates (child: examples/hot_child.rs) \
              stepped down by `leaderrun resign`, and N `etcdctl lock` waiters' child-exit \

@@ -1,5 +1,5 @@
 //! What the benchmark (benches/handover.rs) reads and computes beside the scene: a record file
-//! followed as it grows, figures of processes from /proc (peak and resident memory, run time,
+//! and a hot child's journal (examples/hot_child.rs) followed as they grow, figures of processes from /proc (peak and resident memory, run time,
 //! proportional set size), etcd's count of received gRPC messages, and percentiles.
 //!
 //! Nothing here forks: these are the polls that run while a handover is measured, and on a
