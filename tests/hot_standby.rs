@@ -201,3 +201,28 @@ fn a_hot_standby_leader_cut_off_demotes_its_child_before_the_lease_can_expire() 
     );
     drop((a, b));
 }
+
+#[test]
+fn an_unhealthy_hot_standby_withdraws_from_the_queue_until_it_is_healthy() {
+    let (_etcd, scene) = etcd_and_scene();
+    let sick = scene.path("b-sick");
+    let check = format!("test ! -e {}", sick.display());
+    let opts = [
+        "--health-cmd",
+        &check,
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+    ];
+    let _a = hot(&scene, "A", &[]);
+    wait_journal(&scene, "A's child leads", |j| !leaders(j).is_empty());
+    let b = hot(&scene, "B", &opts);
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+    std::fs::write(&sick, "").unwrap();
+    scene.wait_candidates(&["A"], 10 * SEC);
+    let log = b.log_with("withdrawing", 5 * SEC);
+    assert!(log.contains("unhealthy: withdrawing"), "{log}");
+    std::fs::remove_file(&sick).unwrap();
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+}

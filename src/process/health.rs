@@ -216,6 +216,22 @@ pub async fn unhealthy(
 
 /// One check, bounded by its timeout; with what a `--health-cmd` said (the tail of its
 /// output), if anything.
+/// Resolves at the first check that passes, one every interval: a hot standby whose child was
+/// unhealthy waits for this, out of the election.
+pub async fn healthy_again(check: &HealthCheck, reaper: &Reaper, env: &Command) {
+    loop {
+        tokio::time::sleep(check.interval).await;
+        let (result, said) = probe(check, reaper, env).await;
+        crate::metrics::health_check(result.is_ok());
+        match result {
+            Ok(()) => return,
+            Err(why) => {
+                tracing::debug!(%why, output = said.as_deref(), "health check still failing")
+            }
+        }
+    }
+}
+
 async fn probe(
     check: &HealthCheck,
     reaper: &Reaper,

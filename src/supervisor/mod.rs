@@ -139,6 +139,8 @@ struct Supervisor {
     unsent: Recurring,
     /// Where the health check publishes the child's health.
     health: HealthReporter,
+    /// A hot standby whose child failed its health check: out of the election until it passes.
+    standby_unhealthy: bool,
     /// Whether etcd ever granted us a lease: a certificate refused before that is a
     /// misconfiguration (exit 1), after it a renewal in progress (retried).
     reached_etcd: bool,
@@ -188,6 +190,7 @@ pub async fn run(
         blocked_by: None,
         unsent: Recurring::new("campaign"),
         health: status.health_reporter(),
+        standby_unhealthy: false,
         reached_etcd: false,
     };
     let mut state = State::Connecting {
@@ -230,6 +233,18 @@ impl Supervisor {
         let mut give_up = pin!(give_up(self.give_up_at));
         if let Some(exit) = self.pause(&mut give_up, after).await {
             return Ok(exit);
+        }
+        if std::mem::take(&mut self.standby_unhealthy) {
+            if let (Some(check), Some((reaper, env, _))) =
+                (self.config.health.clone(), self.gate.for_hot_checks())
+            {
+                let again = health::healthy_again(&check, &reaper, &env);
+                match until_shutdown(&mut self.signals, &mut give_up, again).await {
+                    Waited::Done(()) => info!("the hot standby's child is healthy: campaigning"),
+                    Waited::Shutdown => return Ok(State::Exit(0)),
+                    Waited::GaveUp => return Ok(State::Exit(EXIT_NOT_LEADING)),
+                }
+            }
         }
         let connection = &self.config.connection;
         let (ttl, stop_timeout) = (self.config.ttl, self.config.stop_timeout);
@@ -377,6 +392,16 @@ impl Supervisor {
         let mut behind = pin!(election::behind_another(
             client, election, &ours, holders, wait
         ));
+        // A hot standby's child is checked while it stands by: an unhealthy one withdraws.
+        let hot_check = self.config.health.clone().zip(self.gate.for_hot_checks());
+        let mut sick = pin!(async {
+            match &hot_check {
+                Some((check, (reaper, env, started))) => {
+                    health::unhealthy(check, reaper, env, *started, |_| {}).await
+                }
+                None => std::future::pending().await,
+            }
+        });
         loop {
             tokio::select! {
                 r = &mut campaign => return Ok(r),
@@ -388,6 +413,15 @@ impl Supervisor {
                     if let Err(code) = self.gate.tend_hot() {
                         return Err(State::Exit(code));
                     }
+                    // A new child: its checks start anew (the next candidacy).
+                    if self.gate.for_hot_checks().is_some() && hot_check.is_some() {
+                        return Err(State::Connecting { after: Duration::ZERO });
+                    }
+                }
+                why = &mut sick => {
+                    warn!(%why, "the hot standby's child is unhealthy: withdrawing from the election until it passes a check");
+                    self.standby_unhealthy = true;
+                    return Err(State::Connecting { after: Duration::ZERO });
                 }
                 loss = lease.lost() => {
                     warn!(%loss, "standby lost its lease; campaigning again with a new one");

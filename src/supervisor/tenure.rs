@@ -550,6 +550,14 @@ impl Gate {
         Demoted::Stopped(status)
     }
 
+    /// What a health check of the hot standby's child needs, while it stands by: None when
+    /// there is none standing by.
+    pub fn for_hot_checks(&self) -> Option<(Reaper, Command, Instant)> {
+        let hot = self.hot.as_ref()?;
+        hot.standby.as_ref()?;
+        Some((self.reaper.clone(), self.hot_command(), hot.started))
+    }
+
     /// leaderrun is exiting: the standby child goes, gracefully (no lease depends on it).
     pub async fn stop_hot(&mut self, stop_signal: Signal, grace: Duration) {
         let Some(child) = self.hot.as_mut().and_then(|h| h.standby.as_mut()) else {
