@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::raw::{c_int, c_long};
+use std::os::raw::c_int;
 use std::path::PathBuf;
 use std::process::exit;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,26 +84,10 @@ fn parse_args() -> Args {
     args
 }
 
-/// CLOCK_MONOTONIC via libc directly: std's Instant hides the raw value and
-/// nix's `time` feature is not enabled in this package.
+/// CLOCK_MONOTONIC: std's Instant hides the raw value.
 fn mono_ns() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: c_long,
-        tv_nsec: c_long,
-    }
-    extern "C" {
-        fn clock_gettime(clock: c_int, ts: *mut Timespec) -> c_int;
-    }
-    const CLOCK_MONOTONIC: c_int = 1;
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec with the 64-bit Linux layout.
-    let rc = unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// Appends one whole line with a single write(2) call.

@@ -14,7 +14,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::raw::{c_int, c_long};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::exit;
@@ -27,23 +26,8 @@ const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 /// CLOCK_MONOTONIC, as the fenced child and the benchmark read it (comparable across
 /// processes).
 fn mono_ns() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: c_long,
-        tv_nsec: c_long,
-    }
-    extern "C" {
-        fn clock_gettime(clock: c_int, ts: *mut Timespec) -> c_int;
-    }
-    const CLOCK_MONOTONIC: c_int = 1;
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec with the 64-bit Linux layout.
-    let rc = unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// ROLE and REVISION of the role file (None if unreadable).

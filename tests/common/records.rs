@@ -228,23 +228,8 @@ pub fn assert_at_most_concurrent(runs: &[Run], n: usize) {
 
 /// CLOCK_MONOTONIC in ns: the clock fenced_child stamps records with.
 pub fn mono_now_ns() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: std::os::raw::c_long,
-        tv_nsec: std::os::raw::c_long,
-    }
-    extern "C" {
-        fn clock_gettime(clock: std::os::raw::c_int, ts: *mut Timespec) -> std::os::raw::c_int;
-    }
-    const CLOCK_MONOTONIC: std::os::raw::c_int = 1;
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a properly laid out timespec (64-bit Linux).
-    let rc = unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// Path of the compiled `examples/fenced_child` next to the leaderrun
