@@ -207,7 +207,7 @@ fn an_expired_client_certificate_is_recognised_on_the_first_attempt() {
     let scene = Scene::new(&etcd.endpoints());
     let expired = certs.expired_client("host-a");
     let files = tls_files(&certs, Some(&expired));
-    for attempt in 0..4 {
+    for attempt in 0..8 {
         let mut a = scene
             .leaderrun(&format!("A{attempt}"))
             .args(&files)
