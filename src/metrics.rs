@@ -110,6 +110,11 @@ struct Metrics {
     fencing_behind: AtomicU64,
     /// By hook (promote, demote), then outcome (failed, ok).
     hooks: [[AtomicU64; 2]; 2],
+    /// By [`CHANGE_REASONS`].
+    changes: [AtomicU64; CHANGE_REASONS.len()],
+    passes: AtomicU64,
+    /// Since when this candidate knows of no leader, in ns after [`epoch`]; 0: one leads.
+    leaderless_since_ns: AtomicU64,
 }
 
 static METRICS: Metrics = Metrics {
@@ -125,7 +130,31 @@ static METRICS: Metrics = Metrics {
     log_lines_dropped: AtomicU64::new(0),
     fencing_behind: AtomicU64::new(0),
     hooks: [const { [const { AtomicU64::new(0) }; 2] }; 2],
+    changes: [const { AtomicU64::new(0) }; CHANGE_REASONS.len()],
+    passes: AtomicU64::new(0),
+    leaderless_since_ns: AtomicU64::new(0),
 };
+
+/// Why this candidate's leadership ended (`leaderrun_leader_changes_total{reason}`): the words
+/// of `LEADERRUN_REASON` and of `leaderrun history`, with `_` for `-`.
+pub const CHANGE_REASONS: [&str; 7] = [
+    "exit",
+    "lost",
+    "shutdown",
+    "step-down",
+    "unhealthy",
+    "vetoed",
+    "preempted",
+];
+
+/// The labels of `leaderrun_info`, set once at start.
+static INFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The origin of [`Metrics::leaderless_since_ns`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 // ---- hooks ------------------------------------------------------------------------------------
 
@@ -160,6 +189,51 @@ pub fn log_line_dropped() {
 /// A role hook ran: `promote` or demote, and whether it exited 0.
 pub fn hook_ran(promote: bool, ok: bool) {
     METRICS.hooks[usize::from(promote)][usize::from(ok)].fetch_add(1, Relaxed);
+}
+
+/// Leadership changed hands away from this candidate, for `reason` (one of [`CHANGE_REASONS`];
+/// another word is not counted).
+pub fn leader_changed(reason: &str) {
+    if let Some(i) = CHANGE_REASONS.iter().position(|r| *r == reason) {
+        METRICS.changes[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// A waiting candidate moved behind a better one.
+pub fn passed() {
+    METRICS.passes.fetch_add(1, Relaxed);
+}
+
+/// Whether this candidate knows that a leader exists (it leads, or a key is ahead of its own in
+/// a watch that works): the gauge `leaderrun_seconds_without_leader` counts from the first
+/// moment it did not.
+pub fn leader_known(known: bool) {
+    let m = &METRICS.leaderless_since_ns;
+    if known {
+        m.store(0, Relaxed);
+    } else {
+        let now = u64::try_from(epoch().elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = m.compare_exchange(0, now, Relaxed, Relaxed);
+    }
+}
+
+/// `leaderrun_info`'s labels: the election, the id and the priority (set once).
+pub fn set_info(election: &str, id: &str, priority: u32) {
+    let labels = format!(
+        "election=\"{}\",id=\"{}\",priority=\"{priority}\"",
+        label_value(election),
+        label_value(id)
+    );
+    let _ = INFO.set(labels);
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A term was refused because its fencing token was not above a revision seen before.
@@ -311,6 +385,40 @@ pub fn encode_text(leading: bool, lease: Option<(f64, f64)>) -> String {
             p.sample("hook_runs_total", &labels, get(&m.hooks[h][o]));
         }
     }
+    p.head(
+        "leader_changes_total",
+        "counter",
+        "Terms of this candidate ended, by reason (LEADERRUN_REASON's words, - as _)",
+    );
+    for (i, r) in CHANGE_REASONS.iter().enumerate() {
+        let labels = format!("reason=\"{}\"", r.replace('-', "_"));
+        p.sample("leader_changes_total", &labels, get(&m.changes[i]));
+    }
+    p.head(
+        "passes_total",
+        "counter",
+        "Times this waiting candidate moved behind a better one (--priority, resign --to)",
+    );
+    p.sample("passes_total", "", get(&m.passes));
+    p.head(
+        "seconds_without_leader",
+        "gauge",
+        "Seconds this candidate has known of no leader (0 while it leads or sees one ahead)",
+    );
+    let since = get(&m.leaderless_since_ns);
+    let without = match since {
+        0 => 0.0,
+        ns => (epoch().elapsed().as_nanos() as f64 - ns as f64).max(0.0) / 1e9,
+    };
+    p.float("seconds_without_leader", without);
+    if let Some(labels) = INFO.get() {
+        p.head(
+            "info",
+            "gauge",
+            "This candidate: its election, id and priority",
+        );
+        p.sample("info", labels, 1);
+    }
     p.head("build_info", "gauge", "The version of leaderrun");
     let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
     p.sample("build_info", &version, 1);
@@ -382,9 +490,17 @@ mod tests {
             "leaderrun_hook_runs_total{hook=\"on_promote\",outcome=\"failed\"} ",
             "leaderrun_leadership_losses_total{reason=\"vetoed\"} ",
             "leaderrun_build_info{version=\"",
+            "leaderrun_leader_changes_total{reason=\"step_down\"} ",
+            "leaderrun_passes_total ",
+            "leaderrun_seconds_without_leader ",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
         assert!(encode_text(false, None).contains("leaderrun_leader 0"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

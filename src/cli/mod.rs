@@ -4,7 +4,9 @@
 //! before anything is started or etcd contacted.
 
 pub mod generate;
+pub mod history;
 pub mod leader;
+pub mod list;
 pub mod resign;
 
 use crate::config::flags;
@@ -52,6 +54,10 @@ fn run(args: Vec<OsString>) -> u8 {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("leader") => return leader_main(&args[1..], &env),
         Some("resign") => return resign_main(&args[1..], &env),
+        Some("list") => return ask_main(&args[1..], &env, |a| flags::parse_list(a), list::run),
+        Some("history") => {
+            return ask_main(&args[1..], &env, |a| flags::parse_history(a), history::run)
+        }
         _ => {}
     }
     // Known first, so that even a failure to parse the rest is reported in this format.
@@ -182,6 +188,30 @@ fn resign_main(args: &[OsString], env: &Env) -> u8 {
         std::mem::take(&mut config.warnings),
     );
     warn_then(endpoints, &warnings, crate::cli::resign::run(config))
+}
+
+/// A subcommand that asks about an election: parse with `parse`, load, `run`.
+fn ask_main<F>(
+    args: &[OsString],
+    env: &Env,
+    parse: impl FnOnce(&[OsString]) -> Result<flags::Flags, clap::Error>,
+    run: fn(crate::config::AskConfig) -> F,
+) -> u8
+where
+    F: std::future::Future<Output = Result<u8, Error>>,
+{
+    let parsed = parse(args);
+    let mut config = match configure(LogFormat::Text, parsed, |f| {
+        crate::config::AskConfig::load(f, env)
+    }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (endpoints, warnings) = (
+        config.connection.endpoints.len(),
+        std::mem::take(&mut config.warnings),
+    );
+    warn_then(endpoints, &warnings, run(config))
 }
 
 /// A subcommand's run once its configuration is loaded (for `endpoints` endpoints): warnings

@@ -3,11 +3,16 @@
 
 use crate::cli::leader::{render, Format, Leader, View};
 use crate::config::ResignConfig;
-use crate::election::first_candidates;
+use crate::election::priority;
 use crate::election::step_down::{request_key, request_value};
+use crate::election::{classify, first_candidates, Candidate};
 use crate::error::{Error, EXIT_NO_LEADER};
 use crate::etcd::{self, EtcdError};
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, WatchOptions};
+use crate::log::escape_controls;
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
+    WatchOptions,
+};
 use std::io::Write;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -44,7 +49,10 @@ pub async fn run(config: ResignConfig) -> Result<u8, Error> {
         )));
     }
     let lease = grant(&client, config.timeout + REQUEST_SLACK).await?;
-    let result = ask_and_wait(&client, &config, &old, lease).await;
+    let result = match &config.to {
+        Some(to) => switchover(&client, &config, &old, to, lease).await,
+        None => ask_and_wait(&client, &config, &old, lease).await,
+    };
     // The request is done with, answered or not: it goes now rather than at its lease's end.
     let _ = etcd::call("revoking the request", CALL_TIMEOUT, {
         let mut c = client.clone();
@@ -70,6 +78,136 @@ pub async fn run(config: ResignConfig) -> Result<u8, Error> {
         )),
     }
     Ok(0)
+}
+
+/// `--to`: make way for the candidate `to` (every waiting candidate ahead of it passes), then
+/// ask the leader to step down, and check that `to` took over.
+async fn switchover(
+    client: &Client,
+    config: &ResignConfig,
+    old: &Leader,
+    to: &str,
+    lease: i64,
+) -> Result<Leader, Error> {
+    let election = config.election.as_str();
+    let until = Instant::now() + config.timeout;
+    let within = |what: String| {
+        Error::NoHandover(format!(
+            "no switchover to {} within {}: {what}",
+            escape_controls(to),
+            humantime::format_duration(config.timeout)
+        ))
+    };
+    // Make way: the switchover request names the target as it is now; every waiting leaderrun
+    // ahead of it moves behind it.
+    loop {
+        let (queue, revision) = queue(client, election).await?;
+        let target = find(election, &queue, to)?;
+        if target.key == old.key {
+            return Err(Error::NoHandover(format!(
+                "{} leads {election} already: nothing to switch over",
+                escape_controls(to)
+            )));
+        }
+        let place = queue
+            .iter()
+            .position(|kv| kv.key() == target.key.as_bytes());
+        if place == Some(1) {
+            break;
+        }
+        let marker = priority::switchover_value(&target.key, target.revision);
+        let put = etcd::call_as("writing the switchover", CALL_TIMEOUT, client, |mut c| {
+            let (k, v) = (priority::switchover_key(election), marker.clone());
+            async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
+        });
+        put.await
+            .map_err(|e| Error::on_range(priority::switchover_key(election), e))?;
+        let changed = wait_for_change(client, election, revision);
+        if tokio::time::timeout_at(until, changed).await.is_err() {
+            let ahead: Vec<String> = queue[1..place.unwrap_or(queue.len())]
+                .iter()
+                .map(|kv| escape_controls(&String::from_utf8_lossy(kv.value())).into_owned())
+                .collect();
+            return Err(within(format!(
+                "the candidates ahead of it did not make way ({}): only a leaderrun with \
+                 --priority support passes, an etcdctl elect does not",
+                ahead.join(", ")
+            )));
+        }
+    }
+    let new = ask_and_wait(client, config, old, lease).await?;
+    let wanted = find(election, &queue(client, election).await?.0, to).ok();
+    match wanted {
+        Some(t) if t.key == new.key => Ok(new),
+        _ => Err(Error::NoHandover(format!(
+            "{} took over, not {}",
+            render(&View::Leader(new), Format::Text),
+            escape_controls(to)
+        ))),
+    }
+}
+
+/// Every key under `NAME/`, oldest first, with the revision of the read.
+async fn queue(client: &Client, election: &str) -> Result<(Vec<KeyValue>, i64), Error> {
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend);
+    let mut resp = etcd::call_as("reading the election", CALL_TIMEOUT, client, |mut c| {
+        let options = options.clone();
+        let prefix = format!("{election}/");
+        async move { c.get(prefix, Some(options)).await }
+    })
+    .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    Ok((resp.take_kvs(), revision))
+}
+
+/// The live candidate `to` names: its id, its key, or its lease in hex.
+fn find(election: &str, queue: &[KeyValue], to: &str) -> Result<Leader, Error> {
+    let live = || {
+        queue
+            .iter()
+            .filter(|kv| classify(election, kv) == Candidate::Live)
+    };
+    let named = |kv: &&KeyValue| {
+        kv.value() == to.as_bytes()
+            || kv.key() == to.as_bytes()
+            || format!("{:x}", kv.lease()) == to
+    };
+    match live().filter(named).count() {
+        1 => Ok(Leader::from(live().find(named).expect("counted"))),
+        0 => {
+            let ids: Vec<String> = live()
+                .map(|kv| escape_controls(&String::from_utf8_lossy(kv.value())).into_owned())
+                .collect();
+            Err(Error::NoHandover(format!(
+                "no candidate {} in {election} (candidates: {})",
+                escape_controls(to),
+                ids.join(", ")
+            )))
+        }
+        n => Err(Error::NoHandover(format!(
+            "{n} candidates of {election} are named {}: name one by its key (leaderrun list)",
+            escape_controls(to)
+        ))),
+    }
+}
+
+/// Resolves at the first change under `NAME/` after `revision` (or after a pause, when the
+/// watch fails: the caller reads again either way).
+async fn wait_for_change(client: &Client, election: &str, revision: i64) {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut watcher = client.clone();
+    if let Ok(mut stream) = watcher.watch(format!("{election}/"), Some(options)).await {
+        while let Ok(Some(resp)) = stream.message().await {
+            if !resp.events().is_empty() || resp.canceled() {
+                return;
+            }
+        }
+    }
+    sleep(WATCH_RETRY).await;
 }
 
 async fn grant(client: &Client, ttl: Duration) -> Result<i64, Error> {

@@ -260,6 +260,44 @@ pub fn resign_command() -> clap::Command {
     ))
 }
 
+/// `leaderrun list`'s command line definition.
+pub fn list_command() -> clap::Command {
+    let cmd = clap::Command::new("leaderrun list")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("List the candidates of an election: role, id, priority, key, lease TTL left")
+        .long_about(None);
+    options_of(cmd, Cmd::List).after_long_help(format!(
+        "{}\n\n\
+         One line per key under NAME/, in the order of the queue: the leader (or, with \
+         --holders N, holder k of N), then the standbys. What a candidate publishes \
+         (--priority, --preempt, --hot-standby, when it joined) is read from \
+         leaderrun.candidates/NAME/; a candidate that publishes nothing (no --priority, an \
+         etcdctl elect) shows priority 0. Keys that are not candidates are listed as what they \
+         are (no lease, nested election, foreign).\n\n\
+         Exit status: 0 somebody leads; {EXIT_NO_LEADER} nobody leads; {EXIT_USAGE} bad usage; \
+         {EXIT_ETCD} etcd cannot be read.",
+        settings_help()
+    ))
+}
+
+/// `leaderrun history`'s command line definition.
+pub fn history_command() -> clap::Command {
+    let cmd = clap::Command::new("leaderrun history")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("List the last terms of an election, newest first: who led, when, and why it ended")
+        .long_about(None);
+    options_of(cmd, Cmd::History).after_long_help(format!(
+        "{}\n\n\
+         Each leader records its term under leaderrun.history/NAME/ (the last 100 are kept): \
+         its id, fencing token, start, end, and why it ended; a term whose leader could not \
+         say (a crash, a cut-off host) is closed by the next leader as `lost`. Times are each \
+         leader's own clock.\n\n\
+         Exit status: 0 (an empty history too); {EXIT_USAGE} bad usage; {EXIT_ETCD} etcd cannot \
+         be read.",
+        settings_help()
+    ))
+}
+
 /// Every command, for the man pages and the shell completions: `leaderrun` with its
 /// subcommands attached. For documentation only: `cli` dispatches a subcommand on the first
 /// word and parses it with its own definition. A new subcommand is one line here.
@@ -267,6 +305,8 @@ pub fn commands() -> clap::Command {
     command()
         .subcommand(leader_command().name("leader"))
         .subcommand(resign_command().name("resign"))
+        .subcommand(list_command().name("list"))
+        .subcommand(history_command().name("history"))
         // As on the command line: a subcommand takes the place of COMMAND.
         .args_conflicts_with_subcommands(true)
         .subcommand_negates_reqs(true)
@@ -308,6 +348,24 @@ where
     T: Into<OsString> + Clone,
 {
     parse_as(Cmd::Resign, resign_command(), args)
+}
+
+/// Parse `leaderrun list`'s flags (the first item is `list`).
+pub fn parse_list<I, T>(args: I) -> Result<Flags, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    parse_as(Cmd::List, list_command(), args)
+}
+
+/// Parse `leaderrun history`'s flags (the first item is `history`).
+pub fn parse_history<I, T>(args: I) -> Result<Flags, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    parse_as(Cmd::History, history_command(), args)
 }
 
 /// The log format to report a failure in, found before the command line is validated: the
@@ -542,6 +600,35 @@ pub fn run_id_ttl(s: &str) -> Result<Duration, String> {
 /// --holders: 1 to [`crate::election::holders::MAX_HOLDERS`].
 pub fn holders(s: &str) -> Result<u32, String> {
     let max = crate::election::holders::MAX_HOLDERS;
+    match s.trim().parse::<u32>() {
+        Ok(n @ 1..) if n <= max => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {max}")),
+    }
+}
+
+pub fn priority(s: &str) -> Result<u32, String> {
+    let max = crate::election::priority::MAX_PRIORITY;
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("must be a whole number from 0 to {max}")),
+    }
+}
+
+/// `never`, or a duration (at least a second: a shorter one would let leadership bounce with
+/// every keepalive).
+pub fn preempt(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    match duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
+        Ok(_) => Err("must be `never` or a duration of at least 1s".into()),
+        Err(e) => Err(format!("must be `never` or a duration ({e})")),
+    }
+}
+
+pub fn history_limit(s: &str) -> Result<u32, String> {
+    let max = crate::election::history::KEPT;
     match s.trim().parse::<u32>() {
         Ok(n @ 1..) if n <= max => Ok(n),
         _ => Err(format!("must be a whole number from 1 to {max}")),

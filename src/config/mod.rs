@@ -61,6 +61,8 @@ pub enum Cmd {
     Main,
     Leader,
     Resign,
+    List,
+    History,
 }
 
 /// How an option is given on the command line.
@@ -330,7 +332,7 @@ options! {
         key: None,
         default: None,
         parse: flags::path,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// etcd endpoints, comma-separated: host:port, http://host:port, https://host:port,
@@ -343,7 +345,7 @@ options! {
         key: Some("endpoints"),
         default: Some("127.0.0.1:2379"),
         parse: flags::endpoints,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// CA bundle (PEM) that signs etcd's server certificates. Default with https: the
@@ -355,7 +357,7 @@ options! {
         key: Some("cacert"),
         default: None,
         parse: flags::tls_file,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// Client certificate (PEM), for etcd's --client-cert-auth; needs --key.
@@ -366,7 +368,7 @@ options! {
         key: Some("cert"),
         default: None,
         parse: flags::tls_file,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// The client certificate's private key (PEM); needs --cert. Its variable is
@@ -378,7 +380,7 @@ options! {
         key: Some("key"),
         default: None,
         parse: flags::tls_file,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// etcd user (etcd's --auth). Its password: --password-file or LEADERRUN_PASSWORD.
@@ -391,7 +393,7 @@ options! {
         key: Some("user"),
         default: None,
         parse: flags::user,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// File holding --user's password (one trailing newline is ignored); read at start-up.
@@ -402,7 +404,7 @@ options! {
         key: Some("password_file"),
         default: None,
         parse: flags::readable_file,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// --user's password: a variable only, never a flag (argv is public) nor a key.
@@ -413,7 +415,7 @@ options! {
         key: None,
         default: None,
         parse: flags::secret,
-        takes: [Main, Leader, Resign],
+        takes: [Main, Leader, Resign, List, History],
     }
 
     /// Election name: the key prefix shared with `etcdctl elect NAME`. Default: the command's
@@ -429,7 +431,9 @@ options! {
         takes: [
             Main,
             Leader("The election to ask about."),
-            Resign("The election whose leader should step down.")
+            Resign("The election whose leader should step down."),
+            List("The election whose candidates to list."),
+            History("The election whose terms to list.")
         ],
     }
 
@@ -466,7 +470,9 @@ options! {
         parse: flags::value_enum::<Format>,
         takes: [
             Leader,
-            Resign("Output: `text` (the old and the new leader, a line each) or `json` (one object).")
+            Resign("Output: `text` (the old and the new leader, a line each) or `json` (one object)."),
+            List("Output: `text` (a table, a candidate per line) or `json` (one array)."),
+            History("Output: `text` (a table, a term per line, newest first) or `json` (one array).")
         ],
     }
 
@@ -495,6 +501,57 @@ options! {
             Main,
             Leader("List the first N keys under NAME/, a line each: the holders of a --holders N election.")
         ],
+    }
+
+    /// This candidate's priority, 0 to 1000 (higher is preferred): when leadership falls free
+    /// the best live candidate leads, oldest first among equals (a candidate without it, or an
+    /// `etcdctl elect`, counts as 0). A waiting candidate moves behind a better one as soon as
+    /// it joins. Published under leaderrun.candidates/NAME/ when given.
+    PRIORITY priority: u32 {
+        kind: Value,
+        flag: "priority" "N",
+        env: Some("LEADERRUN_PRIORITY"),
+        key: Some("priority"),
+        default: Some("0"),
+        parse: flags::priority,
+        takes: [Main],
+    }
+
+    /// Fail-back: `never`, or a DURATION after which the leader steps down (stops its child,
+    /// resigns) for a candidate of higher priority that has waited, live and healthy, that long.
+    /// Never while etcd cannot confirm that candidate; leadership cannot bounce faster than
+    /// once per DURATION.
+    PREEMPT preempt: Option<Duration> {
+        kind: Value,
+        flag: "preempt" "never|DURATION",
+        env: Some("LEADERRUN_PREEMPT"),
+        key: Some("preempt"),
+        default: Some("never"),
+        parse: flags::preempt,
+        takes: [Main],
+    }
+
+    /// Switchover: hand leadership to this candidate (its --id, its key NAME/<lease hex>, or its
+    /// lease in hex), not to the next in line. It must be waiting in the election.
+    TO to: String {
+        kind: Value,
+        flag: "to" "ID",
+        env: None,
+        key: None,
+        default: None,
+        parse: flags::text,
+        takes: [Resign],
+    }
+
+    /// The newest terms to list (1 to 100).
+    LIMIT limit: u32 {
+        kind: Value,
+        flag: "limit" "N",
+        env: None,
+        key: None,
+        default: Some("20"),
+        parse: flags::history_limit,
+        takes: [History],
     }
 
     /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
@@ -1079,6 +1136,10 @@ pub struct Config {
     pub hooks: Hooks,
     /// --hot-standby, with its --role-signal.
     pub hot_standby: Option<Signal>,
+    /// `--priority`: higher leads first when leadership falls free.
+    pub priority: u32,
+    /// `--preempt`: step down for a better candidate that waited this long (None: never).
+    pub preempt: Option<Duration>,
     /// How long to stay out after a handover for ill health or a vetoed term.
     pub holdoff: Duration,
     /// The command, resolved to a path that exists and is executable.
@@ -1226,6 +1287,8 @@ impl Config {
             status_addr: s.status_addr.map(|a| a.value),
             hooks,
             hot_standby,
+            priority: required(s.priority, &PRIORITY)?.value,
+            preempt: s.preempt.and_then(|p| p.value),
             holdoff: holdoff.unwrap_or(DEFAULT_HOLDOFF),
             program,
             args,
@@ -1552,32 +1615,48 @@ fn read_password(path: &Path, from: &Source) -> Result<String, Error> {
     Ok(password)
 }
 
-/// `leaderrun leader`'s settings.
+/// The settings of the subcommands that ask about an election (`leader`, `resign`, `list`,
+/// `history`): how to reach etcd and the election, layered as `leaderrun` reads them (from the
+/// same configuration file too, whose other keys they do not read), and each its own flags.
 #[derive(Debug, Clone)]
-pub struct LeaderConfig {
+pub struct AskConfig {
     pub connection: Connection,
     pub election: String,
-    /// `--holders N`: list the first N live candidates (the holders), not only the first.
+    /// `leader --holders N`: list the first N live candidates (the holders), not only the
+    /// first; read from the same file as `leaderrun`'s, which lists as many as it runs.
     pub holders: u32,
     pub format: Format,
+    /// `leader --watch`.
     pub watch: bool,
+    /// `resign --timeout`.
+    pub timeout: Duration,
+    /// `resign --to`: the candidate to hand over to.
+    pub to: Option<String>,
+    /// `history --limit`.
+    pub limit: u32,
     /// Said once logging is set up.
     pub warnings: Vec<String>,
 }
 
-impl LeaderConfig {
-    /// The settings `leaderrun leader` shares with `leaderrun`, layered alike (from the same
-    /// configuration file too, whose other keys it does not read).
-    /// --holders too, layered alike: the same file lists as many holders as it runs.
-    pub fn load(flags: Flags, env: &Env) -> Result<LeaderConfig, Error> {
+/// `leaderrun leader`'s settings.
+pub type LeaderConfig = AskConfig;
+/// `leaderrun resign`'s settings.
+pub type ResignConfig = AskConfig;
+
+impl AskConfig {
+    pub fn load(flags: Flags, env: &Env) -> Result<AskConfig, Error> {
         let (mut s, file) = layers(&flags, env)?;
         let (connection, election, warnings) = target(&mut s)?;
-        Ok(LeaderConfig {
+        let value = |v: Option<Sourced<u32>>, d| v.map_or(d, |v| v.value);
+        Ok(AskConfig {
             connection,
             election,
-            holders: required(s.holders, &HOLDERS)?.value,
-            format: required(s.format, &FORMAT)?.value,
-            watch: required(s.watch, &WATCH)?.value,
+            holders: value(s.holders, 1),
+            format: s.format.map_or(Format::Text, |f| f.value),
+            watch: s.watch.is_some_and(|w| w.value),
+            timeout: s.timeout.map_or(Duration::from_secs(30), |t| t.value),
+            to: s.to.map(|t| t.value),
+            limit: value(s.limit, 20),
             warnings: with_file_warnings(file.as_ref(), warnings),
         })
     }
@@ -1594,32 +1673,6 @@ fn target(s: &mut Settings) -> Result<(Connection, String, Vec<String>), Error> 
     let mut warnings = Vec::new();
     let connection = connection(s, &mut warnings)?;
     Ok((connection, election, warnings))
-}
-
-/// `leaderrun resign`'s settings.
-#[derive(Debug, Clone)]
-pub struct ResignConfig {
-    pub connection: Connection,
-    pub election: String,
-    pub timeout: Duration,
-    pub format: Format,
-    /// Said once logging is set up.
-    pub warnings: Vec<String>,
-}
-
-impl ResignConfig {
-    /// The connection and the election, read as `leaderrun leader` reads them.
-    pub fn load(flags: Flags, env: &Env) -> Result<ResignConfig, Error> {
-        let (mut s, file) = layers(&flags, env)?;
-        let (connection, election, warnings) = target(&mut s)?;
-        Ok(ResignConfig {
-            connection,
-            election,
-            timeout: required(s.timeout, &TIMEOUT)?.value,
-            format: required(s.format, &FORMAT)?.value,
-            warnings: with_file_warnings(file.as_ref(), warnings),
-        })
-    }
 }
 
 /// Commands whose file name says nothing about the job: shells, interpreters, and wrappers
@@ -1796,7 +1849,9 @@ mod tests {
         assert_eq!(leader.len(), 11);
         let resign = layered_options(Cmd::Resign);
         assert_eq!(&resign[..8], &leader[..8]);
-        assert_eq!(&resign[8..], [&TIMEOUT, &FORMAT]);
+        assert_eq!(&resign[8..], [&TIMEOUT, &FORMAT, &TO]);
+        assert_eq!(&layered_options(Cmd::List)[..8], &leader[..8]);
+        assert_eq!(&layered_options(Cmd::History)[8..], [&FORMAT, &LIMIT]);
         // The file's own name is read before the layers.
         assert!(!layered_options(Cmd::Main).contains(&&CONFIG));
         assert_eq!(d.run_id_ttl.unwrap().value, Duration::from_secs(86400));

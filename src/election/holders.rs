@@ -23,6 +23,7 @@
 //! that the election agrees ([`agree`]); a default leaderrun checks that prefix is empty
 //! ([`check_single`]).
 
+use crate::election::priority::{self, should_pass, Place, Published, Seen};
 use crate::election::watch::{self, Ended};
 use crate::election::{classify, Candidate};
 use crate::etcd::{self, EtcdError};
@@ -70,25 +71,37 @@ pub enum Refused {
     KeyGone(String),
 }
 
+/// Who campaigns, and how: everything a campaign needs but the client.
+#[derive(Debug, Clone)]
+pub struct Join<'a> {
+    pub election: &'a str,
+    pub id: &'a str,
+    pub lease: i64,
+    /// `--holders N`.
+    pub n: u32,
+    /// `--priority`.
+    pub priority: u32,
+    /// What we say of ourselves under [`priority::prefix`] (`--priority`, `--preempt`): None
+    /// when neither is given, so that a default candidate writes nothing there.
+    pub published: Option<Published>,
+    /// How long one request may take, and the pause before a retry.
+    pub wait: Duration,
+    pub retry: Duration,
+}
+
 /// Campaign for one of `n` places with `lease`: write our key, check that the election agrees
 /// on `n`, then wait until fewer than `n` keys are ahead of ours, with the proof of it (our key
-/// deleted meanwhile: [`Refused::KeyGone`]). Blocks for as long as `n` others hold. One campaign
-/// per lease: the caller ends the lease after a failure (only an error that never reached etcd
-/// may be retried on it, and the write below is idempotent for that).
-pub async fn campaign(
-    client: &Client,
-    election: &str,
-    id: &str,
-    lease: i64,
-    n: u32,
-    wait: Duration,
-    retry: Duration,
-) -> Result<(LeaderKey, Proof), Refused> {
-    let ours = enter(client, election, id, lease, n, wait).await?;
-    if n > 1 {
-        agree(client, election, n, wait).await?;
+/// deleted meanwhile: [`Refused::KeyGone`]), passing better candidates on the way
+/// ([`priority`]). Blocks for as long as `n` others hold. One campaign per lease: the caller
+/// ends the lease after a failure (only an error that never reached etcd may be retried on
+/// it, and the write below is idempotent for that). Returns our key as it is at the end (a
+/// pass writes it anew).
+pub async fn campaign(client: &Client, join: &Join<'_>) -> Result<(LeaderKey, Proof), Refused> {
+    let mut ours = enter(client, join).await?;
+    if join.n > 1 {
+        agree(client, join.election, join.n, join.wait).await?;
     }
-    match wait_turn(client, election, &ours, n, wait, retry).await? {
+    match wait_turn(client, join, &mut ours).await? {
         Some(proof) => Ok((ours, proof)),
         None => Err(Refused::KeyGone(
             String::from_utf8_lossy(ours.key()).into_owned(),
@@ -96,31 +109,32 @@ pub async fn campaign(
     }
 }
 
-/// One transaction: if our key does not exist, put it (`id`, on `lease`) and our holders key
-/// (`n`, on `lease`); else read it (a retry of a write that did reach etcd). Returns our key
-/// with its create revision.
-async fn enter(
-    client: &Client,
-    election: &str,
-    id: &str,
-    lease: i64,
-    n: u32,
-    wait: Duration,
-) -> Result<LeaderKey, EtcdError> {
+/// One transaction: if our key does not exist, put it (`id`, on `lease`), our holders key
+/// (`n`, on `lease`) and what we publish; else read it (a retry of a write that did reach
+/// etcd). Returns our key with its create revision.
+async fn enter(client: &Client, join: &Join<'_>) -> Result<LeaderKey, EtcdError> {
+    let (election, lease) = (join.election, join.lease);
     let key = format!("{election}/{lease:x}");
     let holders_key = format!("{}{lease:x}", prefix(election));
     let on_lease = || Some(PutOptions::new().with_lease(lease));
     // One holder says nothing under the holders prefix: its role needs no permission there.
-    let mut put = vec![TxnOp::put(key.clone(), id, on_lease())];
-    if n > 1 {
-        put.push(TxnOp::put(holders_key, n.to_string(), on_lease()));
+    let mut put = vec![TxnOp::put(key.clone(), join.id, on_lease())];
+    if join.n > 1 {
+        put.push(TxnOp::put(holders_key, join.n.to_string(), on_lease()));
+    }
+    if let Some(p) = &join.published {
+        put.push(TxnOp::put(
+            priority::key(election, lease),
+            p.value(),
+            on_lease(),
+        ));
     }
     put.push(TxnOp::get(key.clone(), None));
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then(put)
         .or_else([TxnOp::get(key.clone(), None)]);
-    let resp = etcd::call_as("campaigning", wait, client, |mut c| {
+    let resp = etcd::call_as("campaigning", join.wait, client, |mut c| {
         let txn = txn.clone();
         async move { c.txn(txn).await }
     })
@@ -138,6 +152,31 @@ async fn enter(
         .with_key(key)
         .with_rev(ours.create_revision())
         .with_lease(lease))
+}
+
+/// Move behind: delete our key (and what we publish), if it is still the one we wrote; the
+/// caller writes it again ([`enter`]), behind every key there is.
+async fn step_back(client: &Client, join: &Join<'_>, ours: &LeaderKey) -> Result<(), EtcdError> {
+    let mut delete = vec![TxnOp::delete(ours.key(), None)];
+    if join.published.is_some() {
+        delete.push(TxnOp::delete(
+            priority::key(join.election, join.lease),
+            None,
+        ));
+    }
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            ours.key(),
+            CompareOp::Equal,
+            ours.rev(),
+        )])
+        .and_then(delete);
+    etcd::call_as("passing a better candidate", join.wait, client, |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .await?;
+    Ok(())
 }
 
 /// Every candidate of the election uses `n`: each holders value is `n`, and each live
@@ -242,32 +281,108 @@ pub async fn check_single(client: &Client, election: &str, wait: Duration) -> Op
 /// a deletion among the watched ones starts a new round: that candidate moves up, and its next
 /// read lists the whole line ahead before its turn comes. Each deletion wakes at most `n + 1`
 /// candidates, never the whole line.
+///
+/// Beside it, the same round reads and watches what the candidates publish ([`priority`]): a
+/// better candidate behind us, or a switchover to one, makes us pass: our key is written again,
+/// behind it, and the rounds go on with the new key in `ours`.
 async fn wait_turn(
     client: &Client,
-    election: &str,
-    ours: &LeaderKey,
-    n: u32,
-    wait: Duration,
-    retry: Duration,
+    join: &Join<'_>,
+    ours: &mut LeaderKey,
 ) -> Result<Option<Proof>, EtcdError> {
+    let (election, n, retry) = (join.election, join.n as usize, join.retry);
     let mut trouble = Recurring::new("waiting for a place among the holders");
-    let n = n as usize;
+    // Off for good once the role is refused the prefix (said once): priorities are a
+    // preference, never a reason not to lead.
+    let mut priorities = true;
+    let mut policies_checked = false;
+    // Our key was deleted by a pass and is still to be written again.
+    let mut reenter = false;
     loop {
-        let line = match line_ahead(client, election, ours, n, wait).await {
+        if reenter {
+            match enter(client, join).await {
+                Ok(key) => {
+                    *ours = key;
+                    reenter = false;
+                }
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    trouble.report(e);
+                    sleep(retry).await;
+                    continue;
+                }
+            }
+        }
+        let read_seen = async {
+            match priorities {
+                true => Some(priority::read(client, election, join.wait).await),
+                false => None,
+            }
+        };
+        let (line, seen) =
+            tokio::join!(line_ahead(client, election, ours, n, join.wait), read_seen);
+        let line = match line {
             Ok(line) => line,
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
+                crate::metrics::leader_known(false);
                 trouble.report(e);
                 sleep(retry).await;
                 continue;
             }
         };
+        let (seen, seen_at) = match seen {
+            Some(Ok((kvs, revision))) => {
+                if !policies_checked {
+                    policies_checked = true;
+                    warn_policies(join, &kvs);
+                }
+                let seen = kvs.iter().map(|kv| Seen::of(election, kv)).collect();
+                (seen, revision.min(line.revision))
+            }
+            Some(Err(e)) if e.is_fatal() => {
+                tracing::warn!(range = %priority::prefix(election), error = %e, "priorities are off: the user's role cannot read this range; waiting in the order of the queue");
+                priorities = false;
+                (Vec::new(), line.revision)
+            }
+            Some(Err(e)) => {
+                trouble.report(e);
+                sleep(retry).await;
+                continue;
+            }
+            None => (Vec::new(), line.revision),
+        };
         let Some(mut ahead) = line.ahead else {
             return Ok(None);
         };
+        // For the gauge of seconds without a leader: a key ahead of ours is (or will be) one.
+        crate::metrics::leader_known(!ahead.is_empty());
         let proof = Proof {
             read_at: line.revision,
         };
+        let key = String::from_utf8_lossy(ours.key()).into_owned();
+        let place = Place {
+            key: &key,
+            revision: ours.rev(),
+            priority: join.priority,
+        };
+        if should_pass(&place, &seen) {
+            match step_back(client, join, ours).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "a better candidate waits behind us: passing it (our key moves behind it)"
+                    );
+                    crate::metrics::passed();
+                    reenter = true;
+                }
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    trouble.report(e);
+                    sleep(retry).await;
+                }
+            }
+            continue;
+        }
         if ahead.len() < n {
             return Ok(Some(proof));
         }
@@ -283,16 +398,47 @@ async fn wait_turn(
             ahead,
             whole_line: whole.then_some(n),
             ours: ours.key().to_vec(),
+            ranks: priorities.then(|| Ranks {
+                election: election.to_string(),
+                key: key.clone(),
+                revision: ours.rev(),
+                priority: join.priority,
+                seen,
+                from: seen_at,
+            }),
         };
         match watched.until_moved(client, line.revision).await {
-            Ok(Moved::Proven) => return Ok(Some(proof)),
-            Ok(Moved::Up) => trouble.clear(),
+            Ok(Moved::Proven) => {
+                crate::metrics::leader_known(false);
+                return Ok(Some(proof));
+            }
+            Ok(Moved::Up | Moved::Pass) => trouble.clear(),
             Ok(Moved::OursGone) => return Ok(None),
             Err(e) => {
+                crate::metrics::leader_known(false);
                 trouble.report(e);
                 sleep(retry).await;
             }
         }
+    }
+}
+
+/// Candidates of the election whose `--preempt` differs from ours: one warning, naming them.
+fn warn_policies(join: &Join<'_>, kvs: &[etcd_client::KeyValue]) {
+    let ours = join.published.as_ref().and_then(|p| p.preempt);
+    let own = priority::key(join.election, join.lease);
+    let others: Vec<Published> = kvs
+        .iter()
+        .filter(|kv| kv.key() != own.as_bytes())
+        .filter_map(|kv| Published::parse(kv.value()))
+        .collect();
+    let differ = priority::disagreeing(ours, &others);
+    if !differ.is_empty() {
+        tracing::warn!(
+            ours = %priority::preempt_word(ours),
+            others = %escape_controls(&differ.join(", ")),
+            "candidates of this election disagree on --preempt: the leader's own policy decides when it steps down for a better candidate"
+        );
     }
 }
 
@@ -332,12 +478,25 @@ async fn line_ahead(
     Ok(Line { ahead, revision })
 }
 
-/// What a round of waiting watches: the nearest keys ahead, and our own.
+/// What a round of waiting watches: the nearest keys ahead, and our own; and, with priorities,
+/// what the candidates publish.
 struct Watched {
     ahead: Vec<Vec<u8>>,
     /// Some(n) when `ahead` is the whole line ahead: the turn comes when fewer than n are left.
     whole_line: Option<usize>,
     ours: Vec<u8>,
+    ranks: Option<Ranks>,
+}
+
+/// What a waiting candidate weighs to pass: our place, and what it has seen published.
+struct Ranks {
+    election: String,
+    key: String,
+    revision: i64,
+    priority: u32,
+    seen: Vec<Seen>,
+    /// The revision that `seen` was read at: published keys are watched from the one after.
+    from: i64,
 }
 
 /// How a round of waiting ended.
@@ -349,6 +508,9 @@ enum Moved {
     Up,
     /// Our own key was deleted.
     OursGone,
+    /// A better candidate joined behind us, or a switchover asks us to make way: read again,
+    /// which passes.
+    Pass,
 }
 
 impl Watched {
@@ -374,15 +536,25 @@ impl Watched {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        if let Some(ranks) = &self.ranks {
+            let published = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(ranks.from + 1)
+                .with_filters([WatchFilterType::NoDelete]);
+            stream
+                .watch(priority::prefix(&ranks.election), Some(published))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let mut moved = None;
         let mut seen = revision;
         // Its own answers need no logging: the caller reports what ends the watch.
         let mut quiet = Recurring::new("watch on the holders ahead");
         let wanted = |e: &Event| {
-            moved = e
-                .kv()
-                .filter(|_| e.event_type() == EventType::Delete)
-                .and_then(|kv| self.deleted(kv.key()));
+            moved = e.kv().and_then(|kv| match e.event_type() {
+                EventType::Delete => self.deleted(kv.key()),
+                EventType::Put => self.published(kv),
+            });
             moved.is_some()
         };
         match watch::follow(&mut client, &mut stream, wanted, &mut seen, &mut quiet).await {
@@ -391,6 +563,18 @@ impl Watched {
             Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
             Ended::Broken(why) => Err(why),
         }
+    }
+
+    /// Take in a candidate's published key (or a switchover): Some(Pass) if we should pass.
+    fn published(&mut self, kv: &etcd_client::KeyValue) -> Option<Moved> {
+        let ranks = self.ranks.as_mut()?;
+        ranks.seen.push(Seen::of(&ranks.election, kv));
+        let place = Place {
+            key: &ranks.key,
+            revision: ranks.revision,
+            priority: ranks.priority,
+        };
+        should_pass(&place, &ranks.seen).then_some(Moved::Pass)
     }
 
     /// Take in the deletion of `key`: Some(how the round ends) if it ends it.
@@ -468,6 +652,7 @@ mod tests {
             ahead: ahead.iter().map(|k| k.as_bytes().to_vec()).collect(),
             whole_line,
             ours: b"web/ours".to_vec(),
+            ranks: None,
         }
     }
 

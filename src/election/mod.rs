@@ -2,7 +2,9 @@
 //! `etcdctl elect NAME` and Go's concurrency.Election make them, and the leader is the live key
 //! under `NAME/` with the lowest create revision.
 
+pub mod history;
 pub mod holders;
+pub mod priority;
 pub mod run_records;
 pub mod step_down;
 pub mod watch;

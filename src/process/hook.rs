@@ -53,6 +53,7 @@ pub enum Reason {
     StepDown,
     Unhealthy,
     Vetoed,
+    Preempted,
 }
 
 impl Reason {
@@ -64,6 +65,7 @@ impl Reason {
             Reason::StepDown => "step-down",
             Reason::Unhealthy => "unhealthy",
             Reason::Vetoed => "vetoed",
+            Reason::Preempted => "preempted",
         }
     }
 }

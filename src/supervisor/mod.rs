@@ -23,7 +23,9 @@ pub mod restart;
 pub mod tenure;
 
 use crate::config::{Config, OnExit};
+use crate::election::history;
 use crate::election::holders::{self, Proof, Refused};
+use crate::election::priority::{self, Published};
 use crate::election::step_down;
 use crate::election::{self, Candidate};
 use crate::error::{Error, EXIT_NOT_LEADING};
@@ -82,6 +84,8 @@ enum End {
     Shutdown,
     /// `leaderrun resign` asked us to hand over: resign, then campaign again behind the others.
     StepDown,
+    /// A better candidate waited long enough (--preempt): as a step-down.
+    Preempted,
     /// The child failed its health check: resign, stay out of the election for the holdoff.
     Unhealthy,
     /// The command could not be restarted: exit with this status.
@@ -98,6 +102,7 @@ impl End {
             End::Lost => hook::Reason::Lost,
             End::Shutdown | End::Fatal(_) => hook::Reason::Shutdown,
             End::StepDown => hook::Reason::StepDown,
+            End::Preempted => hook::Reason::Preempted,
             End::Unhealthy => hook::Reason::Unhealthy,
         }
     }
@@ -144,6 +149,8 @@ struct Supervisor {
     /// Whether etcd ever granted us a lease: a certificate refused before that is a
     /// misconfiguration (exit 1), after it a renewal in progress (retried).
     reached_etcd: bool,
+    /// Records each term (`leaderrun history`), off the handover's path.
+    history: history::Writer,
 }
 
 /// Run the supervisor until it exits; returns the exit status.
@@ -175,6 +182,8 @@ pub async fn run(
     };
     let members = etcd::members(&config.connection);
     let mut gate = Gate::new(&config, reaper, signals.child_defaults());
+    metrics::set_info(&config.election, &config.id, config.priority);
+    let election = config.election.clone();
     if let Some(signal) = config.hot_standby {
         if let Err(code) = gate.start_hot(signal) {
             return Ok(code);
@@ -192,6 +201,7 @@ pub async fn run(
         health: status.health_reporter(),
         standby_unhealthy: false,
         reached_etcd: false,
+        history: history::Writer::start(&election),
     };
     let mut state = State::Connecting {
         after: Duration::ZERO,
@@ -353,12 +363,15 @@ impl Supervisor {
             .start(&self.client, candidacy.lease(), &elected, Some(proof), true)
             .await
         {
-            Ok((leadership, child)) => Ok(State::Leading(Tenure::begin(
-                candidacy,
-                leadership,
-                child,
-                Restarts::new(self.config.restart),
-            ))),
+            Ok((leadership, child)) => {
+                self.term_began(&leadership);
+                Ok(State::Leading(Tenure::begin(
+                    candidacy,
+                    leadership,
+                    child,
+                    Restarts::new(self.config.restart),
+                )))
+            }
             Err(not) => {
                 let (resign, next) = self.not_started(not);
                 candidacy
@@ -379,12 +392,20 @@ impl Supervisor {
         retry: Duration,
     ) -> Result<Result<(LeaderKey, Proof), Refused>, State> {
         let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
-        let (lease_id, holders) = (lease.id(), self.config.holders);
+        let holders = self.config.holders;
+        let join = holders::Join {
+            election,
+            id,
+            lease: lease.id(),
+            n: holders,
+            priority: self.config.priority,
+            published: self.published(),
+            wait,
+            retry,
+        };
         // The queue is kept here, for one holder as for N (crate::election::holders); it watches our own
         // key too. Dropped (its watch with it) on return.
-        let mut campaign = pin!(holders::campaign(
-            client, election, id, lease_id, holders, wait, retry
-        ));
+        let mut campaign = pin!(holders::campaign(client, &join));
         // The key is `NAME/<lease hex>`, as etcd's election service and Go's make it.
         let ours = format!("{election}/{}", lease.hex_id());
         // --no-wait: nobody led a moment ago, but a candidate that started with us may be ahead.
@@ -424,6 +445,7 @@ impl Supervisor {
                     return Err(State::Connecting { after: Duration::ZERO });
                 }
                 loss = lease.lost() => {
+                    metrics::leader_known(false);
                     warn!(%loss, "standby lost its lease; campaigning again with a new one");
                     return Err(State::Connecting { after: Duration::ZERO });
                 }
@@ -440,6 +462,36 @@ impl Supervisor {
                 },
             }
         }
+    }
+
+    /// What this candidate publishes of itself: only with --priority or --preempt (a default
+    /// candidate's role needs no permission beyond the election's).
+    fn published(&self) -> Option<Published> {
+        let c = &self.config;
+        (c.priority > 0 || c.preempt.is_some()).then(|| Published {
+            id: c.id.clone(),
+            priority: c.priority,
+            preempt: c.preempt,
+            since_ms: history::now_ms(),
+            hot: c.hot_standby.is_some(),
+        })
+    }
+
+    /// A term began: its record, and the gauges.
+    fn term_began(&self, leadership: &election::Leadership) {
+        metrics::leader_known(true);
+        self.history.begin(
+            &self.client,
+            history::Term {
+                id: self.config.id.clone(),
+                key: leadership.key.clone(),
+                token: leadership.revision,
+                start_ms: history::now_ms(),
+                end_ms: None,
+                reason: None,
+                status: None,
+            },
+        );
     }
 
     /// What follows a campaign that etcd refused or that failed.
@@ -556,6 +608,16 @@ impl Supervisor {
         let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
         let election = self.config.election.clone();
         let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
+        let (priority, own_lease) = (self.config.priority, term.lease().id());
+        let preempt = self.config.preempt;
+        let mut preempted = pin!(async {
+            match preempt {
+                Some(after) => {
+                    priority::preempted(&client, &election, own_lease, priority, after, retry).await
+                }
+                None => std::future::pending().await,
+            }
+        });
         let (reaper, env) = self.gate.for_checks(&leadership, term.lease());
         let check = self.config.health.clone();
         let reporter = self.health.clone();
@@ -634,6 +696,10 @@ impl Supervisor {
                     warn!(%why, ?holdoff, "unhealthy: stopping the child, resigning, staying out of the election for the holdoff");
                     return State::Stopping { term, end: End::Unhealthy };
                 }
+                _ = &mut preempted => {
+                    info!(key = %leadership.key, "a candidate of higher priority has waited for --preempt: stopping the child, resigning, campaigning again behind it");
+                    return State::Stopping { term, end: End::Preempted };
+                }
                 _ = &mut step_down => {
                     info!(key = %leadership.key, "step-down requested (leaderrun resign): stopping the child, resigning, campaigning again behind the others");
                     return State::Stopping { term, end: End::StepDown };
@@ -699,6 +765,7 @@ impl Supervisor {
             _ => metrics::term_ended(Reason::Graceful),
         }
         let reason = end.hook_reason();
+        let leadership = term.leadership().clone();
         let status = term
             .end(
                 &self.client,
@@ -708,6 +775,17 @@ impl Supervisor {
                 resign,
             )
             .await;
+        metrics::leader_changed(reason.as_str());
+        metrics::leader_known(false);
+        self.history.end(
+            &self.client,
+            leadership.revision,
+            history::Ending {
+                end_ms: history::now_ms(),
+                reason: reason.as_str().into(),
+                status: matches!(end, End::ChildExited { .. }).then(|| status.to_string()),
+            },
+        );
         let on_exit = match self.gate.is_hot() {
             true => OnExit::Recampaign,
             false => self.config.on_exit,
@@ -810,12 +888,12 @@ fn after_end(
         // A run under --run-id starts once per process, whatever became of it: a run that
         // ended on its own is simply done; one cut short is worth a warning.
         End::ChildExited { .. } if run_started => State::Exit(status.code()),
-        End::Lost | End::StepDown | End::Unhealthy if run_started => {
+        End::Lost | End::StepDown | End::Preempted | End::Unhealthy if run_started => {
             warn!(%status, "the run was started once under its run ID: it is not started again");
             State::Exit(status.code())
         }
         // A new lease and a new key: behind every candidate already waiting.
-        End::Lost | End::StepDown => State::Connecting {
+        End::Lost | End::StepDown | End::Preempted => State::Connecting {
             after: Duration::ZERO,
         },
         End::Unhealthy => State::Connecting { after: holdoff },
