@@ -27,7 +27,11 @@
 //!                        tools taking turns: p50, p90 and max of each tool's pooled runs
 //!   hook overhead        two candidates, the child-exit and the SIGTERM handover with
 //!                        `--on-promote true --on-demote true` on both, against the same without
-//!                        hooks, the four kinds taking turns: p50 / p90 and the difference of p50
+//!                        hooks, the four kinds taking turns: p50 / p90 and the difference of p50;
+//!                        and in the same turns the child-exit handover with three candidates,
+//!                        all of priority 0, against the same with the third (C, queued last)
+//!                        of `--priority 5`, which the second passes and which takes over: p50 /
+//!                        p90 and the ratio of p50
 //!   hot promotion        (--candidates) N `leaderrun --hot-standby` candidates (TTL 10 s), each
 //!                        child a small Rust replica (examples/hot_child.rs) that runs in every
 //!                        role; `leaderrun resign` makes the leader step down: gap from the old
@@ -400,6 +404,10 @@ enum Kind {
     /// ExitLr and TermLr with HOOKS on both candidates.
     ExitHooks,
     TermHooks,
+    /// ExitLr with a third candidate C queued after B; all of priority 0.
+    ExitThree,
+    /// ExitThree with C of `--priority 5`: B passes it, and C takes over.
+    ExitPrio,
 }
 
 const KINDS: [Kind; 6] = [
@@ -422,6 +430,8 @@ impl Kind {
             Kind::HealthLr => "health-lr",
             Kind::ExitHooks => "exit-hooks",
             Kind::TermHooks => "term-hooks",
+            Kind::ExitThree => "exit-three",
+            Kind::ExitPrio => "exit-priority",
         }
     }
 
@@ -482,14 +492,16 @@ impl Figures {
 struct Pair {
     a: Lr,
     b: Option<Lr>,
+    /// The third candidate of ExitThree and ExitPrio.
+    c: Option<Lr>,
     follow: Follow,
 }
 
 impl Drop for Pair {
     fn drop(&mut self) {
         stop_children(&mut self.follow);
-        if let Some(b) = &mut self.b {
-            stop(b);
+        for lr in [&mut self.c, &mut self.b].into_iter().flatten() {
+            stop(lr);
         }
         stop(&mut self.a);
     }
@@ -507,7 +519,9 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     let tool = kind.tool();
     let exit_after = CHILD_MS.to_string();
     let child_a: Vec<&str> = match kind {
-        Kind::ExitLr | Kind::ExitLock | Kind::ExitHooks => vec!["--exit-after", &exit_after],
+        Kind::ExitLr | Kind::ExitLock | Kind::ExitHooks | Kind::ExitThree | Kind::ExitPrio => {
+            vec!["--exit-after", &exit_after]
+        }
         _ => Vec::new(),
     };
     // The check fails once the file <id>.sick exists: the instant it is made is the failure's.
@@ -530,6 +544,7 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     let mut p = Pair {
         a,
         b: None,
+        c: None,
         follow: Follow::new(scene.records.clone()),
     };
     if !p.follow.wait(10 * SEC, |r| !r.is_empty()) {
@@ -539,6 +554,16 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
     p.b = Some(m.start(tool, &scene, "B", TTL, &[], &health("B")));
     if !m.wait_keys(&name, 2, 5 * SEC, 20 * MS) {
         return Err("standby not queued in 5 s".into());
+    }
+    if matches!(kind, Kind::ExitThree | Kind::ExitPrio) {
+        let priority: Vec<String> = match kind {
+            Kind::ExitPrio => vec!["--priority".into(), "5".into()],
+            _ => Vec::new(),
+        };
+        p.c = Some(m.start(tool, &scene, "C", TTL, &[], &priority));
+        if !m.wait_keys(&name, 3, 5 * SEC, 20 * MS) {
+            return Err("third candidate not queued in 5 s".into());
+        }
     }
     let queued = mono_now_ns();
     let child_a = p.follow.runs()[0].pid;
@@ -607,6 +632,10 @@ fn handover(m: &Mode, kind: Kind, attempt: usize, f: &mut Figures) -> Result<(),
             ms(queued, end_a)
         ));
     }
+    let next = if kind == Kind::ExitPrio { "C" } else { "B" };
+    if runs[1].id.as_deref() != Some(next) {
+        return Err(format!("{:?} took over, not {next}", runs[1].id));
+    }
     f.ms.entry(kind.name())
         .or_default()
         .push(ms(end_a, start_b));
@@ -647,6 +676,7 @@ fn term_lock(m: &Mode) -> String {
     let mut p = Pair {
         a,
         b: None,
+        c: None,
         follow: Follow::new(scene.records.clone()),
     };
     assert!(
@@ -1171,7 +1201,14 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
 
 /// The hook overhead rows: the handovers with and without hooks, two candidates, in turns
 /// (so that a slower minute of this shared machine weighs on both alike).
-const HOOK_KINDS: [Kind; 4] = [Kind::ExitLr, Kind::ExitHooks, Kind::TermLr, Kind::TermHooks];
+const HOOK_KINDS: [Kind; 6] = [
+    Kind::ExitLr,
+    Kind::ExitHooks,
+    Kind::TermLr,
+    Kind::TermHooks,
+    Kind::ExitThree,
+    Kind::ExitPrio,
+];
 
 fn hook_overhead(m: &Mode, runs: usize) -> Figures {
     say(&format!(
@@ -1198,11 +1235,14 @@ fn hook_overhead(m: &Mode, runs: usize) -> Figures {
             }
         }
         say(&format!(
-            "  round {attempt}: child-exit {} ms, with hooks {} ms | SIGTERM {} ms, with hooks {} ms",
+            "  round {attempt}: child-exit {} ms, with hooks {} ms | SIGTERM {} ms, with hooks {} ms \
+             | 3 candidates {} ms, with priorities {} ms",
             f.last(Kind::ExitLr),
             f.last(Kind::ExitHooks),
             f.last(Kind::TermLr),
-            f.last(Kind::TermHooks)
+            f.last(Kind::TermHooks),
+            f.last(Kind::ExitThree),
+            f.last(Kind::ExitPrio)
         ));
     }
     f
@@ -1459,6 +1499,17 @@ fn print_roles(hooks: &Figures, roles: &[(usize, Roles)]) {
             &diff(a, b),
         );
     }
+    let (a, b) = (hooks.of(Kind::ExitThree), hooks.of(Kind::ExitPrio));
+    row(
+        &format!(
+            "child-exit handover, 3 candidates ({} + {} runs)",
+            a.len(),
+            b.len()
+        ),
+        &format!("all priority 0: {}", ms2(a)),
+        &format!("C (joined last) --priority 5: {}", ms2(b)),
+        &format!("{} (ratio of p50)", ratio(median(b), median(a))),
+    );
     let took = |k: &str| hooks.ms.get(k).cloned().unwrap_or_default();
     row(
         "  each hook, by its `hook done` log (p50/p90)",

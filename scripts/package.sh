@@ -82,6 +82,8 @@ if ((check)); then
     /usr/bin/leaderrun
     /usr/share/man/man1/leaderrun.1.gz
     /usr/share/man/man1/leaderrun-leader.1.gz
+    /usr/share/man/man1/leaderrun-list.1.gz
+    /usr/share/man/man1/leaderrun-history.1.gz
     /usr/share/bash-completion/completions/leaderrun
     /usr/share/zsh/vendor-completions/_leaderrun
     /usr/share/fish/vendor_completions.d/leaderrun.fish
@@ -90,7 +92,9 @@ if ((check)); then
     /lib/systemd/system/leaderrun-job@.timer
     /etc/default/leaderrun
     /usr/share/doc/leaderrun/copyright
-    /usr/share/doc/leaderrun/install.md
+    /usr/share/doc/leaderrun/docs/install.md
+    /usr/share/doc/leaderrun/docs/usage.md
+    /usr/share/doc/leaderrun/docs/SAFETY.md
     /usr/share/doc/leaderrun/examples/systemd/hardening.conf
     /usr/share/doc/leaderrun/examples/systemd/password.conf
   )

@@ -120,7 +120,7 @@ fn two_no_wait_candidates_started_together_run_the_command_once() {
     for round in 0..5 {
         let scene = Scene::with_election(&etcd.endpoints(), &format!("race{round}"));
         let marker = scene.path("ran");
-        // README: with --no-wait, the loser of a simultaneous start exits 75
+        // docs/use-cases.md: with --no-wait, the loser of a simultaneous start exits 75
         // at once. A short job, as cron jobs often are: the loser must not
         // run it after the winner is done.
         let script = record_id(&marker, "sleep 0.5");

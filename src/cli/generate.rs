@@ -3,7 +3,7 @@
 //!
 //! The generators themselves (clap_mangen, clap_complete) run in `examples/generate.rs`, which
 //! `scripts/package.sh` calls: the shipped binary does not carry them. The tests here check the
-//! README's options tables against the same definitions.
+//! options tables of docs/usage.md against the same definitions.
 
 use clap::ValueHint;
 
@@ -42,7 +42,7 @@ mod tests {
     use crate::config::{Opt, OPTIONS};
     use std::collections::BTreeMap;
 
-    /// The header of every options table in the README: one row per flag (or per variable,
+    /// The header of every options table in docs/usage.md: one row per flag (or per variable,
     /// for a setting without a flag).
     const HEADER: &str = "| option | variable | config key | default | meaning |";
 
@@ -56,10 +56,10 @@ mod tests {
         default: String,
     }
 
-    /// Every row of the README's options tables, by flag (`--ttl`), or by variable for a
+    /// Every row of the options tables of docs/usage.md, by flag (`--ttl`), or by variable for a
     /// setting without a flag.
     fn readme_rows() -> BTreeMap<String, Row> {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/usage.md");
         let mut rows = BTreeMap::new();
         let mut in_table = false;
         for (i, line) in readme.lines().enumerate() {
@@ -75,7 +75,11 @@ mod tests {
                 continue;
             }
             let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
-            assert!(cells.len() == 5, "README.md:{}: a row of 5 cells", i + 1);
+            assert!(
+                cells.len() == 5,
+                "docs/usage.md:{}: a row of 5 cells",
+                i + 1
+            );
             let unquote = |c: &str| c.trim_matches('`').to_string();
             let row = Row {
                 line: i + 1,
@@ -91,7 +95,10 @@ mod tests {
             };
             let line = row.line;
             if let Some(first) = rows.insert(name.clone(), row) {
-                panic!("README.md:{line}: {name} is also at line {}", first.line);
+                panic!(
+                    "docs/usage.md:{line}: {name} is also at line {}",
+                    first.line
+                );
             }
         }
         rows
@@ -99,7 +106,7 @@ mod tests {
 
     /// Checks a row against the options table of `config`.
     fn check(row: &Row, opt: &Opt) {
-        let at = format!("README.md:{} ({})", row.line, opt.long);
+        let at = format!("docs/usage.md:{} ({})", row.line, opt.long);
         // A subcommand's own flag has neither a variable nor a key.
         assert_eq!(
             row.variable,
@@ -111,7 +118,7 @@ mod tests {
             // The default as written in the options table, first in its cell.
             Some(d) => assert!(
                 row.default.starts_with(&format!("`{d}`")),
-                "{at}: the default is `{d}`, the README says {}",
+                "{at}: the default is `{d}`, docs/usage.md says {}",
                 row.default
             ),
             // No default, or one computed from other settings: the cell says which, in words.
@@ -137,7 +144,7 @@ mod tests {
         for (name, a) in &flags {
             let long = format!("--{}", a.get_long().unwrap_or(""));
             let Some(row) = rows.get(&long) else {
-                panic!("README.md: no row for {name} in a table headed {HEADER}");
+                panic!("docs/usage.md: no row for {name} in a table headed {HEADER}");
             };
             match OPTIONS.iter().find(|o| a.get_long() == Some(o.long)) {
                 Some(opt) => check(row, opt),
@@ -148,7 +155,7 @@ mod tests {
         for opt in OPTIONS.iter().filter(|o| !o.is_flag()) {
             let var = opt.env.expect("an option without a flag has a variable");
             let Some(row) = rows.get(var) else {
-                panic!("README.md: no row for {var} in a table headed {HEADER}");
+                panic!("docs/usage.md: no row for {var} in a table headed {HEADER}");
             };
             check(row, opt);
         }
@@ -159,7 +166,10 @@ mod tests {
                 .any(|(_, a)| a.get_long() == name.strip_prefix("--"));
             !flag && !OPTIONS.iter().any(|o| o.env == Some(name.as_str()))
         });
-        assert!(rows.is_empty(), "README.md: rows for no option: {rows:?}");
+        assert!(
+            rows.is_empty(),
+            "docs/usage.md: rows for no option: {rows:?}"
+        );
     }
 
     #[test]

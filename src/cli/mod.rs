@@ -130,14 +130,16 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
         let (roles, health) = (status.subscribe(), status.subscribe_health());
         let lease = status.subscribe_lease();
         let context = || {
-            http::Context::new(
+            let mut ctx = http::Context::new(
                 roles,
                 health,
                 lease,
                 &config.election,
                 &config.id,
                 &config.connection,
-            )
+            );
+            (ctx.priority, ctx.preempt) = (config.priority, config.preempt);
+            ctx
         };
         let _serving = listener.map(|l| AbortOnDrop(tokio::spawn(http::serve(l, context()))));
         // Handlers first: no signal and no child exit may be missed once a child exists.

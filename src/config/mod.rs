@@ -217,7 +217,7 @@ macro_rules! flag_value {
 /// The options table: each option defined once, with its help above it. Everything else is
 /// made from it: the [`Opt`] constant named first, the [`Settings`] field named second (its
 /// type, and the parser that reads it from a flag, a variable, a file or the default), the
-/// clap arguments of the commands it lists, the help's notes, and the checks of the README
+/// clap arguments of the commands it lists, the help's notes, and the checks of docs/usage.md
 /// and of the example configuration file.
 macro_rules! options {
     ($(

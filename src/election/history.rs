@@ -54,7 +54,7 @@ pub struct Term {
     pub token: i64,
     pub start_ms: u64,
     pub end_ms: Option<u64>,
-    /// Why it ended (see the README's list); None while it lasts.
+    /// Why it ended (see docs/usage.md); None while it lasts.
     pub reason: Option<String>,
     /// How the child ended, when it ran and ended (`exit 0`, `signal 9`).
     pub status: Option<String>,

@@ -66,6 +66,9 @@ pub struct Context {
     pub lease: watch::Receiver<Option<LeaseView>>,
     pub election: String,
     pub id: String,
+    /// `--priority` and `--preempt` (None: never), as `/status` shows them.
+    pub priority: u32,
+    pub preempt: Option<std::time::Duration>,
     pub connection: Connection,
     /// A standby's client for reading the leader's id, built at the first `/status` that needs
     /// it and kept.
@@ -87,6 +90,8 @@ impl Context {
             lease,
             election: election.to_string(),
             id: id.to_string(),
+            priority: 0,
+            preempt: None,
             connection: connection.clone(),
             client: tokio::sync::Mutex::new(None),
         }
@@ -302,6 +307,8 @@ fn status_json(
         "healthy": v.health,
         "election": ctx.election,
         "id": ctx.id,
+        "priority": ctx.priority,
+        "preempt": ctx.preempt.map_or("never".to_string(), |d| humantime::format_duration(d).to_string()),
         "key": key,
         "revision": revision,
         "lease": lease.map(|l| format!("{:x}", l.id)),

@@ -1,4 +1,4 @@
-//! The supervisor's state machine (the diagram in the README):
+//! The supervisor's state machine (the diagram in docs/how-it-works.md):
 //!
 //! ```text
 //!              lease granted               elected: start gate
@@ -364,7 +364,7 @@ impl Supervisor {
             .await
         {
             Ok((leadership, child)) => {
-                self.term_began(&leadership);
+                self.term_began(&leadership.key, leadership.revision);
                 Ok(State::Leading(Tenure::begin(
                     candidacy,
                     leadership,
@@ -373,6 +373,12 @@ impl Supervisor {
                 )))
             }
             Err(not) => {
+                if matches!(not, NotStarted::Vetoed) {
+                    // A term that never started: recorded as such.
+                    let key = String::from_utf8_lossy(elected.key());
+                    self.term_began(&key, elected.rev());
+                    self.term_ended(elected.rev(), hook::Reason::Vetoed, None);
+                }
                 let (resign, next) = self.not_started(not);
                 candidacy
                     .release(&self.client, resign.then_some(&elected))
@@ -478,20 +484,32 @@ impl Supervisor {
     }
 
     /// A term began: its record, and the gauges.
-    fn term_began(&self, leadership: &election::Leadership) {
+    fn term_began(&self, key: &str, token: i64) {
         metrics::leader_known(true);
         self.history.begin(
             &self.client,
             history::Term {
                 id: self.config.id.clone(),
-                key: leadership.key.clone(),
-                token: leadership.revision,
+                key: key.to_string(),
+                token,
                 start_ms: history::now_ms(),
                 end_ms: None,
                 reason: None,
                 status: None,
             },
         );
+    }
+
+    /// A term ended: its record, and the gauges.
+    fn term_ended(&self, token: i64, reason: hook::Reason, status: Option<String>) {
+        metrics::leader_changed(reason.as_str());
+        metrics::leader_known(false);
+        let ending = history::Ending {
+            end_ms: history::now_ms(),
+            reason: reason.as_str().into(),
+            status,
+        };
+        self.history.end(&self.client, token, ending);
     }
 
     /// What follows a campaign that etcd refused or that failed.
@@ -775,17 +793,8 @@ impl Supervisor {
                 resign,
             )
             .await;
-        metrics::leader_changed(reason.as_str());
-        metrics::leader_known(false);
-        self.history.end(
-            &self.client,
-            leadership.revision,
-            history::Ending {
-                end_ms: history::now_ms(),
-                reason: reason.as_str().into(),
-                status: matches!(end, End::ChildExited { .. }).then(|| status.to_string()),
-            },
-        );
+        let ended = matches!(end, End::ChildExited { .. }).then(|| status.to_string());
+        self.term_ended(leadership.revision, reason, ended);
         let on_exit = match self.gate.is_hot() {
             true => OnExit::Recampaign,
             false => self.config.on_exit,
