@@ -290,3 +290,27 @@ fn absurd_priorities_and_policies_are_refused_before_anything_starts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 }
+
+#[test]
+fn with_n_holders_the_n_best_hold() {
+    let (_etcd, scene) = etcd_and_scene();
+    let opts = ["--ttl", "5", "--holders", "2"];
+    let mut a = scene.candidate("A", &opts, &[]);
+    scene.wait_leading("A", 1, 10 * SEC);
+    let _b = scene.candidate("B", &opts, &[]);
+    scene.wait_leading("B", 1, 10 * SEC);
+    let _c = scene.candidate("C", &opts, &[]);
+    scene.wait_candidates(&["A", "B", "C"], 10 * SEC);
+    let mut d_opts = opts.to_vec();
+    d_opts.extend(["--priority", "5"]);
+    let _d = scene.candidate("D", &d_opts, &[]);
+    // C, waiting, moves behind D; the holders stay.
+    wait_queue(&scene, &["A", "B", "D", "C"], 10 * SEC);
+    a.signal(Signal::SIGTERM);
+    scene.wait_leading("D", 1, 10 * SEC);
+    a.expect_exit(10 * SEC);
+    assert!(
+        scene.runs().iter().all(|r| r.id.as_deref() != Some("C")),
+        "C ran"
+    );
+}
