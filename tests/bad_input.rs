@@ -850,9 +850,9 @@ fn the_final_line_is_json_with_log_format_json() {
         assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
         let line = json_final_line(&stderr);
         assert_eq!(line["level"], "ERROR", "{line}");
-        assert_eq!(line["fields"]["exit_code"], code, "{line}");
+        assert_eq!(line["exit_code"], code, "{line}");
         assert!(line["timestamp"].is_string(), "{line}");
-        let message = line["fields"]["message"].as_str().unwrap_or("");
+        let message = line["message"].as_str().unwrap_or("");
         assert!(message.contains(mention), "{flags:?}: {line}");
     }
     // A command that cannot be found: its own status, in JSON too.
@@ -860,11 +860,7 @@ fn the_final_line_is_json_with_log_format_json() {
     cmd.args(["--endpoints", &scene.etcd, "--log-format", "json"])
         .args(["--", "no-such-command-xyz"]);
     let stderr = run_for(&scene, "not-found", cmd, 10 * SEC, 127);
-    assert_eq!(
-        json_final_line(&stderr)["fields"]["exit_code"],
-        127,
-        "{stderr}"
-    );
+    assert_eq!(json_final_line(&stderr)["exit_code"], 127, "{stderr}");
     // The configuration file's log_format, for its own errors too.
     let file = scene.path("leaderrun.toml");
     std::fs::write(&file, "log_format = \"json\"\nttl = 0\n").unwrap();
@@ -874,7 +870,7 @@ fn the_final_line_is_json_with_log_format_json() {
         .arg(&file)
         .args(["--", "/bin/true"]);
     let stderr = run_for(&scene, "config", cmd, 10 * SEC, 2);
-    let message = json_final_line(&stderr)["fields"]["message"].clone();
+    let message = json_final_line(&stderr)["message"].clone();
     assert!(
         message.as_str().unwrap_or("").contains(":2: ttl: "),
         "{stderr}"
@@ -897,7 +893,7 @@ fn the_final_line_is_json_with_log_format_json() {
             .run(10 * SEC);
         let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(1), "{format:?}: {stderr}");
-        let message = json_final_line(&stderr)["fields"]["message"].clone();
+        let message = json_final_line(&stderr)["message"].clone();
         assert!(
             message
                 .as_str()

@@ -65,6 +65,7 @@ fn run(args: Vec<OsString>) -> u8 {
     if let Err(e) = limits::files(config.connection.endpoints.len(), serving) {
         return fail(format, &e);
     }
+    log::set_context(&config.election, &config.id);
     log::init(format, config.log_level);
     warn(&config.warnings);
     // SAFETY: one thread so far; the runtime is built below. The guardian revokes the lease

@@ -108,7 +108,7 @@ impl Notifier {
             }
         };
         if let Some(p) = ping {
-            debug!(every = ?p, "pinging systemd's watchdog");
+            debug!(every_ms = crate::log::ms(p), "pinging systemd's watchdog");
         }
         Some(Notifier {
             socket,
