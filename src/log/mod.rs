@@ -288,10 +288,7 @@ fn journal() -> bool {
     *JOURNAL.get_or_init(|| {
         let var = std::env::var_os("JOURNAL_STREAM");
         let stderr = nix::sys::stat::fstat(std::io::stderr()).ok();
-        stderr_is_journal(
-            var.as_deref(),
-            stderr.map(|s| (s.st_dev, s.st_ino)),
-        )
+        stderr_is_journal(var.as_deref(), stderr.map(|s| (s.st_dev, s.st_ino)))
     })
 }
 
