@@ -497,7 +497,8 @@ options! {
         ],
     }
 
-    /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
+    /// Lease TTL in whole seconds (10 or 10s; 1 to 9000000000): how long a silent leader keeps
+    /// leadership.
     /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
     /// at once.
     TTL ttl: u64 {
@@ -765,8 +766,8 @@ options! {
     }
 
     /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
-    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
-    /// Off by default.
+    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110; :9110 is every address, IPv6's and IPv4's):
+    /// /leader, /standby, /health, /status, /metrics. Off by default.
     STATUS_ADDR status_addr: SocketAddr {
         kind: Value,
         flag: "status-addr" "HOST:PORT",
