@@ -74,6 +74,9 @@ fn run(args: Vec<OsString>) -> u8 {
     log::set_context(&config.election, &config.id);
     log::init(format, config.log_level);
     warn(&config.warnings);
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
     // SAFETY: one thread so far; the runtime is built below. The guardian revokes the lease
     // after a crash, with the same connection settings.
     let guardian = match unsafe { Guardian::start(config.connection.clone()) } {

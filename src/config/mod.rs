@@ -5,12 +5,14 @@
 //! 1. a flag on the command line ([`crate::config::flags`]);
 //! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
 //! 3. the configuration file, `--config FILE` or LEADERRUN_CONFIG ([`ConfigFile`]);
-//! 4. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
+//! 4. etcdctl's variables, for the connection settings ([`etcdctl`]);
+//! 5. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
 //!
 //! Each value is checked by its parser as it is read, whatever its layer, so an error names the
 //! flag, the variable or the file's line it came from. [`Config::load`] then checks how the values fit together.
 //! Nothing has been started and etcd has not been contacted when it returns.
 
+pub mod etcdctl;
 pub mod file;
 pub mod flags;
 
@@ -260,6 +262,11 @@ macro_rules! options {
                 Settings {
                     $($field: self.$field.or(lower.$field),)*
                 }
+            }
+
+            /// Where each setting this layer sets came from.
+            pub fn sources(&self) -> Vec<&Source> {
+                [$(self.$field.as_ref().map(|s| &s.from)),*].into_iter().flatten().collect()
             }
 
             /// Whether this layer sets `opt`.
@@ -825,17 +832,21 @@ pub enum Source {
         path: Arc<Path>,
         line: usize,
     },
+    /// etcdctl's variable ([`etcdctl`]).
+    Etcdctl(&'static Opt),
     Default(&'static Opt),
 }
 
 impl Source {
-    /// The layer: 0 for a flag, then the environment, the file and the default.
+    /// The layer: 0 for a flag, then the environment, the file, etcdctl's variables and the
+    /// default.
     fn layer(&self) -> u8 {
         match self {
             Source::Flag(_) => 0,
             Source::Env(_) => 1,
             Source::File { .. } => 2,
-            Source::Default(_) => 3,
+            Source::Etcdctl(_) => 3,
+            Source::Default(_) => 4,
         }
     }
 }
@@ -851,6 +862,7 @@ impl fmt::Display for Source {
                 opt.key.unwrap_or(opt.long),
                 path.display()
             ),
+            Source::Etcdctl(o) => f.write_str(etcdctl::var(o).unwrap_or(o.long)),
             Source::Default(o) => write!(f, "--{} (default)", o.long),
         }
     }
@@ -934,7 +946,8 @@ impl Env {
         self.var(PARENT_KEY_VAR).is_some()
     }
 
-    fn var(&self, name: &str) -> Option<&OsStr> {
+    /// A variable, when set and not empty.
+    pub(crate) fn var(&self, name: &str) -> Option<&OsStr> {
         self.vars
             .get(OsStr::new(name))
             .map(OsString::as_os_str)
@@ -1089,6 +1102,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// Said once logging is set up (a password on the command line, ...).
     pub warnings: Vec<String>,
+    /// Said at INFO once logging is set up (etcdctl's variables used, ...).
+    pub notes: Vec<String>,
 }
 
 /// A setting every layer stack provides (it has a default): a missing one is a bug in
@@ -1110,6 +1125,7 @@ fn layers(flags: &Flags, env: &Env) -> Result<(Settings, Option<ConfigFile>), Er
                 Some(file) => Settings::read(file, wanted),
                 None => Ok(Settings::default()),
             }),
+            Box::new(|wanted| etcdctl::Etcdctl(env).settings(wanted)),
             Box::new(Settings::defaults),
         ],
     )?;
@@ -1128,12 +1144,14 @@ impl Config {
     /// validate the result. A command on the command line wins over the file's.
     pub fn load(flags: Flags, env: &Env) -> Result<Config, Error> {
         let (settings, file) = layers(&flags, env)?;
+        let notes = etcdctl::note(&settings).into_iter().collect();
         let command = match flags.command() {
             c if c.is_empty() => file.as_ref().and_then(|f| f.command()).unwrap_or_default(),
             c => c,
         };
         let mut config = Config::from_settings(settings, command)?;
         config.warnings = with_file_warnings(file.as_ref(), config.warnings);
+        config.notes = notes;
         Ok(config)
     }
 
@@ -1233,6 +1251,7 @@ impl Config {
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
             log_level: required(s.log_level, &LOG_LEVEL)?.value.into(),
             warnings,
+            notes: Vec::new(),
         })
     }
 }
@@ -1467,9 +1486,14 @@ fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Cr
         sources.push((p.from, Password::Given(p.value)));
     }
     let Some(top) = sources.iter().map(|(from, _)| from.layer()).min() else {
+        let etcdctl = match user.from {
+            Source::Etcdctl(_) => ", ETCDCTL_PASSWORD",
+            _ => "",
+        };
         return Err(Error::Usage(format!(
             "{} is given without a password: give --password-file FILE (LEADERRUN_PASSWORD_FILE, \
-             password_file in the configuration file), LEADERRUN_PASSWORD, or --user NAME:PASSWORD",
+             password_file in the configuration file), LEADERRUN_PASSWORD{etcdctl}, or --user \
+             NAME:PASSWORD",
             user.from
         )));
     };
