@@ -10,6 +10,7 @@ pub mod resign;
 use crate::config::flags;
 use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
 use crate::error::Error;
+use crate::lease::timing;
 use crate::log;
 use crate::process::guardian::Guardian;
 use crate::process::limits;
@@ -126,6 +127,9 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     // Bound before anything starts: an address that cannot be used is exit 2.
     let listener = config.status_addr.map(http::bind).transpose()?;
     let notifier = Notifier::from_env(&config.election);
+    if let Some(watchdog) = notifier.as_ref().and_then(Notifier::watchdog) {
+        check_watchdog(&config, watchdog);
+    }
     let result = runtime.block_on(async {
         // On the supervisor's own thread: its watchdog pings stop when that thread stops.
         let notifying =
@@ -157,6 +161,21 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     });
     runtime.shutdown_background();
     result
+}
+
+/// One WARN line when systemd's watchdog (`WatchdogSec`) is too long for the TTL to close the
+/// frozen-supervisor gap, naming the values that would fit.
+fn check_watchdog(config: &Config, watchdog: std::time::Duration) {
+    let hook = match config.hooks.demote {
+        Some(_) => config.hooks.timeout,
+        None => std::time::Duration::ZERO,
+    };
+    let Ok(timing) = timing::Timing::with_hook(config.ttl, config.stop_timeout, hook) else {
+        return;
+    };
+    if let Some(line) = timing::watchdog_misfit(&timing, watchdog) {
+        tracing::warn!("{line}");
+    }
 }
 
 /// Ends the task when dropped: the status endpoint stops answering as the supervisor returns.
