@@ -6,12 +6,14 @@
 //! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
 //! 3. the configuration file, `--config FILE` or LEADERRUN_CONFIG ([`ConfigFile`]);
 //! 4. etcdctl's variables, for the connection settings ([`etcdctl`]);
-//! 5. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
+//! 5. systemd's credential `etcd-password`, for the password ([`credentials`]);
+//! 6. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
 //!
 //! Each value is checked by its parser as it is read, whatever its layer, so an error names the
 //! flag, the variable or the file's line it came from. [`Config::load`] then checks how the values fit together.
 //! Nothing has been started and etcd has not been contacted when it returns.
 
+pub mod credentials;
 pub mod etcdctl;
 pub mod file;
 pub mod flags;
@@ -834,6 +836,8 @@ pub enum Source {
     },
     /// etcdctl's variable ([`etcdctl`]).
     Etcdctl(&'static Opt),
+    /// systemd's credential ([`credentials`]).
+    Credential(&'static Opt),
     Default(&'static Opt),
 }
 
@@ -846,7 +850,8 @@ impl Source {
             Source::Env(_) => 1,
             Source::File { .. } => 2,
             Source::Etcdctl(_) => 3,
-            Source::Default(_) => 4,
+            Source::Credential(_) => 4,
+            Source::Default(_) => 5,
         }
     }
 }
@@ -863,6 +868,12 @@ impl fmt::Display for Source {
                 path.display()
             ),
             Source::Etcdctl(o) => f.write_str(etcdctl::var(o).unwrap_or(o.long)),
+            Source::Credential(_) => write!(
+                f,
+                "the credential {} (${})",
+                credentials::PASSWORD_CREDENTIAL,
+                credentials::DIRECTORY_VAR
+            ),
             Source::Default(o) => write!(f, "--{} (default)", o.long),
         }
     }
@@ -1126,6 +1137,7 @@ fn layers(flags: &Flags, env: &Env) -> Result<(Settings, Option<ConfigFile>), Er
                 None => Ok(Settings::default()),
             }),
             Box::new(|wanted| etcdctl::Etcdctl(env).settings(wanted)),
+            Box::new(|wanted| credentials::settings(env, wanted)),
             Box::new(Settings::defaults),
         ],
     )?;
