@@ -59,7 +59,7 @@ fn run(args: Vec<OsString>) -> u8 {
     let format = flags::log_format_hint(&args, &env, true);
     if let Some(word) = args
         .get(1)
-        .filter(|a| !a.to_string_lossy().starts_with('-'))
+        .filter(|a| !a.is_empty() && !a.to_string_lossy().starts_with('-'))
     {
         return fail(format, &not_a_subcommand(word));
     }
