@@ -164,7 +164,11 @@ fn settings_help() -> String {
          Configuration file: --config FILE or {}, TOML; each option under the key shown as \
          [config: ...] (stop_timeout = \"3s\", endpoints = [\"https://etcd1:2379\"]). A \
          password is never read from it: password_file names the file that holds it. A flag \
-         wins over a variable, which wins over the file, which wins over the default.",
+         wins over a variable, which wins over the file, which wins over etcdctl's variables \
+         (ETCDCTL_ENDPOINTS, ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY, ETCDCTL_USER, and \
+         ETCDCTL_PASSWORD with ETCDCTL_USER), which win over the default. Under systemd's \
+         LoadCredential=etcd-password:FILE, the credential is the password file when nothing \
+         else gives a password.",
         PASSWORD.env.unwrap_or_default(),
         CONFIG.env.unwrap_or_default()
     )

@@ -842,8 +842,8 @@ pub enum Source {
 }
 
 impl Source {
-    /// The layer: 0 for a flag, then the environment, the file, etcdctl's variables and the
-    /// default.
+    /// The layer: 0 for a flag, then the environment, the file, etcdctl's variables, systemd's
+    /// credential and the default.
     fn layer(&self) -> u8 {
         match self {
             Source::Flag(_) => 0,
