@@ -1248,27 +1248,18 @@ fn hook_overhead(m: &Mode, runs: usize) -> Figures {
     f
 }
 
-/// The `took` (ms) of the last `hook done` line of `hook` in a leaderrun's log: a Duration as
-/// Debug prints it (`2.5ms`, `812.3µs`, `1.2s`).
+/// The time (ms) of the last `hook done` line of `hook` in a leaderrun's log: its `took_us`.
 fn hook_took(log: &str, hook: &str) -> Option<f64> {
     let line = log
         .lines()
         .rev()
         .find(|l| l.contains("hook done") && l.contains(hook))?;
-    let took = line
+    let took: f64 = line
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("took="))?;
-    let split = took.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (n, unit) = took.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let scale = match unit {
-        "ns" => 1e-6,
-        "µs" | "us" => 1e-3,
-        "ms" => 1.0,
-        "s" => 1e3,
-        _ => return None,
-    };
-    Some(n * scale)
+        .find_map(|w| w.strip_prefix("took_us="))?
+        .parse()
+        .ok()?;
+    Some(took / 1e3)
 }
 
 /// The hot promotion rows at one N.

@@ -109,6 +109,34 @@ fn bad_input_is_refused_with_one_line_and_nothing_started() {
             2,
             &["--ttl", "ten"],
         ),
+        // etcd's TTLs are whole seconds: a fraction is refused, not rounded.
+        case(
+            "--ttl 1500ms",
+            with(&["--ttl", "1500ms"]),
+            2,
+            &["--ttl", "1500ms", "whole seconds", "give 1s or 2s"],
+        ),
+        case(
+            "--ttl 1.5s",
+            with(&["--ttl", "1.5s"]),
+            2,
+            &["1.5s", "whole seconds"],
+        ),
+        case(
+            "LEADERRUN_TTL=999ms",
+            with(&[]),
+            2,
+            &["LEADERRUN_TTL=999ms", "give 1s"],
+        )
+        .with_env(&[("LEADERRUN_TTL", "999ms")]),
+        // Absurd values for the new forms.
+        case("--ttl 0s", with(&["--ttl", "0s"]), 2, &["--ttl", "0s"]),
+        case(
+            "--status-addr :0",
+            with(&["--status-addr", ":0"]),
+            2,
+            &["--status-addr", ":0", "port"],
+        ),
         case(
             "--stop-timeout garbage",
             with(&["--stop-timeout", "garbage"]),
@@ -744,7 +772,7 @@ fn a_flag_wins_over_the_environment() {
         .env("LEADERRUN_ID", "env-id")
         .env("LEADERRUN_ELECTION", "from-env")
         .env("LEADERRUN_TTL", "0")
-        .args(["--election", "from-flag", "--ttl", "3", "--"])
+        .args(["--election", "from-flag", "--ttl", "3s", "--"])
         .args(sh(&script));
     let stderr = run_for(&scene, "A", cmd, 15 * SEC, 0);
     let seen = child_wrote(&seen, &stderr);
@@ -850,9 +878,9 @@ fn the_final_line_is_json_with_log_format_json() {
         assert_eq!(stderr.lines().count(), 1, "{flags:?} {vars:?}: {stderr}");
         let line = json_final_line(&stderr);
         assert_eq!(line["level"], "ERROR", "{line}");
-        assert_eq!(line["fields"]["exit_code"], code, "{line}");
+        assert_eq!(line["exit_code"], code, "{line}");
         assert!(line["timestamp"].is_string(), "{line}");
-        let message = line["fields"]["message"].as_str().unwrap_or("");
+        let message = line["message"].as_str().unwrap_or("");
         assert!(message.contains(mention), "{flags:?}: {line}");
     }
     // A command that cannot be found: its own status, in JSON too.
@@ -860,11 +888,7 @@ fn the_final_line_is_json_with_log_format_json() {
     cmd.args(["--endpoints", &scene.etcd, "--log-format", "json"])
         .args(["--", "no-such-command-xyz"]);
     let stderr = run_for(&scene, "not-found", cmd, 10 * SEC, 127);
-    assert_eq!(
-        json_final_line(&stderr)["fields"]["exit_code"],
-        127,
-        "{stderr}"
-    );
+    assert_eq!(json_final_line(&stderr)["exit_code"], 127, "{stderr}");
     // The configuration file's log_format, for its own errors too.
     let file = scene.path("leaderrun.toml");
     std::fs::write(&file, "log_format = \"json\"\nttl = 0\n").unwrap();
@@ -874,7 +898,7 @@ fn the_final_line_is_json_with_log_format_json() {
         .arg(&file)
         .args(["--", "/bin/true"]);
     let stderr = run_for(&scene, "config", cmd, 10 * SEC, 2);
-    let message = json_final_line(&stderr)["fields"]["message"].clone();
+    let message = json_final_line(&stderr)["message"].clone();
     assert!(
         message.as_str().unwrap_or("").contains(":2: ttl: "),
         "{stderr}"
@@ -897,7 +921,7 @@ fn the_final_line_is_json_with_log_format_json() {
             .run(10 * SEC);
         let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(1), "{format:?}: {stderr}");
-        let message = json_final_line(&stderr)["fields"]["message"].clone();
+        let message = json_final_line(&stderr)["message"].clone();
         assert!(
             message
                 .as_str()
@@ -1286,7 +1310,7 @@ fn a_configuration_file_gives_the_election_ttl_and_command() {
              endpoints = [\"{}\"]\n\
              election = \"from-file\"\n\
              id = \"file-id\"\n\
-             ttl = 7\n\
+             ttl = \"7s\"\n\
              command = [\"/bin/sh\", \"-c\", {}]\n",
             scene.etcd,
             serde_json::Value::from(script.as_str())
@@ -1353,5 +1377,91 @@ fn a_password_is_never_written_and_argv_passwords_are_warned_of() {
     assert_eq!(warned.len(), 1, "{all}");
     for m in ["LEADERRUN_PASSWORD_FILE", &loose, "readable", "mode 0644"] {
         assert!(warned[0].contains(m), "{m}: {all}");
+    }
+}
+
+/// The first argument is where a subcommand stands: a word there that names none is a usage
+/// error listing them (with a tip when it is close to one), before anything starts; the same
+/// word after `--` is the command to run.
+#[test]
+fn a_word_where_a_subcommand_may_stand_is_a_usage_error_and_after_dashes_a_command() {
+    let scene = scene_without_etcd();
+    for (n, (word, tip)) in [("help", None), ("status", None), ("resing", Some("resign"))]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cmd = leaderrun();
+        cmd.env("LEADERRUN_ENDPOINTS", &scene.etcd).arg(word);
+        let stderr = run_for(&scene, &format!("word{n}"), cmd, 10 * SEC, 2);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("leader, resign"), "{stderr}");
+        assert!(stderr.contains(&format!("-- {word}")), "{stderr}");
+        match tip {
+            Some(t) => assert!(stderr.contains(&format!("did you mean '{t}'?")), "{stderr}"),
+            None => assert!(!stderr.contains("did you mean"), "{stderr}"),
+        }
+    }
+    // After `--`, a command (here one that does not exist: its own status).
+    let mut cmd = leaderrun();
+    cmd.env("LEADERRUN_ENDPOINTS", &scene.etcd)
+        .args(["--", "status-xyz-none"]);
+    let stderr = run_for(&scene, "after-dashes", cmd, 10 * SEC, 127);
+    assert!(
+        stderr.contains("command not found: status-xyz-none"),
+        "{stderr}"
+    );
+    // A mistyped flag: clap's tip.
+    let mut cmd = leaderrun();
+    cmd.args(["--electoin", "x", "--", "/bin/true"]);
+    let stderr = run_for(&scene, "typo", cmd, 10 * SEC, 2);
+    assert!(
+        stderr.contains("a similar argument exists: '--election'"),
+        "{stderr}"
+    );
+}
+
+/// Each command's help names it as it is typed, wrapped to 100 columns when stdout is no
+/// terminal; `--version` names the commit when built from a git checkout.
+#[test]
+fn help_is_wrapped_names_the_command_and_the_version_its_commit() {
+    let scene = Scene::new(&closed_port());
+    for (n, sub) in [None, Some("leader"), Some("resign")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cmd = leaderrun();
+        cmd.args(sub).arg("--help");
+        let out = scene.command(&format!("help{n}"), cmd).run(10 * SEC);
+        assert_eq!(out.status.code(), Some(0));
+        let help = stdout_of(&out);
+        let usage = format!(
+            "Usage: leaderrun{}",
+            sub.map(|s| format!(" {s}")).unwrap_or_default()
+        );
+        assert!(help.contains(&format!("{usage} ")), "{help}");
+        let long: Vec<&str> = help.lines().filter(|l| l.chars().count() > 100).collect();
+        assert!(
+            long.is_empty(),
+            "{sub:?}: lines over 100 columns: {long:#?}"
+        );
+    }
+    let mut cmd = leaderrun();
+    cmd.arg("--version");
+    let out = scene.command("version", cmd).run(10 * SEC);
+    let version = stdout_of(&out);
+    assert!(
+        version.starts_with(&format!("leaderrun {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(head) = head.ok().filter(|o| o.status.success()) {
+        let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(
+            version.contains(&format!("({commit})")),
+            "{version} (HEAD {commit})"
+        );
     }
 }

@@ -42,6 +42,23 @@ fn one_candidate_leads_and_a_second_one_waits() {
         !json.is_empty() && json.lines().all(|l| l.starts_with('{') && l.ends_with('}')),
         "--log-format json wrote non-JSON lines:\n{json}"
     );
+    // Flat objects, each with the election and the candidate id; numbers as numbers.
+    for l in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["election"], "svc", "{l}");
+        assert_eq!(v["id"], "B", "{l}");
+        assert!(v["message"].is_string() && v.get("fields").is_none(), "{l}");
+        assert!(
+            v.as_object().unwrap().values().all(|f| !f.is_object()),
+            "{l}"
+        );
+    }
+    let granted = json
+        .lines()
+        .find(|l| l.contains("lease granted"))
+        .expect("lease granted");
+    let v: serde_json::Value = serde_json::from_str(granted).unwrap();
+    assert_eq!(v["ttl_ms"], 3000, "{granted}");
 }
 
 // ---------------------------------------------------------------------------

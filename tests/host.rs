@@ -269,6 +269,48 @@ fn an_outage_is_logged_once_per_change_not_at_every_retry() {
         &a.warnings()[before..]
     );
     assert!(during >= 1, "the outage must be reported");
+    for w in &a.warnings()[before..] {
+        assert_one_phrase(w);
+    }
+}
+
+/// An etcd error's line says what failed in words, never gRPC's status dump nor the chain of
+/// wrappers around it.
+fn assert_one_phrase(line: &str) {
+    for dump in [
+        "grpc",
+        "source:",
+        "Os {",
+        "os error",
+        "transport error",
+        "tonic",
+        "Custom {",
+    ] {
+        assert!(!line.contains(dump), "{dump:?} in {line}");
+    }
+}
+
+/// An endpoint that refuses connections is said so, naming it, in text and JSON alike.
+#[test]
+fn an_unreachable_endpoint_is_named_with_its_cause_in_one_phrase() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let scene = Scene::new(&format!("127.0.0.1:{port}"));
+    let text = scene.candidate("A", &["--ttl", "2"], &[]);
+    let json = scene.candidate("B", &["--ttl", "2", "--log-format", "json"], &[]);
+    let said = format!("{endpoint}: lease grant: connection refused");
+    let log = text.log_with("WARN", 10 * SEC);
+    let warn = log.lines().find(|l| l.contains("WARN")).expect("a warning");
+    assert!(warn.ends_with(&format!("error={said}")), "{warn}");
+    assert_one_phrase(warn);
+    let log = json.log_with("WARN", 10 * SEC);
+    let warn = log.lines().find(|l| l.contains("WARN")).expect("a warning");
+    let v: serde_json::Value = serde_json::from_str(warn).unwrap();
+    assert_eq!(v["error"], said.as_str(), "{warn}");
+    assert_eq!(
+        (v["election"].as_str(), v["id"].as_str()),
+        (Some("svc"), Some("B"))
+    );
 }
 
 /// leaderrun reaps its guardian before it exits: none is left behind as a zombie.

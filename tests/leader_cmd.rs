@@ -122,3 +122,44 @@ fn leader_without_election_is_a_usage_error() {
     assert!(err.contains("--election"), "{err:?}");
     assert!(stdout_of(&out).is_empty(), "{:?}", stdout_of(&out));
 }
+
+/// etcdctl's ETCDCTL_ENDPOINTS alone reaches etcd (no flag, no LEADERRUN_ variable), for
+/// `leaderrun leader` as for a candidate, which says so at start.
+#[test]
+fn etcdctls_endpoints_variable_alone_reaches_etcd() {
+    let (_etcd, scene) = etcd_and_scene_with_election("web");
+    let mut cmd = leaderrun();
+    cmd.env("ETCDCTL_ENDPOINTS", &scene.etcd).args([
+        "--election",
+        "web",
+        "--id",
+        "alpha",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let alpha = scene.start("alpha", &mut cmd);
+    scene.wait_candidates(&["alpha"], 10 * SEC);
+    let log = alpha.log_with("connecting with", 10 * SEC);
+    assert!(
+        log.contains("INFO connecting with etcdctl's ETCDCTL_ENDPOINTS"),
+        "{log}"
+    );
+    let mut ask = leaderrun();
+    ask.env("ETCDCTL_ENDPOINTS", &scene.etcd)
+        .args(["leader", "--election", "web"]);
+    let out = scene.command("ask", ask).run(15 * SEC);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).starts_with("id=alpha key=web/"),
+        "{}",
+        stdout_of(&out)
+    );
+    // Unset or empty, the default endpoint (where nothing listens here) is used: exit 1 after
+    // its attempts, or 3; never this etcd's answer.
+    let mut ask = leaderrun();
+    ask.env("ETCDCTL_ENDPOINTS", "")
+        .args(["leader", "--election", "web"]);
+    let out = scene.command("empty", ask).run(30 * SEC);
+    assert!(!stdout_of(&out).contains("alpha"), "{}", stdout_of(&out));
+}

@@ -51,6 +51,37 @@ fn child_exit_with_on_exit_exit_ends_leaderrun_with_its_code() {
     let run_b = scene.wait_leading("B", 1, 5 * SEC);
     assert_took_over_at_once(&ended, &run_b);
     assert_no_overlap(&scene.runs());
+    // The child's end is one line, and a run that went as asked warns of nothing.
+    let log = a.log_text();
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["child exited", "child stopped", "stopping"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{log}");
+    assert!(ends[0].contains("child exited status=exit code 7"), "{log}");
+    assert_eq!(a.warnings(), Vec::<String>::new());
+}
+
+/// A child that exits and leaves a background job in its group: its end is one line, the
+/// job's stop another, with other words (not a second "child stopped").
+#[test]
+fn a_child_that_leaves_a_job_behind_ends_in_one_line_and_its_job_is_stopped() {
+    let (_etcd, scene) = etcd_and_scene();
+    let mut a = scene.candidate_sh("A", &["--ttl", "5"], "sleep 60 & sleep 0.5; exit 3");
+    a.expect_exit_code(15 * SEC, 3, "leaderrun must exit with its child's code");
+    let log = a.log_text();
+    let said = |words: &str| log.lines().filter(|l| l.contains(words)).count();
+    assert_eq!(said("child exited status=exit code 3"), 1, "{log}");
+    assert_eq!(
+        said("stopping what is left of the child's process group"),
+        1,
+        "{log}"
+    );
+    assert_eq!(said("child stopped") + said("stopping child"), 0, "{log}");
 }
 
 #[test]

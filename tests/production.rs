@@ -890,6 +890,48 @@ fn expired_simple_tokens_do_not_slow_handovers_and_leader_watch_follows() {
     assert_no_overlap(&scene.after_running(run_c.pid, 300 * MS));
 }
 
+/// Under systemd's `LoadCredential=etcd-password:...`, the password is read from
+/// `$CREDENTIALS_DIRECTORY/etcd-password` when nothing else gives one: here without systemd,
+/// the directory a test's own.
+#[test]
+fn a_password_given_as_a_systemd_credential_is_read_from_its_directory() {
+    let (etcd, scene) = etcd_with_auth(EtcdOptions::default());
+    web_user(&etcd, &scene);
+    let credentials = scene.path("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let file = credentials.join("etcd-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    // systemd's mode for a credential: read-only, the service's user's.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let a = scene
+        .leaderrun("A")
+        .args(&["--ttl", "3"])
+        .env("LEADERRUN_USER", USER)
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .spawn();
+    scene.wait_leading("A", 1, 10 * SEC);
+    assert_eq!(a.warnings(), Vec::<String>::new());
+    // Without the credential (another directory), a user without a password is refused.
+    let mut cmd = leaderrun();
+    cmd.args([
+        "--endpoints",
+        &scene.etcd,
+        "--election",
+        ELECTION,
+        "--user",
+        USER,
+    ])
+    .env("CREDENTIALS_DIRECTORY", scene.path("none"))
+    .args(["--", "/bin/true"]);
+    let out = scene.command("B", cmd).run(10 * SEC);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("without a password"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
 #[test]
 fn a_leader_with_a_jwt_goes_on_leading_through_auth_changes() {
     let certs = Certs::generate();

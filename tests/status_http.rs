@@ -491,3 +491,32 @@ fn bad_status_addresses_are_refused_before_anything_starts() {
         assert!(!marker.exists(), "the command ran: {what}");
     }
 }
+
+/// `--status-addr :PORT` listens on every address: IPv4's and IPv6's, on one socket, and says
+/// where in its log.
+#[test]
+fn a_port_alone_listens_on_every_address() {
+    let (_etcd, scene) = etcd_and_scene();
+    let port = free_port();
+    let a = scene
+        .leaderrun("A")
+        .args(&["--ttl", "3", "--status-addr", &format!(":{port}")])
+        .spawn();
+    scene.wait_leading("A", 1, 10 * SEC);
+    wait_code(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/leader",
+        200,
+        10 * SEC,
+    );
+    // IPv6's loopback, where the host has one.
+    if TcpListener::bind("[::1]:0").is_ok() {
+        let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        wait_code(v6, "/leader", 200, 10 * SEC);
+    }
+    let log = a.log_with("status endpoint listening", 10 * SEC);
+    assert!(
+        log.contains(&format!("address=[::]:{port} ipv4=true ipv6=true")),
+        "{log}"
+    );
+}

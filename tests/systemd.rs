@@ -388,3 +388,38 @@ fn an_unwritable_notify_socket_is_logged_once_and_survived() {
     a.expect_exit_code(5 * SEC, 0, "a leader exits 0 on SIGTERM");
     scene.wait_leading("B", 1, 5 * SEC);
 }
+
+/// A WatchdogSec too long for the TTL to close the frozen-supervisor gap is one WARN line at
+/// start, naming what would fit; one that fits says nothing.
+#[test]
+fn a_watchdog_too_long_for_the_ttl_is_warned_of_once_naming_what_fits() {
+    let (_etcd, scene) = etcd_and_scene();
+    let (sd_a, sd_b) = (Systemd::listen(&scene, "A"), Systemd::listen(&scene, "B"));
+    let a = candidate(&scene, "A")
+        .args(&["--ttl", "10"])
+        .env("NOTIFY_SOCKET", &sd_a.path)
+        .env("WATCHDOG_USEC", "8000000")
+        .spawn();
+    sd_a.wait_line("READY=1", 10 * SEC, |l| l == "READY=1");
+    let b = candidate(&scene, "B")
+        .args(&["--ttl", "10"])
+        .env("NOTIFY_SOCKET", &sd_b.path)
+        .env("WATCHDOG_USEC", "3000000")
+        .spawn();
+    sd_b.wait_line("READY=1", 10 * SEC, |l| l == "READY=1");
+    let warned: Vec<String> = a
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("watchdog"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    for words in [
+        "WatchdogSec=8s",
+        "--ttl 10",
+        "below 7s",
+        "raise --ttl to 12 or more",
+    ] {
+        assert!(warned[0].contains(words), "{words:?} in {}", warned[0]);
+    }
+    assert_eq!(b.warnings(), Vec::<String>::new());
+}

@@ -226,7 +226,7 @@ async fn watch(config: LeaderConfig) -> Result<u8, Closed> {
             r = watched => match r {
                 Ok(()) => true,
                 Err(e) => {
-                    trouble.report(format_args!("watch: {e}"));
+                    trouble.report(format_args!("watch: {}", crate::etcd::cause(&e)));
                     sleep(WATCH_RETRY).await;
                     false
                 }

@@ -12,6 +12,7 @@ pub mod resign;
 use crate::config::flags;
 use crate::config::{Config, Env, LeaderConfig, LogFormat, ResignConfig};
 use crate::error::Error;
+use crate::lease::timing;
 use crate::log;
 use crate::process::guardian::Guardian;
 use crate::process::limits;
@@ -62,6 +63,12 @@ fn run(args: Vec<OsString>) -> u8 {
     }
     // Known first, so that even a failure to parse the rest is reported in this format.
     let format = flags::log_format_hint(&args, &env, true);
+    if let Some(word) = args
+        .get(1)
+        .filter(|a| !a.is_empty() && !a.to_string_lossy().starts_with('-'))
+    {
+        return fail(format, &not_a_subcommand(word));
+    }
     let config = match configure(format, flags::parse(&args), |f| Config::load(f, &env)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -71,8 +78,12 @@ fn run(args: Vec<OsString>) -> u8 {
     if let Err(e) = limits::files(config.connection.endpoints.len(), serving) {
         return fail(format, &e);
     }
+    log::set_context(&config.election, &config.id);
     log::init(format, config.log_level);
     warn(&config.warnings);
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
     // SAFETY: one thread so far; the runtime is built below. The guardian revokes the lease
     // after a crash, with the same connection settings.
     let guardian = match unsafe { Guardian::start(config.connection.clone()) } {
@@ -122,6 +133,9 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     // Bound before anything starts: an address that cannot be used is exit 2.
     let listener = config.status_addr.map(http::bind).transpose()?;
     let notifier = Notifier::from_env(&config.election);
+    if let Some(watchdog) = notifier.as_ref().and_then(Notifier::watchdog) {
+        check_watchdog(&config, watchdog);
+    }
     let result = runtime.block_on(async {
         // On the supervisor's own thread: its watchdog pings stop when that thread stops.
         let notifying =
@@ -155,6 +169,21 @@ fn supervise(config: Config, guardian: Arc<Guardian>) -> Result<u8, Error> {
     });
     runtime.shutdown_background();
     result
+}
+
+/// One WARN line when systemd's watchdog (`WatchdogSec`) is too long for the TTL to close the
+/// frozen-supervisor gap, naming the values that would fit.
+fn check_watchdog(config: &Config, watchdog: std::time::Duration) {
+    let hook = match config.hooks.demote {
+        Some(_) => config.hooks.timeout,
+        None => std::time::Duration::ZERO,
+    };
+    let Ok(timing) = timing::Timing::with_hook(config.ttl, config.stop_timeout, hook) else {
+        return;
+    };
+    if let Some(line) = timing::watchdog_misfit(&timing, watchdog) {
+        tracing::warn!("{line}");
+    }
 }
 
 /// Ends the task when dropped: the status endpoint stops answering as the supervisor returns.
@@ -261,6 +290,27 @@ fn configure<F, C>(
     loaded.map_err(|e| fail(format, &e))
 }
 
+/// The first argument is where a subcommand stands; a word there that names none (`help`,
+/// `status`, a typo) is a usage error listing them, with clap's tip of a similar one. A program
+/// to run goes after `--`, where it always runs.
+fn not_a_subcommand(word: &OsString) -> Error {
+    let e = flags::not_a_subcommand(word);
+    let shown = log::shown_value(&word.to_string_lossy());
+    let names = flags::subcommand_names().join(", ");
+    let tip = match e.get(ContextKind::SuggestedSubcommand) {
+        Some(ContextValue::String(s)) => format!(" (did you mean '{s}'?)"),
+        Some(ContextValue::Strings(s)) if !s.is_empty() => {
+            format!(" (did you mean '{}'?)", s.join("', '"))
+        }
+        _ => String::new(),
+    };
+    Error::Usage(format!(
+        "'{shown}' is no subcommand{tip}: the subcommands are {names} (leaderrun SUBCOMMAND \
+         --help; leaderrun --help); a command to run goes after --: leaderrun [OPTIONS] -- \
+         {shown} ..."
+    ))
+}
+
 /// The configuration's warnings, once logging is set up.
 fn warn(warnings: &[String]) {
     for w in warnings {
@@ -317,16 +367,24 @@ fn clap_message(e: &clap::Error) -> String {
     one_line(&e.render().to_string())
 }
 
-/// clap's first paragraph on one line, without its "error: " prefix.
+/// clap's first paragraph on one line, without its "error: " prefix, and its tips after it
+/// (`a similar argument exists: '--election'`).
 fn one_line(rendered: &str) -> String {
-    rendered
+    let mut line = rendered
         .lines()
         .take_while(|l| !l.trim().is_empty())
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(" ")
         .trim_start_matches("error: ")
-        .to_string()
+        .to_string();
+    let tips = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tip: "));
+    for tip in tips.filter(|t| t.contains("similar")) {
+        line.push_str(&format!(" ({tip})"));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -340,6 +398,40 @@ mod tests {
             one_line(text),
             "the following required arguments were not provided: <COMMAND>..."
         );
+    }
+
+    #[test]
+    fn a_word_where_a_subcommand_stands_is_one_or_a_usage_error() {
+        let said = |w: &str| not_a_subcommand(&OsString::from(w)).to_string();
+        let e = not_a_subcommand(&OsString::from("resing"));
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let m = e.to_string();
+        assert!(
+            m.contains("'resing' is no subcommand (did you mean 'resign'?)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("leader, resign") && m.contains("-- resing"),
+            "{m}"
+        );
+        assert!(said("leadr").contains("did you mean 'leader'?"));
+        for far in ["help", "status", "x"] {
+            let m = said(far);
+            assert!(
+                !m.contains("did you mean") && m.contains("leader, resign"),
+                "{m}"
+            );
+        }
+        let m = said("a\nb");
+        assert!(!m.contains('\n'), "{m}");
+    }
+
+    #[test]
+    fn a_mistyped_flag_gets_claps_tip() {
+        let e = flags::parse(["leaderrun", "--electoin", "x", "--", "true"]).unwrap_err();
+        let m = clap_message(&e);
+        assert!(m.contains("a similar argument exists: '--election'"), "{m}");
+        assert!(!m.contains('\n'), "{m}");
     }
 
     #[test]

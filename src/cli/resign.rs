@@ -305,7 +305,7 @@ async fn wait_for_another(client: &Client, election: &str, old: &Leader, mut sin
             Ok::<(), etcd_client::Error>(())
         };
         if let Err(e) = changed.await {
-            tracing::warn!(error = %e, "watch failed; re-establishing");
+            tracing::warn!(error = %crate::etcd::cause(&e), "watch failed; re-establishing");
             sleep(WATCH_RETRY).await;
         }
     }

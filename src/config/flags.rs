@@ -164,10 +164,50 @@ fn settings_help() -> String {
          Configuration file: --config FILE or {}, TOML; each option under the key shown as \
          [config: ...] (stop_timeout = \"3s\", endpoints = [\"https://etcd1:2379\"]). A \
          password is never read from it: password_file names the file that holds it. A flag \
-         wins over a variable, which wins over the file, which wins over the default.",
+         wins over a variable, which wins over the file, which wins over etcdctl's variables \
+         (ETCDCTL_ENDPOINTS, ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY, ETCDCTL_USER, and \
+         ETCDCTL_PASSWORD with ETCDCTL_USER), which win over the default. Under systemd's \
+         LoadCredential=etcd-password:FILE, the credential is the password file when nothing \
+         else gives a password.",
         PASSWORD.env.unwrap_or_default(),
         CONFIG.env.unwrap_or_default()
     )
+}
+
+/// The help is wrapped to the terminal's width, and to this many columns at most (and when
+/// stdout is no terminal).
+const MAX_HELP_WIDTH: usize = 100;
+
+/// `--version`: the package's version, and the commit it was built from when the build knew
+/// it (build.rs).
+pub const VERSION: &str = env!("LEADERRUN_VERSION");
+
+/// A usage error for `word`, given where a subcommand may stand (the first argument) and no
+/// subcommand's name: `leaderrun help`, `leaderrun resing`. clap's own words, its tip of a
+/// similar subcommand included, from the subcommands of [`commands`]. A program to run goes
+/// after `--`.
+pub fn not_a_subcommand(word: &std::ffi::OsStr) -> clap::Error {
+    let subcommands = commands().get_subcommands().cloned().collect::<Vec<_>>();
+    let only_subcommands = clap::Command::new("leaderrun")
+        .bin_name("leaderrun")
+        .disable_help_subcommand(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .subcommand_required(true)
+        .subcommands(subcommands);
+    match only_subcommands.try_get_matches_from([std::ffi::OsStr::new("leaderrun"), word]) {
+        Err(e) => e,
+        // A subcommand after all (the caller dispatches those first).
+        Ok(_) => clap::Error::new(clap::error::ErrorKind::InvalidSubcommand),
+    }
+}
+
+/// The names of the subcommands, for the line that lists them.
+pub fn subcommand_names() -> Vec<String> {
+    commands()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect()
 }
 
 /// `leaderrun`'s command line definition.
@@ -190,7 +230,9 @@ pub fn command() -> clap::Command {
         CONFIG.env.unwrap_or_default()
     );
     let cmd = clap::Command::new("leaderrun")
-        .version(env!("CARGO_PKG_VERSION"))
+        .bin_name("leaderrun")
+        .max_term_width(MAX_HELP_WIDTH)
+        .version(VERSION)
         .about(env!("CARGO_PKG_DESCRIPTION"))
         .long_about(None);
     options_of(cmd, Cmd::Main)
@@ -222,7 +264,9 @@ pub fn command() -> clap::Command {
 /// `leaderrun leader`'s command line definition.
 pub fn leader_command() -> clap::Command {
     let cmd = clap::Command::new("leaderrun leader")
-        .version(env!("CARGO_PKG_VERSION"))
+        .bin_name("leaderrun leader")
+        .max_term_width(MAX_HELP_WIDTH)
+        .version(VERSION)
         .about("Print the current leader of an election (exit 0), or exit 3 when nobody leads")
         .long_about(None);
     options_of(cmd, Cmd::Leader).after_long_help(format!(
@@ -240,7 +284,9 @@ pub fn leader_command() -> clap::Command {
 /// `leaderrun resign`'s command line definition.
 pub fn resign_command() -> clap::Command {
     let cmd = clap::Command::new("leaderrun resign")
-        .version(env!("CARGO_PKG_VERSION"))
+        .bin_name("leaderrun resign")
+        .max_term_width(MAX_HELP_WIDTH)
+        .version(VERSION)
         .about(
             "Ask the leader of an election to hand over: it stops its command, resigns and \
              campaigns again behind the others, so that a standby takes over at once",
@@ -263,7 +309,9 @@ pub fn resign_command() -> clap::Command {
 /// `leaderrun list`'s command line definition.
 pub fn list_command() -> clap::Command {
     let cmd = clap::Command::new("leaderrun list")
-        .version(env!("CARGO_PKG_VERSION"))
+        .bin_name("leaderrun list")
+        .max_term_width(MAX_HELP_WIDTH)
+        .version(VERSION)
         .about("List the candidates of an election: role, id, priority, key, lease TTL left")
         .long_about(None);
     options_of(cmd, Cmd::List).after_long_help(format!(
@@ -283,7 +331,9 @@ pub fn list_command() -> clap::Command {
 /// `leaderrun history`'s command line definition.
 pub fn history_command() -> clap::Command {
     let cmd = clap::Command::new("leaderrun history")
-        .version(env!("CARGO_PKG_VERSION"))
+        .bin_name("leaderrun history")
+        .max_term_width(MAX_HELP_WIDTH)
+        .version(VERSION)
         .about("List the last terms of an election, newest first: who led, when, and why it ended")
         .long_about(None);
     options_of(cmd, Cmd::History).after_long_help(format!(
@@ -503,14 +553,43 @@ pub fn path(s: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// A lease TTL: whole seconds, 1 to etcd's maximum.
+/// A lease TTL: whole seconds, 1 to etcd's maximum, as a number (`10`) or a duration (`10s`,
+/// `1m`). etcd's TTLs are whole seconds: a duration with a fraction of one (`1.5s`,
+/// `1500ms`) is refused, naming the whole seconds around it.
 pub fn ttl(s: &str) -> Result<u64, String> {
     let max = MAX_DURATION.as_secs();
-    match s.trim().parse::<u64>() {
-        Ok(secs @ 1..) if secs <= max => Ok(secs),
-        _ => Err(format!(
-            "must be a whole number of seconds from 1 to {max} (etcd's maximum lease TTL)"
-        )),
+    let t = s.trim();
+    let range = || {
+        format!(
+            "must be a whole number of seconds from 1 to {max} (10 or 10s; etcd's maximum lease \
+             TTL)"
+        )
+    };
+    let secs = match t.parse::<u64>() {
+        Ok(secs) => secs,
+        // A bare number that is not whole (1.5, -1) is not read as a duration.
+        Err(_) if t.starts_with(|c: char| c.is_ascii_digit()) && !t.ends_with(char::is_numeric) => {
+            match humantime::parse_duration(t) {
+                Ok(d) if d.subsec_nanos() != 0 => {
+                    let around = match d.as_secs() {
+                        0 => "1s".to_string(),
+                        n => format!("{n}s or {}s", n + 1),
+                    };
+                    return Err(format!(
+                        "{} is not a whole number of seconds: etcd's lease TTLs are whole \
+                         seconds (give {around})",
+                        crate::log::shown_value(t),
+                    ));
+                }
+                Ok(d) => d.as_secs(),
+                Err(_) => return Err(range()),
+            }
+        }
+        Err(_) => return Err(range()),
+    };
+    match secs {
+        1.. if secs <= max => Ok(secs),
+        _ => Err(range()),
     }
 }
 
@@ -550,10 +629,15 @@ pub fn wait_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// --status-addr: `IP:PORT`, an IPv6 address in brackets, the port 1-65535 (no name to
-/// resolve: the address is bound before anything starts, and must mean one thing).
+/// resolve: the address is bound before anything starts, and must mean one thing); or `:PORT`,
+/// every address: `[::]:PORT`, which takes IPv4 too ([`crate::status::http::bind`]).
 pub fn status_addr(s: &str) -> Result<SocketAddr, String> {
     let t = s.trim();
     let shown = crate::log::escape_controls(t);
+    if let Some(port) = t.strip_prefix(':').filter(|p| !p.contains(':')) {
+        return status_addr(&format!("[::]:{port}"))
+            .map_err(|_| format!("'{shown}': the port must be a number from 1 to 65535"));
+    }
     let (host, port) = t
         .rsplit_once(':')
         .ok_or_else(|| format!("'{shown}' is not HOST:PORT (127.0.0.1:9110, [::1]:9110)"))?;
@@ -846,13 +930,19 @@ mod tests {
             (" 0.0.0.0:1 ", "0.0.0.0:1"),
             ("[::1]:9110", "[::1]:9110"),
             ("[0:0::1]:65535", "[::1]:65535"),
+            // Every address: IPv6's, which takes IPv4 too.
+            (":9110", "[::]:9110"),
+            (" :1", "[::]:1"),
         ] {
             assert_eq!(status_addr(given).unwrap().to_string(), want, "{given}");
         }
         for bad in [
             "",
             "9110",
-            ":9110",
+            ":",
+            ":0",
+            ":x",
+            "::9110",
             "localhost:9110",
             "127.0.0.1",
             "127.0.0.1:0",
@@ -911,6 +1001,24 @@ mod tests {
     #[test]
     fn values_are_bounded() {
         assert_eq!(ttl("9000000000"), Ok(9_000_000_000));
+        for (given, secs) in [
+            ("10", 10),
+            ("10s", 10),
+            (" 3s ", 3),
+            ("1m", 60),
+            ("2000ms", 2),
+        ] {
+            assert_eq!(ttl(given), Ok(secs), "{given}");
+        }
+        for part in ["1.5s", "1500ms", "999ms", "10s 1ms"] {
+            let e = ttl(part).unwrap_err();
+            assert!(
+                e.contains("whole seconds") && e.contains(part),
+                "{part}: {e}"
+            );
+        }
+        assert!(ttl("1500ms").unwrap_err().contains("give 1s or 2s"));
+        assert!(ttl("999ms").unwrap_err().ends_with("(give 1s)"));
         for bad in [
             "0",
             "-1",
@@ -918,6 +1026,12 @@ mod tests {
             "18446744073709551616",
             "ten",
             "1.5",
+            "0s",
+            "-1s",
+            "s",
+            "",
+            "9000000001s",
+            "300 years",
         ] {
             assert!(ttl(bad).is_err(), "{bad}");
         }
@@ -969,6 +1083,15 @@ mod tests {
             (Cmd::Leader, leader_command()),
             (Cmd::Resign, resign_command()),
         ] {
+            // Wrapped to at most 100 columns (no terminal here), every line.
+            let wrapped = def.render_long_help().to_string();
+            let long = wrapped.lines().find(|l| l.chars().count() > MAX_HELP_WIDTH);
+            assert_eq!(long, None, "{cmd:?}");
+            let usage = def.render_usage().to_string();
+            let name = format!("Usage: {}", def.get_name());
+            assert!(usage.starts_with(&name), "{usage}");
+            // Unwrapped, for the notes' words.
+            let mut def = def.term_width(0);
             let help = def.render_long_help().to_string();
             for o in OPTIONS.iter().filter(|o| o.is_flag()) {
                 let flag = format!("--{}", o.long);
@@ -991,14 +1114,20 @@ mod tests {
             assert!(help.contains("LEADERRUN_PASSWORD,"), "{help}");
             assert!(!help.contains("[config: password]"), "{help}");
         }
-        let help = command().render_long_help().to_string();
+        let help = command().term_width(0).render_long_help().to_string();
         assert!(help.contains("[default: 10]"), "{help}");
         assert!(help.contains("1m"), "{help}");
         // Per command: its own help of a shared option, and a subcommand's flag's own default.
-        let help = leader_command().render_long_help().to_string();
+        let help = leader_command()
+            .term_width(0)
+            .render_long_help()
+            .to_string();
         assert!(help.contains("The election to ask about ["), "{help}");
         assert!(help.contains("[default: text]"), "{help}");
-        let help = resign_command().render_long_help().to_string();
+        let help = resign_command()
+            .term_width(0)
+            .render_long_help()
+            .to_string();
         assert!(help.contains("step down ["), "{help}");
         assert!(help.contains("[default: 30s]"), "{help}");
     }

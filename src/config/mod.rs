@@ -5,12 +5,16 @@
 //! 1. a flag on the command line ([`crate::config::flags`]);
 //! 2. the environment, `LEADERRUN_<OPTION>` ([`Env`]);
 //! 3. the configuration file, `--config FILE` or LEADERRUN_CONFIG ([`ConfigFile`]);
-//! 4. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
+//! 4. etcdctl's variables, for the connection settings ([`etcdctl`]);
+//! 5. systemd's credential `etcd-password`, for the password ([`credentials`]);
+//! 6. the default, written in [`OPTIONS`] as a user would write it and read by the same parser.
 //!
 //! Each value is checked by its parser as it is read, whatever its layer, so an error names the
 //! flag, the variable or the file's line it came from. [`Config::load`] then checks how the values fit together.
 //! Nothing has been started and etcd has not been contacted when it returns.
 
+pub mod credentials;
+pub mod etcdctl;
 pub mod file;
 pub mod flags;
 
@@ -262,6 +266,11 @@ macro_rules! options {
                 Settings {
                     $($field: self.$field.or(lower.$field),)*
                 }
+            }
+
+            /// Where each setting this layer sets came from.
+            pub fn sources(&self) -> Vec<&Source> {
+                [$(self.$field.as_ref().map(|s| &s.from)),*].into_iter().flatten().collect()
             }
 
             /// Whether this layer sets `opt`.
@@ -554,7 +563,8 @@ options! {
         takes: [History],
     }
 
-    /// Lease TTL in seconds (1 to 9000000000): how long a silent leader keeps leadership.
+    /// Lease TTL in whole seconds (10 or 10s; 1 to 9000000000): how long a silent leader keeps
+    /// leadership.
     /// Failover after a crash or a cut link takes about this long; a graceful stop hands over
     /// at once.
     TTL ttl: u64 {
@@ -822,8 +832,8 @@ options! {
     }
 
     /// Serve the HTTP status endpoint on this HOST:PORT (an IP address, IPv6 in brackets:
-    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110): /leader, /standby, /health, /status, /metrics.
-    /// Off by default.
+    /// 127.0.0.1:9110, [::1]:9110, 0.0.0.0:9110; :9110 is every address, IPv6's and IPv4's):
+    /// /leader, /standby, /health, /status, /metrics. Off by default.
     STATUS_ADDR status_addr: SocketAddr {
         kind: Value,
         flag: "status-addr" "HOST:PORT",
@@ -881,17 +891,24 @@ pub enum Source {
         path: Arc<Path>,
         line: usize,
     },
+    /// etcdctl's variable ([`etcdctl`]).
+    Etcdctl(&'static Opt),
+    /// systemd's credential ([`credentials`]).
+    Credential(&'static Opt),
     Default(&'static Opt),
 }
 
 impl Source {
-    /// The layer: 0 for a flag, then the environment, the file and the default.
+    /// The layer: 0 for a flag, then the environment, the file, etcdctl's variables, systemd's
+    /// credential and the default.
     fn layer(&self) -> u8 {
         match self {
             Source::Flag(_) => 0,
             Source::Env(_) => 1,
             Source::File { .. } => 2,
-            Source::Default(_) => 3,
+            Source::Etcdctl(_) => 3,
+            Source::Credential(_) => 4,
+            Source::Default(_) => 5,
         }
     }
 }
@@ -906,6 +923,13 @@ impl fmt::Display for Source {
                 "{} ({}:{line})",
                 opt.key.unwrap_or(opt.long),
                 path.display()
+            ),
+            Source::Etcdctl(o) => f.write_str(etcdctl::var(o).unwrap_or(o.long)),
+            Source::Credential(_) => write!(
+                f,
+                "the credential {} (${})",
+                credentials::PASSWORD_CREDENTIAL,
+                credentials::DIRECTORY_VAR
             ),
             Source::Default(o) => write!(f, "--{} (default)", o.long),
         }
@@ -990,7 +1014,8 @@ impl Env {
         self.var(PARENT_KEY_VAR).is_some()
     }
 
-    fn var(&self, name: &str) -> Option<&OsStr> {
+    /// A variable, when set and not empty.
+    pub(crate) fn var(&self, name: &str) -> Option<&OsStr> {
         self.vars
             .get(OsStr::new(name))
             .map(OsString::as_os_str)
@@ -1149,6 +1174,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// Said once logging is set up (a password on the command line, ...).
     pub warnings: Vec<String>,
+    /// Said at INFO once logging is set up (etcdctl's variables used, ...).
+    pub notes: Vec<String>,
 }
 
 /// A setting every layer stack provides (it has a default): a missing one is a bug in
@@ -1170,6 +1197,8 @@ fn layers(flags: &Flags, env: &Env) -> Result<(Settings, Option<ConfigFile>), Er
                 Some(file) => Settings::read(file, wanted),
                 None => Ok(Settings::default()),
             }),
+            Box::new(|wanted| etcdctl::Etcdctl(env).settings(wanted)),
+            Box::new(|wanted| credentials::settings(env, wanted)),
             Box::new(Settings::defaults),
         ],
     )?;
@@ -1188,12 +1217,14 @@ impl Config {
     /// validate the result. A command on the command line wins over the file's.
     pub fn load(flags: Flags, env: &Env) -> Result<Config, Error> {
         let (settings, file) = layers(&flags, env)?;
+        let notes = etcdctl::note(&settings).into_iter().collect();
         let command = match flags.command() {
             c if c.is_empty() => file.as_ref().and_then(|f| f.command()).unwrap_or_default(),
             c => c,
         };
         let mut config = Config::from_settings(settings, command)?;
         config.warnings = with_file_warnings(file.as_ref(), config.warnings);
+        config.notes = notes;
         Ok(config)
     }
 
@@ -1295,6 +1326,7 @@ impl Config {
             log_format: required(s.log_format, &LOG_FORMAT)?.value,
             log_level: required(s.log_level, &LOG_LEVEL)?.value.into(),
             warnings,
+            notes: Vec::new(),
         })
     }
 }
@@ -1529,9 +1561,14 @@ fn credentials(s: &mut Settings, warnings: &mut Vec<String>) -> Result<Option<Cr
         sources.push((p.from, Password::Given(p.value)));
     }
     let Some(top) = sources.iter().map(|(from, _)| from.layer()).min() else {
+        let etcdctl = match user.from {
+            Source::Etcdctl(_) => ", ETCDCTL_PASSWORD",
+            _ => "",
+        };
         return Err(Error::Usage(format!(
             "{} is given without a password: give --password-file FILE (LEADERRUN_PASSWORD_FILE, \
-             password_file in the configuration file), LEADERRUN_PASSWORD, or --user NAME:PASSWORD",
+             password_file in the configuration file), LEADERRUN_PASSWORD{etcdctl}, or --user \
+             NAME:PASSWORD",
             user.from
         )));
     };

@@ -529,12 +529,12 @@ impl Watched {
         let mut stream = client
             .watch(self.ours.clone(), options())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::etcd::cause(&e))?;
         for key in &self.ahead {
             stream
                 .watch(key.clone(), options())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::etcd::cause(&e))?;
         }
         if let Some(ranks) = &self.ranks {
             let published = WatchOptions::new()

@@ -243,7 +243,7 @@ async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64,
                     Ended::Broken(why) => Some(why),
                 }
             }
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(etcd::cause(&e)),
         };
         if let Some(why) = failed {
             trouble.report(why);

@@ -83,7 +83,7 @@ pub async fn requested(client: &Client, election: &str, leadership: &Leadership,
                     Ended::Broken(why) => trouble.report(why),
                 }
             }
-            Err(e) => trouble.report(e),
+            Err(e) => trouble.report(crate::etcd::cause(&e)),
         }
         sleep(retry).await;
     }

@@ -42,7 +42,7 @@ pub async fn follow(
                     let reason = resp.cancel_reason().to_string();
                     return Ended::Canceled(match client.refresh_token().await {
                         Ok(()) => reason,
-                        Err(e) => format!("{reason}; authenticating: {e}"),
+                        Err(e) => format!("{reason}; authenticating: {}", crate::etcd::cause(&e)),
                     });
                 }
                 if let Some(h) = resp.header() {
@@ -51,7 +51,7 @@ pub async fn follow(
                 trouble.clear();
             }
             Ok(None) => return Ended::Broken("watch ended".into()),
-            Err(e) => return Ended::Broken(e.to_string()),
+            Err(e) => return Ended::Broken(crate::etcd::cause(&e)),
         }
     }
 }

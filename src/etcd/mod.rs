@@ -208,8 +208,9 @@ const TOO_LARGE: &[&str] = &["request is too large", "larger than max"];
 /// What an error says beyond its [`Kind`], for the line that reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// Nothing more than the error's own words.
-    Other,
+    /// What went wrong, in one short phrase ([`cause`]): `connection refused`, `deadline
+    /// exceeded`, etcd's own words (`etcdserver: permission denied`).
+    Other(String),
     /// A TLS failure, in the words of the error that names it (the innermost of the chain).
     Tls(String),
     /// etcd refused a permission on a key range to the user's role.
@@ -224,18 +225,24 @@ pub fn classify(e: &etcd_client::Error) -> (Kind, Reason) {
     if let Some(failure) = tls_failure(e) {
         return (Kind::Tls, Reason::Tls(failure));
     }
+    let (kind, reason) = kind_of(e);
+    (kind, reason.unwrap_or_else(|| Reason::Other(cause(e))))
+}
+
+/// The kind of `e` (not a TLS failure), and its reason when it is more than its cause.
+fn kind_of(e: &etcd_client::Error) -> (Kind, Option<Reason>) {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
             let message = s.message();
             if AUTH_EXPIRED.iter().any(|m| message.contains(m)) {
-                (Kind::AuthExpired, Reason::Other)
+                (Kind::AuthExpired, None)
             } else if s.code() == Code::NotFound {
-                (Kind::LeaseGone, Reason::Other)
+                (Kind::LeaseGone, None)
             } else if TOO_LARGE.iter().any(|m| message.contains(m)) {
                 // Sent again, it is as large again.
-                (Kind::Fatal, Reason::TooLarge)
+                (Kind::Fatal, Some(Reason::TooLarge))
             } else if message.contains(PERMISSION_DENIED) {
-                (Kind::Fatal, Reason::Denied)
+                (Kind::Fatal, Some(Reason::Denied))
             } else if matches!(
                 s.code(),
                 // OutOfRange: a TTL etcd refuses (above its maximum).
@@ -245,21 +252,153 @@ pub fn classify(e: &etcd_client::Error) -> (Kind, Reason) {
                     | Code::OutOfRange
             ) || AUTH_REFUSALS.iter().any(|m| message.contains(m))
             {
-                (Kind::Fatal, Reason::Other)
+                (Kind::Fatal, None)
             } else if s.code() == Code::Unavailable && message.contains("connect error") {
-                (Kind::NeverSent, Reason::Other)
+                (Kind::NeverSent, None)
             } else {
-                (Kind::Retry, Reason::Other)
+                (Kind::Retry, None)
             }
         }
         etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found") => {
-            (Kind::LeaseGone, Reason::Other)
+            (Kind::LeaseGone, None)
         }
-        etcd_client::Error::TransportError(_) => (Kind::NeverSent, Reason::Other),
+        etcd_client::Error::TransportError(_) => (Kind::NeverSent, None),
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
-            (Kind::Fatal, Reason::Other)
+            (Kind::Fatal, None)
         }
-        _ => (Kind::Retry, Reason::Other),
+        _ => (Kind::Retry, None),
+    }
+}
+
+/// What went wrong, in one short phrase: the transport's failure in words (`connection
+/// refused`, `connection reset`, `no route to host`, `timed out`, ...), from the first
+/// `io::Error`, HTTP/2 error or connector error found down the error's chain of sources; else
+/// etcd's own message (`etcdserver: request timed out`), or the gRPC code's meaning (`deadline
+/// exceeded`). Never gRPC's status dump, nor the chain of wrappers around the cause.
+pub fn cause(e: &etcd_client::Error) -> String {
+    let (status, first): (
+        Option<&tonic::Status>,
+        Option<&(dyn std::error::Error + 'static)>,
+    ) = match e {
+        etcd_client::Error::GRpcStatus(s) => (Some(s), std::error::Error::source(s)),
+        etcd_client::Error::TransportError(t) => (None, Some(t)),
+        _ => (None, None),
+    };
+    let mut source = first;
+    let mut innermost = None;
+    while let Some(err) = source {
+        if let Some(said) = transport_words(err) {
+            return said;
+        }
+        innermost = Some(err);
+        source = err.source();
+    }
+    match status {
+        Some(s) if s.code() == Code::DeadlineExceeded => "deadline exceeded".into(),
+        Some(s) if s.code() == Code::Cancelled && s.message().is_empty() => "cancelled".into(),
+        Some(s) if !s.message().is_empty() && innermost.is_none() => s.message().to_string(),
+        Some(s) if innermost.is_none() => code_words(s.code()).into(),
+        // A status made from a transport failure words it as the failure itself does.
+        _ => match innermost {
+            Some(err) => plain(&err.to_string()),
+            None => match e {
+                etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+                other => other.to_string(),
+            },
+        },
+    }
+}
+
+/// The words of one error of the transport, when it is one this knows: an `io::Error`, an
+/// HTTP/2 error, our connector's failure, tonic's timeout.
+fn transport_words(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        return Some(io_words(io));
+    }
+    if let Some(h2) = err.downcast_ref::<h2::Error>() {
+        if let Some(io) = h2.get_io() {
+            return Some(io_words(io));
+        }
+        let reason = h2.reason().filter(|r| *r != h2::Reason::NO_ERROR);
+        return Some(match (h2.is_go_away(), h2.is_remote(), reason) {
+            (true, true, None) => "etcd closed the connection".into(),
+            (true, true, Some(r)) => format!("etcd closed the connection: {r}"),
+            (false, true, Some(r)) => format!("etcd reset the stream: {r}"),
+            _ => plain(&h2.to_string()),
+        });
+    }
+    if let Some(connect) = err.downcast_ref::<tls::ConnectError>() {
+        return Some(match connect {
+            tls::ConnectError::Tcp { source, .. } => io_words(source),
+            tls::ConnectError::Handshake { source, .. } => {
+                format!("TLS handshake: {}", io_words(source))
+            }
+            tls::ConnectError::Closed { source, .. } => format!(
+                "{} on the HTTP/2 preface (is it etcd's client URL?)",
+                io_words(source)
+            ),
+            other => other.to_string(),
+        });
+    }
+    if err.is::<tonic::TimeoutExpired>() {
+        return Some("timed out".into());
+    }
+    None
+}
+
+/// An `io::Error` in words: its kind's, for the failures of a connection; else its own message
+/// without the `(os error N)`.
+fn io_words(io: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let said = match io.kind() {
+        K::ConnectionRefused => "connection refused",
+        K::ConnectionReset => "connection reset",
+        K::ConnectionAborted => "connection aborted",
+        K::BrokenPipe | K::UnexpectedEof | K::NotConnected => "connection closed",
+        K::TimedOut => "timed out",
+        K::HostUnreachable => "no route to host",
+        K::NetworkUnreachable => "network unreachable",
+        K::AddrNotAvailable => "address not available",
+        _ => {
+            let text = plain(&io.to_string());
+            return match text.strip_prefix("failed to lookup address information: ") {
+                Some(why) => format!("cannot resolve the host name: {}", plain(why)),
+                None => text,
+            };
+        }
+    };
+    said.into()
+}
+
+/// A message as a phrase: without the `(os error N)` the standard library appends, and
+/// starting in lower case (`Connection refused` reads `connection refused`).
+fn plain(text: &str) -> String {
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match (chars.next(), chars.clone().next()) {
+        // An acronym (`TLS handshake ...`) keeps its case.
+        (Some(first), Some(second)) if first.is_uppercase() && !second.is_uppercase() => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// A gRPC code in words, for a status without a message.
+fn code_words(code: Code) -> &'static str {
+    match code {
+        Code::Unavailable => "unavailable",
+        Code::Cancelled => "cancelled",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::Unauthenticated => "not authenticated",
+        Code::PermissionDenied => "permission denied",
+        Code::NotFound => "not found",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::Internal => "internal error",
+        _ => "unknown error",
     }
 }
 
@@ -356,34 +495,8 @@ fn describe(what: &str, reason: &Reason, source: &etcd_client::Error) -> String 
              --max-request-bytes",
             values_of(what)
         ),
-        _ => {
-            // gRPC's status dump (code, message, details, metadata) says no more than its
-            // message; a transport error says only "transport error": its sources say what
-            // happened.
-            let (mut line, mut inner) = match source {
-                etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => (
-                    format!("{what}: {}", s.message()),
-                    std::error::Error::source(s),
-                ),
-                etcd_client::Error::GRpcStatus(s) => (
-                    format!("{what}: {}", s.code().description()),
-                    std::error::Error::source(s),
-                ),
-                etcd_client::Error::TransportError(t) => {
-                    (format!("{what}: {t}"), std::error::Error::source(t))
-                }
-                other => (format!("{what}: {other}"), None),
-            };
-            while let Some(err) = inner {
-                // A message often repeats its source's words: each once.
-                let words = err.to_string();
-                if !line.contains(&words) {
-                    line.push_str(&format!(": {words}"));
-                }
-                inner = err.source();
-            }
-            line
-        }
+        Reason::Denied => format!("{what}: {}", cause(source)),
+        Reason::Other(cause) => format!("{what}: {cause}"),
     }
 }
 
@@ -571,5 +684,99 @@ mod tests {
         assert_eq!(status(token), Kind::AuthExpired);
         let old = tonic::Status::invalid_argument("etcdserver: revision of auth store is old");
         assert_eq!(status(old), Kind::AuthExpired);
+    }
+
+    /// A status made by the transport around `source`, as tonic makes it.
+    fn wrapped(
+        code: Code,
+        message: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> etcd_client::Error {
+        let mut status = tonic::Status::new(code, message);
+        status.set_source(Arc::new(source));
+        etcd_client::Error::GRpcStatus(status)
+    }
+
+    #[test]
+    fn a_transport_failure_is_one_phrase_not_grpcs_dump() {
+        use std::io::{Error as Io, ErrorKind as K};
+        let refused = wrapped(
+            Code::Unavailable,
+            "tcp connect error",
+            Io::from(K::ConnectionRefused),
+        );
+        assert_eq!(cause(&refused), "connection refused");
+        let e = EtcdError::new("lease grant", refused);
+        assert_eq!(e.to_string(), "lease grant: connection refused");
+        assert_eq!(e.kind(), Kind::NeverSent);
+        for (kind, said) in [
+            (K::ConnectionReset, "connection reset"),
+            (K::BrokenPipe, "connection closed"),
+            (K::UnexpectedEof, "connection closed"),
+            (K::TimedOut, "timed out"),
+            (K::HostUnreachable, "no route to host"),
+            (K::NetworkUnreachable, "network unreachable"),
+        ] {
+            let e = wrapped(Code::Unknown, "h2 protocol error: x", Io::from(kind));
+            assert_eq!(cause(&e), said, "{kind:?}");
+        }
+        // An OS error this does not name: its own words, without the number.
+        let e = wrapped(Code::Unknown, "x", Io::from_raw_os_error(nix::libc::EMFILE));
+        assert_eq!(cause(&e), "too many open files");
+        let e = wrapped(
+            Code::Unavailable,
+            "x",
+            Io::other("failed to lookup address information: Name or service not known"),
+        );
+        assert_eq!(
+            cause(&e),
+            "cannot resolve the host name: name or service not known"
+        );
+        // HTTP/2's error in its own words; our connector's in the io error's.
+        let e = wrapped(
+            Code::Unknown,
+            "h2 protocol error: x",
+            h2::Error::from(h2::Reason::CANCEL),
+        );
+        assert_eq!(cause(&e), "protocol error: stream no longer needed");
+        let tcp = tls::ConnectError::Tcp {
+            host: "127.0.0.1".into(),
+            port: 1,
+            source: Io::from(K::ConnectionRefused),
+        };
+        assert_eq!(
+            cause(&wrapped(Code::Unavailable, "x", tcp)),
+            "connection refused"
+        );
+        let e = wrapped(
+            Code::Cancelled,
+            "Timeout expired",
+            tonic::TimeoutExpired(()),
+        );
+        assert_eq!(cause(&e), "timed out");
+        let line = format!("{}", EtcdError::new("watch", e));
+        assert!(
+            !line.contains("grpc") && !line.contains("source") && !line.contains("Os {"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn etcds_own_answers_are_its_words_or_the_codes() {
+        let status = |s: tonic::Status| cause(&etcd_client::Error::GRpcStatus(s));
+        assert_eq!(
+            status(tonic::Status::unavailable("etcdserver: request timed out")),
+            "etcdserver: request timed out"
+        );
+        assert_eq!(
+            status(tonic::Status::deadline_exceeded(
+                "context deadline exceeded"
+            )),
+            "deadline exceeded"
+        );
+        assert_eq!(status(tonic::Status::unavailable("")), "unavailable");
+        assert_eq!(status(tonic::Status::cancelled("")), "cancelled");
+        let watch = etcd_client::Error::WatchError("watch ended".into());
+        assert_eq!(cause(&watch), watch.to_string());
     }
 }

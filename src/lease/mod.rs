@@ -347,7 +347,7 @@ async fn keep_alive(
                         }
                     }
                     Ok(None) => break "keepalive stream ended".to_string(),
-                    Err(e) => break format!("keepalive stream failed: {e}"),
+                    Err(e) => break format!("keepalive stream failed: {}", crate::etcd::cause(&e)),
                 },
             }
         };

@@ -161,6 +161,55 @@ pub fn stop_budget(ttl: Duration) -> Option<Duration> {
     ttl.checked_sub(2 * keepalive + keepalive / 2 + MIN_MARGIN.max(ttl / 10))
 }
 
+/// The soonest a standby can take over after a leader froze (SIGSTOP, a paused VM) with etcd
+/// healthy: `T - k - m` (its last keepalive went out at most k before the freeze). systemd's
+/// watchdog must kill a frozen leaderrun sooner: `WatchdogSec` below this (docs/SAFETY.md).
+pub fn freeze_limit(ttl: Duration) -> Duration {
+    ttl.saturating_sub(ttl / 5 + MIN_MARGIN.max(ttl / 10))
+}
+
+/// Why `watchdog` (systemd's `WatchdogSec`) does not fit `timing`, and which values would:
+/// below [`freeze_limit`] (and at most `m + G` to cover a freeze during an etcd outage too), or
+/// the smallest whole-second TTL whose limit is above it. None when it fits.
+pub fn watchdog_misfit(timing: &Timing, watchdog: Duration) -> Option<String> {
+    let limit = freeze_limit(timing.ttl);
+    if watchdog < limit {
+        return None;
+    }
+    let outage = timing.margin + timing.hook_timeout + timing.stop_timeout;
+    // The limit grows with the TTL (0.7 T from 5 s on): the smallest TTL above the watchdog,
+    // by bisection up to etcd's maximum lease TTL.
+    const MAX_TTL_SECS: u64 = 9_000_000_000;
+    let (mut low, mut high) = (timing.ttl.as_secs().max(1), MAX_TTL_SECS);
+    let fits = |secs: u64| freeze_limit(Duration::from_secs(secs)) > watchdog;
+    let ttl = fits(high).then(|| {
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if fits(mid) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        high
+    });
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    let raise = match ttl {
+        Some(t) => format!(", or raise --ttl to {t} or more"),
+        None => String::new(),
+    };
+    Some(format!(
+        "systemd's watchdog (WATCHDOG_USEC, WatchdogSec={}) does not fit --ttl {}: a frozen \
+         leaderrun would be killed only after a standby may have taken over, its child still \
+         running; set WatchdogSec below {} ({} or less also covers a freeze during an etcd \
+         outage){raise}",
+        show(watchdog),
+        timing.ttl.as_secs(),
+        show(limit),
+        show(outage),
+    ))
+}
+
 /// How long one unary request to etcd (or building a client) may take for a lease of `ttl`:
 /// a keepalive interval, at least a second.
 pub fn request_timeout(ttl: Duration) -> Duration {
@@ -302,5 +351,43 @@ mod tests {
         assert_eq!(d.at(), s + Duration::from_secs(10));
         assert!(d.extend(s + ms(5), Duration::from_secs(10)));
         assert_eq!(d.at(), s + ms(10_005));
+    }
+
+    #[test]
+    fn the_watchdog_must_kill_a_frozen_leader_before_a_standby_can_take_over() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        for (ttl, limit) in [
+            (s(10), s(7)),
+            (s(5), ms(3500)),
+            (s(3), ms(1900)),
+            (s(2), ms(1100)),
+        ] {
+            assert_eq!(freeze_limit(ttl), limit, "{ttl:?}");
+        }
+        let default = Timing::new(s(10), None).unwrap();
+        assert_eq!(watchdog_misfit(&default, s(3)), None);
+        assert_eq!(watchdog_misfit(&default, ms(6999)), None);
+        let line = watchdog_misfit(&default, s(7)).unwrap();
+        assert!(
+            line.contains("WatchdogSec=7s") && line.contains("--ttl 10"),
+            "{line}"
+        );
+        assert!(
+            line.contains("below 7s") && line.contains("(4s or less"),
+            "{line}"
+        );
+        assert!(line.ends_with("raise --ttl to 11 or more"), "{line}");
+        let line = watchdog_misfit(&default, s(10)).unwrap();
+        assert!(line.ends_with("raise --ttl to 15 or more"), "{line}");
+        // At --ttl 5 the units' 3 s fits; 3.5 s does not.
+        let five = Timing::new(s(5), None).unwrap();
+        assert_eq!(watchdog_misfit(&five, s(3)), None);
+        assert!(watchdog_misfit(&five, ms(3500))
+            .unwrap()
+            .contains("below 3s 500ms"));
+        // No TTL etcd takes would fit: no TTL is suggested.
+        let line = watchdog_misfit(&default, s(u64::MAX / 4)).unwrap();
+        assert!(!line.contains("raise --ttl"), "{line}");
     }
 }

@@ -10,6 +10,12 @@
 //!   reports (`eprintln!`, which panics on a closed stderr) are switched off. Nothing on
 //!   leaderrun's paths uses `eprintln!` or `println!`.
 //! - At exit, the queued lines get [`FLUSH_BOUND`] to be written, no more.
+//!
+//! Every line has one shape per format, whether tracing or leaderrun makes it (the final line,
+//! the note of dropped lines, a panic): text, with sd-daemon's `<N>` level prefix when stderr
+//! is the journal ([`stderr_is_journal`]); or one flat JSON object per line (`timestamp`,
+//! `level`, `message`, the run's election and candidate id, then the event's fields, numbers as
+//! numbers).
 
 pub mod recurring;
 
@@ -20,13 +26,18 @@ pub enum LogFormat {
     Json,
 }
 
+use serde_json::Value;
 use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::{self, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Lines waiting to be written, at most: a few minutes of the busiest logging leaderrun does.
 const QUEUE_LINES: usize = 1024;
@@ -181,36 +192,241 @@ fn write_out(out: &mut impl Write, mut buf: &[u8]) {
 /// The line that says `n` lines were dropped.
 fn dropped_note(format: LogFormat, n: u64, at: SystemTime) -> Vec<u8> {
     let message = "log lines dropped: stderr was not being read";
-    line(format, "WARN", message, Some(("dropped", n)), at)
+    line(
+        format,
+        tracing::Level::WARN,
+        message,
+        &[("dropped", n.into())],
+        at,
+    )
 }
 
-/// A line made by hand (not through tracing), as tracing writes its own: text or JSON.
+/// A line made by hand (not through tracing), in the shape of tracing's own: text, or the same
+/// JSON object as every other line.
 fn line(
     format: LogFormat,
-    level: &str,
+    level: tracing::Level,
     message: &str,
-    field: Option<(&str, u64)>,
+    fields: &[(&str, Value)],
     at: SystemTime,
 ) -> Vec<u8> {
-    let at = humantime::format_rfc3339_micros(at);
     match format {
         LogFormat::Text => {
-            let field = field.map(|(k, v)| format!(" {k}={v}")).unwrap_or_default();
-            let message = escape_controls(message);
-            format!("{at} {level:>5} {message}{field}\n").into_bytes()
-        }
-        LogFormat::Json => {
-            let mut fields = serde_json::json!({ "message": message });
-            if let Some((k, v)) = field {
-                fields[k] = v.into();
+            let mut line = String::new();
+            if journal() {
+                line.push_str(journal_prefix(level));
+            } else {
+                line.push_str(&format!("{} ", humantime::format_rfc3339_micros(at)));
             }
-            let line = serde_json::json!({
-                "timestamp": at.to_string(),
-                "level": level,
-                "fields": fields,
-            });
-            format!("{line}\n").into_bytes()
+            line.push_str(&format!("{level:>5} {}", escape_controls(message)));
+            for (k, v) in fields {
+                match v {
+                    Value::String(s) => line.push_str(&format!(" {k}={}", escape_controls(s))),
+                    v => line.push_str(&format!(" {k}={v}")),
+                }
+            }
+            line.push('\n');
+            line.into_bytes()
         }
+        LogFormat::Json => json_line(at, level, message, fields.iter().cloned()).into_bytes(),
+    }
+}
+
+/// One JSON line: `timestamp`, `level` and `message` first, then the run's context (election,
+/// candidate id), then `fields` (a field named like a context field replaces it). Flat: no
+/// object nested under another.
+fn json_line<'a>(
+    at: SystemTime,
+    level: tracing::Level,
+    message: &str,
+    fields: impl IntoIterator<Item = (&'a str, Value)>,
+) -> String {
+    let mut all: Vec<(&str, Value)> = CONTEXT
+        .get()
+        .map(|c| {
+            c.iter()
+                .map(|(k, v)| (*k, Value::from(v.as_str())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in fields {
+        match all.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => all.push((k, v)),
+        }
+    }
+    let mut out = format!(
+        "{{\"timestamp\":\"{}\",\"level\":\"{level}\",\"message\":{}",
+        humantime::format_rfc3339_micros(at),
+        Value::from(message)
+    );
+    for (k, v) in all {
+        out.push_str(&format!(",{}:{v}", Value::from(k)));
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// A duration as a log field: whole milliseconds (a number in JSON), `NAME_ms=1500`.
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The fields every JSON line carries: set once the configuration is known ([`set_context`]).
+static CONTEXT: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+
+/// The run's election and candidate id, on every JSON line from now on.
+pub fn set_context(election: &str, id: &str) {
+    let _ = CONTEXT.set(vec![("election", election.into()), ("id", id.into())]);
+}
+
+/// Whether stderr is the journal: set once, when first asked.
+static JOURNAL: OnceLock<bool> = OnceLock::new();
+
+/// Whether the text lines get sd-daemon's level prefix: stderr is connected to the journal.
+fn journal() -> bool {
+    *JOURNAL.get_or_init(|| {
+        let var = std::env::var_os("JOURNAL_STREAM");
+        let stderr = nix::sys::stat::fstat(std::io::stderr()).ok();
+        stderr_is_journal(var.as_deref(), stderr.map(|s| (s.st_dev, s.st_ino)))
+    })
+}
+
+/// systemd.exec(5): `JOURNAL_STREAM` is `DEVICE:INODE` (decimal) of the stream systemd
+/// connected stdout or stderr to; stderr goes to the journal when its own device and inode
+/// (`stderr`, from fstat) are those. A stderr redirected elsewhere (a file, a pipe: the
+/// variable was inherited) or closed is not the journal.
+pub fn stderr_is_journal(var: Option<&OsStr>, stderr: Option<(u64, u64)>) -> bool {
+    let parsed = var
+        .and_then(OsStr::to_str)
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)));
+    matches!((parsed, stderr), (Some(a), Some(b)) if a == b)
+}
+
+/// sd-daemon(3)'s prefix of a line at `level`: `<3>` error, `<4>` warning, `<6>` info, `<7>`
+/// debug (and trace).
+pub fn journal_prefix(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "<3>",
+        tracing::Level::WARN => "<4>",
+        tracing::Level::INFO => "<6>",
+        _ => "<7>",
+    }
+}
+
+/// The text lines: tracing's own format, with the level prefix and without the timestamp
+/// (journald stamps each line) when stderr is the journal.
+struct TextLine {
+    journal: bool,
+    stamped: format::Format<format::Full>,
+    bare: format::Format<format::Full, ()>,
+}
+
+impl TextLine {
+    fn new(journal: bool, ansi: bool) -> TextLine {
+        let stamped = format::Format::default().with_target(false).with_ansi(ansi);
+        TextLine {
+            journal,
+            bare: stamped.clone().without_time(),
+            stamped,
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.journal {
+            writer.write_str(journal_prefix(*event.metadata().level()))?;
+            self.bare.format_event(ctx, writer, event)
+        } else {
+            self.stamped.format_event(ctx, writer, event)
+        }
+    }
+}
+
+/// The JSON lines ([`json_line`]): the event's fields recorded as they are, numbers as numbers.
+struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let message = fields.message.take().unwrap_or_default();
+        let level = *event.metadata().level();
+        let line = json_line(SystemTime::now(), level, &message, fields.fields);
+        writer.write_str(&line)
+    }
+}
+
+/// An event's fields as JSON values: integers, floats and booleans as numbers and booleans,
+/// everything else (Display and Debug values) as strings.
+#[derive(Default)]
+struct JsonFields {
+    message: Option<String>,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: Value) {
+        match (field.name(), value) {
+            ("message", Value::String(m)) => self.message = Some(m),
+            (name, value) => self.fields.push((name, value)),
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.put(
+            field,
+            i64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from),
+        );
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.put(
+            field,
+            u64::try_from(value).map_or_else(|_| value.to_string().into(), Value::from),
+        );
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
     }
 }
 
@@ -220,7 +436,8 @@ fn line(
 fn report_panics(format: LogFormat) {
     std::panic::set_hook(Box::new(move |info| {
         let message = format!("panicked: {info}");
-        write_stderr(&line(format, "ERROR", &message, None, SystemTime::now()));
+        let at = SystemTime::now();
+        write_stderr(&line(format, tracing::Level::ERROR, &message, &[], at));
         flush(Duration::from_millis(100));
     }));
 }
@@ -230,13 +447,17 @@ pub fn init(format: LogFormat, level: tracing::Level) {
     let builder = tracing_subscriber::fmt()
         .with_writer(Stderr)
         .with_max_level(level)
-        .with_target(false)
         .log_internal_errors(false);
     let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => {
+            let journal = journal();
+            // The journal is no terminal: no colours there.
+            let ansi = !journal && std::io::stderr().is_terminal();
+            builder
+                .event_format(TextLine::new(journal, ansi))
+                .try_init()
+        }
+        LogFormat::Json => builder.event_format(JsonLine).try_init(),
     };
 }
 
@@ -244,22 +465,23 @@ pub fn init(format: LogFormat, level: tracing::Level) {
 /// `leaderrun: MESSAGE`, or in JSON the same object as every other log line, with `exit_code`
 /// among its fields. Works whether logging is set up or not.
 pub fn final_line(format: LogFormat, message: &str, code: u8) {
-    match format {
+    let line = match format {
         LogFormat::Text => {
-            write_stderr(format!("leaderrun: {}\n", escape_controls(message)).as_bytes())
+            let prefix = if journal() { "<3>" } else { "" };
+            format!("{prefix}leaderrun: {}\n", escape_controls(message)).into_bytes()
         }
         LogFormat::Json => {
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(Stderr)
-                .with_target(false)
-                .log_internal_errors(false)
-                .json()
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                tracing::error!(exit_code = code, "{message}");
-            });
+            let fields = [("exit_code", Value::from(code))];
+            line(
+                format,
+                tracing::Level::ERROR,
+                message,
+                &fields,
+                SystemTime::now(),
+            )
         }
-    }
+    };
+    write_stderr(&line);
 }
 
 /// `s` with control characters (and the backslash) escaped as Rust writes them (`\n`,
@@ -360,16 +582,152 @@ mod tests {
     #[test]
     fn a_line_made_by_hand_reads_as_tracings_own() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_500_000);
-        let t = text(line(LogFormat::Text, "ERROR", "panicked: a\nb", None, at));
-        assert_eq!(t, "1970-01-01T00:00:01.500000Z ERROR panicked: a\\nb\n");
+        let error = tracing::Level::ERROR;
+        let t = text(line(LogFormat::Text, error, "panicked: a\nb", &[], at));
+        if !journal() {
+            assert_eq!(t, "1970-01-01T00:00:01.500000Z ERROR panicked: a\\nb\n");
+        }
         let j = text(dropped_note(LogFormat::Json, 7, at));
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["level"], "WARN");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:01.500000Z");
-        assert_eq!(v["fields"]["dropped"], 7);
+        assert_eq!(v["dropped"], 7);
+        assert_eq!(v["message"], "log lines dropped: stderr was not being read");
+        assert!(j.starts_with("{\"timestamp\":"), "{j}");
+    }
+
+    /// Lines that `log` makes through a subscriber of `format` (journal or not).
+    fn through_tracing(format: LogFormat, journal: bool, log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Buffer::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_max_level(tracing::Level::DEBUG);
+        match format {
+            LogFormat::Text => {
+                let s = builder.event_format(TextLine::new(journal, false)).finish();
+                tracing::subscriber::with_default(s, log);
+            }
+            LogFormat::Json => {
+                let s = builder.event_format(JsonLine).finish();
+                tracing::subscriber::with_default(s, log);
+            }
+        }
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn json_lines_are_flat_with_numbers_as_numbers() {
+        let out = through_tracing(LogFormat::Json, false, || {
+            let lease = 0x2040a1fcu64;
+            tracing::info!(
+                pid = 42u32,
+                revision = 7i64,
+                pid1 = false,
+                lease = %format!("{lease:x}"),
+                took_us = ms(Duration::from_millis(1500)),
+                "leading: {}",
+                "child started"
+            );
+        });
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["message"], "leading: child started");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["revision"], 7);
+        assert_eq!(v["pid1"], false);
+        assert_eq!(v["lease"], "2040a1fc");
+        assert_eq!(v["took_us"], 1500);
+        assert!(v.get("fields").is_none() && v.get("span").is_none(), "{v}");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for k in ["timestamp", "level", "message", "pid"] {
+            assert!(keys.contains(&k), "{k}: {v}");
+        }
+    }
+
+    #[test]
+    fn the_run_context_is_on_every_json_line_and_a_field_of_the_same_name_wins() {
+        let at = SystemTime::UNIX_EPOCH;
+        let context = vec![
+            ("election", "web".to_string()),
+            ("id", "db-1:42".to_string()),
+        ];
+        let _ = CONTEXT.set(context);
+        // Whatever context the process set first (tests share it), it is on the line.
+        let (election, id) = match CONTEXT.get().unwrap().as_slice() {
+            [(_, e), (_, i)] => (e.clone(), i.clone()),
+            other => panic!("{other:?}"),
+        };
+        let level = tracing::Level::ERROR;
+        let line = json_line(at, level, "x", [("exit_code", Value::from(2))]);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
-            v["fields"]["message"],
-            "log lines dropped: stderr was not being read"
+            (v["election"].as_str(), v["id"].as_str()),
+            (Some(&*election), Some(&*id))
+        );
+        assert_eq!(v["exit_code"], 2);
+        let line = json_line(at, level, "x", [("election", Value::from("other"))]);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["election"], "other");
+        assert_eq!(line.matches("\"election\"").count(), 1, "{line}");
+    }
+
+    #[test]
+    fn the_journal_is_stderr_only_when_its_device_and_inode_are_stderrs() {
+        let var = |s: &str| Some(std::ffi::OsString::from(s));
+        let is = |v: Option<std::ffi::OsString>, st| stderr_is_journal(v.as_deref(), st);
+        assert!(is(var("64769:123456"), Some((64769, 123456))));
+        assert!(!is(var("64769:123456"), Some((64769, 1))));
+        assert!(!is(var("64769:123456"), None), "a closed stderr");
+        assert!(!is(None, Some((1, 2))));
+        for bad in ["", "1", "1:", ":2", "a:b", "1:2:3", "-1:2"] {
+            assert!(!is(var(bad), Some((1, 2))), "{bad}");
+        }
+        // A real file's own numbers, as fstat gives them.
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let st = nix::sys::stat::fstat(&file).unwrap();
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        assert!(is(var(&format!("{dev}:{ino}")), Some((dev, ino))));
+    }
+
+    #[test]
+    fn journal_lines_carry_the_level_prefix_and_no_timestamp() {
+        assert_eq!(journal_prefix(tracing::Level::ERROR), "<3>");
+        assert_eq!(journal_prefix(tracing::Level::WARN), "<4>");
+        assert_eq!(journal_prefix(tracing::Level::INFO), "<6>");
+        assert_eq!(journal_prefix(tracing::Level::DEBUG), "<7>");
+        assert_eq!(journal_prefix(tracing::Level::TRACE), "<7>");
+        let out = through_tracing(LogFormat::Text, true, || {
+            tracing::error!("e");
+            tracing::warn!(n = 1, "w");
+            tracing::info!("i");
+            tracing::debug!("d");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            ["<3>ERROR e", "<4> WARN w n=1", "<6> INFO i", "<7>DEBUG d"]
+        );
+        // Elsewhere: the timestamp, no prefix.
+        let out = through_tracing(LogFormat::Text, false, || tracing::info!("i"));
+        assert!(
+            out.ends_with("Z  INFO i\n") && !out.starts_with('<'),
+            "{out}"
         );
     }
 

@@ -42,7 +42,7 @@ impl Recurring {
                 if now.duration_since(f.logged) >= REMIND_EVERY {
                     tracing::warn!(
                         %error,
-                        failing_for = ?now.duration_since(f.since),
+                        failing_for_ms = crate::log::ms(now.duration_since(f.since)),
                         failures = f.unlogged,
                         "{}: still failing",
                         self.what
@@ -65,7 +65,11 @@ impl Recurring {
     /// It worked: say so once if it had been failing.
     pub fn clear(&mut self) {
         if let Some(f) = self.failing.take() {
-            tracing::info!(after = ?f.since.elapsed(), "{}: working again", self.what);
+            tracing::info!(
+                after_ms = crate::log::ms(f.since.elapsed()),
+                "{}: working again",
+                self.what
+            );
         }
     }
 }

@@ -329,10 +329,17 @@ impl Child {
     /// SIGKILL to the group; returns the child's status once reaped. Nothing of the group
     /// survives this call (short of processes that left the group themselves).
     pub async fn stop(&mut self, sig: Signal, kill_at: Instant) -> ExitStatus {
-        // A child that exited with its group gone was logged when it exited: one line an end.
-        let exited = self.status.is_some() && self.group_is_empty();
+        // A child that exited was logged when it exited: one line an end. What is left of its
+        // group (a background job of a script) is stopped, and said so, in other words.
+        let reaped = self.status.is_some();
+        let exited = reaped && self.group_is_empty();
         if !exited {
-            tracing::info!(pid = self.pid.as_raw(), signal = %sig, "stopping child");
+            match reaped {
+                true => {
+                    tracing::info!(pgid = self.pid.as_raw(), signal = %sig, "stopping what is left of the child's process group")
+                }
+                false => tracing::info!(pid = self.pid.as_raw(), signal = %sig, "stopping child"),
+            }
             self.signal_group(sig);
             // A stopped group acts on nothing but SIGKILL until it is continued (systemd does
             // the same).
@@ -360,7 +367,7 @@ impl Child {
         if let Some(g) = &self.guardian {
             g.forget_group();
         }
-        if exited {
+        if reaped {
             tracing::debug!(pid = self.pid.as_raw(), %status, "child's group gone");
         } else {
             tracing::info!(pid = self.pid.as_raw(), %status, "child stopped");

@@ -102,12 +102,13 @@ impl Hooks {
         } else {
             health::run_cmd(script, limit, reaper, &env).await
         };
-        let took = started.elapsed();
+        // Microseconds: a hook takes a few milliseconds.
+        let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let hook = kind.flag();
         let reason = reason.map(Reason::as_str);
         match &result {
-            Ok(()) => info!(hook, reason, ?took, output = said, "hook done"),
-            Err(e) => warn!(hook, reason, ?took, error = %e, output = said, "hook failed"),
+            Ok(()) => info!(hook, reason, took_us, output = said, "hook done"),
+            Err(e) => warn!(hook, reason, took_us, error = %e, output = said, "hook failed"),
         }
         crate::metrics::hook_ran(kind == Kind::Promote, result.is_ok());
         result

@@ -52,10 +52,40 @@ pub const LEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Listen on `addr` (at start-up, before anything starts: an address that cannot be bound is
 /// a configuration error of this host, exit 2).
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener = std::net::TcpListener::bind(addr)
+    let bound = match addr {
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => every_address(addr.port()),
+        _ => std::net::TcpListener::bind(addr),
+    };
+    let listener = bound
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| Error::Usage(format!("--status-addr {addr}: cannot listen there: {e}")))?;
     Ok(listener)
+}
+
+/// Every address of the host (`[::]:PORT`, or `:PORT`): one IPv6 socket with IPV6_V6ONLY off,
+/// which takes IPv4 connections too (as `::ffff:a.b.c.d`) whatever the host's
+/// `net.ipv6.bindv6only` says; `0.0.0.0:PORT` on a host without IPv6.
+fn every_address(port: u16) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let fd = match sock::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) {
+        Err(nix::errno::Errno::EAFNOSUPPORT) => {
+            return std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+        }
+        other => other?,
+    };
+    sock::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    // As std's bind does: a port in TIME_WAIT from a previous run can be listened on again.
+    sock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    sock::bind(fd.as_raw_fd(), &sock::SockaddrIn6::from(any))?;
+    sock::listen(&fd, sock::Backlog::MAXCONN)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 /// What the answers are made of.
@@ -108,6 +138,11 @@ pub async fn serve(listener: std::net::TcpListener, ctx: Context) {
             return;
         }
     };
+    if let Ok(addr) = listener.local_addr() {
+        // [::] with IPV6_V6ONLY off takes IPv4 too (every_address).
+        let every = addr.ip().is_unspecified();
+        tracing::info!(address = %addr, ipv4 = every || addr.is_ipv4(), ipv6 = addr.is_ipv6(), "status endpoint listening");
+    }
     let ctx = Arc::new(ctx);
     let table = Arc::new(Mutex::new(Connections::default()));
     let mut trouble = Recurring::new("accepting on --status-addr");

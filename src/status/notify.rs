@@ -52,6 +52,8 @@ pub struct Notifier {
     election: String,
     /// How often to ping: half of `WATCHDOG_USEC`. None: no watchdog for us.
     ping: Option<Duration>,
+    /// `WATCHDOG_USEC` itself (systemd's `WatchdogSec`), when the watchdog is ours.
+    watchdog: Option<Duration>,
     /// READY=1 was sent.
     ready: bool,
     /// STOPPING=1 was sent.
@@ -100,7 +102,8 @@ impl Notifier {
                 return None;
             }
         };
-        let ping = match watchdog(var("WATCHDOG_USEC"), var("WATCHDOG_PID"), pid) {
+        let usec = var("WATCHDOG_USEC");
+        let ping = match watchdog(usec.clone(), var("WATCHDOG_PID"), pid) {
             Ok(ping) => ping,
             Err(why) => {
                 warn!("{why}: no watchdog pings");
@@ -108,7 +111,7 @@ impl Notifier {
             }
         };
         if let Some(p) = ping {
-            debug!(every = ?p, "pinging systemd's watchdog");
+            debug!(every_ms = crate::log::ms(p), "pinging systemd's watchdog");
         }
         Some(Notifier {
             socket,
@@ -116,6 +119,10 @@ impl Notifier {
             name,
             election: election.to_string(),
             ping,
+            watchdog: ping
+                .and(usec)
+                .and_then(|u| u.to_str()?.parse().ok())
+                .map(Duration::from_micros),
             ready: false,
             stopping: false,
             unsent: false,
@@ -124,6 +131,11 @@ impl Notifier {
             health_closed: false,
             trouble: Recurring::new("notifying systemd (NOTIFY_SOCKET)"),
         })
+    }
+
+    /// systemd's watchdog interval (`WatchdogSec`), when this process pings it.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
     }
 
     /// Follow the role until the supervisor drops its status channel (it is returning), then

@@ -291,10 +291,10 @@ impl Supervisor {
         let t = lease.timing();
         info!(
             lease = %lease.hex_id(),
-            ttl = ?t.ttl,
-            keepalive = ?t.keepalive,
-            stop_timeout = ?t.stop_timeout,
-            margin = ?t.margin,
+            ttl_ms = crate::log::ms(t.ttl),
+            keepalive_ms = crate::log::ms(t.keepalive),
+            stop_timeout_ms = crate::log::ms(t.stop_timeout),
+            margin_ms = crate::log::ms(t.margin),
             "lease granted"
         );
         Ok(State::Campaigning {
@@ -680,7 +680,7 @@ impl Supervisor {
                             let Run::Restarting { last, .. } = term.run else { return State::Leading(term) };
                             match term.restarts.on_exit(Instant::now(), Duration::ZERO) {
                                 Some(delay) => {
-                                    info!(retry_in = ?delay, "restarting the child in place later");
+                                    info!(retry_in_ms = crate::log::ms(delay), "restarting the child in place later");
                                     term.run = Run::Restarting { at: Instant::now() + delay, last };
                                     return State::Leading(term);
                                 }
@@ -711,7 +711,7 @@ impl Supervisor {
                 }
                 why = &mut sick => {
                     let holdoff = self.config.health.as_ref().map(|h| h.holdoff).unwrap_or_default();
-                    warn!(%why, ?holdoff, "unhealthy: stopping the child, resigning, staying out of the election for the holdoff");
+                    warn!(%why, holdoff_ms = crate::log::ms(holdoff), "unhealthy: stopping the child, resigning, staying out of the election for the holdoff");
                     return State::Stopping { term, end: End::Unhealthy };
                 }
                 _ = &mut preempted => {
@@ -757,7 +757,10 @@ impl Supervisor {
         if self.config.on_exit == OnExit::Restart {
             match term.restarts.on_exit(Instant::now(), ran) {
                 Some(delay) => {
-                    info!(retry_in = ?delay, "restarting the child in place");
+                    info!(
+                        retry_in_ms = crate::log::ms(delay),
+                        "restarting the child in place"
+                    );
                     term.run = Run::Restarting {
                         at: Instant::now() + delay,
                         last: status,
@@ -766,7 +769,7 @@ impl Supervisor {
                 }
                 None => warn!(
                     limit = self.config.restart.limit,
-                    window = ?self.config.restart.window,
+                    window_ms = crate::log::ms(self.config.restart.window),
                     "too many exits: giving leadership up"
                 ),
             }
@@ -845,7 +848,7 @@ fn after_not_started(
         NotStarted::Spawn(code) => (true, Ok(State::Exit(code))),
         // As for ill health: hand over, stay out for the holdoff.
         NotStarted::Vetoed => {
-            warn!(?holdoff, "the promote hook vetoed the term: resigning, staying out of the election for the holdoff");
+            warn!(holdoff_ms = crate::log::ms(holdoff), "the promote hook vetoed the term: resigning, staying out of the election for the holdoff");
             metrics::term_ended(Reason::Vetoed);
             (true, Ok(State::Connecting { after: holdoff }))
         }

@@ -453,7 +453,7 @@ impl Gate {
                 hot.backoff.reset();
             }
             let delay = hot.backoff.next_delay();
-            warn!(%status, retry_in = ?delay, "the hot standby's child exited: starting it again");
+            warn!(%status, retry_in_ms = crate::log::ms(delay), "the hot standby's child exited: starting it again");
             hot.standby = None;
             hot.restart_at = Some(Instant::now() + delay);
             return Ok(());
@@ -473,7 +473,7 @@ impl Gate {
             }
             Err(e) if is_transient(&e) => {
                 let delay = hot.backoff.next_delay();
-                error!(error = %e, retry_in = ?delay, "cannot start the command for now");
+                error!(error = %e, retry_in_ms = crate::log::ms(delay), "cannot start the command for now");
                 hot.restart_at = Some(Instant::now() + delay);
                 Ok(())
             }

@@ -5,8 +5,9 @@
 //! - Every process started through a scene writes stderr to `<dir>/<id>.log` and stdout to
 //!   `<dir>/<id>.out`; if the test panics, dropping the scene prints the timeline (`mark`,
 //!   process starts), the tail of every log and the fenced children's runs.
-//! - leaderrun never inherits `LEADERRUN_*` variables from the test's environment
-//!   (`leaderrun()`); add them per process with `.env(..)`.
+//! - leaderrun never inherits `LEADERRUN_*` or `ETCDCTL_*` variables (nor systemd's
+//!   `JOURNAL_STREAM`, `NOTIFY_SOCKET`, ...) from the test's environment (`leaderrun()`); add
+//!   them per process with `.env(..)`.
 //! - A process is SIGKILLed and reaped when its `Lr` drops, so a failing test leaks nothing.
 //!
 //! ```ignore
@@ -197,17 +198,32 @@ pub fn stderr_of(out: &Output) -> String {
 // Commands
 // ---------------------------------------------------------------------------
 
-/// The leaderrun binary, with no LEADERRUN_* variables from the test's environment.
+/// The leaderrun binary, with no LEADERRUN_* or ETCDCTL_* variables from the test's environment
+/// (a developer's shell set up for etcdctl would reach another etcd).
 pub fn leaderrun() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_leaderrun"));
     scrub_leaderrun_env(&mut c);
     c
 }
 
-/// Keeps the test's own LEADERRUN_* variables from `cmd` (for a wrapper that runs leaderrun).
+/// Keeps the test's own LEADERRUN_* and ETCDCTL_* variables (the settings leaderrun reads),
+/// and the ones systemd sets for a service (JOURNAL_STREAM, NOTIFY_SOCKET, WATCHDOG_USEC,
+/// CREDENTIALS_DIRECTORY, ...), from `cmd` (for a wrapper that runs leaderrun too). A test sets
+/// its own afterwards, with `.env(..)`.
 pub fn scrub_leaderrun_env(cmd: &mut Command) {
+    const SYSTEMD: &[&str] = &[
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "CREDENTIALS_DIRECTORY",
+    ];
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEADERRUN_") {
+        let name = k.to_string_lossy();
+        if name.starts_with("LEADERRUN_")
+            || name.starts_with("ETCDCTL_")
+            || SYSTEMD.contains(&name.as_ref())
+        {
             cmd.env_remove(k);
         }
     }
