@@ -7,15 +7,33 @@
 #
 #   bash scripts/soak.sh                  # 200 faults (about 20-30 min), TTL 3
 #   SOAK_FAULTS=30 bash scripts/soak.sh   # a quick run
+#   SOAK_ROLES=hot SOAK_FAULTS=150 bash scripts/soak.sh     # hot standby (about 15 min)
+#   SOAK_ROLES=hooks SOAK_FAULTS=150 bash scripts/soak.sh   # role hooks holding a "VIP"
+#
+# Roles (SOAK_ROLES, default neither: the plain soak):
+#   hot        the candidates run --hot-standby, each child a `fenced_child --hot` that runs in
+#              every role and records its leader intervals (from reading ROLE=leader in its role
+#              file to reading ROLE=standby, just before its confirmation, or SIGTERM, or its
+#              death), CLOCK_MONOTONIC; no two may overlap.
+#   hooks      the candidates run --on-promote/--on-demote hooks that stamp a holds file
+#              (`fenced_child FILE --stamp promote|demote`, CLOCK_MONOTONIC): a host holds the
+#              "VIP" from its promote stamp to its demote stamp; no two hosts' holds may overlap.
+#              A SIGKILLed leaderrun runs no demote hook (by design): the soak stamps `crash`
+#              for it just before the SIGKILL, which ends its hold (docs/SAFETY.md, what a crash
+#              means for a VIP). Before each fault the only holder must be the leader.
+#   hot,hooks  both.
+#   Overlaps of either kind are excused as the children's are (SOAK_STRICT below), and the
+#   summary adds the holds' counts (released by the demote hook, ended by a SIGKILL) and the
+#   VIP handover gaps.
 #
 # Knobs (environment): SOAK_FAULTS (200), SOAK_MAX_SECS (1800: wall-time cap), SOAK_TTL (3),
 # SOAK_SEED (random; printed, to replay a run), SOAK_KINDS (comma-separated subset of
 # link-blackhole, link-reset, link-latency, member-kill, member-freeze, raft-leader-kill,
 # cluster-freeze, leader-sigkill (the supervisor SIGKILLed: its guardian revokes the lease once
 # the child's group is gone), leader-sigkill-cut (SIGKILLed while cut off from etcd: the
-# guardian gives up, the lease expires), leader-sigterm, key-delete, lease-revoke), SOAK_STRICT
-# (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md calls those a forced
-# takeover; so do those where a frozen etcd raft leader, resumed, revoked a live lease, which
+# guardian gives up, the lease expires), leader-sigterm, key-delete, lease-revoke), SOAK_ROLES
+# (above), SOAK_STRICT (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md
+# calls those a forced takeover; so do those where a frozen etcd raft leader, resumed, revoked a live lease, which
 # etcd 3.4.23 and 3.5.1 may do), LEADERRUN_KEEP_TMP=1 (keep the logs, records and journal for a post-mortem).
 set -euo pipefail
 cd "$(dirname "$0")/.."

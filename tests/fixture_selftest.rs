@@ -343,6 +343,121 @@ fn overlap_checker_on_synthetic_records() {
     assert!(common::records::parse("alive 1 2\n").is_err());
 }
 
+/// `fenced_child --hot` records its leader intervals only: from reading ROLE=leader (with the
+/// file's REVISION) to reading ROLE=standby, which it then confirms on the notify socket.
+#[test]
+fn a_hot_fenced_child_records_its_leader_intervals_and_confirms() {
+    let dir = TempDir::new("leaderrun-selftest");
+    let rec = dir.join("records");
+    let role = dir.join("role");
+    let socket_path = dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(5 * SEC)).unwrap();
+    std::fs::write(&role, "ROLE=standby\n").unwrap();
+    let mut cmd = Command::new(fenced_child_path());
+    cmd.arg(&rec)
+        .arg("--hot")
+        .env("LEADERRUN_ID", "h1")
+        .env("LEADERRUN_ROLE_FILE", &role)
+        .env("LEADERRUN_NOTIFY_SOCKET", &socket_path);
+    let mut child = ChildGuard::spawn(&mut cmd);
+    let mut buf = [0u8; 64];
+    // Its first read of the file (standby) is confirmed too.
+    let n = socket.recv(&mut buf).expect("first confirmation");
+    assert_eq!(&buf[..n], b"ROLE=standby\n");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(Records::read(&rec).is_empty(), "recorded while standing by");
+    let tell = |text: &str| {
+        std::fs::write(dir.join("role.new"), text).unwrap();
+        std::fs::rename(dir.join("role.new"), &role).unwrap();
+        child.signal(Signal::SIGURG);
+    };
+    for revision in ["41", "57"] {
+        tell(&format!(
+            "ROLE=leader\nREVISION={revision}\nKEY='soak/1'\nLEASE=1\n"
+        ));
+        wait_running(&rec, child.pid());
+        let ok = Records::wait_for(&rec, 5 * SEC, |runs| {
+            runs.last().is_some_and(|r| {
+                r.revision.as_deref() == Some(revision) && r.last_seen_ns > r.start_ns
+            })
+        });
+        assert!(ok.is_some(), "no leader interval for {revision}");
+        tell("ROLE=standby\n");
+        let n = socket.recv(&mut buf).expect("confirmation");
+        assert_eq!(&buf[..n], b"ROLE=standby\n");
+        let runs = Records::read(&rec);
+        assert_eq!(runs.last().unwrap().ending, Ending::Demoted, "{runs:?}");
+    }
+    tell("ROLE=leader\nREVISION=60\n");
+    assert!(Records::wait_for(&rec, 5 * SEC, |runs| runs.len() == 3).is_some());
+    child.signal(Signal::SIGTERM);
+    assert!(child
+        .wait_timeout(5 * SEC)
+        .expect("exits on SIGTERM")
+        .success());
+    let runs = Records::read(&rec);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert_eq!(runs[2].ending, Ending::Term);
+    assert!(runs.iter().all(|r| r.id.as_deref() == Some("h1")));
+    assert_no_overlap(&runs);
+}
+
+/// The hooks' stamps read as holds: a demote ends its host's hold, a crash line too, an open
+/// hold reaches the time asked; a second host's promote inside a hold is an overlap.
+#[test]
+fn hold_stamps_read_as_intervals() {
+    let dir = TempDir::new("leaderrun-selftest");
+    let holds = dir.join("holds");
+    for (id, word) in [("a", "promote"), ("a", "demote")] {
+        let out = Command::new(fenced_child_path())
+            .arg(&holds)
+            .args(["--stamp", word])
+            .env("LEADERRUN_ID", id)
+            .env("LEADERRUN_REVISION", "9")
+            .env("LEADERRUN_REASON", "shutdown")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let parser = common::HoldParser::read(&holds).unwrap();
+    let held = parser.holds(mono_now_ns());
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].ending, Ending::Demoted);
+    assert_eq!(held[0].revision.as_deref(), Some("9"));
+    assert!(held[0].last_seen_ns > held[0].start_ns);
+
+    let mut p = common::HoldParser::default();
+    for line in [
+        "promote 1 100 5 a",
+        "demote 2 200 shutdown a",
+        "promote 3 300 6 b",
+        "crash 4 400 - b",
+        "demote 5 410 lost b",
+        "promote 6 500 7 c",
+        "promote 7 550 8 c",
+    ] {
+        p.line(line).unwrap();
+    }
+    assert_eq!((p.released_nothing, p.promoted_while_held), (1, 1));
+    assert_eq!(p.holders(), ["c"]);
+    let held = p.holds(1000);
+    let endings: Vec<_> = held.iter().map(|h| (h.last_seen_ns, h.ending)).collect();
+    assert_eq!(
+        endings,
+        [
+            (200, Ending::Demoted),
+            (400, Ending::Crashed),
+            (1000, Ending::Killed)
+        ]
+    );
+    assert_no_overlap(&held);
+    p.line("promote 8 900 9 a").unwrap();
+    let held = p.holds(1000);
+    assert!(std::panic::catch_unwind(|| assert_no_overlap(&held)).is_err());
+    assert!(p.line("hold 1 2 - a").is_err());
+}
+
 #[tokio::test]
 async fn proxy_works_from_async_tests() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,6 +2,25 @@
 //! checking from the fenced children's records that no two children ever ran at once. Not run
 //! in CI (`#[ignore]`); run it with `bash scripts/soak.sh` (see there for the knobs).
 //!
+//! With `SOAK_ROLES` it checks the roles too (docs/SAFETY.md: roles keep the same promise):
+//!
+//! - `hot`: the candidates run `--hot-standby`, each child a `fenced_child --hot`, which runs in
+//!   every role and records only its *leader intervals*: from reading `ROLE=leader` in its role
+//!   file to reading `ROLE=standby` (recorded before its confirmation), SIGTERM, or its death
+//!   (its last 5 ms `alive` line). No two leader intervals may intersect.
+//! - `hooks`: the candidates run `--on-promote` and `--on-demote` hooks that stamp a holds file
+//!   with the fenced child's CLOCK_MONOTONIC (`fenced_child HOLDS --stamp promote|demote`): a
+//!   host holds the "VIP" from its promote stamp to its demote stamp. No two holds of different
+//!   hosts may intersect. A SIGKILLed leaderrun runs no demote hook (by design: README, role
+//!   hooks): the soak writes a `crash` line for that host just before the SIGKILL, which ends
+//!   its hold there; whatever a real promote hook configured would stay on the crashed host
+//!   until the next leader's promote hook takes it over (docs/SAFETY.md, what a crash means for
+//!   a VIP). Before each fault, the only holder must be the leading candidate.
+//! - `hot,hooks`: both at once.
+//!
+//! Overlaps of either kind are excused exactly as for children: during an operator's key delete
+//! or lease revoke (a forced takeover), or after a resumed etcd raft leader revoked a live lease.
+//!
 //! Topology: every candidate reaches every member through a proxy of its own (3 x 3 proxies),
 //! with all three proxies as its `--endpoints`. So a candidate's whole link can be blackholed,
 //! reset or slowed while the others are untouched, and members can be killed or frozen.
@@ -12,6 +31,7 @@
 //!   SOAK_TTL       --ttl of the candidates (default 3)
 //!   SOAK_SEED      random seed (default: from the clock; printed, to replay a run)
 //!   SOAK_KINDS     comma-separated fault kinds to draw from (default: all; names below)
+//!   SOAK_ROLES     hot, hooks, or hot,hooks (default: neither; see above)
 //!   SOAK_STRICT    1: count overlaps after a key deletion or lease revoke as failures too
 //!                  (docs/SAFETY.md calls those a forced takeover, which may overlap up to G),
 //!                  and those after a frozen raft leader revoked a live lease on resume (an
@@ -54,6 +74,31 @@ const KINDS: &[&str] = &[
 /// docs/SAFETY.md: an operator's delete or revoke is a forced takeover; the standby may start
 /// while the old child is being stopped.
 const FORCED_TAKEOVER: &[&str] = &["key-delete", "lease-revoke"];
+const ROLES: &[&str] = &["hot", "hooks"];
+
+/// Which roles the candidates take on (`SOAK_ROLES`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Roles {
+    /// `--hot-standby`, children `fenced_child --hot`.
+    hot: bool,
+    /// `--on-promote` and `--on-demote` stamping the holds file.
+    hooks: bool,
+}
+
+impl Roles {
+    fn from_env() -> Roles {
+        let mut roles = Roles::default();
+        let list = std::env::var("SOAK_ROLES").unwrap_or_default();
+        for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match r {
+                "hot" => roles.hot = true,
+                "hooks" => roles.hooks = true,
+                other => panic!("SOAK_ROLES: unknown role {other}; known: {ROLES:?}"),
+            }
+        }
+        roles
+    }
+}
 /// What the old leader logs when etcd deleted its key or ended its lease while it led.
 const TAKEN_OVER: &[&str] = &["leader key deleted in etcd", "lease gone in etcd"];
 
@@ -283,8 +328,11 @@ struct Outcome {
 
 struct Soak {
     ttl: u32,
+    roles: Roles,
     dir: TempDir,
     records: PathBuf,
+    /// The hooks' stamps (and the soak's `crash` lines): who held the "VIP" when.
+    holds: PathBuf,
     cluster: EtcdCluster,
     proxies: Vec<Vec<FaultProxy>>,
     instances: Vec<Instance>,
@@ -339,7 +387,7 @@ impl Soak {
             .expect("open candidate log");
         let _ = writeln!(log, "---- soak: starting c{slot}");
         let mut c = leaderrun();
-        let child: Vec<OsString> = vec![
+        let mut child: Vec<OsString> = vec![
             fenced_child_path().into(),
             self.records.clone().into(),
             "--max-lifetime-ms".into(),
@@ -347,8 +395,23 @@ impl Soak {
         ];
         c.args(["--endpoints", &self.endpoints(slot), "--election", ELECTION])
             .args(["--id", &format!("c{slot}")])
-            .args(["--ttl", &self.ttl.to_string()])
-            .arg("--")
+            .args(["--ttl", &self.ttl.to_string()]);
+        if self.roles.hot {
+            c.arg("--hot-standby");
+            child.push("--hot".into());
+        }
+        if self.roles.hooks {
+            let stamp = |word: &str| {
+                format!(
+                    "exec '{}' '{}' --stamp {word}",
+                    fenced_child_path().display(),
+                    self.holds.display()
+                )
+            };
+            c.args(["--on-promote", &stamp("promote")])
+                .args(["--on-demote", &stamp("demote")]);
+        }
+        c.arg("--")
             .args(child)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -609,6 +672,19 @@ impl Soak {
     /// guardian), else an anomaly.
     fn sigkill(&mut self, leader: usize) {
         let child = self.tail.running();
+        if self.roles.hooks {
+            // No demote hook will run: its hold ends at the kill.
+            let pid = self.current(leader).guard.pid();
+            let line = format!("crash {pid} {} - c{leader}\n", mono_now_ns());
+            let mut holds = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.holds)
+                .expect("open the holds file");
+            holds
+                .write_all(line.as_bytes())
+                .expect("write the holds file");
+        }
         self.current(leader).guard.kill();
         self.current(leader).ended("SIGKILLed by the soak".into());
         let mut orphan = None;
@@ -640,6 +716,9 @@ impl Soak {
             self.anomaly("the running child has no candidate id".into());
             return;
         };
+        if self.roles.hooks {
+            self.check_holder(leader);
+        }
         let old = self.tail.runs()[before].clone();
         let runs_before = self.tail.runs().len();
         let n = self.outcomes.len() + 1;
@@ -685,6 +764,43 @@ impl Soak {
         });
     }
 
+    /// The one host holding the "VIP" must be the leading candidate (its child runs, settled).
+    fn check_holder(&mut self, leader: usize) {
+        let holders = match HoldParser::read(&self.holds) {
+            Ok(p) => p.holders(),
+            Err(e) => panic!("{e}"),
+        };
+        if holders != [format!("c{leader}")] {
+            self.anomaly(format!(
+                "c{leader} leads, settled, and the VIP is held by {holders:?}"
+            ));
+        }
+    }
+
+    /// Whether an overlap whose later interval started at `start_ns` is excused, and why: a
+    /// forced takeover by an operator (the fault then under way), or by etcd (a resumed raft
+    /// leader revoked a live lease: only with the old holder's word in its log).
+    fn excuse(&self, earlier: &Run, start_ns: u64, strict: bool) -> (&'static str, Option<&str>) {
+        let fault = self
+            .outcomes
+            .iter()
+            .find(|o| (o.at..=o.until).contains(&start_ns));
+        let during = fault.map_or("(between faults)", |o| o.kind);
+        let by_operator = FORCED_TAKEOVER.contains(&during);
+        let by_etcd = fault.is_some_and(|o| {
+            o.froze_raft_leader && self.taken_over(earlier.id.as_deref(), &o.wall)
+        });
+        let label = match (strict, by_operator, by_etcd) {
+            (true, _, _) | (false, false, false) => None,
+            (false, _, false) => Some(" (forced takeover, documented)"),
+            (false, _, true) => Some(
+                " (forced takeover by etcd: the resumed raft leader revoked a live lease, etcd \
+                 issue 15247; documented)",
+            ),
+        };
+        (during, label)
+    }
+
     /// Whether candidate `id`'s log says, between the two times of day, that etcd deleted its
     /// key or ended its lease while it led.
     fn taken_over(&self, id: Option<&str>, (from, to): &(String, String)) -> bool {
@@ -699,6 +815,31 @@ impl Soak {
         })
     }
 
+    /// Writes each overlap of `list` (children's runs, or VIP holds) with its excuse, if any;
+    /// returns how many fail and how many are excused.
+    fn report_overlaps(
+        &self,
+        w: &mut impl FnMut(String),
+        what: &str,
+        list: &[Run],
+        strict: bool,
+    ) -> (usize, usize) {
+        let (mut failing, mut forced) = (0, 0);
+        for (a, b) in &overlaps(list) {
+            let (during, excused) = self.excuse(a, b.start_ns, strict);
+            match excused {
+                Some(_) => forced += 1,
+                None => failing += 1,
+            }
+            w(format!(
+                "{what}OVERLAP{} during {during}: {:.1} ms\n    {a:?}\n    {b:?}",
+                excused.unwrap_or(""),
+                (a.last_seen_ns.min(b.last_seen_ns) - b.start_ns) as f64 / 1e6
+            ));
+        }
+        (failing, forced)
+    }
+
     fn summary(&mut self, strict: bool) -> usize {
         self.tail.poll();
         let mut out = String::new();
@@ -708,10 +849,11 @@ impl Soak {
         };
         w("================ soak summary ================".into());
         w(format!(
-            "faults injected: {} in {:.0} s (TTL {} s, 3 candidates, 3 members)",
+            "faults injected: {} in {:.0} s (TTL {} s, 3 candidates, 3 members, roles {:?})",
             self.outcomes.len(),
             self.t0.elapsed().as_secs_f64(),
-            self.ttl
+            self.ttl,
+            self.roles
         ));
         let mut by_kind: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
         for o in &self.outcomes {
@@ -746,7 +888,11 @@ impl Soak {
         }
         let runs = self.tail.runs().to_vec();
         w(format!(
-            "children started: {}; leader changes (failovers) observed: {}",
+            "{}: {}; leader changes (failovers) observed: {}",
+            match self.roles.hot {
+                true => "leader intervals (hot children told they lead)",
+                false => "children started",
+            },
             runs.len(),
             runs.windows(2).filter(|p| p[0].id != p[1].id).count()
         ));
@@ -757,49 +903,54 @@ impl Soak {
             "fencing tokens: {} handed out, {backwards} not above the one before",
             tokens.len()
         ));
-        let found = overlaps(&runs);
         let mut failing = backwards;
-        let mut forced = 0;
-        for (a, b) in &found {
-            let fault = self
-                .outcomes
-                .iter()
-                .find(|o| (o.at..=o.until).contains(&b.start_ns));
-            let during = fault.map_or("(between faults)", |o| o.kind);
-            let by_operator = FORCED_TAKEOVER.contains(&during);
-            // Only with the old leader's word that etcd took its key or lease while it led.
-            let by_etcd = fault
-                .is_some_and(|o| o.froze_raft_leader && self.taken_over(a.id.as_deref(), &o.wall));
-            let excused = (by_operator || by_etcd) && !strict;
-            if excused {
-                forced += 1;
-            } else {
-                failing += 1;
-            }
+        let (bad, forced) = self.report_overlaps(&mut w, "", &runs, strict);
+        failing += bad;
+        w(format!("overlaps: {bad}{}", forced_note(forced)));
+        if self.roles.hooks {
+            let parser = HoldParser::read(&self.holds).unwrap_or_else(|e| panic!("{e}"));
+            let holds = parser.holds(mono_now_ns());
+            let count = |e: Ending| holds.iter().filter(|h| h.ending == e).count();
             w(format!(
-                "OVERLAP{} during {during}: {:.1} ms\n    {a:?}\n    {b:?}",
-                match (excused, by_etcd) {
-                    (false, _) => "",
-                    (true, false) => " (forced takeover, documented)",
-                    (true, true) => {
-                        " (forced takeover by etcd: the resumed raft leader revoked a live lease, \
-                         etcd issue 15247; documented)"
-                    }
-                },
-                (a.last_seen_ns.min(b.last_seen_ns) - b.start_ns) as f64 / 1e6
+                "VIP holds (promote to demote stamps): {}; released by the demote hook {}, ended \
+                 by a SIGKILL of leaderrun (no demote hook) {}, held at the end {} {:?}; \
+                 promotes of a host holding already {}, demotes of a host holding nothing {}",
+                holds.len(),
+                count(Ending::Demoted),
+                count(Ending::Crashed),
+                count(Ending::Killed),
+                parser.holders(),
+                parser.promoted_while_held,
+                parser.released_nothing
             ));
-        }
-        w(format!(
-            "overlaps: {failing}{}",
-            if forced > 0 {
-                format!(
-                    " (+{forced} during a forced takeover: key delete / lease revoke, by an \
-                     operator or by a resumed etcd raft leader)"
-                )
-            } else {
-                String::new()
+            // From the end of one host's hold to the next host's promote, by how it ended.
+            let mut sorted = holds.clone();
+            sorted.sort_by_key(|h| h.start_ns);
+            for (ending, what) in [
+                (Ending::Demoted, "its demote stamp"),
+                (Ending::Crashed, "the SIGKILL"),
+            ] {
+                let mut gaps: Vec<i64> = sorted
+                    .windows(2)
+                    .filter(|p| p[0].id != p[1].id && p[0].ending == ending)
+                    .map(|p| p[1].start_ns as i64 - p[0].last_seen_ns as i64)
+                    .collect();
+                gaps.sort();
+                let ms =
+                    |v: Option<i64>| v.map_or("-".into(), |v| format!("{:.1}", v as f64 / 1e6));
+                w(format!(
+                    "VIP handover from {what} to the next host's promote stamp: {} times, \
+                     p50 {} ms, p99 {} ms, min {} ms",
+                    gaps.len(),
+                    ms(pct(&gaps, 50)),
+                    ms(pct(&gaps, 99)),
+                    ms(gaps.first().copied())
+                ));
             }
-        ));
+            let (bad, forced) = self.report_overlaps(&mut w, "VIP ", &holds, strict);
+            failing += bad;
+            w(format!("VIP overlaps: {bad}{}", forced_note(forced)));
+        }
         let unsettled = self.outcomes.iter().filter(|o| !o.settled).count();
         w(format!(
             "anomalies: {} (faults after which the system did not settle: {unsettled})",
@@ -823,6 +974,16 @@ impl Soak {
     }
 }
 
+fn forced_note(forced: usize) -> String {
+    if forced == 0 {
+        return String::new();
+    }
+    format!(
+        " (+{forced} during a forced takeover: key delete / lease revoke, by an operator or by a \
+         resumed etcd raft leader)"
+    )
+}
+
 /// Nearest-rank percentile of a sorted list.
 fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
     if sorted.is_empty() {
@@ -840,6 +1001,7 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
     let ttl: u32 = env_or("SOAK_TTL", 3);
     let seed: u64 = env_or("SOAK_SEED", mono_now_ns() ^ u64::from(std::process::id()));
     let strict = env_or("SOAK_STRICT", 0u8) == 1;
+    let roles = Roles::from_env();
     let kinds: Vec<&'static str> = match std::env::var("SOAK_KINDS") {
         Ok(list) => list
             .split(',')
@@ -865,7 +1027,9 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
     let records = dir.join("records");
     let mut soak = Soak {
         ttl,
+        roles,
         records: records.clone(),
+        holds: dir.join("holds"),
         dir,
         cluster,
         proxies,
@@ -882,8 +1046,8 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
         froze_raft_leader: false,
     };
     soak.log(&format!(
-        "soak: {faults} faults, cap {max_secs} s, TTL {ttl} s, seed {seed} (SOAK_SEED), kinds \
-         {kinds:?}; dir {}",
+        "soak: {faults} faults, cap {max_secs} s, TTL {ttl} s, seed {seed} (SOAK_SEED), roles \
+         {roles:?} (SOAK_ROLES), kinds {kinds:?}; dir {}",
         soak.dir.path().display()
     ));
     for slot in 0..CANDIDATES {
@@ -906,5 +1070,8 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
     if let Err(panic) = ran {
         std::panic::resume_unwind(panic);
     }
-    assert_eq!(failing, 0, "children overlapped: see the summary above");
+    assert_eq!(
+        failing, 0,
+        "children (or VIP holds) overlapped: see the summary above"
+    );
 }

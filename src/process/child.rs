@@ -10,6 +10,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
@@ -106,7 +107,7 @@ impl Reaper {
     /// the parent-death signal fires when the forking *thread* exits.
     pub fn spawn(&self, cmd: &Command) -> std::io::Result<Child> {
         let group = self.guardian.as_ref().map(|g| g.group());
-        let spawned = self.spawn_into(cmd, group);
+        let spawned = self.spawn_into(cmd, group, None);
         if let (Err(_), Some(g)) = (&spawned, &self.guardian) {
             // Its child may have stored a group that is gone already (exec failed).
             g.forget_group();
@@ -116,14 +117,24 @@ impl Reaper {
         Ok(child)
     }
 
-    /// `spawn`, but the guardian is not told: for a short-lived helper (a health check) that
-    /// must not replace the child's group in the guardian's care.
-    pub fn spawn_unguarded(&self, cmd: &Command) -> std::io::Result<Child> {
-        self.spawn_into(cmd, None)
+    /// `spawn`, but the guardian is not told: for a short-lived helper (a health check, a hook)
+    /// that must not replace the child's group in the guardian's care. Its stdout and stderr go
+    /// to `output` if given (a pipe leaderrun drains), else where leaderrun's go.
+    pub fn spawn_unguarded(
+        &self,
+        cmd: &Command,
+        output: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<Child> {
+        self.spawn_into(cmd, None, output)
     }
 
     /// Spawn `cmd`; its group's id goes to `group` (the guardian's page) before its exec.
-    fn spawn_into(&self, cmd: &Command, group: Option<&AtomicI64>) -> std::io::Result<Child> {
+    fn spawn_into(
+        &self,
+        cmd: &Command,
+        group: Option<&AtomicI64>,
+        output: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<Child> {
         let defaults: Vec<i32> = cmd.signal_defaults.iter().map(|&s| s as i32).collect();
         let image = spawn::Image::new(
             &cmd.program,
@@ -131,7 +142,11 @@ impl Reaper {
             &cmd.env,
             &cmd.env_remove,
             &defaults,
-        );
+        )
+        .map(|image| match output {
+            Some(fd) => image.output_to(fd),
+            None => image,
+        });
         let pid = image
             .and_then(|image| spawn::spawn(&image, group))
             .map_err(|e| explain_spawn_error(&cmd.program, e))?;
@@ -456,14 +471,16 @@ pub(crate) mod tests {
         let _serial = serial();
         let reaper = Reaper::start(None).unwrap();
         let group = AtomicI64::new(0);
-        let mut child = reaper.spawn_into(&sh("exit 0"), Some(&group)).unwrap();
+        let mut child = reaper
+            .spawn_into(&sh("exit 0"), Some(&group), None)
+            .unwrap();
         let stored = group.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(stored, i64::from(child.pid.as_raw()));
         child.wait().await;
         let mut missing = sh("");
         missing.program = "/nonexistent/leaderrun-test".into();
         let unguarded = AtomicI64::new(0);
-        assert!(reaper.spawn_into(&missing, Some(&unguarded)).is_err());
+        assert!(reaper.spawn_into(&missing, Some(&unguarded), None).is_err());
         assert_ne!(unguarded.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 

@@ -285,21 +285,15 @@ impl Said {
     }
 }
 
-/// A pipe for a check's output: leaderrun reads one end; the check opens the other by its
-/// /proc path (the spawn passes no descriptors on), and so never writes to leaderrun's stdout.
-/// None where /proc does not show leaderrun's descriptors: the check's output then goes where
+/// A pipe for a check's output: leaderrun reads one end; the other becomes the check's stdout
+/// and stderr at its spawn (nothing else of leaderrun's is passed on), so it never writes to
+/// leaderrun's stdout. None if no pipe can be made: the check's output then goes where
 /// leaderrun's does, as a child's.
-fn output_pipe() -> Option<(
-    tokio::net::unix::pipe::Receiver,
-    std::io::PipeWriter,
-    String,
-)> {
-    use std::os::fd::{AsRawFd, OwnedFd};
+fn output_pipe() -> Option<(tokio::net::unix::pipe::Receiver, std::io::PipeWriter)> {
+    use std::os::fd::OwnedFd;
     let (reader, writer) = std::io::pipe().ok()?;
-    let path = format!("/proc/{}/fd/{}", std::process::id(), writer.as_raw_fd());
-    std::fs::metadata(&path).ok()?;
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).ok()?;
-    Some((reader, writer, path))
+    Some((reader, writer))
 }
 
 /// `/bin/sh -c script` in its own group with the child's environment; its group is killed if
@@ -311,18 +305,15 @@ pub(crate) async fn run_cmd(
     reaper: &Reaper,
     env: &Command,
 ) -> (Result<(), Failure>, Option<String>) {
+    use std::os::fd::AsFd;
     let pipe = output_pipe();
-    // `command`: a redirection that fails leaves the shell running, its output where it was.
-    let script = match &pipe {
-        Some((_, _, path)) => format!("command exec >{path} 2>&1\n{script}"),
-        None => script.to_string(),
-    };
     let cmd = Command {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         ..env.clone()
     };
-    let check = match reaper.spawn_unguarded(&cmd) {
+    let output = pipe.as_ref().map(|(_, writer)| writer.as_fd());
+    let check = match reaper.spawn_unguarded(&cmd, output) {
         Ok(check) => check,
         Err(e) => {
             let failure = Failure::Error(format!("cannot run the check: {e}"));
@@ -335,7 +326,7 @@ pub(crate) async fn run_cmd(
     };
     let mut said = Said::default();
     let ended = match pipe {
-        Some((mut output, writer, _)) => {
+        Some((mut output, writer)) => {
             let ended = timeout(limit, drain_while(child, &mut output, &mut said)).await;
             // What is left in the pipe, without waiting (the check's group may live on).
             drop(writer);
@@ -496,6 +487,17 @@ mod tests {
         assert!(said.len() < 3 * OUTPUT_KEPT, "{}", said.len());
         let (result, said) = run_cmd("exit 0", Duration::from_secs(20), &reaper, &env).await;
         assert_eq!((result, said), (Ok(()), None));
+        // Its stdout and stderr are one pipe, in order.
+        let script = "echo out; echo err >&2; readlink /proc/$$/fd/1 /proc/$$/fd/2";
+        let (result, said) = run_cmd(script, Duration::from_secs(20), &reaper, &env).await;
+        assert_eq!(result, Ok(()));
+        let said = said.unwrap();
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines[..2], ["out", "err"], "{said}");
+        assert!(
+            lines[2].starts_with("pipe:") && lines[2] == lines[3],
+            "{said}"
+        );
     }
 
     #[test]

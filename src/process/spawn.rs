@@ -11,6 +11,7 @@
 use nix::libc::{self, c_char, c_int, c_void};
 use std::ffi::{CString, OsString};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +24,8 @@ pub struct Image {
     defaults: Vec<c_int>,
     /// The resource limits leaderrun raised for itself, as they were ([`crate::process::limits`]).
     limits: Vec<(nix::sys::resource::Resource, libc::rlimit)>,
+    /// Where the command's stdout and stderr go instead of leaderrun's own ([`Image::output_to`]).
+    output: Option<c_int>,
 }
 
 impl Image {
@@ -62,7 +65,16 @@ impl Image {
             env,
             defaults: defaults.to_vec(),
             limits: crate::process::limits::for_child(),
+            output: None,
         })
+    }
+
+    /// The command's stdout and stderr go to `fd` (a pipe that leaderrun drains), made its
+    /// descriptors 1 and 2 between the clone and the exec: nothing else of leaderrun's is passed
+    /// on. `fd` must stay open until [`spawn`] returns.
+    pub fn output_to(mut self, fd: BorrowedFd<'_>) -> Image {
+        self.output = Some(fd.as_raw_fd());
+        self
     }
 }
 
@@ -188,6 +200,16 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         }
         if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
             return fail(shared);
+        }
+        // The output pipe as stdout and stderr. Through a copy at 3 or above: the pipe is
+        // close-on-exec, and may itself be descriptor 1 or 2 (leaderrun started with them
+        // closed); dup2 leaves the copies open across the exec.
+        if let Some(fd) = shared.image.output {
+            let copy = libc::fcntl(fd, libc::F_DUPFD, 3);
+            if copy < 0 || libc::dup2(copy, 1) < 0 || libc::dup2(copy, 2) < 0 {
+                return fail(shared);
+            }
+            libc::close(copy);
         }
         // The limits leaderrun was started with (lowering a soft limit cannot fail).
         for (resource, limit) in &shared.image.limits {

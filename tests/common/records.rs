@@ -4,7 +4,14 @@
 //! Line format (one `write` per line, O_APPEND, times are CLOCK_MONOTONIC ns):
 //! `start <pid> <ns> <revision|-> <id|->`, `alive <pid> <ns>` (every 5 ms),
 //! `ignored-term <pid> <ns>` (SIGTERM with --ignore-term),
-//! `end <pid> <ns> term|exit|expired`.
+//! `end <pid> <ns> term|exit|expired|standby`.
+//!
+//! A `--hot` fenced child records its leader intervals in the same lines (one pid, a `start`
+//! for each): a [`Run`] is then one interval of acting as leader, ended by `standby` (before
+//! its confirmation) or `term`, or by its death (no end line).
+//!
+//! Hooks that run `fenced_child FILE --stamp promote|demote` write the lines that
+//! [`HoldParser`] reads as intervals of holding what the hooks move (a "VIP"), one `Run` each.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +30,12 @@ pub enum Ending {
     Exit,
     /// Hit its safety lifetime cap (--max-lifetime-ms).
     Expired,
+    /// A hot child told it is a standby again (`end ... standby`, written before its
+    /// confirmation), or a hold released by the demote hook (its `demote` line).
+    Demoted,
+    /// A hold whose leaderrun was SIGKILLed, so that no demote hook ran: ended at the kill (the
+    /// `crash` line the soak writes just before it).
+    Crashed,
     /// No end line: SIGKILLed, or still running.
     Killed,
 }
@@ -160,12 +173,117 @@ impl RecordParser {
                     "term" => Ending::Term,
                     "exit" => Ending::Exit,
                     "expired" => Ending::Expired,
+                    "standby" => Ending::Demoted,
                     other => return Err(format!("unknown end kind {other}")),
                 }
             }
             other => return Err(format!("unknown record kind {other}")),
         }
         Ok(())
+    }
+}
+
+/// Reads the holds of what the role hooks move (a "VIP") from the lines of
+/// `fenced_child --stamp` (one per hook run) and of the soak:
+///
+/// - `promote <pid> <ns> <revision|-> <id>`: host `id` holds from `ns` (its promote hook ran);
+/// - `demote <pid> <ns> <reason|-> <id>`: it holds no more (its demote hook ran): [`Ending::Demoted`];
+/// - `crash <pid> <ns> - <id>`: its leaderrun is about to be SIGKILLed, which runs no demote
+///   hook: the hold ends here, [`Ending::Crashed`] (docs/SAFETY.md: what a crash means for a
+///   VIP; whatever the promote hook configured stays on that host until the next leader's
+///   promote hook takes it over).
+///
+/// A hold not yet ended reaches the time it is asked at ([`HoldParser::holds`]).
+#[derive(Debug, Default)]
+pub struct HoldParser {
+    /// The holds, in the order of their `promote` lines (open ones end at their start here).
+    holds: Vec<Run>,
+    /// id -> index of its open hold.
+    open: HashMap<String, usize>,
+    /// `promote` lines of a host that held already (its demote hook never stamped): the hold
+    /// goes on from the first.
+    pub promoted_while_held: usize,
+    /// `demote` lines of a host that held nothing (a promote hook that failed or was killed
+    /// before its stamp, undone by the demote hook): they end nothing.
+    pub released_nothing: usize,
+}
+
+impl HoldParser {
+    /// Takes one complete line; Err says what is wrong with it.
+    pub fn line(&mut self, line: &str) -> Result<(), String> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() {
+            return Ok(());
+        }
+        if f.len() != 5 {
+            return Err(format!("{} fields, not 5", f.len()));
+        }
+        let pid: u32 = f[1].parse().map_err(|e| format!("pid: {e}"))?;
+        let ns: u64 = f[2].parse().map_err(|e| format!("ns: {e}"))?;
+        let id = f[4].to_string();
+        match f[0] {
+            "promote" if self.open.contains_key(&id) => self.promoted_while_held += 1,
+            "promote" => {
+                self.open.insert(id.clone(), self.holds.len());
+                self.holds.push(Run {
+                    pid,
+                    start_ns: ns,
+                    last_seen_ns: ns,
+                    revision: dash_none(f[3]),
+                    id: Some(id),
+                    ending: Ending::Killed,
+                    terms_ignored: 0,
+                });
+            }
+            "demote" | "crash" => match self.open.remove(&id) {
+                Some(i) => {
+                    let hold = &mut self.holds[i];
+                    hold.last_seen_ns = hold.last_seen_ns.max(ns);
+                    hold.ending = match f[0] {
+                        "demote" => Ending::Demoted,
+                        _ => Ending::Crashed,
+                    };
+                }
+                None if f[0] == "demote" => self.released_nothing += 1,
+                None => {}
+            },
+            other => return Err(format!("unknown hold record kind {other}")),
+        }
+        Ok(())
+    }
+
+    /// Every hold, those still open reaching `now_ns` (their ending stays `Killed`: no end
+    /// line yet), in the order of their `promote` lines.
+    pub fn holds(&self, now_ns: u64) -> Vec<Run> {
+        let mut holds = self.holds.clone();
+        for &i in self.open.values() {
+            holds[i].last_seen_ns = holds[i].last_seen_ns.max(now_ns);
+        }
+        holds
+    }
+
+    /// The hosts that hold now.
+    pub fn holders(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.open.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// A whole file of such lines (a missing file holds none); Err names the bad line.
+    pub fn read(path: &Path) -> Result<HoldParser, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let mut parser = HoldParser::default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+        for (n, line) in whole.lines().enumerate() {
+            parser
+                .line(line)
+                .map_err(|e| format!("{} line {}: {e}: {line:?}", path.display(), n + 1))?;
+        }
+        Ok(parser)
     }
 }
 
