@@ -61,6 +61,43 @@ impl Told {
     }
 }
 
+/// At most this many entries of the base directory are looked at for stale role directories.
+const SWEEP_BOUND: usize = 10_000;
+
+/// Remove the role directories that a leaderrun killed without its clean-up (SIGKILL) left in
+/// `base`: ours (same owner), named `leaderrun-<pid>`, whose notify socket nobody has bound any
+/// more (a connect is refused). The socket, not the pid, tells: a pid may be reused, or belong to
+/// another pid namespace sharing the directory. Best effort, bounded.
+fn sweep_stale(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // Our own uid, as the kernel shows it (no `user` feature of nix for one call).
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    for entry in entries.take(SWEEP_BOUND).flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("leaderrun-")) else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let dir = entry.path();
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        let socket = dir.join("notify");
+        let stale = matches!(
+            std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(&socket)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if ours && stale {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// The file, the socket and the signal; the private directory that holds the first two goes
 /// when it is dropped.
 pub struct RoleChannel {
@@ -80,6 +117,7 @@ impl RoleChannel {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        sweep_stale(&base);
         let dir = base.join(format!("leaderrun-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir)?;
@@ -236,6 +274,31 @@ fn in_group(pid: i32, leader: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_directory_whose_socket_nobody_binds_is_swept_and_a_live_one_kept() {
+        let base =
+            std::env::temp_dir().join(format!("leaderrun-sweep-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let make = |name: &str| {
+            let dir = base.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("role"), "ROLE=leader\n").unwrap();
+            dir
+        };
+        // A dead leaderrun's: its socket file is left, bound by nobody.
+        let dead = make("leaderrun-4000001");
+        drop(std::os::unix::net::UnixDatagram::bind(dead.join("notify")).unwrap());
+        // A live one's, and directories that are not role directories.
+        let live = make("leaderrun-4000002");
+        let _bound = std::os::unix::net::UnixDatagram::bind(live.join("notify")).unwrap();
+        let other = make("leaderrun-x");
+        let no_socket = make("leaderrun-4000003");
+        sweep_stale(&base);
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists() && no_socket.exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn only_the_childs_group_saying_role_standby_confirms() {

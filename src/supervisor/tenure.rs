@@ -35,7 +35,7 @@ const HOT_RESTART_BASE: Duration = Duration::from_secs(1);
 const HOT_RESTART_CAP: Duration = Duration::from_secs(30);
 /// A hot standby child that ran this long before it exited starts the backoff anew.
 const HOT_HEALTHY_RUN: Duration = Duration::from_secs(60);
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The child's lifecycle within a term.
 #[derive(Debug)]
@@ -89,6 +89,9 @@ pub struct Tenure {
     pub restarts: Restarts,
 }
 
+/// How often a fencing token still behind is said again.
+const BEHIND_REMINDER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a start did not happen.
 #[derive(Debug)]
 pub enum NotStarted {
@@ -136,6 +139,9 @@ pub struct Gate {
     run_started: bool,
     /// The fencing tokens handed out and the revisions seen.
     tokens: Tokens,
+    /// The last refusal for a token behind (the revision seen, when said): said again only
+    /// when that changes or every 30 s, not at every campaign of a restored etcd.
+    behind_said: Option<(i64, Instant)>,
     hooks: Hooks,
     /// `--hot-standby`: the child that runs in every role.
     hot: Option<Hot>,
@@ -211,6 +217,7 @@ impl Gate {
             holders: config.holders,
             run_started: false,
             tokens: Tokens::default(),
+            behind_said: None,
             hooks: config.hooks.clone(),
             hot: None,
         }
@@ -262,13 +269,23 @@ impl Gate {
             .hand_out(key, token, leadership.store_revision())
         {
             crate::metrics::fencing_token_behind();
-            error!(
-                token = behind.token,
-                seen = behind.seen,
-                "etcd reports revision {} for our key, below revision {} seen before: was it restored from an older copy? Not starting: the fencing token would go back",
-                behind.token,
-                behind.seen
-            );
+            let again = matches!(self.behind_said, Some((seen, at)) if seen == behind.seen && at.elapsed() < BEHIND_REMINDER);
+            if again {
+                debug!(
+                    token = behind.token,
+                    seen = behind.seen,
+                    "fencing token still behind"
+                );
+            } else {
+                self.behind_said = Some((behind.seen, Instant::now()));
+                error!(
+                    token = behind.token,
+                    seen = behind.seen,
+                    "etcd reports revision {} for our key, below revision {} seen before: was it restored from an older copy? Not starting: the fencing token would go back (said again every 30 s while it lasts)",
+                    behind.token,
+                    behind.seen
+                );
+            }
             return Err(NotStarted::TokenBehind);
         }
         let wait = lease.timing().request_timeout();
