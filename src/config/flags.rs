@@ -531,13 +531,16 @@ pub fn election(s: &str) -> Result<String, String> {
 }
 
 /// The first segment of each of leaderrun's own key prefixes, as the election module writes
-/// them (`leaderrun.runs`, `leaderrun.resign`, `leaderrun.holders`).
+/// them (`leaderrun.runs`, `leaderrun.resign`, `leaderrun.holders`, `leaderrun.candidates`,
+/// `leaderrun.history`).
 fn own_key_roots() -> Vec<String> {
-    use crate::election::{holders, run_records, step_down};
+    use crate::election::{history, holders, priority, run_records, step_down};
     let keys = [
         run_records::run_key("x", "x"),
         step_down::request_key("x"),
         holders::prefix("x"),
+        priority::prefix("x"),
+        history::prefix("x"),
     ];
     keys.iter()
         .filter_map(|k| k.split('/').next())
@@ -1191,6 +1194,8 @@ mod tests {
             "leaderrun.resign",
             "leaderrun.resign/web",
             "leaderrun.holders/web",
+            "leaderrun.candidates/web",
+            "leaderrun.history",
         ] {
             let e = election(bad).unwrap_err();
             assert!(e.contains("keys of its own"), "{bad}: {e}");

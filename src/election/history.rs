@@ -11,9 +11,7 @@
 
 use crate::etcd::{self, EtcdError};
 use crate::log::escape_controls;
-use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -223,35 +221,50 @@ async fn put(client: &Client, election: &str, term: &Term) -> Result<(), EtcdErr
     Ok(())
 }
 
-/// Delete all but the newest [`KEPT`] records.
+/// Whether `key` is a record of `election` itself: its prefix and a token of 20 digits (a
+/// nested election `NAME/x` has its records under the same prefix, as `x/<token>`).
+fn is_record(election: &str, key: &[u8]) -> bool {
+    let prefix = prefix(election);
+    key.strip_prefix(prefix.as_bytes())
+        .is_some_and(|t| t.len() == 20 && t.iter().all(u8::is_ascii_digit))
+}
+
+/// The range of the records' keys: the prefix followed by a digit.
+fn range(election: &str) -> (String, String) {
+    let prefix = prefix(election);
+    (format!("{prefix}0"), format!("{prefix}:"))
+}
+
+/// Delete all but the newest [`KEPT`] records (a few at a time: it runs at every term).
 async fn prune(client: &Client, election: &str) -> Result<(), EtcdError> {
-    let count = etcd::call_as("pruning the history", CALL, client, |mut c| {
-        let options = GetOptions::new().with_prefix().with_count_only();
-        async move { c.get(prefix(election), Some(options)).await }
-    })
-    .await?
-    .count();
-    let extra = count - i64::from(KEPT);
-    if extra <= 0 {
-        return Ok(());
-    }
-    let oldest = etcd::call_as("pruning the history", CALL, client, |mut c| {
+    let (from, to) = range(election);
+    let keys = etcd::call_as("pruning the history", CALL, client, |mut c| {
         let options = GetOptions::new()
-            .with_prefix()
+            .with_range(to.clone())
             .with_keys_only()
-            .with_sort(SortTarget::Key, SortOrder::Ascend)
-            .with_limit(extra);
-        async move { c.get(prefix(election), Some(options)).await }
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let from = from.clone();
+        async move { c.get(from, Some(options)).await }
     })
     .await?;
-    let Some(last) = oldest.kvs().last() else {
+    let records: Vec<&[u8]> = keys
+        .kvs()
+        .iter()
+        .map(|kv| kv.key())
+        .filter(|k| is_record(election, k))
+        .collect();
+    let extra = records.len().saturating_sub(KEPT as usize).min(64);
+    if extra == 0 {
         return Ok(());
-    };
-    let mut end = last.key().to_vec();
-    end.push(0);
+    }
+    let deletes: Vec<TxnOp> = records[..extra]
+        .iter()
+        .map(|k| TxnOp::delete(k.to_vec(), None))
+        .collect();
+    let txn = Txn::new().and_then(deletes);
     etcd::call_as("pruning the history", CALL, client, |mut c| {
-        let options = DeleteOptions::new().with_range(end.clone());
-        async move { c.delete(prefix(election), Some(options)).await }
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
     })
     .await?;
     Ok(())
@@ -262,6 +275,7 @@ pub async fn read(client: &Client, election: &str, limit: u32) -> Result<Vec<Ter
     let kvs = read_kvs(client, election, limit).await?;
     Ok(kvs
         .iter()
+        .filter(|kv| is_record(election, kv.key()))
         .filter_map(|kv| Term::parse(kv.value()))
         .collect())
 }
@@ -271,12 +285,14 @@ async fn read_kvs(
     election: &str,
     limit: u32,
 ) -> Result<Vec<etcd_client::KeyValue>, EtcdError> {
+    let (from, to) = range(election);
     let mut resp = etcd::call_as("reading the history", CALL, client, |mut c| {
         let options = GetOptions::new()
-            .with_prefix()
+            .with_range(to.clone())
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(i64::from(limit));
-        async move { c.get(prefix(election), Some(options)).await }
+        let from = from.clone();
+        async move { c.get(from, Some(options)).await }
     })
     .await?;
     Ok(resp.take_kvs())
@@ -350,6 +366,12 @@ mod tests {
         };
         assert_eq!(Term::parse(open.value().as_bytes()), Some(open));
         assert!(key("web", 9) < key("web", 10));
+        // A nested election's records share the prefix, not the shape.
+        assert!(is_record("web", key("web", 42).as_bytes()));
+        assert!(!is_record("web", key("web/x", 42).as_bytes()));
+        assert!(!is_record("web", b"leaderrun.history/web/42"));
+        let (from, to) = range("web");
+        assert!(from <= key("web", 0) && key("web", i64::MAX) < to);
         assert_eq!(Term::parse(b"garbage"), None);
         assert_eq!(Term::parse(b"{\"token\":\"1\"}"), None);
     }

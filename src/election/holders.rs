@@ -430,6 +430,7 @@ fn warn_policies(join: &Join<'_>, kvs: &[etcd_client::KeyValue]) {
     let others: Vec<Published> = kvs
         .iter()
         .filter(|kv| kv.key() != own.as_bytes())
+        .filter(|kv| matches!(Seen::of(join.election, kv), Seen::Candidate { .. }))
         .filter_map(|kv| Published::parse(kv.value()))
         .collect();
     let differ = priority::disagreeing(ours, &others);
