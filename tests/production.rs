@@ -27,6 +27,10 @@ const ELECTION: &str = "web";
 const ELECTION_PREFIX: &str = "web/";
 const RUNS_PREFIX: &str = "leaderrun.runs/web/";
 const RESIGN_KEY: &str = "leaderrun.resign/web";
+/// What candidates publish (--priority), which every candidate reads.
+const CANDIDATES_PREFIX: &str = "leaderrun.candidates/web/";
+/// The terms each leader records (leaderrun history).
+const HISTORY_PREFIX: &str = "leaderrun.history/web/";
 
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
@@ -85,7 +89,16 @@ const PASSWORD: &str = "web-pass";
 /// read on the step-down request key (leaderrun resign), the one key, not a prefix. Returns
 /// `--user USER --password-file <a file with PASSWORD>`.
 fn web_user(etcd: &Etcd, scene: &Scene) -> Vec<OsString> {
-    etcd.add_user_with_prefixes(USER, PASSWORD, &[ELECTION_PREFIX, RUNS_PREFIX]);
+    etcd.add_user_with_prefixes(
+        USER,
+        PASSWORD,
+        &[
+            ELECTION_PREFIX,
+            RUNS_PREFIX,
+            CANDIDATES_PREFIX,
+            HISTORY_PREFIX,
+        ],
+    );
     let role = format!("{USER}-role");
     etcd.etcdctl_ok(&["role", "grant-permission", &role, "read", RESIGN_KEY]);
     user_flags(USER, &password_file(scene, "password", PASSWORD))
@@ -141,8 +154,9 @@ fn expect_fatal(lr: &mut Lr, within: std::time::Duration, names: &[&str], what: 
     line
 }
 
-/// A role with readwrite on `web/` and `leaderrun.runs/web/`, and read on
-/// `leaderrun.resign/web`, is all leaderrun needs: no warning about a refused permission.
+/// A role with readwrite on `web/`, `leaderrun.runs/web/`, `leaderrun.candidates/web/` and
+/// `leaderrun.history/web/`, and read on `leaderrun.resign/web`, is all leaderrun needs: no
+/// warning about a refused permission.
 fn assert_no_permission_warnings(lr: &Lr) {
     let refused: Vec<String> = lr
         .warnings()
@@ -355,7 +369,16 @@ fn fixture_cn_of_a_client_certificate_is_the_user_and_roles_limit_it_to_a_prefix
     let etcd = Etcd::start_with(EtcdOptions::mutual_tls(&certs));
     etcd.enable_auth(ROOT_PASSWORD);
     assert_eq!(etcd.root_password().as_deref(), Some(ROOT_PASSWORD));
-    etcd.add_user_with_prefixes("web-svc", "pw", &[ELECTION_PREFIX, RUNS_PREFIX]);
+    etcd.add_user_with_prefixes(
+        "web-svc",
+        "pw",
+        &[
+            ELECTION_PREFIX,
+            RUNS_PREFIX,
+            CANDIDATES_PREFIX,
+            HISTORY_PREFIX,
+        ],
+    );
     // The fixture (root) still works once auth is on.
     etcd.put("web/by-root", "1");
     assert!(etcd.is_healthy(0));
@@ -569,7 +592,16 @@ fn mutual_tls_a_client_certificate_leads_and_without_one_leaderrun_exits_1() {
 fn the_cn_of_a_client_certificate_is_the_user_and_leads_without_a_password() {
     let certs = Certs::generate();
     let (etcd, scene) = etcd_with_auth(EtcdOptions::mutual_tls(&certs));
-    etcd.add_user_with_prefixes("web-svc", "unused", &[ELECTION_PREFIX, RUNS_PREFIX]);
+    etcd.add_user_with_prefixes(
+        "web-svc",
+        "unused",
+        &[
+            ELECTION_PREFIX,
+            RUNS_PREFIX,
+            CANDIDATES_PREFIX,
+            HISTORY_PREFIX,
+        ],
+    );
     etcd.etcdctl_ok(&[
         "role",
         "grant-permission",

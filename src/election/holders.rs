@@ -341,7 +341,12 @@ async fn wait_turn(
                 (seen, revision.min(line.revision))
             }
             Some(Err(e)) if e.is_fatal() => {
-                tracing::warn!(range = %priority::prefix(election), error = %e, "priorities are off: the user's role cannot read this range; waiting in the order of the queue");
+                // Once per process, not at every campaign.
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(range = %priority::prefix(election), error = %e, "priorities are off: the user's role cannot read this range; waiting in the order of the queue");
+                }
                 priorities = false;
                 (Vec::new(), line.revision)
             }
