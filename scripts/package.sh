@@ -71,7 +71,9 @@ run_installed() {
   local version out
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
   out=$("$1" --version) || die "$1 --version failed"
-  [[ $out == "leaderrun $version" ]] || die "$1 --version says '$out'"
+  # The version, and the commit when built from a git checkout: `leaderrun 0.1.0 (930694a)`.
+  [[ $out == "leaderrun $version" || $out =~ ^"leaderrun $version ("[0-9a-f]{7,}")"$ ]] ||
+    die "$1 --version says '$out'"
   "$1" --help | grep -q -- '--election' || die "$1 --help"
   "$1" leader --help | grep -q -- '--watch' || die "$1 leader --help"
 }
