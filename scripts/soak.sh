@@ -21,6 +21,8 @@
 # reach etcd: a cluster-freeze, or its own link blackholed or reset (a line within 0.1 s of the
 # fault's start is listed apart: its read may have come just before). Preemptions while a better
 # candidate's link was cut are listed (its key is still live then; not an outage of the leader).
+# Half of the outages start about a second into a better candidate's --preempt wait (the leading
+# c2 SIGTERMed and restarted first, the outage on the new leader), so that the check bites.
 # The soak runs no health checks: "never preempt to an unhealthy candidate" is the fault suite's.
 #
 # Roles (SOAK_ROLES, default neither: the plain soak):

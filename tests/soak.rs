@@ -28,7 +28,9 @@
 //! line) and passes, and fails on a preemption logged inside a fault window in which the
 //! preempting leader could not reach etcd: a cluster-freeze, or its own link blackholed or reset
 //! (what the soak can measure; a line within `EDGE_SECS` of the fault's start is listed apart,
-//! its read may have come just before). The soak runs no health checks: preemption towards an
+//! its read may have come just before). Half of the outages (cluster-freeze, link-blackhole,
+//! link-reset) start about a second into a better candidate's `--preempt` wait: the leading c2 is
+//! SIGTERMed and restarted, and the outage hits the new leader. The soak runs no health checks: preemption towards an
 //! unhealthy candidate is the fault suite's to check.
 //!
 //! Topology: every candidate reaches every member through a proxy of its own (3 x 3 proxies),
@@ -122,6 +124,9 @@ fn priority_of(slot: usize) -> u32 {
 /// A preemption line this soon after a fault's start may come from a read of etcd made just
 /// before it (the line is written after the read): it is reported, not counted as a failure.
 const EDGE_SECS: f64 = 0.1;
+/// Outages of etcd for the leader: with priorities, half of them start while a better candidate
+/// waits for its `--preempt`, which must not end in a preemption before the outage is over.
+const OUTAGES: &[&str] = &["cluster-freeze", "link-blackhole", "link-reset"];
 
 /// What the old leader logs when etcd deleted its key or ended its lease while it led.
 const TAKEN_OVER: &[&str] = &["leader key deleted in etcd", "lease gone in etcd"];
@@ -352,6 +357,10 @@ struct Outcome {
     healed_wall: String,
     /// The candidate whose whole link a link-blackhole or link-reset cut off.
     link_cut: Option<usize>,
+    /// Injected while a better candidate waited for its `--preempt` (`SOAK_PRIORITIES=1`).
+    in_wait: bool,
+    /// The leading candidate when it was injected.
+    leader: usize,
 }
 
 struct Soak {
@@ -761,17 +770,33 @@ impl Soak {
             return;
         };
         self.unsettled_in_a_row = 0;
-        let Some(leader) = self.slot_of(before) else {
+        let Some(mut leader) = self.slot_of(before) else {
             self.anomaly("the running child has no candidate id".into());
             return;
         };
+        let mut before = before;
+        // Half of the outages hit a leader that a better candidate is about to preempt: the
+        // best one (leading, settled) is stopped and restarted, and the outage starts about a
+        // second after it queued again, before its --preempt wait is over.
+        let in_wait = self.preempt.is_some() && OUTAGES.contains(&kind) && self.rng.chance(50);
+        if in_wait {
+            match self.enter_preempt_wait(leader) {
+                Some((run, slot)) => (before, leader) = (run, slot),
+                None => return,
+            }
+        }
         if self.roles.hooks {
             self.check_holder(leader);
         }
         let old = self.tail.runs()[before].clone();
         let runs_before = self.tail.runs().len();
         let n = self.outcomes.len() + 1;
-        self.log(&format!("#{n} {kind}: injecting (c{leader} leads)"));
+        let wait = if in_wait {
+            ", a better one in its preempt wait"
+        } else {
+            ""
+        };
+        self.log(&format!("#{n} {kind}: injecting (c{leader} leads{wait})"));
         let at = mono_now_ns();
         let at_wall = wall();
         self.froze_raft_leader = false;
@@ -814,7 +839,43 @@ impl Soak {
             froze_raft_leader: self.froze_raft_leader,
             healed_wall,
             link_cut: self.link_cut,
+            in_wait,
+            leader,
         });
+    }
+
+    /// Stops the leading (best) candidate with SIGTERM and starts it again; once another one
+    /// leads and it is back in line (about a second later, so well before its `--preempt` wait
+    /// is over), returns the new leader's run and slot.
+    fn enter_preempt_wait(&mut self, best: usize) -> Option<(usize, usize)> {
+        self.current(best).guard.signal(Signal::SIGTERM);
+        let status = self.current(best).guard.wait_timeout(10 * SEC);
+        let Some(status) = status else {
+            self.anomaly(format!("c{best} still running 10 s after SIGTERM"));
+            self.current(best).guard.kill();
+            self.current(best).ended("SIGTERM: hung, killed".into());
+            self.spawn(best);
+            return None;
+        };
+        self.current(best)
+            .ended(format!("SIGTERM (into a preempt wait): {status}"));
+        self.spawn(best);
+        let deadline = Instant::now() + 10 * SEC;
+        while Instant::now() < deadline {
+            let running = self.tail.running();
+            if let [one] = running[..] {
+                let slot = self.slot_of(one);
+                if slot.is_some_and(|s| s != best) && self.candidates().0 == CANDIDATES {
+                    std::thread::sleep(SEC / 2);
+                    return slot.map(|s| (one, s));
+                }
+            }
+            std::thread::sleep(100 * MS);
+        }
+        self.anomaly(format!(
+            "no other leader with c{best} back in line within 10 s"
+        ));
+        None
     }
 
     /// The one host holding the "VIP" must be the leading candidate (its child runs, settled).
@@ -915,6 +976,7 @@ impl Soak {
         let preempts = self.log_lines(PREEMPTED);
         let passes = self.log_lines(PASSED);
         let (mut failing, mut edge, mut cut_better, mut outside) = (0, 0, 0, 0);
+        let mut outage_hits = 0;
         let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
         for (slot, t, line) in &preempts {
             let mut in_a_window = false;
@@ -935,6 +997,7 @@ impl Soak {
                 }
                 let cut = o.link_cut;
                 if o.kind == "cluster-freeze" || cut == Some(*slot) {
+                    outage_hits += usize::from(o.in_wait);
                     if t - at < EDGE_SECS {
                         edge += 1;
                         w(format!(
@@ -979,6 +1042,14 @@ impl Soak {
             "preemptions during an outage (a cluster-freeze, or the preempting leader's own link \
              blackholed or reset): {failing} (+{edge} within {EDGE_SECS} s of a fault's start); \
              while a better candidate's link was cut: {cut_better}"
+        ));
+        let waits: Vec<&Outcome> = self.outcomes.iter().filter(|o| o.in_wait).collect();
+        let cut = |o: &&&Outcome| o.kind == "cluster-freeze" || o.link_cut == Some(o.leader);
+        w(format!(
+            "outages started in a better candidate's preempt wait: {} (the leader cut off in {}); \
+             preemptions in them before the outage was healed: {outage_hits}",
+            waits.len(),
+            waits.iter().filter(cut).count()
         ));
         failing
     }
