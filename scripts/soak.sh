@@ -9,6 +9,21 @@
 #   SOAK_FAULTS=30 bash scripts/soak.sh   # a quick run
 #   SOAK_ROLES=hot SOAK_FAULTS=150 bash scripts/soak.sh     # hot standby (about 15 min)
 #   SOAK_ROLES=hooks SOAK_FAULTS=150 bash scripts/soak.sh   # role hooks holding a "VIP"
+#   SOAK_PRIORITIES=1 SOAK_FAULTS=100 SOAK_MAX_SECS=1200 bash scripts/soak.sh   # priorities
+#
+# Priorities (SOAK_PRIORITIES=1, default off): candidate c0 runs --priority 0, c1 5, c2 10, each
+# with --preempt SOAK_PREEMPT seconds (default 4: a few of the soak's TTL). A waiting candidate
+# with a better one behind it passes it; the leader steps down once a better candidate has
+# waited SOAK_PREEMPT. "Settled" then also means the leader is the best live candidate (a
+# preemption is an expected leadership change, not a failure; the overlap checks are the same).
+# The summary adds preemptions (the old leader's log line), per fault kind, and passes, and fails
+# the soak on a preemption logged inside a fault window in which the preempting leader could not
+# reach etcd: a cluster-freeze, or its own link blackholed or reset (a line within 0.1 s of the
+# fault's start is listed apart: its read may have come just before). Preemptions while a better
+# candidate's link was cut are listed (its key is still live then; not an outage of the leader).
+# Half of the outages start about a second into a better candidate's --preempt wait (the leading
+# c2 SIGTERMed and restarted first, the outage on the new leader), so that the check bites.
+# The soak runs no health checks: "never preempt to an unhealthy candidate" is the fault suite's.
 #
 # Roles (SOAK_ROLES, default neither: the plain soak):
 #   hot        the candidates run --hot-standby, each child a `fenced_child --hot` that runs in
@@ -32,7 +47,7 @@
 # cluster-freeze, leader-sigkill (the supervisor SIGKILLed: its guardian revokes the lease once
 # the child's group is gone), leader-sigkill-cut (SIGKILLed while cut off from etcd: the
 # guardian gives up, the lease expires), leader-sigterm, key-delete, lease-revoke), SOAK_ROLES
-# (above), SOAK_STRICT (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md
+# (above), SOAK_PRIORITIES and SOAK_PREEMPT (above), SOAK_STRICT (1: overlaps during a key delete / lease revoke count too: docs/SAFETY.md
 # calls those a forced takeover; so do those where a frozen etcd raft leader, resumed, revoked a live lease, which
 # etcd 3.4.23 and 3.5.1 may do), LEADERRUN_KEEP_TMP=1 (keep the logs, records and journal for a post-mortem).
 set -euo pipefail

@@ -21,6 +21,18 @@
 //! Overlaps of either kind are excused exactly as for children: during an operator's key delete
 //! or lease revoke (a forced takeover), or after a resumed etcd raft leader revoked a live lease.
 //!
+//! With `SOAK_PRIORITIES=1` candidate c{slot} runs `--priority 5*slot` (c2 is the best) and
+//! `--preempt SOAK_PREEMPT` (seconds, default 4). A preemption is an expected, fault-free change
+//! of leader: settled then also means the leader is the best live candidate (the best one's
+//! `--preempt` wait is well within SETTLE). The summary counts preemptions (the old leader's log
+//! line) and passes, and fails on a preemption logged inside a fault window in which the
+//! preempting leader could not reach etcd: a cluster-freeze, or its own link blackholed or reset
+//! (what the soak can measure; a line within `EDGE_SECS` of the fault's start is listed apart,
+//! its read may have come just before). Half of the outages (cluster-freeze, link-blackhole,
+//! link-reset) start about a second into a better candidate's `--preempt` wait: the leading c2 is
+//! SIGTERMed and restarted, and the outage hits the new leader. The soak runs no health checks: preemption towards an
+//! unhealthy candidate is the fault suite's to check.
+//!
 //! Topology: every candidate reaches every member through a proxy of its own (3 x 3 proxies),
 //! with all three proxies as its `--endpoints`. So a candidate's whole link can be blackholed,
 //! reset or slowed while the others are untouched, and members can be killed or frozen.
@@ -32,6 +44,8 @@
 //!   SOAK_SEED      random seed (default: from the clock; printed, to replay a run)
 //!   SOAK_KINDS     comma-separated fault kinds to draw from (default: all; names below)
 //!   SOAK_ROLES     hot, hooks, or hot,hooks (default: neither; see above)
+//!   SOAK_PRIORITIES 1: priorities and --preempt (default off; see above)
+//!   SOAK_PREEMPT   --preempt of every candidate with SOAK_PRIORITIES=1, seconds (default 4)
 //!   SOAK_STRICT    1: count overlaps after a key deletion or lease revoke as failures too
 //!                  (docs/SAFETY.md calls those a forced takeover, which may overlap up to G),
 //!                  and those after a frozen raft leader revoked a live lease on resume (an
@@ -99,6 +113,21 @@ impl Roles {
         roles
     }
 }
+/// What the leader logs when it steps down for a better candidate (`--preempt`).
+const PREEMPTED: &str = "a candidate of higher priority has waited for --preempt";
+/// What a waiting candidate logs when it moves its key behind a better one.
+const PASSED: &str = "a better candidate waits behind us: passing it";
+/// `--priority` of candidate c{slot} with `SOAK_PRIORITIES=1`: c0 0, c1 5, c2 10.
+fn priority_of(slot: usize) -> u32 {
+    5 * slot as u32
+}
+/// A preemption line this soon after a fault's start may come from a read of etcd made just
+/// before it (the line is written after the read): it is reported, not counted as a failure.
+const EDGE_SECS: f64 = 0.1;
+/// Outages of etcd for the leader: with priorities, half of them start while a better candidate
+/// waits for its `--preempt`, which must not end in a preemption before the outage is over.
+const OUTAGES: &[&str] = &["cluster-freeze", "link-blackhole", "link-reset"];
+
 /// What the old leader logs when etcd deleted its key or ended its lease while it led.
 const TAKEN_OVER: &[&str] = &["leader key deleted in etcd", "lease gone in etcd"];
 
@@ -324,6 +353,14 @@ struct Outcome {
     /// A member-freeze that froze etcd's raft leader: on resume it may revoke leases the others
     /// kept alive (etcd issues 12528 and 15247), a forced takeover by etcd itself.
     froze_raft_leader: bool,
+    /// Wall-clock time of day when the fault was healed (the end of its fault window).
+    healed_wall: String,
+    /// The candidate whose whole link a link-blackhole or link-reset cut off.
+    link_cut: Option<usize>,
+    /// Injected while a better candidate waited for its `--preempt` (`SOAK_PRIORITIES=1`).
+    in_wait: bool,
+    /// The leading candidate when it was injected.
+    leader: usize,
 }
 
 struct Soak {
@@ -347,6 +384,10 @@ struct Soak {
     max_lifetime_ms: u64,
     /// Set by the member-freeze in progress when it froze the raft leader.
     froze_raft_leader: bool,
+    /// Set by the link-blackhole or link-reset in progress: the candidate it cuts off.
+    link_cut: Option<usize>,
+    /// `SOAK_PRIORITIES=1`: `--preempt` of every candidate (they run `--priority 5*slot`).
+    preempt: Option<Duration>,
 }
 
 impl Soak {
@@ -410,6 +451,10 @@ impl Soak {
             };
             c.args(["--on-promote", &stamp("promote")])
                 .args(["--on-demote", &stamp("demote")]);
+        }
+        if let Some(preempt) = self.preempt {
+            c.args(["--priority", &priority_of(slot).to_string()])
+                .args(["--preempt", &format!("{}ms", preempt.as_millis())]);
         }
         c.arg("--")
             .args(child)
@@ -475,12 +520,21 @@ impl Soak {
             .next()
     }
 
-    fn candidate_count(&self) -> usize {
-        election_keys(&self.cluster.endpoints(), ELECTION).len()
+    /// The candidates in etcd (their election keys) and, with priorities, the slot of the best
+    /// of them (highest `--priority`).
+    fn candidates(&self) -> (usize, Option<usize>) {
+        let keys = election_keys(&self.cluster.endpoints(), ELECTION);
+        let best = keys
+            .iter()
+            .filter_map(|(_, id)| id.strip_prefix('c')?.parse::<usize>().ok())
+            .max_by_key(|&slot| priority_of(slot));
+        (keys.len(), best)
     }
 
     /// Waits until exactly one child runs (the same one for a second), every member is healthy
-    /// and every candidate campaigns or leads. Returns the running run's index.
+    /// and every candidate campaigns or leads; with priorities, also until the leader is the
+    /// best live candidate (a preemption is an expected leadership change: `--preempt` after
+    /// the best one queued, well within SETTLE). Returns the running run's index.
     fn settle(&mut self, expected_exit: Option<usize>) -> Option<usize> {
         let deadline = Instant::now() + SETTLE;
         loop {
@@ -494,7 +548,7 @@ impl Soak {
                 self.log(&format!("two children running now: {ids:?}"));
             }
             if running.len() == 1 && (0..3).all(|i| self.cluster.is_healthy(i)) {
-                let candidates = self.candidate_count();
+                let (candidates, best) = self.candidates();
                 // A standby missing from etcd for long is worth reporting, but need not hold
                 // the soak up: the next failover puts it back in line.
                 let missing_too_long = Instant::now() + SETTLE - CANDIDATE_GRACE >= deadline;
@@ -502,7 +556,8 @@ impl Soak {
                     let one = running[0];
                     std::thread::sleep(SEC);
                     let again = self.tail.running();
-                    if again == [one] {
+                    let preferred = self.preempt.is_none() || self.slot_of(one) == best;
+                    if again == [one] && preferred {
                         if candidates != CANDIDATES {
                             self.anomaly(format!(
                                 "only {candidates} of {CANDIDATES} candidates in etcd for \
@@ -516,10 +571,12 @@ impl Soak {
             if Instant::now() >= deadline {
                 let running = self.tail.running();
                 let health: Vec<bool> = (0..3).map(|i| self.cluster.is_healthy(i)).collect();
-                let candidates = self.candidate_count();
+                let (candidates, best) = self.candidates();
+                let leading: Vec<Option<usize>> =
+                    running.iter().map(|&r| self.slot_of(r)).collect();
                 self.anomaly(format!(
-                    "not settled after {SETTLE:?}: {} children running, members healthy \
-                     {health:?}, {candidates} candidates",
+                    "not settled after {SETTLE:?}: {} children running (of {leading:?}), members \
+                     healthy {health:?}, {candidates} candidates (best {best:?})",
                     running.len()
                 ));
                 return None;
@@ -557,6 +614,7 @@ impl Soak {
                     Mode::Reset
                 };
                 let hold = self.rng.between(ttl / 2, 2 * ttl);
+                self.link_cut = Some(link_target);
                 self.set_link(link_target, mode);
                 std::thread::sleep(hold);
                 self.set_link(link_target, Mode::Pass);
@@ -712,21 +770,39 @@ impl Soak {
             return;
         };
         self.unsettled_in_a_row = 0;
-        let Some(leader) = self.slot_of(before) else {
+        let Some(mut leader) = self.slot_of(before) else {
             self.anomaly("the running child has no candidate id".into());
             return;
         };
+        let mut before = before;
+        // Half of the outages hit a leader that a better candidate is about to preempt: the
+        // best one (leading, settled) is stopped and restarted, and the outage starts about a
+        // second after it queued again, before its --preempt wait is over.
+        let in_wait = self.preempt.is_some() && OUTAGES.contains(&kind) && self.rng.chance(50);
+        if in_wait {
+            match self.enter_preempt_wait(leader) {
+                Some((run, slot)) => (before, leader) = (run, slot),
+                None => return,
+            }
+        }
         if self.roles.hooks {
             self.check_holder(leader);
         }
         let old = self.tail.runs()[before].clone();
         let runs_before = self.tail.runs().len();
         let n = self.outcomes.len() + 1;
-        self.log(&format!("#{n} {kind}: injecting (c{leader} leads)"));
+        let wait = if in_wait {
+            ", a better one in its preempt wait"
+        } else {
+            ""
+        };
+        self.log(&format!("#{n} {kind}: injecting (c{leader} leads{wait})"));
         let at = mono_now_ns();
         let at_wall = wall();
         self.froze_raft_leader = false;
+        self.link_cut = None;
         let (target, ends) = self.inject(kind, leader);
+        let healed_wall = wall();
         self.log(&format!("#{n} {kind} {target}: healed"));
         self.faults_done += 1;
         let settled = self.settle(ends).is_some();
@@ -761,7 +837,45 @@ impl Soak {
             settled,
             wall: (at_wall, wall()),
             froze_raft_leader: self.froze_raft_leader,
+            healed_wall,
+            link_cut: self.link_cut,
+            in_wait,
+            leader,
         });
+    }
+
+    /// Stops the leading (best) candidate with SIGTERM and starts it again; once another one
+    /// leads and it is back in line (about a second later, so well before its `--preempt` wait
+    /// is over), returns the new leader's run and slot.
+    fn enter_preempt_wait(&mut self, best: usize) -> Option<(usize, usize)> {
+        self.current(best).guard.signal(Signal::SIGTERM);
+        let status = self.current(best).guard.wait_timeout(10 * SEC);
+        let Some(status) = status else {
+            self.anomaly(format!("c{best} still running 10 s after SIGTERM"));
+            self.current(best).guard.kill();
+            self.current(best).ended("SIGTERM: hung, killed".into());
+            self.spawn(best);
+            return None;
+        };
+        self.current(best)
+            .ended(format!("SIGTERM (into a preempt wait): {status}"));
+        self.spawn(best);
+        let deadline = Instant::now() + 10 * SEC;
+        while Instant::now() < deadline {
+            let running = self.tail.running();
+            if let [one] = running[..] {
+                let slot = self.slot_of(one);
+                if slot.is_some_and(|s| s != best) && self.candidates().0 == CANDIDATES {
+                    std::thread::sleep(SEC / 2);
+                    return slot.map(|s| (one, s));
+                }
+            }
+            std::thread::sleep(100 * MS);
+        }
+        self.anomaly(format!(
+            "no other leader with c{best} back in line within 10 s"
+        ));
+        None
     }
 
     /// The one host holding the "VIP" must be the leading candidate (its child runs, settled).
@@ -838,6 +952,106 @@ impl Soak {
             ));
         }
         (failing, forced)
+    }
+
+    /// The candidates' log lines that contain `what`: (slot, time of day in seconds, line).
+    fn log_lines(&self, what: &str) -> Vec<(usize, f64, String)> {
+        let mut found = Vec::new();
+        for slot in 0..CANDIDATES {
+            let log = std::fs::read_to_string(self.log_path(slot)).unwrap_or_default();
+            for l in log.lines().filter(|l| l.contains(what)) {
+                if let Some(t) = l.get(11..27).and_then(secs_of_day) {
+                    found.push((slot, t, l.to_string()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Preemptions and passes, from the candidates' logs. A preemption in a fault window in
+    /// which the preempting candidate could not reach etcd (a cluster-freeze, or its own link
+    /// blackholed or reset) fails the soak: `--preempt` must be confirmed by a read. Returns
+    /// how many did.
+    fn report_priorities(&self, w: &mut impl FnMut(String)) -> usize {
+        let preempts = self.log_lines(PREEMPTED);
+        let passes = self.log_lines(PASSED);
+        let (mut failing, mut edge, mut cut_better, mut outside) = (0, 0, 0, 0);
+        let mut outage_hits = 0;
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for (slot, t, line) in &preempts {
+            let mut in_a_window = false;
+            for o in &self.outcomes {
+                let (Some(at), Some(healed), Some(settled)) = (
+                    secs_of_day(&o.wall.0),
+                    secs_of_day(&o.healed_wall),
+                    secs_of_day(&o.wall.1),
+                ) else {
+                    continue;
+                };
+                if (at..=settled).contains(t) && !in_a_window {
+                    in_a_window = true;
+                    *by_kind.entry(o.kind).or_default() += 1;
+                }
+                if !(at..=healed).contains(t) {
+                    continue;
+                }
+                let cut = o.link_cut;
+                if o.kind == "cluster-freeze" || cut == Some(*slot) {
+                    outage_hits += usize::from(o.in_wait);
+                    if t - at < EDGE_SECS {
+                        edge += 1;
+                        w(format!(
+                            "preemption {:.3} s into {} (a read just before it): {line}",
+                            t - at,
+                            o.kind
+                        ));
+                    } else {
+                        failing += 1;
+                        w(format!(
+                            "PREEMPTION DURING AN OUTAGE ({} {:.3} s in, c{slot} preempted): \
+                             {line}",
+                            o.kind,
+                            t - at
+                        ));
+                    }
+                } else if cut.is_some_and(|c| priority_of(c) > priority_of(*slot)) {
+                    cut_better += 1;
+                    w(format!(
+                        "preemption while a better candidate's link was cut ({} of c{}): {line}",
+                        o.kind,
+                        cut.unwrap_or_default()
+                    ));
+                }
+            }
+            if !in_a_window {
+                outside += 1;
+            }
+        }
+        w(format!(
+            "priorities c0 {}, c1 {}, c2 {}, --preempt {:?}: preemptions {} (from a fault to \
+             settled again, per kind: {by_kind:?}; outside: {outside}, start-up included), \
+             passes {}",
+            priority_of(0),
+            priority_of(1),
+            priority_of(2),
+            self.preempt.unwrap_or_default(),
+            preempts.len(),
+            passes.len()
+        ));
+        w(format!(
+            "preemptions during an outage (a cluster-freeze, or the preempting leader's own link \
+             blackholed or reset): {failing} (+{edge} within {EDGE_SECS} s of a fault's start); \
+             while a better candidate's link was cut: {cut_better}"
+        ));
+        let waits: Vec<&Outcome> = self.outcomes.iter().filter(|o| o.in_wait).collect();
+        let cut = |o: &&&Outcome| o.kind == "cluster-freeze" || o.link_cut == Some(o.leader);
+        w(format!(
+            "outages started in a better candidate's preempt wait: {} (the leader cut off in {}); \
+             preemptions in them before the outage was healed: {outage_hits}",
+            waits.len(),
+            waits.iter().filter(cut).count()
+        ));
+        failing
     }
 
     fn summary(&mut self, strict: bool) -> usize {
@@ -951,6 +1165,9 @@ impl Soak {
             failing += bad;
             w(format!("VIP overlaps: {bad}{}", forced_note(forced)));
         }
+        if self.preempt.is_some() {
+            failing += self.report_priorities(&mut w);
+        }
         let unsettled = self.outcomes.iter().filter(|o| !o.settled).count();
         w(format!(
             "anomalies: {} (faults after which the system did not settle: {unsettled})",
@@ -984,6 +1201,16 @@ fn forced_note(forced: usize) -> String {
     )
 }
 
+/// Seconds since midnight (UTC) of a time of day as `wall()` and the logs print it
+/// (`HH:MM:SS.ffffffZ`). A soak across midnight would misplace the lines around it.
+fn secs_of_day(t: &str) -> Option<f64> {
+    let mut it = t.strip_suffix('Z').unwrap_or(t).splitn(3, ':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
 /// Nearest-rank percentile of a sorted list.
 fn pct<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
     if sorted.is_empty() {
@@ -1002,6 +1229,8 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
     let seed: u64 = env_or("SOAK_SEED", mono_now_ns() ^ u64::from(std::process::id()));
     let strict = env_or("SOAK_STRICT", 0u8) == 1;
     let roles = Roles::from_env();
+    let preempt = (env_or("SOAK_PRIORITIES", 0u8) == 1)
+        .then(|| Duration::from_secs_f64(env_or("SOAK_PREEMPT", 4.0)));
     let kinds: Vec<&'static str> = match std::env::var("SOAK_KINDS") {
         Ok(list) => list
             .split(',')
@@ -1044,10 +1273,13 @@ fn random_faults_on_a_cluster_never_overlap_two_children() {
         journal,
         max_lifetime_ms: (max_secs + 600) * 1000,
         froze_raft_leader: false,
+        link_cut: None,
+        preempt,
     };
     soak.log(&format!(
         "soak: {faults} faults, cap {max_secs} s, TTL {ttl} s, seed {seed} (SOAK_SEED), roles \
-         {roles:?} (SOAK_ROLES), kinds {kinds:?}; dir {}",
+         {roles:?} (SOAK_ROLES), priorities/--preempt {preempt:?} (SOAK_PRIORITIES, \
+         SOAK_PREEMPT), kinds {kinds:?}; dir {}",
         soak.dir.path().display()
     ));
     for slot in 0..CANDIDATES {
