@@ -409,6 +409,7 @@ async fn wait_turn(
         };
         match watched.until_moved(client, line.revision).await {
             Ok(Moved::Proven) => {
+                tracing::debug!("the last key ahead went: our turn, by the queue's proof");
                 crate::metrics::leader_known(false);
                 return Ok(Some(proof));
             }

@@ -314,7 +314,10 @@ impl Gate {
             Ok(_) if lease.may_start() && self.hot.is_some() => {
                 self.promote_hot(&leadership, lease)
             }
-            Ok(_) if lease.may_start() => self.reaper.spawn(&command).map_err(Refusal::Spawn),
+            Ok(_) if lease.may_start() => {
+                tracing::debug!("verified, the deadline checked: spawning the child");
+                self.reaper.spawn(&command).map_err(Refusal::Spawn)
+            }
             Ok(_) => Err(Refusal::DeadlineNear),
             Err(refusal) => Err(refusal),
         };
@@ -728,7 +731,10 @@ async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool
     // (the queue's proof), so the second write holds nothing up. A standby's key goes with its
     // lease.
     let resigned = match key {
-        Some(key) => election::resign(client, key, wait).await,
+        Some(key) => {
+            tracing::debug!("deleting our key");
+            election::resign(client, key, wait).await
+        }
         None => false,
     };
     lease.revoke(client, wait).await;
