@@ -84,6 +84,8 @@ impl Candidacy {
 pub struct Tenure {
     lease: Lease,
     leadership: Leadership,
+    /// The campaign's watch stream, which watches our key (the term's first watch on it).
+    watching: Option<holders::Watching>,
     /// The child's lifecycle; the supervisor moves it through restarts.
     pub run: Run,
     pub restarts: Restarts,
@@ -623,10 +625,12 @@ impl Tenure {
         leadership: Leadership,
         child: Child,
         restarts: Restarts,
+        watching: Option<holders::Watching>,
     ) -> Tenure {
         Tenure {
             lease: candidacy.lease,
             leadership,
+            watching,
             run: Run::Running {
                 child,
                 started: Instant::now(),
@@ -646,6 +650,11 @@ impl Tenure {
 
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
+    }
+
+    /// The campaign's watch stream, once: it watches our key since the proof's read.
+    pub fn take_watching(&mut self) -> Option<holders::Watching> {
+        self.watching.take()
     }
 
     /// Stop what is left of a child that exited on its own (its group), by the deadline, before
