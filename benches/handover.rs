@@ -110,6 +110,8 @@ const SCALE_TTL: u64 = 10;
 const IDLE: Duration = Duration::from_secs(30);
 /// After the last candidate queued, before the idle window opens.
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
+/// The largest --candidates.
+const MAX_CANDIDATES: usize = 1000;
 /// Candidates started at once; each batch is queued in etcd before the next.
 const BATCH: usize = 20;
 /// The scale runs' children lead through a whole N (queueing 500 may take minutes): past the
@@ -136,7 +138,27 @@ struct Opts {
     runs: usize,
     tls: bool,
     scale: Vec<usize>,
-    only_roles: bool,
+    only: Option<Only>,
+    trace: bool,
+}
+
+/// `--trace`: leaderrun candidates at scale log at debug, and each of their handovers is
+/// printed with its timeline from the two supervisors' logs.
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn tracing_on() -> bool {
+    TRACE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `--only`: one part of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    /// The hook overhead and the hot promotion rows.
+    Roles,
+    /// The scale rows (idle figures and handovers) at each --candidates N.
+    Scale,
+    /// The scale rows' handovers alone, without the idle figures.
+    Handovers,
 }
 
 fn usage() -> ! {
@@ -162,7 +184,14 @@ fn parse_args() -> Opts {
         runs: 7,
         tls: false,
         scale: Vec::new(),
-        only_roles: false,
+        only: None,
+        trace: false,
+    };
+    let only = |v: Option<&str>| match v {
+        Some("roles") => Only::Roles,
+        Some("scale") => Only::Scale,
+        Some("handovers") => Only::Handovers,
+        _ => bad("--only takes: roles, scale, handovers"),
     };
     let runs = |v: Option<String>| -> usize {
         match v.as_deref().map(str::parse::<usize>) {
@@ -174,10 +203,10 @@ fn parse_args() -> Opts {
         let v = v.unwrap_or_default();
         for n in v.split(',') {
             match n.parse::<usize>() {
-                Ok(n) if (2..=500).contains(&n) => scale.push(n),
-                Ok(n) => bad(&format!("--candidates takes 2..500, not {n}")),
+                Ok(n) if (2..=MAX_CANDIDATES).contains(&n) => scale.push(n),
+                Ok(n) => bad(&format!("--candidates takes 2..{MAX_CANDIDATES}, not {n}")),
                 Err(_) => bad(&format!(
-                    "--candidates takes numbers 2..500, comma-separated, not '{v}'"
+                    "--candidates takes numbers 2..{MAX_CANDIDATES}, comma-separated, not '{v}'"
                 )),
             }
         }
@@ -189,19 +218,17 @@ fn parse_args() -> Opts {
             "--bench" => {}
             "--runs" => opts.runs = runs(args.next()),
             "--tls" => opts.tls = true,
+            "--trace" => opts.trace = true,
             "--candidates" => candidates(args.next(), &mut opts.scale),
-            "--only" => match args.next().as_deref() {
-                Some("roles") => opts.only_roles = true,
-                _ => bad("--only takes: roles"),
-            },
+            "--only" => opts.only = Some(only(args.next().as_deref())),
             "-h" | "--help" => usage(),
             _ => {
                 if let Some(v) = a.strip_prefix("--runs=") {
                     opts.runs = runs(Some(v.into()));
                 } else if let Some(v) = a.strip_prefix("--candidates=") {
                     candidates(Some(v.into()), &mut opts.scale);
-                } else if a == "--only=roles" {
-                    opts.only_roles = true;
+                } else if let Some(v) = a.strip_prefix("--only=") {
+                    opts.only = Some(only(Some(v)));
                 } else {
                     bad(&format!("unknown argument '{a}' (see --help)"));
                 }
@@ -891,6 +918,8 @@ struct Queue {
     journal: Journal,
     sups: Vec<Lr>,
     last_id: usize,
+    /// How many of its keys were in etcd once it was queued (N, or what the tool reached).
+    queued: usize,
     stalled: Option<String>,
 }
 
@@ -903,7 +932,11 @@ impl Queue {
     fn add(&mut self, m: &Mode) {
         self.last_id += 1;
         let id = format!("c{}", self.last_id);
-        let lr = m.start(self.tool, &self.scene, &id, SCALE_TTL, &SCALE_CHILD, &[]);
+        let extra = match (self.tool, tracing_on()) {
+            (Tool::Lr, true) => vec!["--log-level".to_string(), "debug".to_string()],
+            _ => Vec::new(),
+        };
+        let lr = m.start(self.tool, &self.scene, &id, SCALE_TTL, &SCALE_CHILD, &extra);
         self.sups.push(lr);
     }
 
@@ -965,6 +998,7 @@ fn queue(m: &Mode, tool: Tool, name: &str, n: usize) -> Queue {
         scene,
         sups: Vec::new(),
         last_id: 0,
+        queued: 0,
         stalled: None,
     };
     q.add(m);
@@ -985,13 +1019,22 @@ fn queue(m: &Mode, tool: Tool, name: &str, n: usize) -> Queue {
                 q.add(m);
             }
         }
-        assert!(
-            m.wait_keys(name, q.last_id, 60 * SEC, 200 * MS),
-            "{}: {} candidates not queued within 60 s",
-            tool.who(),
-            q.last_id
-        );
+        if !m.wait_keys(name, q.last_id, 60 * SEC, 200 * MS) {
+            // What the tool reaches is a figure too: the rows say it, and its handovers at N
+            // are not measured.
+            let reached = m.keys(name);
+            let alive = q.pids().len();
+            let why = format!(
+                "{reached} of {} started queued within 60 s ({alive} processes running)",
+                q.last_id
+            );
+            say(&format!("    {}: {why}", tool.who()));
+            q.queued = reached;
+            q.stalled = Some(why);
+            return q;
+        }
     }
+    q.queued = n;
     say(&format!(
         "    {n} queued on {name} in {:.0} ms",
         ms(t0, mono_now_ns())
@@ -1002,6 +1045,8 @@ fn queue(m: &Mode, tool: Tool, name: &str, n: usize) -> Queue {
 /// The idle figures of one tool's N queued candidates.
 #[derive(Default, Clone)]
 struct Idle {
+    /// How many were queued (N, or what the tool reached).
+    n: usize,
     msgs: f64,
     per: f64,
     cpu: f64,
@@ -1027,6 +1072,7 @@ fn idle(m: &Mode, q: &mut Queue, n: usize) -> Idle {
     let s = (t1 - t0) as f64 / 1e9;
     let pct_of_core = |d: u64| 100.0 * d as f64 / 1e9 / s;
     let i = Idle {
+        n,
         msgs: (m1 - m0) / s,
         per: (m1 - m0) / s / n as f64,
         cpu: pct_of_core(c1.saturating_sub(c0)),
@@ -1067,10 +1113,11 @@ fn idle(m: &Mode, q: &mut Queue, n: usize) -> Idle {
 /// itself, which records its end and exits 0 (to its supervisor, the child ended on its own);
 /// true: SIGTERM to the leading supervisor. The gap (ms) from the old child's end to the new
 /// child's start.
-fn scale_handover(q: &mut Queue, term: bool) -> Result<f64, String> {
+fn scale_handover(q: &mut Queue, term: bool) -> Result<Traced, String> {
     let c = q.follow.holder().ok_or("no child running")?;
     let sup = ppid(c.pid).ok_or("the child's supervisor is gone")?;
     let before = q.follow.runs().len();
+    let offset = wall_minus_mono();
     signal_pid(if term { sup } else { c.pid }, Signal::SIGTERM);
     // Only the record file is read until the new child runs: nothing forks.
     if !q.follow.wait(10 * SEC, |r| r.len() > before) {
@@ -1083,10 +1130,59 @@ fn scale_handover(q: &mut Queue, term: bool) -> Result<f64, String> {
         .find(|r| r.pid == c.pid)
         .and_then(end_ns)
         .ok_or("the old child left no end line")?;
-    let gap = ms(t_end, runs[runs.len() - 1].start_ns);
+    let new = runs[runs.len() - 1].clone();
+    let gap = ms(t_end, new.start_ns);
+    let log_of = |pid: Option<u32>| {
+        let pid = pid?;
+        q.sups
+            .iter()
+            .find(|s| s.pid() == pid)
+            .map(|s| s.log.clone())
+    };
+    let new_sup = ppid(new.pid).unwrap_or(0);
+    let logs = (log_of(Some(sup)), log_of(Some(new_sup)));
     q.reap(sup);
-    Ok(gap)
+    let mut traced = Traced {
+        gap,
+        t_end,
+        pids: (sup, new_sup, new.pid),
+        steps: Vec::new(),
+    };
+    if let (true, (Some(old_log), Some(new_log))) = (tracing_on() && q.tool == Tool::Lr, logs) {
+        // The log lines are written by a thread of their own, a little after the fact.
+        thread::sleep(200 * MS);
+        for (who, needle) in TRACED_STEPS {
+            let log = if *who == "old" { &old_log } else { &new_log };
+            let at = log_mono(log, needle, offset).map(|t| ms(t_end, t));
+            traced.steps.push((*needle, at));
+        }
+        traced.steps.push(("new child started", Some(gap)));
+    }
+    Ok(traced)
 }
+
+/// A handover at scale: its gap, when the old child ended (CLOCK_MONOTONIC ns), and with
+/// --trace the steps of it found in the supervisors' logs (ms after the old child's end).
+struct Traced {
+    gap: f64,
+    t_end: u64,
+    /// The old supervisor's pid, the new one's and the new child's.
+    pids: (u32, u32, u32),
+    steps: Vec<(&'static str, Option<f64>)>,
+}
+
+/// The log lines of a handover, the old leader's and the new one's (debug level).
+const TRACED_STEPS: &[(&str, &str)] = &[
+    ("old", "child exited"),
+    ("old", "stopping the child, then resigning"),
+    ("old", "child's group gone"),
+    ("old", "deleting our key"),
+    ("new", "our turn"),
+    ("new", "spawning the child"),
+    ("new", "leading: child started"),
+    ("old", "resigned"),
+    ("old", "lease revoked"),
+];
 
 /// The figures of one N.
 #[derive(Default)]
@@ -1105,16 +1201,23 @@ fn tool_key(t: Tool) -> &'static str {
     }
 }
 
-fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
+fn scale_n(m: &Mode, n: usize, runs: usize, idle_too: bool) -> Scale {
     let mut sc = Scale::default();
-    // The idle figures, one tool at a time: only its N candidates on etcd.
+    // The idle figures, one tool at a time: only its N candidates on etcd (without them, only
+    // etcdctl lock's N are queued here).
     let mut lk_queue = None;
     for tool in [Tool::Lr, Tool::Lk] {
+        if !idle_too && tool == Tool::Lr {
+            continue;
+        }
         let name = format!("scale-{n}-{}", tool_key(tool));
         say(&format!("  {n} x {} on {name}:", tool.who()));
         let mut q = queue(m, tool, &name, n);
-        thread::sleep(IDLE_SETTLE);
-        sc.idle.insert(tool_key(tool), idle(m, &mut q, n));
+        if idle_too {
+            thread::sleep(IDLE_SETTLE);
+            let queued = q.queued;
+            sc.idle.insert(tool_key(tool), idle(m, &mut q, queued));
+        }
         // leaderrun's go, so that etcdctl lock's idle window has etcd to itself.
         match tool {
             Tool::Lr | Tool::Hot => q.stop(),
@@ -1141,11 +1244,31 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
             };
             for &(kind, term) in kinds {
                 match scale_handover(q, term) {
-                    Ok(gap) => sc
-                        .gaps
-                        .entry(format!("{}/{kind}", tool_key(q.tool)))
-                        .or_default()
-                        .push(gap),
+                    Ok(t) => {
+                        if tracing_on() {
+                            say(&format!(
+                                "    {} {kind} {k}: {:.2} ms, the old child ended at {} ns \
+                                 (supervisors: old {}, new {}; new child {}){}",
+                                tool_key(q.tool),
+                                t.gap,
+                                t.t_end,
+                                t.pids.0,
+                                t.pids.1,
+                                t.pids.2,
+                                t.steps
+                                    .iter()
+                                    .map(|(what, at)| match at {
+                                        Some(at) => format!("; {what} {at:+.2}"),
+                                        None => String::new(),
+                                    })
+                                    .collect::<String>()
+                            ));
+                        }
+                        sc.gaps
+                            .entry(format!("{}/{kind}", tool_key(q.tool)))
+                            .or_default()
+                            .push(t.gap)
+                    }
                     Err(why) => {
                         // After a failed handover nothing may lead any more: this tool's runs
                         // end there.
@@ -1180,11 +1303,18 @@ fn scale_n(m: &Mode, n: usize, runs: usize) -> Scale {
                 .get(&format!("{}/{kind}", tool_key(q.tool)))
                 .cloned()
                 .unwrap_or_default();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
             say(&format!(
-                "    {}: {kind} handover with {n} queued, ms (p50 / p90 / max of {}): {}",
+                "    {}: {kind} handover with {n} queued, ms (p50 / p90 / max of {}): {}; sorted: {}",
                 q.tool.who(),
                 v.len(),
-                p50_p90_max(&v)
+                p50_p90_max(&v),
+                sorted
+                    .iter()
+                    .map(|g| format!("{g:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         if let Some(s) = q.stalled.take() {
@@ -1384,7 +1514,8 @@ fn roles_n(m: &Mode, n: usize, runs: usize) -> Roles {
                     }
                     format!("{gap:.2} ms (resign to told: {resign:.2} ms)")
                 }),
-                _ => scale_handover(q, false).map(|gap| {
+                _ => scale_handover(q, false).map(|t| {
+                    let gap = t.gap;
                     r.lock.push(gap);
                     // One more at the end, so that N stay queued (the old one exited).
                     q.add(m);
@@ -1456,8 +1587,19 @@ fn cpus() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The roles table: the hook overhead, then the hot promotion at each N.
-fn print_roles(hooks: &Figures, roles: &[(usize, Roles)]) {
+/// The roles tables: the hook overhead (if measured), then the hot promotion at each N.
+fn print_roles(hooks: Option<&Figures>, roles: &[(usize, Roles)]) {
+    if let Some(hooks) = hooks {
+        print_hooks(hooks);
+    }
+    if roles.is_empty() {
+        return;
+    }
+    print_hot(roles);
+}
+
+/// The hook overhead table.
+fn print_hooks(hooks: &Figures) {
     let row = |a: &str, b: &str, c: &str, d: &str| {
         println!("{}", format!("{a:<44} {b:<26} {c:<40} {d}").trim_end())
     };
@@ -1512,9 +1654,13 @@ fn print_roles(hooks: &Figures, roles: &[(usize, Roles)]) {
         ),
         "",
     );
-    if roles.is_empty() {
-        return;
-    }
+}
+
+/// The hot promotion table.
+fn print_hot(roles: &[(usize, Roles)]) {
+    let row = |a: &str, b: &str, c: &str, d: &str| {
+        println!("{}", format!("{a:<44} {b:<26} {c:<40} {d}").trim_end())
+    };
     let ms3 = |v: &[f64]| {
         if v.is_empty() {
             "-".to_string()
@@ -1579,6 +1725,7 @@ fn main() {
         return;
     }
     let opts = parse_args();
+    TRACE.store(opts.trace, std::sync::atomic::Ordering::Relaxed);
     stop_all_on_signal();
     if let Some(&max_n) = opts.scale.iter().max() {
         raise_nofile(max_n);
@@ -1608,8 +1755,12 @@ fn main() {
     let mut figs: Vec<Figures> = modes.iter().map(|_| Figures::default()).collect();
 
     // ---- 1 and 2: handovers, interleaved so that drift hits all kinds (and modes) alike
-    // --only roles: none of the rows above the roles rows.
-    let all = !opts.only_roles;
+    // --only: the two-candidate rows only without it; the hook overhead without it or with
+    // `roles`; the scale rows without it or with `scale` or `handovers`.
+    let all = opts.only.is_none();
+    let hooks_too = matches!(opts.only, None | Some(Only::Roles));
+    let scale_too = matches!(opts.only, None | Some(Only::Scale | Only::Handovers));
+    let idle_too = opts.only != Some(Only::Handovers);
     if all {
         say(&format!(
             "child-exit handover (child lives {CHILD_MS} ms), SIGTERM handover, SIGKILLed \
@@ -1673,7 +1824,7 @@ fn main() {
     }
 
     // ---- 3b: hook overhead, on the plain etcd
-    let hooks = hook_overhead(&modes[0], opts.runs);
+    let hooks = hooks_too.then(|| hook_overhead(&modes[0], opts.runs));
 
     // ---- 4: scale, on a fresh plain etcd for each N (the ones above stopped): each N starts
     // from the same empty store and no earlier run's leases or watches are in the counts. (On
@@ -1686,7 +1837,7 @@ fn main() {
     drop(modes);
     let mut scale: Vec<(usize, Scale)> = Vec::new();
     let mut base = 0.0;
-    if all && !opts.scale.is_empty() {
+    if scale_too && !opts.scale.is_empty() {
         say(&format!(
             "scale: N candidates on one election, TTL {SCALE_TTL} s, a fresh etcd for each N; \
              idle figures one tool at a time over {} s, then handovers with both tools queued, \
@@ -1713,14 +1864,16 @@ fn main() {
                 drop(m.take());
                 m = Some(Mode::plain(false));
             }
-            scale.push((n, scale_n(m.as_ref().expect("etcd"), n, opts.runs)));
+            let m = m.as_ref().expect("etcd");
+            scale.push((n, scale_n(m, n, opts.runs, idle_too)));
         }
     }
 
     // ---- 5: hot promotion, a fresh plain etcd for each N
-    let role_ns = match (opts.only_roles, opts.scale.is_empty()) {
-        (true, true) => vec![3],
-        _ => opts.scale.clone(),
+    let role_ns = match (opts.only, opts.scale.is_empty()) {
+        (Some(Only::Roles), true) => vec![3],
+        (None | Some(Only::Roles), false) => opts.scale.clone(),
+        _ => Vec::new(),
     };
     let mut roles: Vec<(usize, Roles)> = Vec::new();
     if !role_ns.is_empty() {
@@ -1901,17 +2054,30 @@ fn main() {
                     ratio(median(&lr_term), median(&lk_exit))
                 ),
             );
+            if sc.idle.is_empty() {
+                continue;
+            }
             let idle = |t: &str| sc.idle.get(t).cloned().unwrap_or_default();
             let (lr, lk) = (idle("lr"), idle("lk"));
+            for (who, i) in [("leaderrun", &lr), ("etcdctl lock", &lk)] {
+                if i.n != *n {
+                    row(
+                        &format!("N={n}: {who} reached only"),
+                        &format!("{} queued: its idle figures are of those", i.n),
+                        "",
+                    );
+                }
+            }
             row(
                 &format!("N={n}: idle etcd msgs/s (per candidate)"),
                 &format!("{:.1} ({:.3})", lr.msgs, lr.per),
                 &format!("{:.1} ({:.3})", lk.msgs, lk.per),
             );
+            let per = |total: f64, i: &Idle| total / i.n.max(1) as f64;
             row(
-                &format!("N={n}: idle CPU, % of one core"),
-                &format!("{:.2} %", lr.cpu),
-                &format!("{:.2} %", lk.cpu),
+                &format!("N={n}: idle CPU, % of one core (per cand.)"),
+                &format!("{:.2} % ({:.4} %)", lr.cpu, per(lr.cpu, &lr)),
+                &format!("{:.2} % ({:.4} %)", lk.cpu, per(lk.cpu, &lk)),
             );
             row(
                 &format!("N={n}: RSS sum (median per supervisor)"),
@@ -1924,9 +2090,17 @@ fn main() {
                 &format!("{} MiB ({})", mib(lk.rss.0), mib(lk.rss.1 as u64)),
             );
             row(
-                &format!("N={n}: PSS sum"),
-                &format!("{} MiB", mib(lr.pss)),
-                &format!("{} MiB", mib(lk.pss)),
+                &format!("N={n}: PSS sum (per candidate)"),
+                &format!(
+                    "{} MiB ({} MiB)",
+                    mib(lr.pss),
+                    mib(per(lr.pss as f64, &lr) as u64)
+                ),
+                &format!(
+                    "{} MiB ({} MiB)",
+                    mib(lk.pss),
+                    mib(per(lk.pss as f64, &lk) as u64)
+                ),
             );
             row(
                 &format!("N={n}: etcd's CPU while idle"),
@@ -1936,7 +2110,7 @@ fn main() {
         }
     }
     println!();
-    print_roles(&hooks, &roles);
+    print_roles(hooks.as_ref(), &roles);
     println!();
     say("gaps: CLOCK_MONOTONIC from the old child's last instant to the new child's first, the standby");
     if etcds == 1 {
@@ -1959,9 +2133,11 @@ fn main() {
              examples/fenced_child.rs (release)"
         ));
     }
-    say(&format!(
-        "hook overhead: TTL {TTL} s, the child examples/fenced_child.rs; each hook `sh -c true`"
-    ));
+    if hooks.is_some() {
+        say(&format!(
+            "hook overhead: TTL {TTL} s, the child examples/fenced_child.rs; each hook `sh -c true`"
+        ));
+    }
     if !roles.is_empty() {
         say("hot promotion: the old hot child's record of becoming standby (before its datagram) to the new one's record of reading ROLE=leader; etcdctl lock: its child-exit gap, the child ended by SIGTERM to it");
         say("the breakdown's stamps are leaderrun's log lines (wall clock, to the us), moved onto CLOCK_MONOTONIC by one reading of both clocks per run");

@@ -541,6 +541,44 @@ fn verify_before_start_on_the_queues_proof_hands_over_in_line_order() {
     assert_no_overlap(&scene.runs());
 }
 
+/// A waiting candidate whose line ahead is not known whole lets a handover pass before it
+/// reads the line again (holders::SETTLE), watching on meanwhile. A leads; B, C and D stand in
+/// line, D too far back to know its line whole (it watches C and B). B withdraws (D's line
+/// moves up: it settles), then A and C hand over right after (usually within the settle: D
+/// sees C go and reads at once; else it read when the settle ended): D leads on the queue's
+/// proof, with its first key, never beside C.
+#[test]
+fn a_candidate_that_lets_a_handover_pass_still_sees_its_turn() {
+    let (_etcd, scene) = etcd_and_scene();
+    let ttl = ["--ttl", "5"];
+    let (mut a, _) = scene.leader("A", &ttl, &[]);
+    let mut b = scene.standby("B", &ttl, &[], &["A", "B"]);
+    let c = scene.standby("C", &ttl, &[], &["A", "B", "C"]);
+    let debug = ["--ttl", "5", "--log-level", "debug"];
+    let d = scene.standby("D", &debug, &[], &["A", "B", "C", "D"]);
+    let d_key = scene.key_of("D").expect("D's key");
+    let log = d.log_with("waiting for one of the holders", 5 * SEC);
+    assert!(log.contains("whole=false"), "{log}");
+
+    for lr in [&b, &a] {
+        lr.signal(Signal::SIGTERM);
+    }
+    assert_eq!(b.expect_exit(5 * SEC).code(), Some(0));
+    assert_eq!(a.expect_exit(5 * SEC).code(), Some(0));
+    let run_c = scene.wait_leading("C", 1, 5 * SEC);
+    c.signal(Signal::SIGTERM);
+    let run_d = scene.wait_leading_after("D", 1, 5 * SEC, &run_c);
+    assert!(running_now(&scene.current(run_d.pid)));
+    let log = d.log_with("leading: child started", 5 * SEC);
+    assert!(
+        log.contains(&format!("leading: child started key={d_key} ")),
+        "D leads with another key:
+{log}"
+    );
+    assert!(log.contains("verified=queue"), "{log}");
+    assert_no_overlap(&scene.runs());
+}
+
 /// A leads, B then C stand in line (`--ttl ttl`). `take_b_out` takes B out of line behind its
 /// back; then A resigns. Whatever etcd tells B's pending campaign (etcd issue 19597: phantom
 /// leadership), C must lead, B must not start a child for 3 s after `then` (while C leads), and

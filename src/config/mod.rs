@@ -1080,7 +1080,9 @@ pub enum LogLevel {
     Error,
     Warn,
     Info,
+    /// leaderrun's own detail
     Debug,
+    /// the libraries' detail too (the etcd client, gRPC, HTTP/2)
     Trace,
 }
 

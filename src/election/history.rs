@@ -2,12 +2,13 @@
 //! `leaderrun.history/NAME/<fencing token, 20 digits>` (so that keys sort as terms began), a
 //! JSON object ([`Term`]): when it began, when and why it ended.
 //!
-//! Written off the handover's path: a task of its own takes the records in order, after the
-//! child started or after leadership was released, so a record costs the gap nothing. Bounded:
-//! the writer keeps the last [`KEPT`] terms and deletes older ones. A term whose leader could
-//! not close it (a crash, a host cut off) is closed by the next leader as `lost`, with its own
-//! start as the end; a late record of the old leader, should it come, has the better end and
-//! wins. A role that may not write there gets one warning and leads on.
+//! Written off the handover's path: a task of its own takes the records in order, each
+//! [`crate::election::SETTLE`] after the child started or leadership was released, so a record
+//! costs the gap nothing, neither as a wait nor as requests competing with the new child's
+//! start. Bounded: the writer keeps the last [`KEPT`] terms and deletes older ones. A term
+//! whose leader could not close it (a crash, a host cut off) is closed by the next leader as
+//! `lost`, with its own start as the end; a late record of the old leader, should it come, has
+//! the better end and wins. A role that may not write there gets one warning and leads on.
 
 use crate::etcd::{self, EtcdError};
 use crate::log::escape_controls;
@@ -159,6 +160,9 @@ async fn write_all(election: String, mut events: mpsc::Receiver<Event>) {
                 (client, term, false)
             }
         };
+        // Off the handover's path in time too: the record it follows (a term begun, one
+        // ended) came with a handover, whose new child is starting.
+        tokio::time::sleep(crate::election::SETTLE).await;
         let until = tokio::time::Instant::now() + RETRY_FOR;
         loop {
             let done = match first {

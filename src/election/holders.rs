@@ -31,13 +31,19 @@ use crate::log::escape_controls;
 use crate::log::recurring::Recurring;
 use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, LeaderKey, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions, WatchStream,
 };
 use std::time::Duration;
-use tokio::time::sleep;
+use tokio::time::{sleep, timeout};
 
 /// The largest `--holders`: every waiting candidate watches up to N keys, on one stream.
 pub const MAX_HOLDERS: u32 = 1000;
+
+/// How long a waiting candidate lets a handover pass before it reads the line ahead again
+/// (see [`Watched::until_moved`]): the handover's writes, the new leader's start and its
+/// child's exec take a few milliseconds; the read would compete with them for etcd and, where
+/// etcd or other candidates share the host, for the CPU.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// Where each N > 1 candidate says its N: `leaderrun.holders/NAME/`, outside the election's
 /// prefix (every key under `NAME/` takes part in the election).
@@ -96,18 +102,36 @@ pub struct Join<'a> {
 /// ends the lease after a failure (only an error that never reached etcd may be retried on
 /// it, and the write below is idempotent for that). Returns our key as it is at the end (a
 /// pass writes it anew).
-pub async fn campaign(client: &Client, join: &Join<'_>) -> Result<(LeaderKey, Proof), Refused> {
+pub async fn campaign(client: &Client, join: &Join<'_>) -> Result<Turn, Refused> {
     let mut ours = enter(client, join).await?;
     if join.n > 1 {
         agree(client, join.election, join.n, join.wait).await?;
     }
     match wait_turn(client, join, &mut ours).await? {
-        Some(proof) => Ok((ours, proof)),
+        Some((proof, watching)) => Ok(Turn {
+            key: ours,
+            proof,
+            watching,
+        }),
         None => Err(Refused::KeyGone(
             String::from_utf8_lossy(ours.key()).into_owned(),
         )),
     }
 }
+
+/// A campaign's end: our key as it is then, the proof, and the wait's watch stream when the
+/// turn came by a deletion it saw.
+pub struct Turn {
+    pub key: LeaderKey,
+    pub proof: Proof,
+    pub watching: Option<Watching>,
+}
+
+/// The wait's watch stream, kept once the turn is proven: among others, it watches our own
+/// key from the revision after the proof's read (deletions only). The new leader's watch on
+/// its key ([`crate::election::key_deleted`]) follows it, so the handover opens no stream and
+/// creates no watcher in etcd while the child starts.
+pub struct Watching(pub(crate) WatchStream);
 
 /// One transaction: if our key does not exist, put it (`id`, on `lease`), our holders key
 /// (`n`, on `lease`) and what we publish; else read it (a retry of a write that did reach
@@ -289,7 +313,7 @@ async fn wait_turn(
     client: &Client,
     join: &Join<'_>,
     ours: &mut LeaderKey,
-) -> Result<Option<Proof>, EtcdError> {
+) -> Result<Option<(Proof, Option<Watching>)>, EtcdError> {
     let (election, n, retry) = (join.election, join.n as usize, join.retry);
     let mut trouble = Recurring::new("waiting for a place among the holders");
     // Off for good once the role is refused the prefix (said once): priorities are a
@@ -389,7 +413,7 @@ async fn wait_turn(
             continue;
         }
         if ahead.len() < n {
-            return Ok(Some(proof));
+            return Ok(Some((proof, None)));
         }
         // Listed whole: at most n + 1 keys ahead came back of the n + 2 asked for.
         let whole = ahead.len() <= n + 1;
@@ -413,12 +437,13 @@ async fn wait_turn(
             }),
         };
         match watched.until_moved(client, line.revision).await {
-            Ok(Moved::Proven) => {
+            Ok((Moved::Proven, stream)) => {
+                tracing::debug!("the last key ahead went: our turn, by the queue's proof");
                 crate::metrics::leader_known(false);
-                return Ok(Some(proof));
+                return Ok(Some((proof, Some(Watching(stream)))));
             }
-            Ok(Moved::Up | Moved::Pass) => trouble.clear(),
-            Ok(Moved::OursGone) => return Ok(None),
+            Ok((Moved::Up | Moved::Pass, _)) => trouble.clear(),
+            Ok((Moved::OursGone, _)) => return Ok(None),
             Err(e) => {
                 crate::metrics::leader_known(false);
                 trouble.report(e);
@@ -484,6 +509,16 @@ async fn line_ahead(
     Ok(Line { ahead, revision })
 }
 
+/// How a round ends, having ended `before` by an earlier event of the same answer, with the
+/// next event's `now`: the first that ends it, unless our own key went in the same answer.
+fn weigh(before: Option<Moved>, now: Option<Moved>) -> Option<Moved> {
+    match (before, now) {
+        (_, Some(Moved::OursGone)) => Some(Moved::OursGone),
+        (Some(before), _) => Some(before),
+        (None, now) => now,
+    }
+}
+
 /// What a round of waiting watches: the nearest keys ahead, and our own; and, with priorities,
 /// what the candidates publish.
 struct Watched {
@@ -521,9 +556,20 @@ enum Moved {
 
 impl Watched {
     /// Watch every key of the round, on one stream and for deletions only, from `revision` + 1
-    /// (nothing after the read is missed). Err when the watch breaks or is cancelled (a
-    /// compaction, a stale token): the caller reads again, which covers what happened meanwhile.
-    async fn until_moved(&mut self, client: &Client, revision: i64) -> Result<Moved, String> {
+    /// (nothing after the read is missed), until the round ends; with the stream, which still
+    /// watches our key. Err when the watch breaks or is cancelled (a compaction, a stale token):
+    /// the caller reads again, which covers what happened meanwhile.
+    ///
+    /// A line not known whole moves up by a deletion among the keys watched, and the next read
+    /// would come in the very milliseconds of that handover, beside the new leader's start (at
+    /// least n of the watched keys are still there, so it is not our turn). It waits [`SETTLE`]
+    /// first, watching on: another deletion among them, our key's, or a better candidate ends
+    /// the wait at once.
+    async fn until_moved(
+        &mut self,
+        client: &Client,
+        revision: i64,
+    ) -> Result<(Moved, WatchStream), String> {
         let mut client = client.clone();
         let options = || {
             Some(
@@ -552,18 +598,40 @@ impl Watched {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let mut moved = None;
         let mut seen = revision;
         // Its own answers need no logging: the caller reports what ends the watch.
         let mut quiet = Recurring::new("watch on the holders ahead");
+        let mut moved = self
+            .follow(&mut client, &mut stream, &mut seen, &mut quiet)
+            .await?;
+        if moved == Moved::Up {
+            let settling = self.follow(&mut client, &mut stream, &mut seen, &mut quiet);
+            if let Ok(next) = timeout(SETTLE, settling).await {
+                moved = next?;
+            }
+        }
+        Ok((moved, stream))
+    }
+
+    /// Follow `stream` until an event ends the round (how), weighing every event of an answer:
+    /// our key's deletion beside the last key ahead's, in one revision, is no turn.
+    async fn follow(
+        &mut self,
+        client: &mut Client,
+        stream: &mut WatchStream,
+        seen: &mut i64,
+        quiet: &mut Recurring,
+    ) -> Result<Moved, String> {
+        let mut moved = None;
         let wanted = |e: &Event| {
-            moved = e.kv().and_then(|kv| match e.event_type() {
+            let now = e.kv().and_then(|kv| match e.event_type() {
                 EventType::Delete => self.deleted(kv.key()),
                 EventType::Put => self.published(kv),
             });
+            moved = weigh(moved.take(), now);
             moved.is_some()
         };
-        match watch::follow(&mut client, &mut stream, wanted, &mut seen, &mut quiet).await {
+        match watch::follow(client, stream, wanted, seen, quiet).await {
             Ended::Event => Ok(moved.unwrap_or(Moved::Up)),
             Ended::Compacted => Err("watch canceled: history compacted".into()),
             Ended::Canceled(why) => Err(format!("watch canceled: {why}")),
@@ -689,6 +757,24 @@ mod tests {
         let mut w = watched(&["web/b", "web/a"], None);
         assert_eq!(w.deleted(b"web/zz"), None);
         assert_eq!(w.deleted(b"web/a"), Some(Moved::Up));
+    }
+
+    #[test]
+    fn our_key_deleted_in_the_answer_that_deletes_the_last_key_ahead_is_no_turn() {
+        // `etcdctl del --prefix NAME/` deletes both in one revision: one answer.
+        let mut w = watched(&["web/a"], Some(1));
+        let mut moved = None;
+        for key in [&b"web/a"[..], b"web/ours"] {
+            moved = weigh(moved, w.deleted(key));
+        }
+        assert_eq!(moved, Some(Moved::OursGone));
+        // The first event that ends a round decides it otherwise.
+        assert_eq!(
+            weigh(Some(Moved::Proven), Some(Moved::Pass)),
+            Some(Moved::Proven)
+        );
+        assert_eq!(weigh(None, None), None);
+        assert_eq!(weigh(Some(Moved::Up), None), Some(Moved::Up));
     }
 
     #[test]

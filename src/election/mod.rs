@@ -14,7 +14,7 @@ use crate::lease::Lease;
 use crate::log::recurring::Recurring;
 use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, GetResponse, KeyValue, LeaderKey,
-    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
@@ -193,9 +193,23 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Resolves when our key is deleted (an operator's `etcdctl del`, a revoked lease). A broken
-/// watch is re-established from the last revision seen, after checking the key still exists.
-pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Duration) {
+/// What a new term waits before it asks etcd anything beyond its first keepalive (the
+/// step-down watch, the history record), and a waiting candidate before it reads the line
+/// ahead again after a handover ([`holders::SETTLE`]): the handover's own writes and the new
+/// child's exec take a few milliseconds, and requests among them compete with the child for
+/// the CPU where etcd shares its host.
+pub const SETTLE: Duration = holders::SETTLE;
+
+/// Resolves when our key is deleted (an operator's `etcdctl del`, a revoked lease). Follows
+/// `watching`, the campaign's stream, if given: it watches our key since the proof's read. A
+/// broken watch is re-established from the last revision seen, after checking the key still
+/// exists.
+pub async fn key_deleted(
+    client: &Client,
+    leadership: &Leadership,
+    retry: Duration,
+    watching: Option<holders::Watching>,
+) {
     let key = leadership.leader_key.key();
     watch_deleted(
         client,
@@ -203,6 +217,7 @@ pub async fn key_deleted(client: &Client, leadership: &Leadership, retry: Durati
         leadership.revision,
         leadership.verified_at,
         retry,
+        watching.map(|w| w.0),
     )
     .await
 }
@@ -221,16 +236,32 @@ async fn read_key(client: &Client, key: &[u8], retry: Duration) -> Result<GetRes
     .await
 }
 
-/// Resolves when `key` (created at `created`) is deleted after revision `seen`.
-async fn watch_deleted(client: &Client, key: &[u8], created: i64, mut seen: i64, retry: Duration) {
+/// Resolves when `key` (created at `created`) is deleted after revision `seen`; `kept`, a
+/// stream that already watches it from `seen` + 1, is followed first.
+async fn watch_deleted(
+    client: &Client,
+    key: &[u8],
+    created: i64,
+    mut seen: i64,
+    retry: Duration,
+    mut kept: Option<WatchStream>,
+) {
     let mut client = client.clone();
     let key = key.to_vec();
     let mut trouble = Recurring::new("watch on own key");
     loop {
         let options = WatchOptions::new().with_start_revision(seen + 1);
-        let failed = match client.watch(key.clone(), Some(options)).await {
+        let stream = match kept.take() {
+            Some(stream) => Ok(stream),
+            None => client.watch(key.clone(), Some(options)).await,
+        };
+        let failed = match stream {
             Ok(mut stream) => {
-                let deleted = |e: &Event| e.event_type() == EventType::Delete;
+                // The kept stream watches other keys too.
+                let deleted = |e: &Event| {
+                    e.event_type() == EventType::Delete
+                        && e.kv().is_some_and(|kv| kv.key() == key.as_slice())
+                };
                 match watch::follow(&mut client, &mut stream, deleted, &mut seen, &mut trouble)
                     .await
                 {

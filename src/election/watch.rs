@@ -20,8 +20,10 @@ pub enum Ended {
     Broken(String),
 }
 
-/// Read `stream` until an event matches `wanted`, or until it stops. `seen` follows the
-/// revisions the stream reports; `trouble` is cleared by every answer (the watch works).
+/// Read `stream` until an event matches `wanted`, or until it stops. Every event of the
+/// answer that holds the match is given to `wanted` (one revision can delete several watched
+/// keys: a caller may weigh them all). `seen` follows the revisions the stream reports;
+/// `trouble` is cleared by every answer (the watch works).
 pub async fn follow(
     client: &mut Client,
     stream: &mut WatchStream,
@@ -32,7 +34,9 @@ pub async fn follow(
     loop {
         match stream.message().await {
             Ok(Some(resp)) => {
-                if resp.events().iter().any(&mut wanted) {
+                // Not `any`: it would stop at the first match.
+                let matched = resp.events().iter().filter(|e| wanted(e)).count();
+                if matched > 0 {
                     return Ended::Event;
                 }
                 if resp.compact_revision() > 0 {

@@ -444,21 +444,41 @@ fn report_panics(format: LogFormat) {
 
 /// Set up the process's logging. A second call changes nothing.
 pub fn init(format: LogFormat, level: tracing::Level) {
+    use tracing_subscriber::layer::SubscriberExt;
     let builder = tracing_subscriber::fmt()
         .with_writer(Stderr)
         .with_max_level(level)
         .log_internal_errors(false);
+    let filter = targets(level);
     let _ = match format {
         LogFormat::Text => {
             let journal = journal();
             // The journal is no terminal: no colours there.
             let ansi = !journal && std::io::stderr().is_terminal();
-            builder
+            let subscriber = builder
                 .event_format(TextLine::new(journal, ansi))
-                .try_init()
+                .finish()
+                .with(filter);
+            tracing::subscriber::set_global_default(subscriber)
         }
-        LogFormat::Json => builder.event_format(JsonLine).try_init(),
+        LogFormat::Json => tracing::subscriber::set_global_default(
+            builder.event_format(JsonLine).finish().with(filter),
+        ),
     };
+}
+
+/// Which events are logged at `level`: leaderrun's own at `level`; the libraries' (the etcd
+/// client, gRPC, HTTP/2) at `info` at most, unless `level` is `trace`. Their debug lines are
+/// one per HTTP/2 frame: every keepalive, every request would wake the log's thread several
+/// times, on the very paths `--log-level debug` is meant to show.
+fn targets(level: tracing::Level) -> tracing_subscriber::filter::Targets {
+    let libraries = match level {
+        tracing::Level::TRACE => tracing::Level::TRACE,
+        other => other.min(tracing::Level::INFO),
+    };
+    tracing_subscriber::filter::Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_default(libraries)
 }
 
 /// The last line leaderrun writes before it exits with `code` because of `message`: text as

@@ -24,7 +24,7 @@ pub mod tenure;
 
 use crate::config::{Config, OnExit};
 use crate::election::history;
-use crate::election::holders::{self, Proof, Refused};
+use crate::election::holders::{self, Refused};
 use crate::election::priority::{self, Published};
 use crate::election::step_down;
 use crate::election::{self, Candidate};
@@ -42,7 +42,7 @@ use crate::process::{health, hook};
 use crate::status::{HealthReporter, Role, Status};
 use crate::supervisor::backoff::Backoff;
 use crate::supervisor::restart::Restarts;
-use etcd_client::{Client, LeaderKey};
+use etcd_client::Client;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -344,7 +344,11 @@ impl Supervisor {
             }
         }
         info!(election = %self.config.election, lease = %candidacy.lease().hex_id(), "standby: campaigning");
-        let (elected, proof) = match self
+        let holders::Turn {
+            key: elected,
+            proof,
+            watching,
+        } = match self
             .wait_in_line(candidacy.lease_mut(), &mut give_up, wait, retry)
             .await
         {
@@ -370,6 +374,7 @@ impl Supervisor {
                     leadership,
                     child,
                     Restarts::new(self.config.restart),
+                    watching,
                 )))
             }
             Err(not) => {
@@ -396,7 +401,7 @@ impl Supervisor {
         give_up: &mut (impl Future<Output = ()> + Unpin),
         wait: Duration,
         retry: Duration,
-    ) -> Result<Result<(LeaderKey, Proof), Refused>, State> {
+    ) -> Result<Result<holders::Turn, Refused>, State> {
         let (client, election, id) = (&self.client, &self.config.election, &self.config.id);
         let holders = self.config.holders;
         let join = holders::Join {
@@ -623,9 +628,15 @@ impl Supervisor {
         let retry = term.lease().timing().keepalive / 4;
         let leadership = term.leadership().clone();
         let client = self.client.clone();
-        let mut deleted = pin!(election::key_deleted(&client, &leadership, retry));
+        // Our key is watched on the campaign's stream when there is one (nothing is asked of
+        // etcd at the handover for it); the step-down watch waits until the handover is over.
+        let watching = term.take_watching();
+        let mut deleted = pin!(election::key_deleted(&client, &leadership, retry, watching));
         let election = self.config.election.clone();
-        let mut step_down = pin!(step_down::requested(&client, &election, &leadership, retry));
+        let mut step_down = pin!(async {
+            sleep(election::SETTLE).await;
+            step_down::requested(&client, &election, &leadership, retry).await
+        });
         let (priority, own_lease) = (self.config.priority, term.lease().id());
         let preempt = self.config.preempt;
         let mut preempted = pin!(async {

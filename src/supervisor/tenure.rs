@@ -84,6 +84,8 @@ impl Candidacy {
 pub struct Tenure {
     lease: Lease,
     leadership: Leadership,
+    /// The campaign's watch stream, which watches our key (the term's first watch on it).
+    watching: Option<holders::Watching>,
     /// The child's lifecycle; the supervisor moves it through restarts.
     pub run: Run,
     pub restarts: Restarts,
@@ -331,7 +333,10 @@ impl Gate {
             Ok(_) if lease.may_start() && self.hot.is_some() => {
                 self.promote_hot(&leadership, lease)
             }
-            Ok(_) if lease.may_start() => self.reaper.spawn(&command).map_err(Refusal::Spawn),
+            Ok(_) if lease.may_start() => {
+                tracing::debug!("verified, the deadline checked: spawning the child");
+                self.reaper.spawn(&command).map_err(Refusal::Spawn)
+            }
             Ok(_) => Err(Refusal::DeadlineNear),
             Err(refusal) => Err(refusal),
         };
@@ -637,10 +642,12 @@ impl Tenure {
         leadership: Leadership,
         child: Child,
         restarts: Restarts,
+        watching: Option<holders::Watching>,
     ) -> Tenure {
         Tenure {
             lease: candidacy.lease,
             leadership,
+            watching,
             run: Run::Running {
                 child,
                 started: Instant::now(),
@@ -660,6 +667,11 @@ impl Tenure {
 
     pub fn leadership(&self) -> &Leadership {
         &self.leadership
+    }
+
+    /// The campaign's watch stream, once: it watches our key since the proof's read.
+    pub fn take_watching(&mut self) -> Option<holders::Watching> {
+        self.watching.take()
     }
 
     /// Stop what is left of a child that exited on its own (its group), by the deadline, before
@@ -745,7 +757,10 @@ async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool
     // (the queue's proof), so the second write holds nothing up. A standby's key goes with its
     // lease.
     let resigned = match key {
-        Some(key) => election::resign(client, key, wait).await,
+        Some(key) => {
+            tracing::debug!("deleting our key");
+            election::resign(client, key, wait).await
+        }
         None => false,
     };
     lease.revoke(client, wait).await;
