@@ -45,6 +45,9 @@ pub const MAX_HOLDERS: u32 = 1000;
 /// etcd or other candidates share the host, for the CPU.
 pub const SETTLE: Duration = Duration::from_millis(100);
 
+/// How long a round waits for the priorities' read once the line ahead is read.
+const PRIORITY_GRACE: Duration = Duration::from_millis(50);
+
 /// Where each N > 1 candidate says its N: `leaderrun.holders/NAME/`, outside the election's
 /// prefix (every key under `NAME/` takes part in the election).
 pub fn prefix(election: &str) -> String {
@@ -337,14 +340,32 @@ async fn wait_turn(
                 }
             }
         }
-        let read_seen = async {
-            match priorities {
+        let read_priorities = priorities;
+        let read_seen = async move {
+            match read_priorities {
                 true => Some(priority::read(client, election, join.wait).await),
                 false => None,
             }
         };
-        let (line, seen) =
-            tokio::join!(line_ahead(client, election, ours, n, join.wait), read_seen);
+        let line_read = line_ahead(client, election, ours, n, join.wait);
+        tokio::pin!(read_seen, line_read);
+        let mut seen = None;
+        let line = loop {
+            tokio::select! {
+                biased;
+                s = &mut read_seen, if seen.is_none() => seen = Some(s),
+                l = &mut line_read => break l,
+            }
+        };
+        // The line decides; the priorities are a preference: a read of them that lags the
+        // line's (a slow or hung member) is given a moment, not the round (the next round
+        // reads them again).
+        let seen = match seen {
+            Some(seen) => seen,
+            None => timeout(PRIORITY_GRACE, &mut read_seen)
+                .await
+                .unwrap_or(None),
+        };
         let line = match line {
             Ok(line) => line,
             Err(e) if e.is_fatal() => return Err(e),
@@ -375,9 +396,8 @@ async fn wait_turn(
                 (Vec::new(), line.revision)
             }
             Some(Err(e)) => {
-                trouble.report(e);
-                sleep(retry).await;
-                continue;
+                tracing::debug!(error = %e, "priorities not read this round");
+                (Vec::new(), line.revision)
             }
             None => (Vec::new(), line.revision),
         };
