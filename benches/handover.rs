@@ -41,7 +41,7 @@
 //!                        and where the time goes on leaderrun's side, from its logs
 //!
 //! Usage: cargo bench --bench handover -- [--tls] [--runs N] [--candidates N[,N...]]
-//!                                        [--only roles]
+//!                                        [--only roles|scale|handovers] [--trace]
 //!
 //!   --runs N          N runs per figure (default 7)
 //!   --tls             also measure the two-candidate figures over mutual TLS, interleaved with
@@ -49,11 +49,15 @@
 //!                     on 127.0.0.1 with --client-cert-auth, certificates made at run time
 //!                     (tests/common/tls.rs, ECDSA P-256); leaderrun and `etcdctl lock` both use
 //!                     --cacert/--cert/--key.
-//!   --candidates N    add the scale rows for N candidates (2 to 500; a list 3,100,200 or the
+//!   --candidates N    add the scale rows for N candidates (2 to 1000; a list 3,100,200 or the
 //!                     option repeated); plain etcd only. Without it, only the two-candidate rows.
 //!                     The hot promotion rows are measured at the same N.
 //!   --only roles      only the hook overhead and the hot promotion rows (the latter at each
 //!                     --candidates N, default 3)
+//!   --only scale      only the scale rows (idle figures and handovers) at each --candidates N
+//!   --only handovers  only the handovers at scale, without the idle figures
+//!   --trace           at scale, leaderrun logs at debug and each handover is printed with its
+//!                     steps from both supervisors' logs (a slow one beside a fast one)
 //!
 //! The candidates are the release build of leaderrun (cargo bench's profile inherits release)
 //! and `etcdctl lock` (ETCDCTL_BIN, else on PATH) on etcd (ETCD_BIN, else on PATH); the child of
