@@ -25,6 +25,13 @@
 //!                        second (its /metrics), the candidates' CPU (% of one core) and RSS;
 //!                        then, with both tools' N queued, child-exit and SIGTERM handovers, the
 //!                        tools taking turns: p50, p90 and max of each tool's pooled runs
+//!   storm (--only storm) N leaderruns started at once on one election (TTL 10 s), then etcd
+//!                        SIGKILLed under them and started again on its data, after 3 s (within
+//!                        the TTL: leases and keys survive) and after 25 s (past the candidates'
+//!                        deadlines: every one begins anew at once): seconds until the N keys
+//!                        are in etcd with one child running, steady for 1 s; leaderruns that
+//!                        exited; overlapping children. `etcdctl lock` is not started (its
+//!                        waiters hang on a dead etcd and keep the child of a cut-off holder).
 //!   hook overhead        two candidates, the child-exit and the SIGTERM handover with
 //!                        `--on-promote true --on-demote true` on both, against the same without
 //!                        hooks, the four kinds taking turns: p50 / p90 and the difference of p50;
@@ -41,7 +48,7 @@
 //!                        and where the time goes on leaderrun's side, from its logs
 //!
 //! Usage: cargo bench --bench handover -- [--tls] [--runs N] [--candidates N[,N...]]
-//!                                        [--only roles|scale|handovers] [--trace]
+//!                                        [--only roles|scale|handovers|storm] [--trace]
 //!
 //!   --runs N          N runs per figure (default 7)
 //!   --tls             also measure the two-candidate figures over mutual TLS, interleaved with
@@ -56,6 +63,7 @@
 //!                     --candidates N, default 3)
 //!   --only scale      only the scale rows (idle figures and handovers) at each --candidates N
 //!   --only handovers  only the handovers at scale, without the idle figures
+//!   --only storm      only the storm rows at each --candidates N (default 1000)
 //!   --trace           at scale, leaderrun logs at debug and each handover is printed with its
 //!                     steps from both supervisors' logs (a slow one beside a fast one)
 //!
@@ -81,8 +89,8 @@ use common::bench::{
     ratio, rss, status_field, stop_all_on_signal, Follow, Journal,
 };
 use common::{
-    etcdctl_command, fenced_child_path, free_port, guardian_of, mono_now_ns, ppid, process_alive,
-    run_with_timeout, signal_pid, Certs, Etcd, EtcdOptions, Lr, Run, Scene, MS, SEC,
+    etcdctl_command, fenced_child_path, free_port, guardian_of, mono_now_ns, overlapping, ppid,
+    process_alive, run_with_timeout, signal_pid, Certs, Etcd, EtcdOptions, Lr, Run, Scene, MS, SEC,
 };
 
 /// leaderrun --ttl and etcdctl lock --ttl: the same session TTL for both.
@@ -163,6 +171,8 @@ enum Only {
     Scale,
     /// The scale rows' handovers alone, without the idle figures.
     Handovers,
+    /// N started at once, etcd killed and started again under them.
+    Storm,
 }
 
 fn usage() -> ! {
@@ -195,7 +205,8 @@ fn parse_args() -> Opts {
         Some("roles") => Only::Roles,
         Some("scale") => Only::Scale,
         Some("handovers") => Only::Handovers,
-        _ => bad("--only takes: roles, scale, handovers"),
+        Some("storm") => Only::Storm,
+        _ => bad("--only takes: roles, scale, handovers, storm"),
     };
     let runs = |v: Option<String>| -> usize {
         match v.as_deref().map(str::parse::<usize>) {
@@ -928,6 +939,21 @@ struct Queue {
 }
 
 impl Queue {
+    /// No candidates yet, on a new scene for `name`.
+    fn new(m: &Mode, tool: Tool, name: &str) -> Queue {
+        let scene = m.scene(name);
+        Queue {
+            tool,
+            follow: Follow::new(scene.records.clone()),
+            journal: Journal::new(scene.path("journal")),
+            scene,
+            sups: Vec::new(),
+            last_id: 0,
+            queued: 0,
+            stalled: None,
+        }
+    }
+
     fn election(&self) -> &str {
         &self.scene.election
     }
@@ -994,17 +1020,7 @@ impl Queue {
 /// queued in etcd before the next.
 fn queue(m: &Mode, tool: Tool, name: &str, n: usize) -> Queue {
     let t0 = mono_now_ns();
-    let scene = m.scene(name);
-    let mut q = Queue {
-        tool,
-        follow: Follow::new(scene.records.clone()),
-        journal: Journal::new(scene.path("journal")),
-        scene,
-        sups: Vec::new(),
-        last_id: 0,
-        queued: 0,
-        stalled: None,
-    };
+    let mut q = Queue::new(m, tool, name);
     q.add(m);
     let led = match tool {
         Tool::Hot => q
@@ -1195,6 +1211,25 @@ struct Scale {
     /// By "lr/exit", "lr/term", "lk/exit": the gaps (ms), pooled over the rounds.
     gaps: HashMap<String, Vec<f64>>,
     stalled: Vec<(Tool, String)>,
+    /// By tool: children that started while another was alive, and how many children ran.
+    overlaps: HashMap<&'static str, (usize, usize)>,
+}
+
+impl Scale {
+    /// Counts the overlaps among `q`'s children (once its supervisors are stopped).
+    fn count_overlaps(&mut self, q: &mut Queue) {
+        let runs = q.follow.poll();
+        let found = overlapping(runs).len();
+        if found > 0 {
+            say(&format!(
+                "    {}: {found} children started while another ran",
+                q.tool.who()
+            ));
+        }
+        let e = self.overlaps.entry(tool_key(q.tool)).or_default();
+        e.0 += found;
+        e.1 += runs.len();
+    }
 }
 
 fn tool_key(t: Tool) -> &'static str {
@@ -1224,7 +1259,10 @@ fn scale_n(m: &Mode, n: usize, runs: usize, idle_too: bool) -> Scale {
         }
         // leaderrun's go, so that etcdctl lock's idle window has etcd to itself.
         match tool {
-            Tool::Lr | Tool::Hot => q.stop(),
+            Tool::Lr | Tool::Hot => {
+                q.stop();
+                sc.count_overlaps(&mut q);
+            }
             Tool::Lk => lk_queue = Some(q),
         }
     }
@@ -1325,8 +1363,121 @@ fn scale_n(m: &Mode, n: usize, runs: usize, idle_too: bool) -> Scale {
             sc.stalled.push((q.tool, s));
         }
         q.stop();
+        sc.count_overlaps(q);
     }
     sc
+}
+
+// ---------------------------------------------------------------------------
+// Storm: N started at once, etcd killed and started again under them
+// ---------------------------------------------------------------------------
+
+/// The outages of the storm rows: within the TTL (leases and keys survive; every candidate
+/// reconnects at once) and past the candidates' deadlines (every one begins anew at once).
+const OUTAGES: [Duration; 2] = [Duration::from_secs(3), Duration::from_secs(25)];
+/// How long the N may take to settle after a start or an outage.
+const STORM_LIMIT: Duration = Duration::from_secs(180);
+
+/// The figures of one N's storm.
+#[derive(Default)]
+struct Storm {
+    /// What happened, and seconds until settled (None: not within STORM_LIMIT).
+    rows: Vec<(String, Option<f64>)>,
+    /// leaderruns that exited on their own over the run.
+    exited: usize,
+    /// Children that started while another ran, and how many children ran.
+    overlaps: (usize, usize),
+}
+
+/// Seconds until `election/` holds exactly `n` keys and one child runs, and both stay so for a
+/// second (looked at every 250 ms; the settled time is the first look of that second); None
+/// after STORM_LIMIT.
+fn settle(m: &Mode, q: &mut Queue, n: usize, since: u64) -> Option<f64> {
+    let deadline = Instant::now() + STORM_LIMIT;
+    let mut first: Option<u64> = None;
+    while Instant::now() < deadline {
+        let now = mono_now_ns();
+        let leading = q
+            .follow
+            .holder()
+            .is_some_and(|r| r.seen_within(mono_now_ns(), Duration::from_millis(200)));
+        if leading && m.keys(q.election()) == n {
+            match first {
+                Some(t) if now - t >= 1_000_000_000 => return Some(ms(since, t) / 1e3),
+                Some(_) => {}
+                None => first = Some(now),
+            }
+        } else {
+            first = None;
+        }
+        thread::sleep(250 * MS);
+    }
+    None
+}
+
+fn storm_n(n: usize) -> Storm {
+    let mut st = Storm::default();
+    let mut m = Mode::plain(false);
+    let name = format!("storm-{n}");
+    say(&format!(
+        "  {n} x leaderrun on {name}, started at once, TTL {SCALE_TTL} s:"
+    ));
+    let mut q = Queue::new(&m, Tool::Lr, &name);
+    let t0 = mono_now_ns();
+    for _ in 0..n {
+        q.add(&m);
+    }
+    let took = settle(&m, &mut q, n, t0);
+    say(&format!("    started at once: settled in {}", secs(took)));
+    st.rows.push(("started at once".into(), took));
+    for outage in OUTAGES {
+        thread::sleep(IDLE_SETTLE);
+        let lost_before = lost_leases(&q);
+        let leader = q.follow.holder().map(|r| r.pid);
+        m.etcd.kill(0);
+        thread::sleep(outage);
+        m.etcd.restart(0);
+        let back = mono_now_ns();
+        let took = settle(&m, &mut q, n, back);
+        let kept = q.follow.holder().map(|r| r.pid) == leader;
+        let what = format!(
+            "etcd SIGKILLed, started again {} s later (the leader's child {}; {} leases lost)",
+            outage.as_secs(),
+            if kept { "kept" } else { "stopped, a new one" },
+            lost_leases(&q) - lost_before
+        );
+        say(&format!("    {what}: settled in {}", secs(took)));
+        st.rows.push((what, took));
+    }
+    let alive = q.pids().len();
+    st.exited = q.sups.len() - alive;
+    q.stop();
+    let runs = q.follow.poll();
+    st.overlaps = (overlapping(runs).len(), runs.len());
+    say(&format!(
+        "    {} exited on their own; {} of {} children started while another ran",
+        st.exited, st.overlaps.0, st.overlaps.1
+    ));
+    st
+}
+
+/// How many times the candidates of `q` logged a lost lease (standby or leader), so far.
+fn lost_leases(q: &Queue) -> usize {
+    q.sups
+        .iter()
+        .map(|s| {
+            s.log_text()
+                .lines()
+                .filter(|l| l.contains("lost its lease") || l.contains("leadership lost"))
+                .count()
+        })
+        .sum()
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or(format!("not within {} s", STORM_LIMIT.as_secs()), |s| {
+        format!("{s:.1} s")
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1873,6 +2024,23 @@ fn main() {
         }
     }
 
+    // ---- 4b: the storm, a fresh plain etcd for each N
+    let mut storms: Vec<(usize, Storm)> = Vec::new();
+    if opts.only == Some(Only::Storm) {
+        say(&format!(
+            "storm: N leaderruns started at once on one election (TTL {SCALE_TTL} s), then etcd \
+             SIGKILLed and started again under them; a fresh etcd for each N"
+        ));
+        let ns = if opts.scale.is_empty() {
+            vec![MAX_CANDIDATES]
+        } else {
+            opts.scale.clone()
+        };
+        for n in ns {
+            storms.push((n, storm_n(n)));
+        }
+    }
+
     // ---- 5: hot promotion, a fresh plain etcd for each N
     let role_ns = match (opts.only, opts.scale.is_empty()) {
         (Some(Only::Roles), true) => vec![3],
@@ -2018,6 +2186,27 @@ fn main() {
         println!();
         print!("{t}");
     }
+    if !storms.is_empty() {
+        println!();
+        let row = |a: &str, b: &str| println!("{}", format!("{a:<78} {b}").trim_end());
+        row(
+            &format!("storm: N leaderruns on one election, TTL {SCALE_TTL} s"),
+            "N keys in etcd, one child running",
+        );
+        for (n, st) in &storms {
+            for (what, took) in &st.rows {
+                row(&format!("N={n}: {what}"), &secs(*took));
+            }
+            row(
+                &format!("N={n}: leaderruns exited on their own"),
+                &st.exited.to_string(),
+            );
+            row(
+                &format!("N={n}: overlapping children"),
+                &format!("{} (of {} children)", st.overlaps.0, st.overlaps.1),
+            );
+        }
+    }
     if !scale.is_empty() {
         println!();
         let row4 = |a: &str, b: &str, c: &str, d: &str| {
@@ -2057,6 +2246,15 @@ fn main() {
                     "{} (of its child-exit median)",
                     ratio(median(&lr_term), median(&lk_exit))
                 ),
+            );
+            let overlaps = |t: &str| {
+                let (found, of) = sc.overlaps.get(t).copied().unwrap_or_default();
+                format!("{found} (of {of} children)")
+            };
+            row(
+                &format!("N={n}: overlapping children"),
+                &overlaps("lr"),
+                &overlaps("lk"),
             );
             if sc.idle.is_empty() {
                 continue;

@@ -3,7 +3,8 @@
 //! The binary is a thin shell over [`cli::main`]; the role is published on [`status::Status`].
 //! The modules stand in layers, each using only those above it in this list:
 //!
-//! - `metrics`, `log`, `input_file`: counters, log lines, bounded reads; no domain knowledge.
+//! - `metrics`, `log`, `input_file`, `backoff`: counters, log lines, bounded reads, the one
+//!   backoff; no domain knowledge.
 //! - `etcd`: the connection (TLS included) and the one classification of etcd errors.
 //! - `error`: leaderrun's errors and their exit statuses.
 //! - `lease`: the timing model and the keepalive loop that moves the deadline.
@@ -18,6 +19,7 @@
 //! before start) and the end path (stop before release) in `supervisor::tenure`; stop and reap
 //! in `process::child`.
 
+mod backoff;
 pub mod cli;
 mod config;
 mod election;

@@ -645,6 +645,48 @@ fn candidates_started_while_etcd_hangs_wait_then_one_leads() {
     assert_one_leads_after(&scene, t1, 20 * SEC, (TTL + 5) * SEC);
 }
 
+/// etcd down past every candidate's deadline, then back on its data: etcd gives every lease a
+/// whole TTL again when it returns, so the leases the candidates gave up in the outage (the old
+/// leader's first in the line) would hold the election up for a TTL. They are revoked once etcd
+/// answers: gone within a few seconds, and a child leads again before the TTL has passed.
+#[test]
+fn leases_given_up_in_an_outage_are_revoked_once_etcd_returns() {
+    const TTL: u32 = 10;
+    let (mut etcd, scene) = etcd_and_scene();
+    let ttl = TTL.to_string();
+    let (_a, first) = scene.leader("A", &["--ttl", &ttl], &[]);
+    let _b = scene.candidate("B", &["--ttl", &ttl], &[]);
+    scene.wait_candidates(&["A", "B"], 10 * SEC);
+    let old = etcd.lease_list();
+    assert_eq!(old.len(), 2, "{old:?}");
+    scene.mark("etcd killed");
+    etcd.kill(0);
+    // Past both deadlines: D is at most a TTL after the last acknowledged keepalive.
+    std::thread::sleep((TTL + 2) * SEC);
+    assert!(!process_alive(first.pid), "A's child outlived A's lease");
+    etcd.restart(0);
+    let t1 = scene.mark("etcd up and healthy");
+    let back = Instant::now();
+    let gone = wait_until((TTL - 4) * SEC, 200 * MS, || {
+        let now = etcd.lease_list();
+        old.iter().all(|l| !now.contains(l))
+    });
+    scene.report(&format!(
+        "old leases gone {:.1} s after etcd returned",
+        back.elapsed().as_secs_f64()
+    ));
+    assert!(
+        gone,
+        "the old leases {old:?} still live: {:?}",
+        etcd.lease_list()
+    );
+    let next =
+        scene.wait_nth_run_within(2, (t1, "etcd became reachable"), 20 * SEC, (TTL - 1) * SEC);
+    let runs = scene.after_running(next.pid, 2 * SEC);
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_no_overlap(&runs);
+}
+
 /// Every candidate warns that etcd cannot be reached; for 3 s no child starts and none of
 /// them gives up.
 fn assert_waiting_for_etcd(scene: &Scene, lrs: &mut [&mut Lr]) {

@@ -4,6 +4,7 @@
 
 pub mod timing;
 
+use crate::backoff::Backoff;
 use crate::etcd::{self, EtcdError, Kind, Member};
 use crate::lease::timing::{Deadline, Timing};
 use crate::log::recurring::Recurring;
@@ -226,19 +227,61 @@ impl Lease {
         }
     }
 
-    /// Stop the keepalives and revoke the lease, deleting its keys (best effort: if etcd cannot
-    /// be reached within `wait`, the lease expires by itself).
+    /// Stop the keepalives and revoke the lease, deleting its keys. Only ever called once the
+    /// lease protects no child (the end path, a candidacy given up). If etcd cannot be reached
+    /// within `wait`, a task of its own tries again until etcd answers (see [`revoke_later`]).
     /// Through `call_as`: a token that expired while only keepalives flowed is refreshed.
     pub async fn revoke(self, client: &Client, wait: Duration) {
         self.keeper.abort();
         let id = self.id;
-        let revoke = |mut c: Client| async move { c.lease_revoke(id).await };
-        match etcd::call_as("lease revoke", wait, client, revoke).await {
-            Ok(_) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
-            Err(e) if e.kind() == Kind::LeaseGone => {}
-            Err(e) => tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire"),
+        match revoke_once(client, id, wait).await {
+            Ok(()) => tracing::debug!(lease = %self.hex_id(), "lease revoked"),
+            Err(e) if e.kind() == Kind::Fatal => {
+                tracing::warn!(lease = %self.hex_id(), error = %e, "it will expire")
+            }
+            Err(e) => {
+                tracing::warn!(lease = %self.hex_id(), error = %e, "revoking it again once etcd answers (else it expires)");
+                tokio::spawn(revoke_later(client.clone(), id, wait));
+            }
         }
     }
+}
+
+/// One revoke of lease `id`; a lease etcd no longer knows counts as revoked.
+async fn revoke_once(client: &Client, id: i64, wait: Duration) -> Result<(), EtcdError> {
+    let revoke = |mut c: Client| async move { c.lease_revoke(id).await };
+    match etcd::call_as("lease revoke", wait, client, revoke).await {
+        Err(e) if e.kind() == Kind::LeaseGone => Ok(()),
+        done => done.map(drop),
+    }
+}
+
+/// How long a lease given up during an outage is tried again: etcd gives every lease a whole
+/// TTL again when it comes back (a new raft leader renews them all), so until then the lease's
+/// key holds up the election's line; an outage longer than this ends with the key expiring a
+/// TTL after etcd's return.
+const REVOKE_LATER_FOR: Duration = Duration::from_secs(600);
+
+/// Revoke lease `id` once etcd answers again: after an outage every candidate begins anew with
+/// a new lease and key, and the old keys (the old leader's first) would stand ahead of the new
+/// ones for a whole TTL after etcd's return. Tries for at most REVOKE_LATER_FOR; logs only the outcome.
+async fn revoke_later(client: Client, id: i64, wait: Duration) {
+    // At most a second apart: each try is one small request (a refused connection while etcd
+    // is down), and the key stands in the line until it lands.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let until = Instant::now() + REVOKE_LATER_FOR;
+    while Instant::now() < until {
+        sleep(backoff.next_delay()).await;
+        match revoke_once(&client, id, wait).await {
+            Ok(()) => {
+                tracing::info!(lease = %format!("{id:x}"), "lease given up during the outage revoked");
+                return;
+            }
+            Err(e) if e.kind() == Kind::Fatal => break,
+            Err(_) => {}
+        }
+    }
+    tracing::warn!(lease = %format!("{id:x}"), "could not revoke it: it expires by itself");
 }
 
 impl Drop for Lease {

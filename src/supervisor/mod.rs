@@ -18,10 +18,10 @@
 //! the start gate (verify before start) and the end path (stop before release) in
 //! [`crate::supervisor::tenure`], stop and reap in [`crate::process::child`].
 
-pub mod backoff;
 pub mod restart;
 pub mod tenure;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, OnExit};
 use crate::election::history;
 use crate::election::holders::{self, Refused};
@@ -40,7 +40,6 @@ use crate::process::guardian::Guardian;
 use crate::process::signals::{Request, Signals};
 use crate::process::{health, hook};
 use crate::status::{HealthReporter, Role, Status};
-use crate::supervisor::backoff::Backoff;
 use crate::supervisor::restart::Restarts;
 use etcd_client::Client;
 use std::future::Future;
@@ -960,7 +959,7 @@ async fn retrying<T, Fut>(
 where
     Fut: Future<Output = Result<T, EtcdError>>,
 {
-    let mut backoff = retry_backoff(ttl);
+    let mut backoff = Backoff::etcd_retry(ttl);
     let mut trouble = Recurring::new("connecting to etcd");
     loop {
         match until_shutdown(signals, give_up, attempt()).await {
@@ -998,19 +997,6 @@ async fn within<T>(
             after: wait,
         }))
 }
-
-/// The backoff of every retry of an unreachable etcd: from RETRY_BASE up to TTL/2, kept
-/// within 1 s..5 s, so a candidate notices a returning etcd within about half a TTL.
-fn retry_backoff(ttl: Duration) -> Backoff {
-    Backoff::new(
-        RETRY_BASE,
-        (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
-    )
-}
-
-/// First retry of an unreachable etcd after this: quick enough that a restarting etcd is picked
-/// up at once; the cap is TTL/2 within 1 s..5 s.
-const RETRY_BASE: Duration = Duration::from_millis(100);
 
 async fn wait_child(run: &mut Run) -> ExitStatus {
     match run {

@@ -1,7 +1,7 @@
 //! `--on-exit restart`: when to restart a child in place, and when to give up leadership.
 
+use crate::backoff::Backoff;
 use crate::config::RestartPolicy;
-use crate::supervisor::backoff::Backoff;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;

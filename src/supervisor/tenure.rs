@@ -10,6 +10,7 @@
 //! may live), each owning it privately. Revoking needs the lease by value, so a candidacy is
 //! released once, through [`Candidacy::release`], and a term only through [`Tenure::end`].
 
+use crate::backoff::Backoff;
 use crate::config::{Config, RunId};
 use crate::election::holders;
 use crate::election::run_records::{self, Claim};
@@ -20,7 +21,6 @@ use crate::process::child::{Child, Command, ExitStatus, Reaper};
 use crate::process::hook::{Hooks, Kind, Reason};
 use crate::process::role::{RoleChannel, Told};
 use crate::status::notify;
-use crate::supervisor::backoff::Backoff;
 use crate::supervisor::restart::Restarts;
 use etcd_client::{Client, LeaderKey};
 use nix::sys::signal::Signal;
@@ -763,6 +763,13 @@ async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool
         }
         None => false,
     };
+    if resigned {
+        // The next candidate leads from that answer on and its child is starting: the revoke
+        // (the lease holds no key of the election any more) waits until that has passed, as the
+        // new leader's own bookkeeping does, rather than make etcd work beside the new child's
+        // start where they share a host.
+        tokio::time::sleep(crate::election::SETTLE).await;
+    }
     lease.revoke(client, wait).await;
     resigned
 }

@@ -30,7 +30,7 @@ pub use procs::{
 pub use proxy::{FaultProxy, Mode};
 pub use records::{
     assert_at_most_concurrent, assert_no_overlap, fenced_child_path, max_concurrent, mono_now_ns,
-    Ending, HoldParser, RecordParser, Records, Run,
+    overlapping, Ending, HoldParser, RecordParser, Records, Run,
 };
 pub use scene::*;
 pub use tls::{jwt_keys, CertPair, Certs};

@@ -294,24 +294,34 @@ fn dash_none(s: &str) -> Option<String> {
 /// Panics, naming both runs, if any two runs' [start, last_seen] intervals
 /// intersect. Resolution is the 5 ms alive period for SIGKILLed children.
 pub fn assert_no_overlap(runs: &[Run]) {
+    if let Some((prev, run)) = overlapping(runs).first() {
+        panic!(
+            "fenced children overlapped by {} us:\n  {prev:?}\n  {run:?}",
+            (prev.last_seen_ns.min(run.last_seen_ns) - run.start_ns) / 1000
+        );
+    }
+}
+
+/// Each run that started while an earlier one was alive, beside the earlier run reaching
+/// furthest (the benchmark counts them; the tests assert there are none).
+pub fn overlapping(runs: &[Run]) -> Vec<(&Run, &Run)> {
     let mut sorted: Vec<&Run> = runs.iter().collect();
     sorted.sort_by_key(|r| r.start_ns);
     // The run reaching furthest so far is the only one a later start can hit
     // first; checking against it finds an overlap whenever one exists.
     let mut furthest: Option<&Run> = None;
+    let mut found = Vec::new();
     for run in sorted {
         if let Some(prev) = furthest {
             if prev.overlaps(run) {
-                panic!(
-                    "fenced children overlapped by {} us:\n  {prev:?}\n  {run:?}",
-                    (prev.last_seen_ns.min(run.last_seen_ns) - run.start_ns) / 1000
-                );
+                found.push((prev, run));
             }
         }
         if furthest.is_none_or(|f| run.last_seen_ns > f.last_seen_ns) {
             furthest = Some(run);
         }
     }
+    found
 }
 
 /// The most runs alive at one instant (each from its start to its last sign of life, ends

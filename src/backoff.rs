@@ -1,5 +1,5 @@
-//! The one backoff: capped doubling, reset after a success. Retries of etcd and restarts of the
-//! child in place both wait by it.
+//! The one backoff: capped doubling, reset after a success. Retries of etcd (a lease's late
+//! revoke among them) and restarts of the child in place all wait by it.
 
 use std::time::Duration;
 
@@ -26,6 +26,16 @@ impl Backoff {
         let d = self.next;
         self.next = self.next.saturating_mul(2).min(self.cap);
         d
+    }
+
+    /// The backoff of every retry of an unreachable etcd: from 100 ms (quick enough that a
+    /// restarting etcd is picked up at once) up to TTL/2, kept within 1 s..5 s, so a candidate
+    /// notices a returning etcd within about half a TTL.
+    pub fn etcd_retry(ttl: Duration) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(100),
+            (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+        )
     }
 
     /// Start again from `base` (after a success).
