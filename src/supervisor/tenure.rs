@@ -727,9 +727,7 @@ impl Tenure {
         let command = gate.command(&self.leadership, &self.lease);
         gate.demote(&self.lease, &command, reason).await;
         let key = resign.then(|| self.leadership.leader_key());
-        if release(client, self.lease, key).await {
-            info!(key = %self.leadership.key, "resigned");
-        }
+        release(client, self.lease, key).await;
         status
     }
 }
@@ -763,7 +761,8 @@ async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool
         }
         None => false,
     };
-    if resigned {
+    if let (true, Some(key)) = (resigned, key) {
+        tracing::info!(key = %String::from_utf8_lossy(key.key()), "resigned");
         // The next candidate leads from that answer on and its child is starting: the revoke
         // (the lease holds no key of the election any more) waits until that has passed, as the
         // new leader's own bookkeeping does, rather than make etcd work beside the new child's
