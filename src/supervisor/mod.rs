@@ -797,7 +797,7 @@ impl Supervisor {
         }
         let reason = end.hook_reason();
         let leadership = term.leadership().clone();
-        let status = term
+        let (status, released) = term
             .end(
                 &self.client,
                 &mut self.gate,
@@ -807,7 +807,10 @@ impl Supervisor {
             )
             .await;
         let ended = matches!(end, End::ChildExited { .. }).then(|| status.to_string());
+        // The record first: it is written a while after the handover, as the next leader's is
+        // (which would close this term as lost were ours later).
         self.term_ended(leadership.revision, reason, ended);
+        released.revoke(&self.client).await;
         let on_exit = match self.gate.is_hot() {
             true => OnExit::Recampaign,
             false => self.config.on_exit,

@@ -691,8 +691,9 @@ impl Tenure {
     }
 
     /// The end path: stop the child (stop signal, then SIGKILL by the deadline), run the demote
-    /// hook (killed by the deadline), and only then release leadership: resign when `resign` (the next candidate wins at once) and revoke the
-    /// lease. Returns how the child ended, if it ever ran this term.
+    /// hook (killed by the deadline), and only then release leadership: resign when `resign`
+    /// (the next candidate wins at once). Returns how the child ended, if it ever ran this
+    /// term, and the lease, whose revoke is the caller's last step ([`Released::revoke`]).
     pub async fn end(
         mut self,
         client: &Client,
@@ -700,7 +701,7 @@ impl Tenure {
         stop_signal: Signal,
         reason: Reason,
         resign: bool,
-    ) -> ExitStatus {
+    ) -> (ExitStatus, Released) {
         // A hot standby's child is demoted (or stopped), unless leaderrun is exiting.
         let demote = gate.is_hot() && !matches!(reason, Reason::Shutdown);
         let run = std::mem::replace(&mut self.run, Run::Finished(ExitStatus::Code(0)));
@@ -727,8 +728,7 @@ impl Tenure {
         let command = gate.command(&self.leadership, &self.lease);
         gate.demote(&self.lease, &command, reason).await;
         let key = resign.then(|| self.leadership.leader_key());
-        release(client, self.lease, key).await;
-        status
+        (status, let_go(client, self.lease, key).await)
     }
 }
 
@@ -748,6 +748,14 @@ async fn stop(child: &mut Child, lease: &Lease, stop_signal: Signal) -> ExitStat
 
 /// Resign `key` if given, then revoke the lease: the last step of both ends.
 async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool {
+    let released = let_go(client, lease, key).await;
+    let resigned = released.resigned;
+    released.revoke(client).await;
+    resigned
+}
+
+/// Resign `key` if given; the lease is then the caller's to revoke.
+async fn let_go(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> Released {
     let wait = lease.timing().request_timeout();
     // The key first, then the lease, as `etcdctl lock` lets go: the next candidate sees a key's
     // delete about 0.2 ms sooner than a lease's revoke, which etcd applies with more work (in
@@ -757,20 +765,37 @@ async fn release(client: &Client, lease: Lease, key: Option<&LeaderKey>) -> bool
     let resigned = match key {
         Some(key) => {
             tracing::debug!("deleting our key");
-            election::resign(client, key, wait).await
+            let resigned = election::resign(client, key, wait).await;
+            if resigned {
+                tracing::info!(key = %String::from_utf8_lossy(key.key()), "resigned");
+            }
+            resigned
         }
         None => false,
     };
-    if let (true, Some(key)) = (resigned, key) {
-        tracing::info!(key = %String::from_utf8_lossy(key.key()), "resigned");
-        // The next candidate leads from that answer on and its child is starting: the revoke
-        // (the lease holds no key of the election any more) waits until that has passed, as the
-        // new leader's own bookkeeping does, rather than make etcd work beside the new child's
-        // start where they share a host.
-        tokio::time::sleep(crate::election::SETTLE).await;
+    Released { lease, resigned }
+}
+
+/// A lease whose leadership was let go (the child's group gone, the key resigned or not): only
+/// its revoke is left. Dropped unrevoked, it would expire by itself a TTL later.
+#[must_use = "revoke the lease: its keys stay until it expires"]
+pub struct Released {
+    lease: Lease,
+    resigned: bool,
+}
+
+impl Released {
+    /// Revoke the lease. After a resign the next candidate leads from the delete's answer on
+    /// and its child is starting: the revoke (the lease holds no key of the election any more)
+    /// waits [`crate::election::SETTLE`], as the new leader's own bookkeeping does, rather than
+    /// make etcd work beside the new child's start where they share a host.
+    pub async fn revoke(self, client: &Client) {
+        if self.resigned {
+            tokio::time::sleep(crate::election::SETTLE).await;
+        }
+        let wait = self.lease.timing().request_timeout();
+        self.lease.revoke(client, wait).await;
     }
-    lease.revoke(client, wait).await;
-    resigned
 }
 
 #[cfg(test)]
