@@ -241,7 +241,7 @@ impl Lease {
             }
             Err(e) => {
                 tracing::warn!(lease = %self.hex_id(), error = %e, "revoking it again once etcd answers (else it expires)");
-                tokio::spawn(revoke_later(client.clone(), id, wait));
+                tokio::spawn(revoke_later(client.clone(), id, self.hex_id(), wait));
             }
         }
     }
@@ -265,7 +265,7 @@ const REVOKE_LATER_FOR: Duration = Duration::from_secs(600);
 /// Revoke lease `id` once etcd answers again: after an outage every candidate begins anew with
 /// a new lease and key, and the old keys (the old leader's first) would stand ahead of the new
 /// ones for a whole TTL after etcd's return. Tries for at most REVOKE_LATER_FOR; logs only the outcome.
-async fn revoke_later(client: Client, id: i64, wait: Duration) {
+async fn revoke_later(client: Client, id: i64, hex: String, wait: Duration) {
     // At most a second apart: each try is one small request (a refused connection while etcd
     // is down), and the key stands in the line until it lands.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
@@ -274,14 +274,14 @@ async fn revoke_later(client: Client, id: i64, wait: Duration) {
         sleep(backoff.next_delay()).await;
         match revoke_once(&client, id, wait).await {
             Ok(()) => {
-                tracing::info!(lease = %format!("{id:x}"), "lease given up during the outage revoked");
+                tracing::info!(lease = %hex, "lease given up during the outage revoked");
                 return;
             }
             Err(e) if e.kind() == Kind::Fatal => break,
             Err(_) => {}
         }
     }
-    tracing::warn!(lease = %format!("{id:x}"), "could not revoke it: it expires by itself");
+    tracing::warn!(lease = %hex, "could not revoke it: it expires by itself");
 }
 
 impl Drop for Lease {

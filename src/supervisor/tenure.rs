@@ -17,6 +17,7 @@ use crate::election::run_records::{self, Claim};
 use crate::election::{self, Leadership, Unverified};
 use crate::error::{Error, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::lease::Lease;
+use crate::log::recurring::REMIND_EVERY;
 use crate::process::child::{Child, Command, ExitStatus, Reaper};
 use crate::process::hook::{Hooks, Kind, Reason};
 use crate::process::role::{RoleChannel, Told};
@@ -91,9 +92,6 @@ pub struct Tenure {
     pub restarts: Restarts,
 }
 
-/// How often a fencing token still behind is said again.
-const BEHIND_REMINDER: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Why a start did not happen.
 #[derive(Debug)]
 pub enum NotStarted {
@@ -142,7 +140,8 @@ pub struct Gate {
     /// The fencing tokens handed out and the revisions seen.
     tokens: Tokens,
     /// The last refusal for a token behind (the revision seen, when said): said again only
-    /// when that changes or every 30 s, not at every campaign of a restored etcd.
+    /// when that changes or every [`REMIND_EVERY`], as a recurring problem is, not at every
+    /// campaign of a restored etcd.
     behind_said: Option<(i64, Instant)>,
     hooks: Hooks,
     /// `--hot-standby`: the child that runs in every role.
@@ -271,7 +270,7 @@ impl Gate {
             .hand_out(key, token, leadership.store_revision())
         {
             crate::metrics::fencing_token_behind();
-            let again = matches!(self.behind_said, Some((seen, at)) if seen == behind.seen && at.elapsed() < BEHIND_REMINDER);
+            let again = matches!(self.behind_said, Some((seen, at)) if seen == behind.seen && at.elapsed() < REMIND_EVERY);
             if again {
                 debug!(
                     token = behind.token,
